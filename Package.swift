@@ -1,0 +1,117 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+    name: "Coffer",
+    platforms: [.macOS(.v15), .iOS(.v18)],
+    products: [
+        .library(name: "CofferCore", targets: ["CofferCore"]),
+        .library(name: "CofferStorage", targets: ["CofferStorage"]),
+        .library(name: "CofferS3", targets: ["CofferS3"]),
+        .library(name: "CofferBackup", targets: ["CofferBackup"]),
+        .library(name: "CofferVault", targets: ["CofferVault"]),
+        .library(name: "CofferRealm", targets: ["CofferRealm"]),
+        .executable(name: "coffer", targets: ["coffer"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.0.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.80.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.24.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.0.0"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.0"),
+        // Prometheus text exposition for the realm's /metrics (a swift-metrics backend).
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.0.0"),
+    ],
+    targets: [
+        // zlib (present on Linux and in Apple SDKs) for compressing database chunks.
+        .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+        // Pure core: key, subkeys, chunking, format, crypto envelope. No I/O.
+        .target(
+            name: "CofferCore",
+            dependencies: [
+                "CZlib",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
+            ],
+            swiftSettings: strict),
+        // One Storage protocol and the local-folder backend.
+        .target(
+            name: "CofferStorage",
+            dependencies: ["CofferCore"],
+            swiftSettings: strict),
+        // S3-compatible backend (SigV4 of our own, HTTP through async-http-client).
+        .target(
+            name: "CofferS3",
+            dependencies: [
+                "CofferStorage",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+        // Backup engine: repository, pipeline, SQLite capture, restore, check, prune.
+        .target(
+            name: "CofferBackup",
+            dependencies: [
+                "CofferCore", "CofferStorage",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+        // Backup Key Vault: wire protocol, channel, Shamir, client flows.
+        .target(
+            name: "CofferVault",
+            dependencies: [
+                "CofferCore",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+        // The realm server.
+        .target(
+            name: "CofferRealm",
+            dependencies: [
+                "CofferVault",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+        // The `coffer` command: parses arguments and calls the libraries.
+        .executableTarget(
+            name: "coffer",
+            dependencies: [
+                "CofferCore", "CofferStorage", "CofferS3", "CofferBackup", "CofferVault", "CofferRealm",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            swiftSettings: strict),
+        .testTarget(name: "CofferCoreTests", dependencies: ["CofferCore"],
+                    resources: [.copy("Vectors")], swiftSettings: strict),
+        .testTarget(name: "CofferStorageTests", dependencies: ["CofferStorage", "CofferS3"], swiftSettings: strict),
+        .testTarget(name: "CofferBackupTests",
+                    dependencies: ["CofferBackup", .product(name: "GRDB", package: "GRDB.swift")],
+                    swiftSettings: strict),
+        .testTarget(name: "CofferVaultTests", dependencies: ["CofferVault", "CofferRealm"],
+                    resources: [.copy("Vectors")], swiftSettings: strict),
+        .testTarget(name: "CofferCLITests", dependencies: ["CofferCore"], swiftSettings: strict),
+    ]
+)

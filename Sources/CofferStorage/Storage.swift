@@ -1,0 +1,141 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// Where a repository's encrypted objects live: a local or synced folder, or an S3 bucket.
+///
+/// Semantics every backend guarantees (the conformance suite in `CofferStorageTests` checks them):
+/// - Object names are relative paths of `[a-z0-9._-]` segments joined by `/` (for example
+///   `data/3f/3fa1...`, `config`). A backend rejects any other name with ``StorageError/invalidName(_:)``.
+/// - ``put(_:data:)`` is atomic and whole: a reader sees either no object or all of `data`, never a
+///   prefix, even if the writer crashes. After `put` returns, `get`, `stat` and `list` see the object
+///   (read-after-write). Writing a name that exists replaces it atomically (the engine never does
+///   this for content-addressed objects, but a retried upload of identical bytes must succeed).
+/// - ``get(_:range:)`` returns exactly the requested bytes or throws; a range past the end throws
+///   ``StorageError/rangeNotSatisfiable(name:size:)``.
+/// - ``list(prefix:)`` returns every object whose name starts with `prefix`, in no promised order,
+///   never temporary files of in-flight writes.
+/// - ``delete(_:)`` of a missing object succeeds (idempotent).
+/// - Errors are ``StorageError``; ``StorageError/isTransient`` tells whether retrying may help.
+public protocol Storage: Sendable {
+    /// A short human-readable location for messages, without credentials (`/path/to/repo`, `s3://bucket/prefix`).
+    var location: String { get }
+
+    /// Stores `data` under `name`, atomically and durably.
+    func put(_ name: String, data: Data) async throws(StorageError)
+
+    /// Reads the whole object, or `range` of it.
+    func get(_ name: String, range: Range<Int>?) async throws(StorageError) -> Data
+
+    /// Size and modification time of one object, or `nil` when it does not exist.
+    func stat(_ name: String) async throws(StorageError) -> ObjectInfo?
+
+    /// Every object whose name starts with `prefix` (`""` lists all).
+    func list(prefix: String) async throws(StorageError) -> [ObjectInfo]
+
+    /// Removes the object; succeeds when it does not exist.
+    func delete(_ name: String) async throws(StorageError)
+}
+
+extension Storage {
+    /// Reads the whole object.
+    public func get(_ name: String) async throws(StorageError) -> Data {
+        try await get(name, range: nil)
+    }
+
+    /// Removes several objects. Backends that can batch deletions override this.
+    public func delete(_ names: [String]) async throws(StorageError) {
+        for name in names { try await delete(name) }
+    }
+}
+
+/// One stored object as a listing sees it.
+public struct ObjectInfo: Sendable, Hashable {
+    public var name: String
+    public var size: Int
+    /// The storage's own timestamp (never the device clock): prune's grace period is measured with it.
+    public var modified: Date
+
+    public init(name: String, size: Int, modified: Date) {
+        self.name = name
+        self.size = size
+        self.modified = modified
+    }
+}
+
+/// A storage failure, with enough context to act on and nothing secret in it.
+public struct StorageError: Error, Sendable, CustomStringConvertible {
+    public enum Code: Sendable, Hashable {
+        /// The object does not exist.
+        case notFound
+        /// The name is not a valid object name.
+        case invalidName
+        /// The requested byte range lies outside the object.
+        case rangeNotSatisfiable
+        /// Credentials missing, wrong, or not allowed to do this.
+        case accessDenied
+        /// The folder or bucket does not exist.
+        case missingContainer
+        /// The device's clock is too far from the server's for signed requests.
+        case clockSkew
+        /// No space left on the device or quota exceeded.
+        case noSpace
+        /// A failure that retrying may fix (timeouts, resets, 5xx, throttling).
+        case transient
+        /// Any other failure that retrying will not fix.
+        case permanent
+    }
+
+    public var code: Code
+    /// The object concerned, if any.
+    public var name: String?
+    /// What happened, in words a user can act on.
+    public var message: String
+    /// The underlying error, for logs.
+    public var underlying: (any Error & Sendable)?
+
+    public init(_ code: Code, name: String? = nil, message: String, underlying: (any Error & Sendable)? = nil) {
+        self.code = code
+        self.name = name
+        self.message = message
+        self.underlying = underlying
+    }
+
+    public var isTransient: Bool { code == .transient }
+
+    public static func notFound(_ name: String) -> StorageError {
+        StorageError(.notFound, name: name, message: "object \(name) does not exist")
+    }
+
+    public static func invalidName(_ name: String) -> StorageError {
+        StorageError(.invalidName, name: name, message: "\"\(name)\" is not a valid object name")
+    }
+
+    public static func rangeNotSatisfiable(name: String, size: Int) -> StorageError {
+        StorageError(.rangeNotSatisfiable, name: name, message: "requested range lies outside object \(name) (\(size) bytes)")
+    }
+
+    public var description: String { message }
+}
+
+/// Checks the object-name rule shared by every backend.
+public enum ObjectName {
+    public static func isValid(_ name: String) -> Bool {
+        guard !name.isEmpty, name.utf8.count <= 512 else { return false }
+        for segment in name.split(separator: "/", omittingEmptySubsequences: false) {
+            guard !segment.isEmpty, segment != ".", segment != ".." else { return false }
+            for byte in segment.utf8 {
+                switch byte {
+                case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                     UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"):
+                    continue
+                default:
+                    return false
+                }
+            }
+        }
+        return true
+    }
+}
