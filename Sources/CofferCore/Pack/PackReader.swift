@@ -243,7 +243,7 @@ public final class BlobOpener {
         return plain
     }
 
-    /// Decrypts one blob (see ``open(_:entry:salt:)-(UnsafeRawBufferPointer,_,_)``).
+    /// Decrypts one blob from any contiguous bytes; see the `UnsafeRawBufferPointer` variant.
     public func open(_ sealed: some ContiguousBytes, entry: PackEntry, salt: Data) throws(FormatError) -> Data {
         try sealed.withRawBytes { (raw) throws(FormatError) -> Data in try open(raw, entry: entry, salt: salt) }
     }
