@@ -20,7 +20,7 @@ final class FaultProxy: @unchecked Sendable {
     import random, socket, struct, sys, threading, time
 
     listen_port, upstream_port, seed = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    rate, stall_seconds = float(sys.argv[4]), float(sys.argv[5])
+    rate, stall_seconds, forced = float(sys.argv[4]), float(sys.argv[5]), sys.argv[6] == "1"
     rng = random.Random(seed)
     lock = threading.Lock()
     counter = [0]
@@ -35,7 +35,7 @@ final class FaultProxy: @unchecked Sendable {
         with lock:
             n = counter[0]
             counter[0] += 1
-            if n < len(KINDS):
+            if forced and n < len(KINDS):
                 return KINDS[n]
             r = rng.random()
             pick = rng.random()
@@ -147,7 +147,9 @@ final class FaultProxy: @unchecked Sendable {
     ///   - rate: share of requests (after the first five) that get a fault.
     ///   - stallSeconds: how long a stalled request hangs before the proxy drops it (longer than
     ///     the client's read timeout, so the client gives up first).
-    static func start(upstreamPort: Int, rate: Double = 0.15, stallSeconds: Double = 4, seed: Int = 7) async throws -> FaultProxy {
+    ///   - forceEachKind: give the first five requests one fault of each kind.
+    static func start(upstreamPort: Int, rate: Double = 0.15, stallSeconds: Double = 4, seed: Int = 7,
+                      forceEachKind: Bool = true) async throws -> FaultProxy {
         let dir = NSTemporaryDirectory()
         let scriptPath = dir + "coffer-faultproxy-\(UUID().uuidString).py"
         try script.write(toFile: scriptPath, atomically: true, encoding: .utf8)
@@ -156,7 +158,7 @@ final class FaultProxy: @unchecked Sendable {
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", scriptPath, "\(port)", "\(upstreamPort)", "\(seed)", "\(rate)", "\(stallSeconds)"]
+        p.arguments = ["python3", scriptPath, "\(port)", "\(upstreamPort)", "\(seed)", "\(rate)", "\(stallSeconds)", forceEachKind ? "1" : "0"]
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         p.standardOutput = log
         p.standardError = log

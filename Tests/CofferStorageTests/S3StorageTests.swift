@@ -45,6 +45,14 @@ struct S3StorageTests {
                 let putError = await storageError { try await storage.put("x", data: Data([1])) }
                 #expect(putError?.code == .accessDenied)
             }
+            // Not retried: exactly one request reaches the server (counted by a pass-through proxy).
+            let counter = try await FaultProxy.start(upstreamPort: moto.port, rate: 0, forceEachKind: false)
+            defer { counter.stop() }
+            try await S3Storage.with(moto.configuration(bucket: "coffer-errors", credentials: wrongSecret, endpoint: counter.endpoint)) { storage in
+                let error = await storageError { _ = try await storage.stat("config") }
+                #expect(error?.code == .accessDenied)
+                #expect(counter.counts() == ["pass": 1], "a 403 is not retried: \(counter.counts())")
+            }
             let unknown = AWSCredentials(accessKeyID: "AKIAUNKNOWNUNKNOWN00", secretAccessKey: secret)
             try await S3Storage.with(moto.configuration(bucket: "coffer-errors", credentials: unknown)) { storage in
                 let error = await storageError { _ = try await storage.get("config") }
@@ -62,6 +70,7 @@ struct S3StorageTests {
             var quick = S3Options()
             quick.maxAttempts = 2
             quick.initialBackoff = .milliseconds(10)
+            quick.connectTimeout = .seconds(1)
             let deadPort = try MotoServer.freePort()
             try await S3Storage.with(moto.configuration(bucket: "coffer-errors", endpoint: "http://127.0.0.1:\(deadPort)", options: quick)) { storage in
                 let error = await storageError { _ = try await storage.get("config") }
