@@ -9,7 +9,7 @@ struct RealmCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "realm",
         abstract: "Run a Backup Key Vault realm (operators), or a local development cluster.",
-        subcommands: [RealmInit.self, RealmServe.self, RealmCluster_.self, RealmAddTenant.self, RealmRotateKey.self, RealmBench.self])
+        subcommands: [RealmInit.self, RealmServe.self, RealmCluster_.self, RealmAddTenant.self, RealmRotateKey.self, RealmBench.self, RealmBenchRecovery.self])
 }
 
 /// Errors of the realm commands: a message for the person, exit code 1.
