@@ -130,6 +130,7 @@ struct RealmServe: AsyncParsableCommand {
     @Option(help: "HOST:PORT to listen on.") var listen: String = "127.0.0.1:7301"
 
     func run() async throws {
+        setvbuf(stdout, nil, _IOLBF, 0)  // a parent process reads the "listening" line at once
         let (host, port) = try parseListen(listen)
         let logger = realmLogger("coffer.realm")
         let service = try await RealmService(directory: RealmDirectory(URL(fileURLWithPath: dir)), logger: logger)
@@ -151,6 +152,7 @@ struct RealmCluster_: AsyncParsableCommand {
     @Option(help: "First port (realm i listens on base-port + i - 1); 0 picks free ports.") var basePort: Int = 7301
 
     func run() async throws {
+        setvbuf(stdout, nil, _IOLBF, 0)
         let logger = realmLogger("coffer.realm")
         let layout = RealmClusterLayout(directory: URL(fileURLWithPath: dir), count: count, threshold: threshold)
         let cluster = try await CofferRealm.RealmCluster.start(layout: layout, basePort: basePort == 0 ? nil : basePort, logger: logger)
