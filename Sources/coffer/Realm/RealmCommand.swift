@@ -32,6 +32,11 @@ func parseListen(_ s: String) throws -> (String, Int) {
     return (host, port)
 }
 
+/// Writes a line to standard output unbuffered (a parent process waits for these lines).
+func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}
+
 func prettyJSON(_ value: some Encodable) -> String {
     let enc = JSONEncoder()
     enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
@@ -130,12 +135,11 @@ struct RealmServe: AsyncParsableCommand {
     @Option(help: "HOST:PORT to listen on.") var listen: String = "127.0.0.1:7301"
 
     func run() async throws {
-        setvbuf(stdout, nil, _IOLBF, 0)  // a parent process reads the "listening" line at once
         let (host, port) = try parseListen(listen)
         let logger = realmLogger("coffer.realm")
         let service = try await RealmService(directory: RealmDirectory(URL(fileURLWithPath: dir)), logger: logger)
         let app = RealmServer.application(service: service, host: host, port: port, logger: logger) { bound in
-            print("realm \(service.keys.realmIDHex) listening on http://\(host):\(bound)")
+            say("realm \(service.keys.realmIDHex) listening on http://\(host):\(bound)")
         }
         try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
     }
@@ -152,19 +156,18 @@ struct RealmCluster_: AsyncParsableCommand {
     @Option(help: "First port (realm i listens on base-port + i - 1); 0 picks free ports.") var basePort: Int = 7301
 
     func run() async throws {
-        setvbuf(stdout, nil, _IOLBF, 0)
         let logger = realmLogger("coffer.realm")
         let layout = RealmClusterLayout(directory: URL(fileURLWithPath: dir), count: count, threshold: threshold)
         let cluster = try await CofferRealm.RealmCluster.start(layout: layout, basePort: basePort == 0 ? nil : basePort, logger: logger)
-        for line in cluster.actions { print(line) }
+        for line in cluster.actions { say(line) }
         for r in cluster.realms {
-            print("realm \(r.number): \(r.url)  id \(r.service?.keys.realmIDHex ?? "?")  x = \(r.number)  (\(r.directory.url.path))")
+            say("realm \(r.number): \(r.url)  id \(r.service?.keys.realmIDHex ?? "?")  x = \(r.number)  (\(r.directory.url.path))")
         }
-        print("wrote \(layout.vaultConfigURL.path) (\(layout.count) realms, threshold \(layout.threshold), tenant '\(VaultConfiguration.developmentTenantName)')")
-        print("Use it with: export COFFER_VAULT=\(layout.vaultConfigURL.path)")
-        print("Serving until interrupted (Ctrl-C).")
+        say("wrote \(layout.vaultConfigURL.path) (\(layout.count) realms, threshold \(layout.threshold), tenant '\(VaultConfiguration.developmentTenantName)')")
+        say("Use it with: export COFFER_VAULT=\(layout.vaultConfigURL.path)")
+        say("Serving until interrupted (Ctrl-C).")
         try await cluster.runUntilSignalled(logger: logger)
-        print("stopped")
+        say("stopped")
     }
 }
 
