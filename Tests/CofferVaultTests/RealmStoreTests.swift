@@ -7,12 +7,20 @@ import Testing
 /// Expiry rules of the store, driven directly with short lifetimes (the HTTP path runs the same code).
 @Suite("Realm store expiry and limits")
 struct RealmStoreTests {
-    static func store(_ adjust: (inout RealmStore.Limits) -> Void) throws -> (RealmStore, URL) {
+    /// A clock the test moves by hand, so expiry is tested without sleeping (and without flaking under load).
+    final class TestClock: Sendable {
+        private let t = Mutex2(Date())
+        var now: Date { t.withLock { $0 } }
+        func advance(_ seconds: TimeInterval) { t.withLock { $0 += seconds } }
+    }
+
+    static func store(_ adjust: (inout RealmStore.Limits) -> Void) throws -> (RealmStore, URL, TestClock) {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-realm-store-\(UUID().uuidString)")
         let (keys, config) = try RealmDirectory(dir).initialize(x: 1)
         var limits = RealmStore.Limits(guessLimit: 10)
         adjust(&limits)
-        return (try RealmStore(url: RealmDirectory(dir).databaseFile, keys: keys, config: config, limits: limits), dir)
+        let clock = TestClock()
+        return (try RealmStore(url: RealmDirectory(dir).databaseFile, keys: keys, config: config, limits: limits, now: { clock.now }), dir, clock)
     }
 
     static func register(_ store: RealmStore, user: String = "u", guessLimit: Int = 10) async throws -> Data {
@@ -29,14 +37,14 @@ struct RealmStoreTests {
 
     @Test("the background sweep destroys a record whose last challenge expired, and wipes expired rows")
     func sweepDestroys() async throws {
-        let (store, dir) = try Self.store { $0.challengeLifetime = 1; $0.ticketLifetime = 1; $0.pendingLifetime = 1 }
+        let (store, dir, clock) = try Self.store { $0.challengeLifetime = 1; $0.ticketLifetime = 1; $0.pendingLifetime = 1 }
         defer { try? FileManager.default.removeItem(at: dir) }
         let version = try await Self.register(store, guessLimit: 1)
         let q = try await store.query(tenant: "t", user: "u", scope: .recover)
         _ = try await store.guess(tenant: "t", user: "u", ticket: q.ticket, version: version, blinded: try Self.blinded())
         _ = try await store.beginRegistration(tenant: "t", user: "u", blinded: try Self.blinded())
         #expect(try await store.sweep() == 0)   // the challenge is still live
-        try await Task.sleep(for: .milliseconds(1200))
+        clock.advance(1.2)
         #expect(try await store.sweep() == 1)
         #expect(try await store.peekStatus(tenant: "t", user: "u") == .locked(version: version))
         #expect(try await store.sweep() == 0)
@@ -44,11 +52,11 @@ struct RealmStoreTests {
 
     @Test("an expired ticket is refused and spends nothing")
     func ticketExpiry() async throws {
-        let (store, dir) = try Self.store { $0.ticketLifetime = 1 }
+        let (store, dir, clock) = try Self.store { $0.ticketLifetime = 1 }
         defer { try? FileManager.default.removeItem(at: dir) }
         let version = try await Self.register(store)
         let q = try await store.query(tenant: "t", user: "u", scope: .recover)
-        try await Task.sleep(for: .milliseconds(1200))
+        clock.advance(1.2)
         await #expect(throws: RealmRefusal.badTicket) {
             _ = try await store.guess(tenant: "t", user: "u", ticket: q.ticket, version: version, blinded: try Self.blinded())
         }
@@ -58,12 +66,12 @@ struct RealmStoreTests {
 
     @Test("pending registrations: at most four per user (the oldest dropped), and they expire")
     func pendingLimits() async throws {
-        let (store, dir) = try Self.store { $0.pendingLifetime = 1 }
+        let (store, dir, clock) = try Self.store { $0.pendingLifetime = 1 }
         defer { try? FileManager.default.removeItem(at: dir) }
         var pendings: [PendingAnswer] = []
         for _ in 0..<6 {
             pendings.append(try await store.beginRegistration(tenant: "t", user: "u", blinded: try Self.blinded()))
-            try await Task.sleep(for: .milliseconds(5))
+            clock.advance(0.01)
         }
         let fields = RegistrationFields(version: Data(rnd(16)), c: Data(rnd(32)), commitment: Data(rnd(32)), vk: Data(rnd(32)), sig: Data(rnd(64)),
                                         tag: Data(rnd(32)), wrapped: Data(rnd(60)), policy: Data(VaultPolicy.default.bytes), guessLimit: 10)
@@ -75,7 +83,7 @@ struct RealmStoreTests {
             try await store.completeRegistration(tenant: "t", user: "v", pendingID: pendings[5].pendingID, expectedVersion: nil, fields: fields)
         }
         try await store.completeRegistration(tenant: "t", user: "u", pendingID: pendings[5].pendingID, expectedVersion: nil, fields: fields)
-        try await Task.sleep(for: .milliseconds(1200))
+        clock.advance(1.2)
         var f2 = fields
         f2.version = Data(rnd(16))
         await #expect(throws: RealmRefusal.badPending) {
@@ -85,7 +93,7 @@ struct RealmStoreTests {
 
     @Test("a destroyed record can be registered again by whoever holds K (expectedVersion none or the tombstone's)")
     func reRegisterAfterLock() async throws {
-        let (store, dir) = try Self.store { _ in }
+        let (store, dir, _) = try Self.store { _ in }
         defer { try? FileManager.default.removeItem(at: dir) }
         let version = try await Self.register(store, guessLimit: 1)
         let q = try await store.query(tenant: "t", user: "u", scope: .recover)
