@@ -75,13 +75,14 @@ struct RealmGuessTests {
 
     @Test("the last guess's challenge expiring destroys the record (Q0 applies the rule)")
     func destroyedWhenLastChallengeExpires() async throws {
-        // A store with a 1-second challenge lifetime, driven directly (the HTTP path is the same code).
+        // A store with a 1-second challenge lifetime and a hand-moved clock, driven directly (the HTTP path is the same code).
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-realm-exp-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: dir) }
         let (keys, config) = try RealmDirectory(dir).initialize(x: 1)
         var limits = RealmStore.Limits(guessLimit: 10)
         limits.challengeLifetime = 1
-        let store = try RealmStore(url: RealmDirectory(dir).databaseFile, keys: keys, config: config, limits: limits)
+        let clock = RealmStoreTests.TestClock()
+        let store = try RealmStore(url: RealmDirectory(dir).databaseFile, keys: keys, config: config, limits: limits, now: { clock.now })
         let r1 = try await store.beginRegistration(tenant: "t", user: "u", blinded: Data(try VaultOPRF.blind([1]).blindedElementBytes))
         try await store.completeRegistration(tenant: "t", user: "u", pendingID: r1.pendingID, expectedVersion: nil,
                                              fields: RegistrationFields(version: Data(rnd(16)), c: Data(rnd(32)), commitment: Data(rnd(32)), vk: Data(rnd(32)),
@@ -93,7 +94,7 @@ struct RealmGuessTests {
         }
         // Both challenges live: not destroyed yet (a correct proof could still unlock).
         #expect(try await store.query(tenant: "t", user: "u", scope: .status).status != .locked(version: version))
-        try await Task.sleep(for: .milliseconds(1300))
+        clock.advance(1.3)
         let after = try await store.query(tenant: "t", user: "u", scope: .status)
         #expect(after.status == .locked(version: version))
         #expect(after.destroyed)
