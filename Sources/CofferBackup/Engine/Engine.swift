@@ -59,6 +59,9 @@ final class Engine: Sendable {
         self.repositoryID = config.repositoryID.map { String(format: "%02x", $0) }.joined()
     }
 
+    /// The config allows compression of compressible blobs (database chunks, trees).
+    var compresses: Bool { config.parameters.compression != .none }
+
     static func storageError(_ e: StorageError, doing what: String) -> BackupError {
         if e.code == .notFound {
             return BackupError(.dataMissing, object: e.name, message: "\(what): object \(e.name ?? "?") is missing", underlying: e)

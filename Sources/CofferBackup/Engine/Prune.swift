@@ -204,8 +204,8 @@ extension Engine {
                         throw BackupError(.dataDamaged, object: p.id.packName,
                                           message: "prune stopped before deleting anything: blob \(e.id.hex) in \(p.id.packName) is damaged: \(error.message)")
                     }
-                    if writer == nil { writer = PackWriter(keys: keys, expectedSize: config.parameters.targetPackSize) }
-                    do { try writer!.add(type: e.type, id: e.id, plaintext: plain, compress: e.compression != .none) } catch {
+                    if writer == nil { writer = PackWriter(keys: keys, parameters: config.parameters) }
+                    do { try writer!.add(type: e.type, id: e.id, plaintext: plain, compress: e.compression != .none && compresses) } catch {
                         throw BackupError(.dataDamaged, message: "cannot repack blob \(e.id.hex): \(error)")
                     }
                     if writer!.byteCount >= config.parameters.targetPackSize { try await flush() }
