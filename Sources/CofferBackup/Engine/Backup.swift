@@ -355,6 +355,7 @@ final class BackupRun: @unchecked Sendable {
         let n = head.withUnsafeMutableBytes { (try? Posix.preadFully(fd, $0.baseAddress!, count: $0.count, offset: 0)) ?? 0 }
         close(fd)
         let isDB = ChunkingPolicy.isSQLiteHeader(head[0..<n])
+        node.isDatabase = isDB
         let job = FileJob(path: path, node: node, parentNode: p, isDatabase: isDB)
         jobs.append(job)
         return .file(job)
