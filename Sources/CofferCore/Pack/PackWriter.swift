@@ -17,7 +17,11 @@ public final class PackWriter {
     private let cipher: PackCipher
     private let deflater: Deflater
     private var buffer = Data()
+    /// The pack's SHA-256, fed right after each append while the bytes are still in cache.
+    private var hasher = SHA256()
     private var paddingLength = 0
+    /// False when the repository's parameters say `compression = none`: `compress: true` is ignored.
+    private var compressionEnabled = true
     private var finished = false
     /// The blobs written so far, in order.
     public private(set) var entries: [PackEntry] = []
@@ -30,6 +34,13 @@ public final class PackWriter {
         var rng = SystemRandomNumberGenerator()
         let salt = Data((0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) })
         self.init(keys: keys, salt: salt, compressionLevel: compressionLevel, expectedSize: expectedSize)
+    }
+
+    /// A writer following the repository's parameters: compression on or off, its zlib level, and
+    /// a buffer sized for the target pack size.
+    public convenience init(keys: RepositoryKeys, parameters: RepositoryParameters) {
+        self.init(keys: keys, compressionLevel: parameters.compressionLevel, expectedSize: parameters.targetPackSize)
+        compressionEnabled = parameters.compression != .none
     }
 
     /// A writer with a chosen salt: only for test vectors (a repeated salt would repeat nonces).
@@ -61,7 +72,7 @@ public final class PackWriter {
         guard plaintext.count <= PackFormat.maxBlobLength else {
             throw FormatError(.tooLarge, "blob of \(plaintext.count) bytes exceeds the \(PackFormat.maxBlobLength)-byte limit")
         }
-        if compress {
+        if compress && compressionEnabled {
             return try deflater.compress(plaintext) { (c) throws(FormatError) -> PackEntry in
                 if let c {
                     return try append(type: type, id: id, payload: c, compression: .deflate, uncompressedLength: plaintext.count)
@@ -72,7 +83,7 @@ public final class PackWriter {
         return try append(type: type, id: id, payload: plaintext, compression: .none, uncompressedLength: plaintext.count)
     }
 
-    /// Adds a blob (see ``add(type:id:plaintext:compress:)-(_,_,UnsafeRawBufferPointer,_)``).
+    /// Adds a blob from any contiguous bytes (`Data`, `[UInt8]`); see the `UnsafeRawBufferPointer` variant.
     @discardableResult
     public func add(type: BlobType, id: ChunkID, plaintext: some ContiguousBytes, compress: Bool) throws(FormatError) -> PackEntry {
         try plaintext.withRawBytes { (raw) throws(FormatError) -> PackEntry in
@@ -116,6 +127,7 @@ public final class PackWriter {
         aad.withUnsafeBytes { a in
             aeadSeal(payload, key: cipher.blobKey, nonce: counterNonce(UInt32(entry.index)), aad: a, appendingTo: &buffer)
         }
+        hashTail(from: entry.offset)
         entries.append(entry)
         return entry
     }
@@ -143,16 +155,22 @@ public final class PackWriter {
         h.zeros(paddingLength)
         let headerLength = h.bytes.count + PackFormat.tagLength
         let trailer = PackTrailer.encode(salt: salt, headerLength: headerLength)
+        let start = buffer.count
         h.bytes.withUnsafeBytes { p in
             trailer.withUnsafeBytes { a in
                 aeadSeal(p, key: cipher.headerKey, nonce: counterNonce(0), aad: a, appendingTo: &buffer)
             }
         }
         buffer.append(contentsOf: trailer)
+        hashTail(from: start)
         let bytes = buffer
         buffer = Data()
-        return FinishedPack(bytes: bytes, id: ObjectID(hashing: bytes), salt: salt, entries: entries,
-                            headerLength: headerLength)
+        let id = hasher.finalize().withUnsafeBytes { ObjectID(digest: Digest256($0)) }
+        return FinishedPack(bytes: bytes, id: id, salt: salt, entries: entries, headerLength: headerLength)
+    }
+
+    private func hashTail(from start: Int) {
+        buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[start...])) }
     }
 }
 
