@@ -5,5 +5,8 @@ struct Coffer: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "coffer",
         abstract: "End-to-end encrypted, deduplicating backups with a password-protected key vault.",
-        subcommands: [])
+        subcommands: [
+            InitCommand.self, BackupCommand.self, SnapshotsCommand.self, LsCommand.self, RestoreCommand.self,
+            CheckCommand.self, ForgetCommand.self, PruneCommand.self, KeyCommand.self,
+        ])
 }
