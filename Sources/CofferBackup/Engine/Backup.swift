@@ -467,7 +467,7 @@ final class BackupRun: @unchecked Sendable {
             itemDone()
         }
         if let w = writer, w.blobCount > 0, !isCancelled || true {
-            do { try uploader.submit(w.finish()) } catch { /* recorded by the uploader */ }
+            do { try uploader.submit { w.finish() } } catch { /* recorded by the uploader */ }
         }
     }
 
@@ -543,6 +543,11 @@ final class BackupRun: @unchecked Sendable {
             var isNew = false
             if claim(id) {
                 isNew = true
+                // Close a pack before a blob would overflow it: its buffer never reallocates.
+                if let w = writer, w.blobCount > 0, w.byteCount + n + 64 > target {
+                    writer = nil
+                    do { try uploader.submit { w.finish() } } catch { return }
+                }
                 if writer == nil { writer = PackWriter(keys: engine.keys, expectedSize: target) }
                 do {
                     try writer!.add(type: .data, id: id, plaintext: plain, compress: job.isDatabase)
@@ -550,10 +555,9 @@ final class BackupRun: @unchecked Sendable {
                     failJob(job, "cannot pack: \(error)")
                     return
                 }
-                if writer!.byteCount >= target {
-                    let finished = writer!.finish()
+                if let w = writer, w.byteCount >= target {
                     writer = nil
-                    do { try uploader.submit(finished) } catch { return }
+                    do { try uploader.submit { w.finish() } } catch { return }
                 }
             }
             counters.withLock {
