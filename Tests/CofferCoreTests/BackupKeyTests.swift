@@ -1,0 +1,58 @@
+import Testing
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+@testable import CofferCore
+
+@Suite struct BackupKeyTests {
+    let digits = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+
+    @Test func parsesPlainDigits() throws {
+        let k = try BackupKey(digits: digits)
+        #expect(k.digits == digits)
+        #expect(k.constantTimeEquals(fixedKey))
+    }
+
+    @Test func toleratesCaseSpacesAndDashes() throws {
+        let grouped = try BackupKey(digits: digits).groupedDigits
+        #expect(grouped.split(separator: " ").count == 16)
+        #expect(try BackupKey(digits: grouped).constantTimeEquals(fixedKey))
+        #expect(try BackupKey(digits: digits.uppercased()).constantTimeEquals(fixedKey))
+        let dashed = grouped.replacingOccurrences(of: " ", with: "-")
+        #expect(try BackupKey(digits: dashed).constantTimeEquals(fixedKey))
+        #expect(try BackupKey(digits: "  " + grouped + "\n").constantTimeEquals(fixedKey))
+    }
+
+    @Test func rejectsBadCharacterWithPosition() {
+        var chars = Array(digits)
+        chars[10] = "g"
+        #expect(throws: BackupKeyError.invalidCharacter(position: 11)) { try BackupKey(digits: String(chars)) }
+        #expect(throws: BackupKeyError.invalidCharacter(position: 6)) { try BackupKey(digits: "0001 x" + digits) }
+        // Position counts user-visible characters, also after a non-ASCII one.
+        #expect(throws: BackupKeyError.invalidCharacter(position: 1)) { try BackupKey(digits: "é" + digits) }
+    }
+
+    @Test func rejectsWrongLength() {
+        #expect(throws: BackupKeyError.wrongDigitCount(count: 63)) { try BackupKey(digits: String(digits.dropLast())) }
+        #expect(throws: BackupKeyError.wrongDigitCount(count: 65)) { try BackupKey(digits: digits + "0") }
+        #expect(throws: BackupKeyError.wrongDigitCount(count: 0)) { try BackupKey(digits: "") }
+        #expect(throws: BackupKeyError.wrongLength(31)) { try BackupKey(bytes: [UInt8](repeating: 0, count: 31)) }
+    }
+
+    @Test func neverPrintsTheKey() throws {
+        let k = try BackupKey(digits: digits)
+        for text in [k.description, k.debugDescription, String(describing: k), String(reflecting: k), "\(k)",
+                     fixedKeys.description, String(reflecting: fixedKeys)] {
+            #expect(!text.contains("0a0b0c"))
+            #expect(!text.lowercased().contains("0a0b 0c0d"))
+        }
+        let mirror = String(describing: Mirror(reflecting: k).children.map { $0.value })
+        #expect(!mirror.contains("0a0b0c"))
+    }
+
+    @Test func randomKeysDiffer() {
+        #expect(!BackupKey().constantTimeEquals(BackupKey()))
+    }
+}
