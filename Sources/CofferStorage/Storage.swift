@@ -13,8 +13,14 @@ import Foundation
 ///   prefix, even if the writer crashes. After `put` returns, `get`, `stat` and `list` see the object
 ///   (read-after-write). Writing a name that exists replaces it atomically (the engine never does
 ///   this for content-addressed objects, but a retried upload of identical bytes must succeed).
-/// - ``get(_:range:)`` returns exactly the requested bytes or throws; a range past the end throws
-///   ``StorageError/rangeNotSatisfiable(name:size:)``.
+/// - ``get(_:range:)`` returns exactly the requested bytes or throws: a range that does not lie
+///   wholly inside the object (`range.upperBound > size`, or a negative bound) throws
+///   ``StorageError/rangeNotSatisfiable(name:size:)``, never a shorter result. An empty range inside
+///   the object (`lowerBound <= size`) returns empty `Data`.
+/// - ``create(_:data:)`` is ``put(_:data:)`` that fails with `.alreadyExists` instead of replacing
+///   (S3 `If-None-Match: *`, a hard link locally): two writers racing for a name with different
+///   bytes cannot both win. It succeeds when the name already holds exactly `data`, so a retried
+///   create whose first answer was lost does not fail.
 /// - ``list(prefix:)`` returns every object whose name starts with `prefix`, in no promised order,
 ///   never temporary files of in-flight writes.
 /// - ``delete(_:)`` of a missing object succeeds (idempotent).
@@ -37,6 +43,17 @@ public protocol Storage: Sendable {
 
     /// Removes the object; succeeds when it does not exist.
     func delete(_ name: String) async throws(StorageError)
+
+    /// Removes several objects (idempotent like ``delete(_:)``). A requirement so that backends
+    /// that batch (S3 DeleteObjects) are used through `any Storage`; the default deletes one by one.
+    func delete(_ names: [String]) async throws(StorageError)
+
+    /// Stores `data` under `name` only if no object has that name, atomically and durably.
+    /// - Throws: ``StorageError`` with code `.alreadyExists` when the name is taken.
+    func create(_ name: String, data: Data) async throws(StorageError)
+
+    /// Releases connections and other resources. Call once, when done; the storage is unusable after.
+    func close() async
 }
 
 extension Storage {
@@ -44,6 +61,9 @@ extension Storage {
     public func get(_ name: String) async throws(StorageError) -> Data {
         try await get(name, range: nil)
     }
+
+    /// Nothing to release by default.
+    public func close() async {}
 
     /// Removes several objects. Backends that can batch deletions override this.
     public func delete(_ names: [String]) async throws(StorageError) {
@@ -82,6 +102,8 @@ public struct StorageError: Error, Sendable, CustomStringConvertible {
         case clockSkew
         /// No space left on the device or quota exceeded.
         case noSpace
+        /// ``Storage/create(_:data:)`` found the name taken.
+        case alreadyExists
         /// A failure that retrying may fix (timeouts, resets, 5xx, throttling).
         case transient
         /// Any other failure that retrying will not fix.

@@ -1,0 +1,415 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+#if canImport(Darwin)
+import Darwin
+#elseif canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// A repository in a local folder: the embedded default, and what a user points at a synced
+/// cloud-drive folder.
+///
+/// Each object is one file under the root (`data/3f/3fa1...` → `ROOT/data/3f/3fa1...`).
+/// Crash safety of ``put(_:data:)``: the bytes go to a temporary file in the destination directory
+/// (named with a `~`, which no object name can contain, so ``list(prefix:)`` never shows it), are
+/// fsync-ed, renamed over the final name, and the directory is fsync-ed. After a crash a reader sees
+/// the old object or the new one, never a prefix; leftover temporary files are harmless and are
+/// removed by ``removeTemporaryFiles()``.
+public struct LocalStorage: Storage {
+    /// Absolute or relative path of the repository folder, without a trailing `/`.
+    public let root: String
+
+    public var location: String { root }
+
+    /// Opens the folder at `root`.
+    /// - Parameters:
+    ///   - root: the repository folder.
+    ///   - create: create the folder (and missing parents, mode 0700) when it does not exist.
+    /// - Throws: `.missingContainer` when it does not exist (and `create` is false) or is not a
+    ///   folder, `.accessDenied` when it cannot be read.
+    public init(root: String, create: Bool = false) throws(StorageError) {
+        var r = root
+        while r.count > 1 && r.hasSuffix("/") { r.removeLast() }
+        guard !r.isEmpty else {
+            throw StorageError(.missingContainer, message: "no repository folder given")
+        }
+        self.root = r
+        var st = FileStatus()
+        if posixStat(r, &st) != 0 {
+            let e = errno
+            if e == ENOENT && create {
+                try Self.makeDirectories(r, durableFrom: nil)
+            } else if e == ENOENT {
+                throw StorageError(.missingContainer, message: "repository folder \(r) does not exist")
+            } else {
+                throw Self.error(e, name: nil, doing: "open repository folder \(r)")
+            }
+        } else if (st.st_mode & S_IFMT) != S_IFDIR {
+            throw StorageError(.missingContainer, message: "\(r) is not a folder")
+        }
+        if access(r, R_OK | X_OK) != 0 {
+            throw Self.error(errno, name: nil, doing: "read repository folder \(r)")
+        }
+    }
+
+    // MARK: Storage
+
+    public func put(_ name: String, data: Data) async throws(StorageError) {
+        try write(name, data: data, exclusive: false)
+    }
+
+    public func create(_ name: String, data: Data) async throws(StorageError) {
+        try write(name, data: data, exclusive: true)
+    }
+
+    public func get(_ name: String, range: Range<Int>?) async throws(StorageError) -> Data {
+        try check(name)
+        let path = self.path(name)
+        let fd = Self.open(path, O_RDONLY | O_CLOEXEC, 0)
+        guard fd >= 0 else {
+            let e = errno
+            if e == ENOENT || e == ENOTDIR { throw StorageError.notFound(name) }
+            throw Self.error(e, name: name, doing: "read")
+        }
+        defer { _ = Glue.close(fd) }
+        var st = FileStatus()
+        guard fstat(fd, &st) == 0 else { throw Self.error(errno, name: name, doing: "read") }
+        let size = Int(st.st_size)
+        let wanted = range ?? 0..<size
+        guard wanted.lowerBound >= 0, wanted.upperBound <= size else {
+            throw StorageError.rangeNotSatisfiable(name: name, size: size)
+        }
+        var out = Data(count: wanted.count)
+        var done = 0
+        let failure: Int32? = out.withUnsafeMutableBytes { buf -> Int32? in
+            while done < wanted.count {
+                let n = pread(fd, buf.baseAddress! + done, wanted.count - done, off_t(wanted.lowerBound + done))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return errno
+                }
+                if n == 0 { return nil }  // shrank underneath us: reported below
+                done += n
+            }
+            return nil
+        }
+        if let failure { throw Self.error(failure, name: name, doing: "read") }
+        guard done == wanted.count else {
+            throw StorageError(.transient, name: name, message: "object \(name) changed size while being read")
+        }
+        return out
+    }
+
+    public func stat(_ name: String) async throws(StorageError) -> ObjectInfo? {
+        try check(name)
+        var st = FileStatus()
+        if posixStat(path(name), &st) != 0 {
+            let e = errno
+            if e == ENOENT || e == ENOTDIR { return nil }
+            throw Self.error(e, name: name, doing: "look up")
+        }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { return nil }
+        return ObjectInfo(name: name, size: Int(st.st_size), modified: Self.mtime(st))
+    }
+
+    public func list(prefix: String) async throws(StorageError) -> [ObjectInfo] {
+        var out: [ObjectInfo] = []
+        try walk(relative: "", prefix: prefix, into: &out)
+        return out
+    }
+
+    public func delete(_ name: String) async throws(StorageError) {
+        try check(name)
+        if unlink(path(name)) != 0 {
+            let e = errno
+            if e == ENOENT || e == ENOTDIR { return }
+            throw Self.error(e, name: name, doing: "delete")
+        }
+    }
+
+    /// Removes temporary files left by writers that crashed (call when no writer is running).
+    /// - Returns: how many were removed.
+    @discardableResult
+    public func removeTemporaryFiles() throws(StorageError) -> Int {
+        var removed = 0
+        try walkTemporaries(relative: "", removed: &removed)
+        return removed
+    }
+
+    // MARK: Writing
+
+    private func readWhole(_ path: String) throws -> Data {
+        guard let data = FileManager.default.contents(atPath: path) else { throw StorageError.notFound(path) }
+        return data
+    }
+
+    private func write(_ name: String, data: Data, exclusive: Bool) throws(StorageError) {
+        try check(name)
+        let finalPath = path(name)
+        let dir = Self.parent(finalPath)
+        if dir != root {
+            try Self.makeDirectories(dir, durableFrom: root)
+        }
+        let tmpPath = "\(dir)/.\(Self.basename(finalPath)).\(Self.randomSuffix())~tmp"
+
+        let fd = Self.open(tmpPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw Self.error(errno, name: name, doing: "write") }
+        var fdOpen = true
+        func fail(_ e: Int32, _ doing: String) -> StorageError {
+            if fdOpen { _ = Glue.close(fd); fdOpen = false }
+            _ = unlink(tmpPath)
+            return Self.error(e, name: name, doing: doing)
+        }
+
+        var written = 0
+        let writeError: Int32? = data.withUnsafeBytes { buf -> Int32? in
+            while written < buf.count {
+                let n = Glue.write(fd, buf.baseAddress! + written, buf.count - written)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return errno
+                }
+                written += n
+            }
+            return nil
+        }
+        if let writeError { throw fail(writeError, "write") }
+        if Glue.fsync(fd) != 0 { throw fail(errno, "flush") }
+        // close can report a deferred write error (NFS, some FUSE drives): do not ignore it.
+        fdOpen = false
+        if Glue.close(fd) != 0 { throw fail(errno, "write") }
+
+        if exclusive {
+            // link(2) fails with EEXIST when the name is taken: the check and the creation are one step.
+            if link(tmpPath, finalPath) != 0 {
+                let e = errno
+                _ = unlink(tmpPath)
+                if e == EEXIST {
+                    if let existing = try? readWhole(finalPath), existing == data { return }
+                    throw StorageError(.alreadyExists, name: name, message: "object \(name) already exists")
+                }
+                throw Self.error(e, name: name, doing: "create")
+            }
+            _ = unlink(tmpPath)
+        } else if rename(tmpPath, finalPath) != 0 {
+            throw fail(errno, "rename")
+        }
+        try Self.syncDirectory(dir, name: name)
+    }
+
+    /// `mkdir -p` with mode 0700; every directory created is made durable by fsync-ing its parent.
+    private static func makeDirectories(_ dir: String, durableFrom base: String?) throws(StorageError) {
+        var st = FileStatus()
+        if posixStat(dir, &st) == 0 {
+            if (st.st_mode & S_IFMT) == S_IFDIR { return }
+            throw StorageError(.permanent, message: "\(dir) exists and is not a folder")
+        }
+        let parent = Self.parent(dir)
+        if parent != dir && parent != base {
+            try makeDirectories(parent, durableFrom: base)
+        }
+        if mkdir(dir, 0o700) != 0 {
+            let e = errno
+            if e == EEXIST { return }  // a concurrent writer made it
+            if e == ENOENT && base != nil {
+                throw StorageError(.missingContainer, message: "repository folder \(base!) has disappeared")
+            }
+            throw error(e, name: nil, doing: "create folder \(dir)")
+        }
+        try syncDirectory(parent, name: nil)
+    }
+
+    private static func syncDirectory(_ dir: String, name: String?) throws(StorageError) {
+        let fd = Self.open(dir, O_RDONLY | O_CLOEXEC, 0)
+        guard fd >= 0 else { throw error(errno, name: name, doing: "sync folder") }
+        defer { _ = Glue.close(fd) }
+        if Glue.fsync(fd) != 0 {
+            let e = errno
+            // Some file systems (certain FUSE and network mounts) cannot fsync a directory.
+            if e == EINVAL || e == ENOTSUP || e == EBADF { return }
+            throw error(e, name: name, doing: "sync folder")
+        }
+    }
+
+    // MARK: Listing
+
+    private func walk(relative: String, prefix: String, into out: inout [ObjectInfo]) throws(StorageError) {
+        let dirPath = relative.isEmpty ? root : "\(root)/\(relative)"
+        let entries: [String]
+        do {
+            entries = try Self.readDirectory(dirPath)
+        } catch {
+            if error.code == .notFound { return }
+            throw error
+        }
+        for entry in entries {
+            let rel = relative.isEmpty ? entry : "\(relative)/\(entry)"
+            // Skip temporary files, dot-files the OS drops in (.DS_Store has capitals) and anything
+            // that is not an object name.
+            guard ObjectName.isValid(rel) else { continue }
+            // Only descend where the prefix can still match.
+            if !(rel.hasPrefix(prefix) || prefix.hasPrefix(rel + "/") || prefix.hasPrefix(rel)) { continue }
+            var st = FileStatus()
+            if posixLstat("\(root)/\(rel)", &st) != 0 {
+                let e = errno
+                if e == ENOENT { continue }  // deleted while listing
+                throw Self.error(e, name: rel, doing: "list")
+            }
+            switch st.st_mode & S_IFMT {
+            case S_IFDIR:
+                try walk(relative: rel, prefix: prefix, into: &out)
+            case S_IFREG where rel.hasPrefix(prefix):
+                out.append(ObjectInfo(name: rel, size: Int(st.st_size), modified: Self.mtime(st)))
+            default:
+                continue
+            }
+        }
+    }
+
+    private func walkTemporaries(relative: String, removed: inout Int) throws(StorageError) {
+        let dirPath = relative.isEmpty ? root : "\(root)/\(relative)"
+        for entry in try Self.readDirectory(dirPath) {
+            let rel = relative.isEmpty ? entry : "\(relative)/\(entry)"
+            var st = FileStatus()
+            guard posixLstat("\(root)/\(rel)", &st) == 0 else { continue }
+            if (st.st_mode & S_IFMT) == S_IFDIR {
+                if ObjectName.isValid(rel) { try walkTemporaries(relative: rel, removed: &removed) }
+            } else if entry.hasPrefix(".") && entry.hasSuffix("~tmp") {
+                if unlink("\(root)/\(rel)") == 0 { removed += 1 }
+            }
+        }
+    }
+
+    private static func readDirectory(_ path: String) throws(StorageError) -> [String] {
+        guard let dir = opendir(path) else {
+            let e = errno
+            if e == ENOENT || e == ENOTDIR { throw StorageError(.notFound, message: "folder \(path) does not exist") }
+            throw error(e, name: nil, doing: "list \(path)")
+        }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while true {
+            errno = 0
+            guard let entry = readdir(dir) else {
+                if errno != 0 { throw error(errno, name: nil, doing: "list \(path)") }
+                break
+            }
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw -> String in
+                let bytes = raw.bindMemory(to: UInt8.self)
+                let len = bytes.firstIndex(of: 0) ?? bytes.count
+                return String(decoding: bytes[0..<len], as: UTF8.self)
+            }
+            if name == "." || name == ".." { continue }
+            names.append(name)
+        }
+        return names
+    }
+
+    // MARK: Helpers
+
+    private func check(_ name: String) throws(StorageError) {
+        guard ObjectName.isValid(name) else { throw StorageError.invalidName(name) }
+    }
+
+    private func path(_ name: String) -> String { "\(root)/\(name)" }
+
+    private static func parent(_ path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        if slash == path.startIndex { return "/" }
+        return String(path[..<slash])
+    }
+
+    private static func basename(_ path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return path }
+        return String(path[path.index(after: slash)...])
+    }
+
+    private static func randomSuffix() -> String {
+        var g = SystemRandomNumberGenerator()
+        return String(g.next() as UInt64, radix: 16)
+    }
+
+    private static func mtime(_ st: FileStatus) -> Date {
+        #if canImport(Darwin)
+        let ts = st.st_mtimespec
+        #else
+        let ts = st.st_mtim
+        #endif
+        return Date(timeIntervalSince1970: Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9)
+    }
+
+    private static func open(_ path: String, _ flags: Int32, _ mode: mode_t) -> Int32 {
+        #if canImport(Darwin)
+        return Darwin.open(path, flags, mode)
+        #elseif canImport(Glibc)
+        return Glibc.open(path, flags, mode)
+        #else
+        return Musl.open(path, flags, mode)
+        #endif
+    }
+
+    /// Maps an errno to a storage error a user can act on.
+    static func error(_ e: Int32, name: String?, doing: String) -> StorageError {
+        let what = name.map { "\(doing) \($0)" } ?? doing
+        let reason = String(cString: strerror(e))
+        switch e {
+        case ENOSPC, EDQUOT:
+            return StorageError(.noSpace, name: name, message: "cannot \(what): no space left on the device (\(reason)); free some space and retry")
+        case EACCES, EPERM:
+            return StorageError(.accessDenied, name: name, message: "cannot \(what): permission denied (\(reason)); check the folder's owner and permissions")
+        case EROFS:
+            return StorageError(.accessDenied, name: name, message: "cannot \(what): the file system is read-only")
+        case ENOENT:
+            return StorageError(.notFound, name: name, message: "cannot \(what): \(reason)")
+        case EINTR, EAGAIN, EIO, ETIMEDOUT:
+            return StorageError(.transient, name: name, message: "cannot \(what): \(reason)")
+        default:
+            return StorageError(.permanent, name: name, message: "cannot \(what): \(reason)")
+        }
+    }
+}
+
+typealias FileStatus = stat
+
+private func posixStat(_ path: String, _ st: inout FileStatus) -> Int32 { stat(path, &st) }
+private func posixLstat(_ path: String, _ st: inout FileStatus) -> Int32 { lstat(path, &st) }
+
+/// POSIX calls whose names clash with Swift members.
+enum Glue {
+    static func close(_ fd: Int32) -> Int32 {
+        #if canImport(Darwin)
+        return Darwin.close(fd)
+        #elseif canImport(Glibc)
+        return Glibc.close(fd)
+        #else
+        return Musl.close(fd)
+        #endif
+    }
+
+    static func write(_ fd: Int32, _ p: UnsafeRawPointer, _ n: Int) -> Int {
+        #if canImport(Darwin)
+        return Darwin.write(fd, p, n)
+        #elseif canImport(Glibc)
+        return Glibc.write(fd, p, n)
+        #else
+        return Musl.write(fd, p, n)
+        #endif
+    }
+
+    static func fsync(_ fd: Int32) -> Int32 {
+        #if canImport(Darwin)
+        // On Apple platforms fsync does not flush the drive's cache; F_FULLFSYNC does.
+        if fcntl(fd, F_FULLFSYNC) == 0 { return 0 }
+        return Darwin.fsync(fd)
+        #elseif canImport(Glibc)
+        return Glibc.fsync(fd)
+        #else
+        return Musl.fsync(fd)
+        #endif
+    }
+}
