@@ -1,0 +1,112 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// Parameters chosen when a repository is created (stored in its authenticated config).
+public struct RepositoryOptions: Sendable, Hashable {
+    /// Fixed chunk size for ordinary files (media never changes once written).
+    public var fileChunkSize: Int = 1 << 20
+    /// Size of a page-aligned group of SQLite pages.
+    public var sqliteGroupSize: Int = 64 << 10
+    /// Packs are closed once they hold about this many bytes.
+    public var targetPackSize: Int = 16 << 20
+
+    public init(fileChunkSize: Int = 1 << 20, sqliteGroupSize: Int = 64 << 10, targetPackSize: Int = 16 << 20) {
+        self.fileChunkSize = fileChunkSize
+        self.sqliteGroupSize = sqliteGroupSize
+        self.targetPackSize = targetPackSize
+    }
+}
+
+/// How one backup runs.
+public struct BackupOptions: Sendable {
+    /// The snapshot whose file metadata lets unchanged files be skipped. `nil` picks this writer's
+    /// newest snapshot with the same set of paths (or, failing that, the newest with the same paths).
+    public var parent: String? = nil
+    /// Never use a parent: read every file again (dedup still avoids uploading known chunks).
+    public var force: Bool = false
+    /// Recorded in the snapshot; defaults to the host name.
+    public var hostname: String? = nil
+    /// Free-form tags recorded in the snapshot.
+    public var tags: [String] = []
+    /// Write an index checkpoint after this many new bytes have been packed (at most 64 MiB).
+    public var checkpointBytes: Int = 64 << 20
+    /// ... or after this much time since the previous checkpoint (at most 60 s).
+    public var checkpointInterval: Duration = .seconds(60)
+    /// The snapshot's time; `nil` means now (tests and imports set it).
+    public var time: Date? = nil
+    /// How many packs may be uploading at once (a slow backend must not stall chunking).
+    public var uploadConcurrency: Int = 4
+
+    public init(parent: String? = nil, force: Bool = false, hostname: String? = nil, tags: [String] = [],
+                checkpointBytes: Int = 64 << 20, checkpointInterval: Duration = .seconds(60),
+                time: Date? = nil, uploadConcurrency: Int = 4) {
+        self.parent = parent
+        self.force = force
+        self.hostname = hostname
+        self.tags = tags
+        self.checkpointBytes = checkpointBytes
+        self.checkpointInterval = checkpointInterval
+        self.time = time
+        self.uploadConcurrency = uploadConcurrency
+    }
+}
+
+/// How a restore runs.
+public struct RestoreOptions: Sendable {
+    /// Restore only these snapshot paths (and everything below them), e.g. `["Media/Images"]`.
+    /// Paths are relative to the snapshot root as ``Repository/list(snapshot:path:recursive:)`` shows them.
+    public var include: [String] = []
+    /// Allow restoring into a non-empty target; existing files with the same names are replaced
+    /// (each only after its new content is fully verified).
+    public var overwrite: Bool = false
+
+    public init(include: [String] = [], overwrite: Bool = false) {
+        self.include = include
+        self.overwrite = overwrite
+    }
+}
+
+/// Which snapshots ``Repository/forget(policy:dryRun:)`` keeps. A snapshot is kept when any rule
+/// keeps it. The newest snapshot of every writer is always kept (it anchors that writer's chain and
+/// the devices' heads). A policy with no rule at all is rejected.
+public struct ForgetPolicy: Sendable, Hashable {
+    /// Keep the newest N snapshots.
+    public var keepLast: Int? = nil
+    /// Keep the newest snapshot of each of the last N hours / days / weeks / months / years
+    /// that have snapshots (UTC calendar).
+    public var keepHourly: Int? = nil
+    public var keepDaily: Int? = nil
+    public var keepWeekly: Int? = nil
+    public var keepMonthly: Int? = nil
+    public var keepYearly: Int? = nil
+
+    public init(keepLast: Int? = nil, keepHourly: Int? = nil, keepDaily: Int? = nil, keepWeekly: Int? = nil,
+                keepMonthly: Int? = nil, keepYearly: Int? = nil) {
+        self.keepLast = keepLast
+        self.keepHourly = keepHourly
+        self.keepDaily = keepDaily
+        self.keepWeekly = keepWeekly
+        self.keepMonthly = keepMonthly
+        self.keepYearly = keepYearly
+    }
+
+    public var isEmpty: Bool {
+        keepLast == nil && keepHourly == nil && keepDaily == nil && keepWeekly == nil && keepMonthly == nil && keepYearly == nil
+    }
+}
+
+/// How ``Repository/prune(mode:)`` deletes.
+public enum PruneMode: Sendable, Hashable {
+    /// Two phases: this run marks what is no longer needed (and deletes what earlier marks made
+    /// eligible); objects are deleted by a later run once `grace` has passed, measured by the
+    /// storage's own timestamps (never the device clock). Safe with other writers.
+    case twoPhase(grace: Duration)
+    /// The user asserts that nothing else writes to this repository: mark and delete at once.
+    case singleWriterNow
+
+    /// The default grace period of two-phase prune.
+    public static let defaultGrace: Duration = .seconds(24 * 3600)
+}
