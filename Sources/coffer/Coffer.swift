@@ -5,5 +5,9 @@ struct Coffer: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "coffer",
         abstract: "End-to-end encrypted, deduplicating backups with a password-protected key vault.",
-        subcommands: [RealmCommand.self])
+        subcommands: [
+            InitCommand.self, BackupCommand.self, SnapshotsCommand.self, LsCommand.self, RestoreCommand.self,
+            CheckCommand.self, ForgetCommand.self, PruneCommand.self, KeyCommand.self,
+            RealmCommand.self,
+        ])
 }

@@ -1,0 +1,167 @@
+import ArgumentParser
+import CofferBackup
+import Foundation
+import Logging
+
+/// `coffer backup PATH...`
+struct BackupCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "backup",
+        abstract: "Back up files and folders into a new snapshot.",
+        discussion: """
+        Each PATH becomes an entry of the snapshot named by its last component. Files unchanged since \
+        the parent snapshot (same size, mtime, inode and ctime) are not read again; SQLite databases \
+        are captured consistently while in use. Unreadable files are reported and skipped: the snapshot \
+        is still made and the exit code is 3.
+        """)
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: ArgumentHelp("Files or folders to back up.", valueName: "path"))
+    var paths: [String]
+
+    @Flag(name: .long, help: "Print the summary as JSON on stdout.")
+    var json = false
+
+    @Flag(name: .shortAndLong, help: "No progress line.")
+    var quiet = false
+
+    @Flag(name: .long, help: "Read every file again instead of trusting unchanged metadata.")
+    var force = false
+
+    @Option(name: .long, help: ArgumentHelp("The parent snapshot for the unchanged-file shortcut (default: automatic).", valueName: "snapshot"))
+    var parent: String?
+
+    @Option(name: .long, help: ArgumentHelp("A tag to record in the snapshot (repeatable).", valueName: "tag"))
+    var tag: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("Host name to record (default: this machine's).", valueName: "name"))
+    var host: String?
+
+    @Option(name: .customLong("checkpoint-mib"), help: ArgumentHelp(
+        "Write an index checkpoint after this many MiB of new data (1-64), so an interrupted backup resumes.", valueName: "MiB"))
+    var checkpointMiB: Int = 64
+
+    func validate() throws {
+        guard !paths.isEmpty else { throw ValidationError("give at least one path to back up") }
+        guard (1...64).contains(checkpointMiB) else { throw ValidationError("--checkpoint-mib must be between 1 and 64") }
+    }
+
+    func run() async throws {
+        let access = RepositoryAccess(global)
+        try await ErrorReport.run(logger: access.logger) {
+            try await access.withRepository { repo in
+                var options = BackupOptions()
+                options.parent = parent
+                options.force = force
+                options.tags = tag
+                options.hostname = host
+                options.checkpointBytes = checkpointMiB << 20
+                return try await runBackup(repo, options: options, logger: access.logger)
+            }
+        }
+    }
+
+    private func runBackup(_ repo: Repository, options: BackupOptions, logger: Logger) async throws -> CofferExitCode {
+        var line = ProgressLine(enabled: Terminal.stderrIsTTY && !quiet)
+        var unreadable: [UnreadableFile] = []
+        var summary: BackupSummary?
+        do {
+            for try await event in repo.backup(paths: paths, options: options) {
+                switch event {
+                case .scanned(let files, let bytes):
+                    logger.debug("scanned \(files) files, \(bytes) bytes")
+                case .progress(let p):
+                    line.update(filesDone: p.filesDone, filesTotal: p.filesTotal, bytesDone: p.bytesDone,
+                                bytesTotal: p.bytesTotal, elapsed: p.elapsed.seconds, current: p.currentPath)
+                case .unreadable(let u):
+                    unreadable.append(u)
+                    line.clear()
+                    if !json { Terminal.err("coffer: cannot read \(u.path): \(u.reason)\n") }
+                case .finished(let s):
+                    summary = s
+                }
+            }
+        } catch {
+            line.clear()
+            throw error
+        }
+        line.clear()
+        guard let summary else {
+            throw CLIError(.failure, "the backup ended without a snapshot")
+        }
+        if json {
+            try JSONOutput.print(BackupJSON(summary))
+        } else {
+            printSummary(summary)
+        }
+        return summary.isPartial ? .partialBackup : .ok
+    }
+
+    private func printSummary(_ s: BackupSummary) {
+        let seconds = s.duration.seconds
+        let rate = seconds > 0 ? Double(s.bytesRead) / seconds : 0
+        var text = """
+        snapshot \(String(s.snapshotID.prefix(8))) saved (\(s.snapshotID))
+          files:      \(s.filesNew) new, \(s.filesChanged) changed, \(s.filesUnchanged) unchanged\
+        \(s.databasesCaptured > 0 ? ", \(s.databasesCaptured) database\(s.databasesCaptured == 1 ? "" : "s") captured live" : "")
+          folders:    \(s.directories), symlinks: \(s.symlinks)
+          read:       \(Units.bytes(s.bytesRead)) of \(Units.bytes(s.bytesTotal)) in \(Units.seconds(seconds)) (\(Units.bytes(Int64(rate)))/s)
+          stored:     \(Units.bytes(s.bytesStored + s.metadataBytesStored)) added to the repository \
+        (\(Units.bytes(s.bytesNew)) new data after deduplication, compressed and encrypted)
+        """
+        if s.isPartial {
+            text += "\n  unreadable: \(s.unreadable.count) file\(s.unreadable.count == 1 ? "" : "s") NOT backed up:"
+            for u in s.unreadable { text += "\n    \(u.path): \(u.reason)" }
+        }
+        Terminal.line(text)
+        if s.isPartial {
+            Terminal.err("coffer: the backup is incomplete: \(s.unreadable.count) file\(s.unreadable.count == 1 ? "" : "s") could not be read (exit code 3)\n")
+        }
+    }
+}
+
+/// `coffer backup --json`.
+struct BackupJSON: Encodable {
+    var snapshotID: String
+    var parentID: String?
+    var filesNew: Int
+    var filesChanged: Int
+    var filesUnchanged: Int
+    var filesSkippedByMetadata: Int
+    var databasesCaptured: Int
+    var directories: Int
+    var symlinks: Int
+    var bytesTotal: Int64
+    var bytesRead: Int64
+    var bytesNew: Int64
+    var bytesStored: Int64
+    var metadataBytesStored: Int64
+    var blobsNew: Int
+    var packsWritten: Int
+    var unreadable: [UnreadableFile]
+    var partial: Bool
+    var durationSeconds: Double
+
+    init(_ s: BackupSummary) {
+        snapshotID = s.snapshotID
+        parentID = s.parentID
+        filesNew = s.filesNew
+        filesChanged = s.filesChanged
+        filesUnchanged = s.filesUnchanged
+        filesSkippedByMetadata = s.filesSkippedByMetadata
+        databasesCaptured = s.databasesCaptured
+        directories = s.directories
+        symlinks = s.symlinks
+        bytesTotal = s.bytesTotal
+        bytesRead = s.bytesRead
+        bytesNew = s.bytesNew
+        bytesStored = s.bytesStored
+        metadataBytesStored = s.metadataBytesStored
+        blobsNew = s.blobsNew
+        packsWritten = s.packsWritten
+        unreadable = s.unreadable
+        partial = s.isPartial
+        durationSeconds = s.duration.seconds
+    }
+}

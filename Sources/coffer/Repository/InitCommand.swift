@@ -1,0 +1,92 @@
+import ArgumentParser
+import CofferBackup
+import CofferCore
+import Foundation
+
+/// `coffer init`: a new repository and a new key.
+struct InitCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "init",
+        abstract: "Create a repository and a new backup key.",
+        discussion: """
+        Generates a random 32-byte key on this device (or uses $COFFER_KEY / --key-file), creates the \
+        repository, stores the key in this device's key file (0600, under $COFFER_HOME), and prints \
+        the 64-digit key once. Keep it away from this device: whoever has it can read the backups, and \
+        without it nobody can.
+        """)
+
+    @OptionGroup var global: GlobalOptions
+
+    @Option(name: .customLong("pack-size"), help: ArgumentHelp("Target pack size in MiB (1-128).", valueName: "MiB"))
+    var packSizeMiB: Int = 16
+
+    func validate() throws {
+        guard (1...128).contains(packSizeMiB) else { throw ValidationError("--pack-size must be between 1 and 128 MiB") }
+    }
+
+    func run() async throws {
+        let access = RepositoryAccess(global)
+        try await ErrorReport.run(logger: access.logger) {
+            let given = try access.explicitKey()
+            let key = given ?? BackupKey()
+            var options = RepositoryOptions()
+            options.targetPackSize = packSizeMiB << 20
+            let repo = try await access.withStorage(create: true) { storage in
+                try await Repository.initialize(storage: storage, key: key, options: options, deviceStore: access.deviceStore)
+            }
+            let keyFile = access.deviceStore.keyFileURL(repositoryID: repo.repositoryID).path
+            try await NewKeyHook.keyCreated(key, repositoryID: repo.repositoryID, location: repo.storage.location, logger: access.logger)
+            Terminal.line("Created repository \(repo.repositoryID) at \(repo.storage.location)")
+            if given != nil {
+                Terminal.line("It uses the key you gave; a copy is in this device's key file \(keyFile) (readable only by you).")
+                return .ok
+            }
+            Terminal.line("""
+
+            Your backup key (shown once; `coffer key show` prints it again on this device):
+
+                \(key.groupedDigits)
+
+            Keep it somewhere safe that is not this device: a password manager, or written down and
+            stored offline. Anyone with this key and access to the storage can read your backups;
+            without it, nobody can restore them, not even you.
+            This device keeps a copy in \(keyFile) (readable only by you).
+            """)
+            return .ok
+        }
+    }
+}
+
+/// `coffer key ...`
+struct KeyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "key",
+        abstract: "Show the repository's backup key.",
+        subcommands: [KeyShowCommand.self])
+}
+
+/// `coffer key show`: the 64 digits, for writing down or moving to another device.
+struct KeyShowCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "show",
+        abstract: "Print the repository's 64-digit key (from this device's key file).",
+        discussion: "The key is checked against the repository before it is printed.")
+
+    @OptionGroup var global: GlobalOptions
+
+    @Flag(name: .long, help: "Print the 64 digits without spaces.")
+    var plain = false
+
+    func run() async throws {
+        let access = RepositoryAccess(global)
+        try await ErrorReport.run(logger: access.logger) {
+            try await access.withStorage { storage in
+                let key = try await access.key(for: storage)
+                // Only print a key that opens this repository (a stale key file would mislead).
+                _ = try await Repository.open(storage: storage, key: key, deviceStore: nil)
+                Terminal.line(plain ? key.digits : key.groupedDigits)
+            }
+            return .ok
+        }
+    }
+}

@@ -1,0 +1,159 @@
+import ArgumentParser
+import CofferBackup
+import Foundation
+
+/// Options shared by `prune` and `forget --prune`.
+struct PruneOptions: ParsableArguments {
+    @Flag(name: .long, help: "Assert that nothing else writes to this repository: delete at once instead of in two phases.")
+    var now = false
+
+    @Option(name: .customLong("grace-hours"), help: ArgumentHelp(
+        "Two-phase prune: delete marked objects once they have been marked this long, by the storage's clock.", valueName: "hours"))
+    var graceHours: Double = 24
+
+    var mode: PruneMode {
+        now ? .singleWriterNow : .twoPhase(grace: .milliseconds(Int64(graceHours * 3_600_000)))
+    }
+}
+
+/// `coffer prune [--now]`
+struct PruneCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "prune",
+        abstract: "Free the space that no snapshot needs any more.",
+        discussion: """
+        Locates every blob of every snapshot first (anything damaged or missing stops the prune before \
+        anything changes), writes the new index, and only then deletes. By default deletion is in two \
+        phases: this run marks, a later run deletes once the grace period has passed on the storage's \
+        clock, so a backup running elsewhere is never robbed. With --now (a single writer) it deletes \
+        at once.
+        """)
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var prune: PruneOptions
+
+    @Flag(name: .long, help: "Print the report as JSON on stdout.")
+    var json = false
+
+    func validate() throws {
+        guard prune.graceHours >= 0 else { throw ValidationError("--grace-hours cannot be negative") }
+    }
+
+    func run() async throws {
+        let access = RepositoryAccess(global)
+        try await ErrorReport.run(logger: access.logger) {
+            let report = try await access.withRepository { try await $0.prune(mode: prune.mode) }
+            if json { try JSONOutput.print(PruneJSON(report)) } else { printPrune(report) }
+            return .ok
+        }
+    }
+}
+
+func printPrune(_ r: PruneReport) {
+    Terminal.line("""
+    prune: \(r.liveSnapshots) live snapshots checked; \(r.packsKept) packs kept, \(r.packsRepacked) repacked
+      \(r.objectsMarked) objects marked, \(r.objectsDeleted) deleted (\(Units.bytes(r.bytesFreed)) freed), \(r.objectsPending) waiting for the grace period\
+    \(r.packsRescued > 0 ? "\n  \(r.packsRescued) marked packs kept because a newer snapshot needs them" : "")
+    """)
+}
+
+/// `coffer prune --json`.
+struct PruneJSON: Encodable {
+    var liveSnapshots: Int
+    var packsKept: Int
+    var packsRepacked: Int
+    var objectsMarked: Int
+    var objectsDeleted: Int
+    var bytesFreed: Int64
+    var objectsPending: Int
+    var packsRescued: Int
+
+    init(_ r: PruneReport) {
+        liveSnapshots = r.liveSnapshots
+        packsKept = r.packsKept
+        packsRepacked = r.packsRepacked
+        objectsMarked = r.objectsMarked
+        objectsDeleted = r.objectsDeleted
+        bytesFreed = r.bytesFreed
+        objectsPending = r.objectsPending
+        packsRescued = r.packsRescued
+    }
+}
+
+/// `coffer forget --keep-last N ... [--prune]`
+struct ForgetCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "forget",
+        abstract: "Remove snapshots that a keep policy does not keep (data goes with `prune`).",
+        discussion: "A snapshot is kept when any rule keeps it; each writer's newest snapshot is always kept. At least one --keep-* rule is required.")
+
+    @OptionGroup var global: GlobalOptions
+
+    @Option(name: .customLong("keep-last"), help: ArgumentHelp("Keep the newest N snapshots.", valueName: "n"))
+    var keepLast: Int?
+    @Option(name: .customLong("keep-hourly"), help: ArgumentHelp("Keep the newest snapshot of each of the last N hours that have one.", valueName: "n"))
+    var keepHourly: Int?
+    @Option(name: .customLong("keep-daily"), help: ArgumentHelp("... of each of the last N days.", valueName: "n"))
+    var keepDaily: Int?
+    @Option(name: .customLong("keep-weekly"), help: ArgumentHelp("... of each of the last N weeks.", valueName: "n"))
+    var keepWeekly: Int?
+    @Option(name: .customLong("keep-monthly"), help: ArgumentHelp("... of each of the last N months.", valueName: "n"))
+    var keepMonthly: Int?
+    @Option(name: .customLong("keep-yearly"), help: ArgumentHelp("... of each of the last N years.", valueName: "n"))
+    var keepYearly: Int?
+
+    @Flag(name: [.short, .customLong("dry-run")], help: "Only show what would be removed.")
+    var dryRun = false
+
+    @Flag(name: .customLong("prune"), help: "Run `prune` afterwards.")
+    var runPrune = false
+
+    @OptionGroup var prune: PruneOptions
+
+    @Flag(name: .long, help: "Print the result as JSON on stdout.")
+    var json = false
+
+    var policy: ForgetPolicy {
+        ForgetPolicy(keepLast: keepLast, keepHourly: keepHourly, keepDaily: keepDaily, keepWeekly: keepWeekly,
+                     keepMonthly: keepMonthly, keepYearly: keepYearly)
+    }
+
+    func validate() throws {
+        guard !policy.isEmpty else { throw ValidationError("give at least one rule, e.g. --keep-last 10") }
+        for v in [keepLast, keepHourly, keepDaily, keepWeekly, keepMonthly, keepYearly].compactMap({ $0 }) where v < 0 {
+            throw ValidationError("--keep-* values cannot be negative")
+        }
+    }
+
+    func run() async throws {
+        let access = RepositoryAccess(global)
+        try await ErrorReport.run(logger: access.logger) {
+            try await access.withRepository { repo in
+                let result = try await repo.forget(policy: policy, dryRun: dryRun)
+                var pruneReport: PruneReport?
+                if runPrune, !dryRun { pruneReport = try await repo.prune(mode: prune.mode) }
+                if json {
+                    try JSONOutput.print(ForgetJSON(kept: result.kept.map(SnapshotJSON.init),
+                                                    removed: result.removed.map(SnapshotJSON.init),
+                                                    dryRun: dryRun, prune: pruneReport.map(PruneJSON.init)))
+                    return .ok
+                }
+                for s in result.removed {
+                    Terminal.line("\(dryRun ? "would remove" : "removed") \(s.shortID)  \(Units.localTime(s.time))  \(s.paths.joined(separator: ", "))")
+                }
+                Terminal.line("\(result.kept.count) snapshot\(result.kept.count == 1 ? "" : "s") kept, \(result.removed.count) \(dryRun ? "would be " : "")removed")
+                if let pruneReport { printPrune(pruneReport) } else if !dryRun, !result.removed.isEmpty {
+                    Terminal.line("run `coffer prune` to free the space their data used")
+                }
+                return .ok
+            }
+        }
+    }
+}
+
+struct ForgetJSON: Encodable {
+    var kept: [SnapshotJSON]
+    var removed: [SnapshotJSON]
+    var dryRun: Bool
+    var prune: PruneJSON?
+}

@@ -1,0 +1,115 @@
+import ArgumentParser
+import CofferBackup
+import Foundation
+
+/// `coffer restore SNAPSHOT|latest --target DIR`
+struct RestoreCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "restore",
+        abstract: "Restore a snapshot (or part of it) into a folder.",
+        discussion: """
+        Every piece of data is verified before it is written; each file is written under a temporary \
+        name and renamed only when all of it verified, so a damaged object never leaves a file with \
+        wrong content: the files it affects are reported (naming the object) and the exit code is 13. \
+        The target must be empty or missing unless --overwrite is given.
+        """)
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: ArgumentHelp("The snapshot: latest, an id, or an id prefix.", valueName: "snapshot"))
+    var snapshot: String
+
+    @Option(name: [.short, .long], help: ArgumentHelp("The folder to restore into (created when missing).", valueName: "dir"))
+    var target: String
+
+    @Option(name: [.short, .long], help: ArgumentHelp("Restore only this path inside the snapshot and what is below it (repeatable).", valueName: "path"))
+    var include: [String] = []
+
+    @Flag(name: .long, help: "Allow a non-empty target; files with the same names are replaced once their new content is verified.")
+    var overwrite = false
+
+    @Flag(name: .long, help: "Print the summary as JSON on stdout.")
+    var json = false
+
+    @Flag(name: .shortAndLong, help: "No progress line.")
+    var quiet = false
+
+    func run() async throws {
+        let access = RepositoryAccess(global)
+        try await ErrorReport.run(logger: access.logger) {
+            try await access.withRepository { repo in
+                let snap = try await repo.snapshot(matching: snapshot)
+                let targetURL = URL(fileURLWithPath: target, isDirectory: true)
+                var line = ProgressLine(enabled: Terminal.stderrIsTTY && !quiet)
+                var summary: RestoreSummary?
+                do {
+                    for try await event in repo.restore(snapshot: snap.id, target: targetURL,
+                                                        options: RestoreOptions(include: include, overwrite: overwrite)) {
+                        switch event {
+                        case .planned(let files, let bytes):
+                            access.logger.debug("restoring \(files) files, \(bytes) bytes")
+                        case .progress(let p):
+                            line.update(filesDone: p.filesDone, filesTotal: p.filesTotal, bytesDone: p.bytesDone,
+                                        bytesTotal: p.bytesTotal, elapsed: p.elapsed.seconds, current: p.currentPath)
+                        case .fileFailed(let f):
+                            line.clear()
+                            if !json { Terminal.err("coffer: could not restore \(f.path): \(f.message)\(f.object.map { " (object \($0))" } ?? "")\n") }
+                        case .finished(let s):
+                            summary = s
+                        }
+                    }
+                } catch {
+                    line.clear()
+                    throw error
+                }
+                line.clear()
+                guard let summary else { throw CLIError(.failure, "the restore ended early") }
+                if json {
+                    try JSONOutput.print(RestoreJSON(summary, target: targetURL.path))
+                } else {
+                    Terminal.line("""
+                    restored snapshot \(String(summary.snapshotID.prefix(8))) into \(targetURL.path)
+                      \(summary.filesRestored) files, \(summary.directoriesRestored) folders, \(summary.symlinksRestored) symlinks, \
+                    \(Units.bytes(summary.bytesRestored)) in \(Units.seconds(summary.duration.seconds))
+                    """)
+                }
+                guard summary.isComplete else {
+                    // The worst failure decides the exit code (damage before anything else).
+                    let codes = summary.failures.map { ErrorReport.classify(backup: BackupError($0.code, message: $0.message)).code }
+                    let code = codes.contains(.damaged) ? .damaged : (codes.first ?? .failure)
+                    Terminal.err("coffer: \(summary.failures.count) file\(summary.failures.count == 1 ? " was" : "s were") NOT restored; no file with wrong content was written\n")
+                    return code
+                }
+                return .ok
+            }
+        }
+    }
+}
+
+/// `coffer restore --json`.
+struct RestoreJSON: Encodable {
+    struct Failure: Encodable {
+        var path: String
+        var object: String?
+        var message: String
+    }
+    var snapshotID: String
+    var target: String
+    var filesRestored: Int
+    var directoriesRestored: Int
+    var symlinksRestored: Int
+    var bytesRestored: Int64
+    var failures: [Failure]
+    var durationSeconds: Double
+
+    init(_ s: RestoreSummary, target: String) {
+        snapshotID = s.snapshotID
+        self.target = target
+        filesRestored = s.filesRestored
+        directoriesRestored = s.directoriesRestored
+        symlinksRestored = s.symlinksRestored
+        bytesRestored = s.bytesRestored
+        failures = s.failures.map { Failure(path: $0.path, object: $0.object, message: $0.message) }
+        durationSeconds = s.duration.seconds
+    }
+}

@@ -1,0 +1,75 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Foundation
+
+/// The live progress line: drawn on stderr only when stderr is a terminal, redrawn in place with
+/// `\r` at most ten times a second, and erased before any other message or the summary.
+struct ProgressLine {
+    let enabled: Bool
+    private var lastDraw: ContinuousClock.Instant?
+    private var visible = false
+    /// Recent (seconds since start, bytes done) samples for a rate that follows changes.
+    private var samples: [(t: Double, bytes: Int64)] = []
+
+    init(enabled: Bool = Terminal.stderrIsTTY) {
+        self.enabled = enabled
+    }
+
+    /// The terminal's width, 80 when unknown.
+    static var width: Int {
+        var ws = winsize()
+        if ioctl(STDERR_FILENO, UInt(TIOCGWINSZ), &ws) == 0, ws.ws_col > 0 { return Int(ws.ws_col) }
+        return 80
+    }
+
+    /// Draws `files`, `bytes`, rate and ETA, then the current path, cut to the terminal width.
+    mutating func update(filesDone: Int, filesTotal: Int, bytesDone: Int64, bytesTotal: Int64,
+                         elapsed: Double, current: String?, force: Bool = false) {
+        guard enabled else { return }
+        let now = ContinuousClock.now
+        samples.append((elapsed, bytesDone))
+        samples.removeAll { elapsed - $0.t > 5 }
+        if !force, let last = lastDraw, now - last < .milliseconds(100) { return }
+        lastDraw = now
+        let rate = Self.rate(samples, elapsed: elapsed, bytesDone: bytesDone)
+        let eta: String
+        if rate > 0, bytesTotal > bytesDone {
+            eta = "ETA " + Units.duration(Double(bytesTotal - bytesDone) / rate)
+        } else {
+            eta = "ETA --:--"
+        }
+        let pct = bytesTotal > 0 ? Int(Double(bytesDone) * 100 / Double(bytesTotal)) : 0
+        var line = "[\(Units.duration(elapsed))] \(pct)%  \(filesDone)/\(filesTotal) files  "
+            + "\(Units.bytes(bytesDone))/\(Units.bytes(bytesTotal))  \(Units.bytes(Int64(rate)))/s  \(eta)"
+        if let current, !current.isEmpty { line += "  \(current)" }
+        let width = Self.width - 1
+        if line.count > width { line = String(line.prefix(width)) }
+        Terminal.err("\r\u{1B}[K" + line)
+        visible = true
+    }
+
+    /// Bytes per second over the last few seconds, or overall when too little time has passed.
+    static func rate(_ samples: [(t: Double, bytes: Int64)], elapsed: Double, bytesDone: Int64) -> Double {
+        if let first = samples.first, let last = samples.last, last.t - first.t >= 1 {
+            return Double(last.bytes - first.bytes) / (last.t - first.t)
+        }
+        return elapsed > 0 ? Double(bytesDone) / elapsed : 0
+    }
+
+    /// Erases the line so that a message or the summary starts on a clean line.
+    mutating func clear() {
+        guard enabled, visible else { return }
+        Terminal.err("\r\u{1B}[K")
+        visible = false
+    }
+}
+
+extension Duration {
+    var seconds: Double {
+        let c = components
+        return Double(c.seconds) + Double(c.attoseconds) / 1e18
+    }
+}

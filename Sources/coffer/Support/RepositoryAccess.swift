@@ -1,0 +1,104 @@
+import ArgumentParser
+import CofferBackup
+import CofferCore
+import CofferS3
+import CofferStorage
+import Foundation
+import Logging
+
+/// Options every repository command takes.
+struct GlobalOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp(
+        "The repository: a folder path, file:///path, or s3://BUCKET/PREFIX. Default: $COFFER_REPO.",
+        valueName: "location"))
+    var repo: String?
+
+    @Option(name: .customLong("key-file"), help: ArgumentHelp(
+        "A file holding the 64-digit key (instead of the device key file or $COFFER_KEY).", valueName: "file"))
+    var keyFile: String?
+
+    @Flag(name: [.short, .long], help: "Write internal details (the log) to stderr.")
+    var verbose = false
+
+    var logger: Logger { CLILog.logger(verbose: verbose) }
+}
+
+/// Opens storage and repositories from the command line and the environment, and closes what it opened.
+struct RepositoryAccess {
+    let options: GlobalOptions
+    let environment: [String: String]
+    let logger: Logger
+    let deviceStore: DeviceKeyStore
+
+    init(_ options: GlobalOptions, environment: [String: String] = ProcessInfo.processInfo.environment) {
+        self.options = options
+        self.environment = environment
+        self.logger = options.logger
+        self.deviceStore = DeviceKeyStore()
+    }
+
+    /// `--repo`, else `$COFFER_REPO`.
+    func location() throws -> String {
+        if let r = options.repo, !r.isEmpty { return r }
+        if let r = environment["COFFER_REPO"], !r.isEmpty { return r }
+        throw CLIError(.usage, "no repository given", hint: "Use --repo LOCATION or set COFFER_REPO (a folder path, file:///path or s3://bucket/prefix).")
+    }
+
+    /// Runs `body` with the storage at the repository location; S3 connections are closed afterwards.
+    func withStorage<T>(create: Bool = false, _ body: (any Storage) async throws -> T) async throws -> T {
+        let where_ = try location()
+        if where_.hasPrefix("s3://") {
+            let s3 = try S3Storage.open(url: where_, environment: environment, logger: logger)
+            do {
+                let result = try await body(s3)
+                await s3.close()
+                return result
+            } catch {
+                await s3.close()
+                throw error
+            }
+        }
+        let local = try StorageLocation.open(where_, create: create)
+        logger.debug("repository folder \(local.location)")
+        return try await body(local)
+    }
+
+    /// A key given explicitly: `--key-file`, else `$COFFER_KEY`; `nil` when neither is set.
+    func explicitKey() throws -> BackupKey? {
+        if let path = options.keyFile {
+            return try DeviceKeyStore.readKeyFile(at: URL(fileURLWithPath: path))
+        }
+        if let digits = environment["COFFER_KEY"], !digits.isEmpty {
+            do {
+                return try BackupKey(digits: digits)
+            } catch {
+                throw CLIError(.usage, "COFFER_KEY is not a valid key: \(error)",
+                               hint: "Give the key as 64 hex digits (spaces and dashes allowed).")
+            }
+        }
+        return nil
+    }
+
+    /// The key for the repository on `storage`: explicit (`--key-file`, `$COFFER_KEY`), else this
+    /// device's key file for the repository's id.
+    func key(for storage: any Storage) async throws -> BackupKey {
+        if let key = try explicitKey() { return key }
+        let id = try await Repository.readRepositoryID(storage: storage)
+        if let key = try deviceStore.loadKey(repositoryID: id) {
+            logger.debug("using the device key file \(deviceStore.keyFileURL(repositoryID: id).path)")
+            return key
+        }
+        throw CLIError(.keyMissing, "this device has no key for repository \(id) at \(storage.location)",
+                       hint: "Give the key with --key-file FILE or COFFER_KEY (64 digits). Looked in \(deviceStore.home.path)/keys.")
+    }
+
+    /// Runs `body` with the opened repository (config verified, index loaded).
+    func withRepository<T>(_ body: (Repository) async throws -> T) async throws -> T {
+        try await withStorage { storage in
+            let key = try await key(for: storage)
+            let repo = try await Repository.open(storage: storage, key: key, deviceStore: deviceStore)
+            logger.debug("opened repository \(repo.repositoryID)")
+            return try await body(repo)
+        }
+    }
+}

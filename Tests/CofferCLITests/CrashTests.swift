@@ -1,0 +1,143 @@
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Real crashes: `kill -9` of `coffer backup` and `coffer prune` at random moments. After each,
+/// every earlier snapshot restores byte-identically, `check` is clean, the next run succeeds, and an
+/// interrupted backup resumes from its index checkpoints instead of uploading everything again.
+/// Serialized: the kill moments are drawn within measured durations, which parallel load would skew.
+@Suite(.serialized) struct CrashTests {
+    static let kills = 10
+    /// Bound on each test's wall time (the runs stop early rather than run long on a slow machine).
+    static let budget: TimeInterval = 75
+
+    /// Restores `snapshot` and expects it to equal `expected` (relative path → entry) exactly.
+    static func expectRestores(_ box: Sandbox, _ snapshot: String, equals expected: [String: Entry], root: String,
+                               _ what: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let target = try box.restore(snapshot, into: "verify")
+        let diffs = TreeCompare.differences(expected, try TreeCompare.read(target.appendingPathComponent(root)))
+        #expect(diffs.isEmpty, "\(what): snapshot \(snapshot.prefix(8)) does not restore identically: \(diffs.prefix(5))",
+                sourceLocation: sourceLocation)
+        try FileManager.default.removeItem(at: target)
+    }
+
+    static func expectCheckClean(_ box: Sandbox, _ what: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let r = try box.run(["check", "--json"])
+        #expect(r.status == 0, "\(what): check is not clean:\n\(r)", sourceLocation: sourceLocation)
+    }
+
+    @Test func killedBackupsLoseNothingAndResume() throws {
+        let box = try Sandbox()
+        try box.initRepository(["--pack-size", "2"])
+        let base = box.path("base")
+        try Fixtures.makeTree(at: base)
+        let s0 = try #require(try box.backupJSON([base.path])["snapshotID"] as? String)
+        let baseTree = try TreeCompare.read(base)
+
+        // A dataset that takes a second or two to back up; every round writes new content into it.
+        let bulk = box.path("bulk")
+        let files = 24, size = 3 << 20
+        let bulkBytes = files * size
+        // Calibrate: how long does a whole backup of it take here?
+        try Fixtures.makeBulk(at: bulk, files: files, size: size, seed: 100)
+        let t0 = Date()
+        let calibrated = try box.backupJSON([bulk.path], extra: ["--checkpoint-mib", "4"])
+        var duration = Date().timeIntervalSince(t0)
+        var previous: (id: String, tree: [String: Entry]) = (try #require(calibrated["snapshotID"] as? String), try TreeCompare.read(bulk))
+
+        var rng = SystemRandomNumberGenerator()
+        let start = Date()
+        var killed = 0, resumed = 0, round = 0
+        while killed < Self.kills, Date().timeIntervalSince(start) < Self.budget {
+            round += 1
+            try Fixtures.makeBulk(at: bulk, files: files, size: size, seed: UInt64(100 + round))
+            let indexesBefore = box.objects("index").count
+            let delay = Double.random(in: 0.05...0.95, using: &rng) * duration
+            let r = try box.run(["backup", "--json", "--checkpoint-mib", "4", bulk.path], killAfter: delay)
+            let checkpointed = box.objects("index").count > indexesBefore
+            if r.signalled { killed += 1 } else {
+                #expect(r.status == 0, "round \(round): \(r)")
+            }
+
+            // Earlier snapshots intact, check clean.
+            try Self.expectCheckClean(box, "round \(round) after kill at \(String(format: "%.2f", delay)) s")
+            try Self.expectRestores(box, s0, equals: baseTree, root: "base", "round \(round)")
+            try Self.expectRestores(box, previous.id, equals: previous.tree, root: "bulk", "round \(round)")
+
+            // The next backup succeeds, and does not upload again what the killed one checkpointed.
+            let t = Date()
+            let next = try box.backupJSON([bulk.path], extra: ["--checkpoint-mib", "4"])
+            if !r.signalled { continue }
+            duration = max(0.3, Date().timeIntervalSince(t))
+            let bytesNew = next["bytesNew"] as? Int ?? -1
+            #expect(bytesNew >= 0 && bytesNew <= bulkBytes)
+            if checkpointed {
+                resumed += 1
+                #expect(bytesNew < bulkBytes - (2 << 20),
+                        "round \(round): the killed backup had written an index checkpoint, yet the next one stored \(bytesNew) of \(bulkBytes) bytes anew")
+            }
+            previous = (try #require(next["snapshotID"] as? String), try TreeCompare.read(bulk))
+        }
+        #expect(killed >= Self.kills, "only \(killed) backups were killed within the time budget")
+        #expect(resumed >= 1, "no killed backup had reached an index checkpoint: resume was never exercised")
+        // Every snapshot made along the way, and all their data, still verify.
+        let finalCheck = try box.run(["check", "--read-data"])
+        #expect(finalCheck.status == 0, "\(finalCheck)")
+    }
+
+    @Test func killedPrunesLoseNothing() throws {
+        let box = try Sandbox()
+        try box.initRepository(["--pack-size", "1"])
+        let data = box.path("data")
+        let sets = data.appendingPathComponent("sets")
+        try Fixtures.makeTree(at: data)
+        var truth: [(id: String, tree: [String: Entry])] = []
+        // Each round adds a set of files and drops the set from two rounds ago, backs up, forgets all
+        // but the newest two snapshots, and prunes (killed at a random moment).
+        func step(_ round: Int) throws {
+            try Fixtures.makeBulk(at: sets.appendingPathComponent("set-\(round)"), files: 6, size: 600_000, seed: UInt64(500 + round))
+            try? FileManager.default.removeItem(at: sets.appendingPathComponent("set-\(round - 2)"))
+            let id = try #require(try box.backupJSON([data.path])["snapshotID"] as? String)
+            truth.append((id, try TreeCompare.read(data)))
+            let forget = try box.run(["forget", "--keep-last", "2"])
+            #expect(forget.status == 0, "\(forget)")
+            truth = Array(truth.suffix(2))
+        }
+        try step(0)
+        try step(1)
+        var t0 = Date()
+        try step(2)
+        try box.ok(["prune", "--now"])
+        var duration = max(0.2, Date().timeIntervalSince(t0))
+
+        var rng = SystemRandomNumberGenerator()
+        let start = Date()
+        var killed = 0, round = 2
+        while killed < Self.kills, Date().timeIntervalSince(start) < Self.budget {
+            round += 1
+            try step(round)
+            let delay = Double.random(in: 0.02...0.98, using: &rng) * duration
+            t0 = Date()
+            let r = try box.run(["prune", "--now"], killAfter: delay)
+            if r.signalled { killed += 1 } else {
+                #expect(r.status == 0, "round \(round): \(r)")
+                duration = max(0.2, Date().timeIntervalSince(t0))
+            }
+            try Self.expectCheckClean(box, "round \(round) after prune killed at \(String(format: "%.2f", delay)) s")
+            for (id, tree) in truth {
+                try Self.expectRestores(box, id, equals: tree, root: "data", "round \(round)")
+            }
+        }
+        #expect(killed >= Self.kills, "only \(killed) prunes were killed within the time budget")
+        // After all that, a full prune and a backup still work and everything verifies.
+        try box.ok(["prune", "--now"])
+        try box.backupJSON([data.path])
+        let finalCheck = try box.run(["check", "--read-data"])
+        #expect(finalCheck.status == 0, "\(finalCheck)")
+        #expect(try box.snapshotIDs().count == 3)
+    }
+}

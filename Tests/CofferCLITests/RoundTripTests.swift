@@ -1,0 +1,184 @@
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The real `coffer` binary end to end: init, backup, snapshots, ls, restore, key show, forget, prune.
+@Suite struct RoundTripTests {
+    @Test func initBackupListRestoreRoundTrip() throws {
+        let box = try Sandbox()
+        let data = box.path("data")
+        try Fixtures.makeTree(at: data)
+
+        let initResult = try box.ok(["init"])
+        let digits = try #require(Sandbox.digits(in: initResult.stdout), "\(initResult)")
+        #expect(initResult.stdout.contains("password manager"))
+        // The device key file: 0600, holds the same key.
+        let keyFiles = try FileManager.default.contentsOfDirectory(atPath: box.home.appendingPathComponent("keys").path)
+        #expect(keyFiles.count == 1)
+        var st = stat()
+        #expect(stat(box.home.appendingPathComponent("keys/\(keyFiles[0])").path, &st) == 0)
+        #expect(UInt32(st.st_mode) & 0o777 == 0o600)
+        #expect(try box.ok(["key", "show", "--plain"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines) == digits)
+        #expect(Sandbox.digits(in: try box.ok(["key", "show"]).stdout) == digits)
+
+        // First backup: everything new.
+        let first = try box.backupJSON([data.path])
+        let snapshotID = try #require(first["snapshotID"] as? String)
+        #expect(snapshotID.count == 64)
+        #expect(first["filesNew"] as? Int == 7)
+        #expect(first["partial"] as? Bool == false)
+        #expect((first["bytesStored"] as? Int ?? 0) > 3_500_000)
+        #expect((first["unreadable"] as? [Any])?.isEmpty == true)
+
+        // snapshots --json lists it with the source path.
+        let snaps = try #require(try box.ok(["snapshots", "--json"]).json() as? [[String: Any]])
+        #expect(snaps.count == 1)
+        #expect(snaps.first?["id"] as? String == snapshotID)
+        #expect((snaps.first?["paths"] as? [String])?.first?.hasSuffix("/data") == true)
+        let table = try box.ok(["snapshots"]).stdout
+        #expect(table.contains(String(snapshotID.prefix(8))))
+
+        // ls: the whole tree, a subfolder, JSON with types.
+        let all = try box.ok(["ls", "latest"]).stdout.split(separator: "\n").map(String.init)
+        for p in ["data/docs/notes.txt", "data/docs/empty", "data/link-rel", "data/empty-dir", "data/sp ace/naïve ✓.txt"] {
+            #expect(all.contains(p), "ls latest lacks \(p): \(all)")
+        }
+        let sub = try box.ok(["ls", String(snapshotID.prefix(6)), "data/docs/deep"]).stdout
+        #expect(sub.contains("data/docs/deep/odd-size.bin"))
+        #expect(!sub.contains("data/media"))
+        let nodes = try #require(try box.ok(["ls", "latest", "--json"]).json() as? [[String: Any]])
+        let link = try #require(nodes.first { $0["path"] as? String == "data/link-rel" })
+        #expect(link["type"] as? String == "symlink")
+        #expect(link["linkTarget"] as? String == "docs/notes.txt")
+        let long = try box.ok(["ls", "-l", "latest", "data/docs/notes.txt"]).stdout
+        #expect(long.contains("-rw-------"), "\(long)")
+
+        // Restore: byte-identical, with modes, mtimes, symlinks, empty files and folders.
+        let out = try box.restore("latest", into: "out")
+        let diffs = TreeCompare.differences(try TreeCompare.read(data), try TreeCompare.read(out.appendingPathComponent("data")))
+        #expect(diffs.isEmpty, "\(diffs.joined(separator: "\n"))")
+
+        // Unchanged re-backup reads nothing and stores no new data.
+        let second = try box.backupJSON([data.path])
+        #expect(second["filesNew"] as? Int == 0)
+        #expect(second["filesChanged"] as? Int == 0)
+        #expect(second["filesUnchanged"] as? Int == 7)
+        #expect(second["bytesNew"] as? Int == 0)
+        #expect(second["parentID"] as? String == snapshotID)
+
+        // One changed file.
+        try Data("changed\n".utf8).write(to: data.appendingPathComponent("docs/notes.txt"))
+        Fixtures.setMTime(data.appendingPathComponent("docs/notes.txt").path, seconds: 1_700_000_000)
+        let third = try box.backupJSON([data.path])
+        #expect(third["filesChanged"] as? Int == 1)
+        #expect(third["filesNew"] as? Int == 0)
+        #expect(try box.snapshotIDs().count == 3)
+
+        // --include restores a subset; the older snapshot still has the old content.
+        let part = try box.restore(snapshotID, into: "part", extra: ["--include", "data/docs"])
+        #expect(FileManager.default.fileExists(atPath: part.appendingPathComponent("data/docs/notes.txt").path))
+        #expect(!FileManager.default.fileExists(atPath: part.appendingPathComponent("data/media").path))
+        let oldNotes = try Data(contentsOf: part.appendingPathComponent("data/docs/notes.txt"))
+        #expect(oldNotes.count == 32 * 20_000)
+
+        // Restore into a non-empty folder is refused without --overwrite, and changes nothing.
+        let refused = try box.run(["restore", "latest", "--target", part.path])
+        #expect(refused.status == 16, "\(refused)")
+        #expect(refused.stderr.contains("--overwrite"))
+        #expect(try Data(contentsOf: part.appendingPathComponent("data/docs/notes.txt")) == oldNotes)
+        try box.ok(["restore", "latest", "--target", part.path, "--overwrite"])
+        #expect(try Data(contentsOf: part.appendingPathComponent("data/docs/notes.txt")) == Data("changed\n".utf8))
+
+        // check, forget, prune.
+        let check = try #require(try box.ok(["check", "--read-data", "--json"]).json() as? [String: Any])
+        #expect(check["clean"] as? Bool == true)
+        #expect((check["blobsVerified"] as? Int ?? 0) > 0)
+        let forget = try #require(try box.ok(["forget", "--keep-last", "1", "--prune", "--now", "--json"]).json() as? [String: Any])
+        #expect((forget["removed"] as? [Any])?.count == 2)
+        #expect(try box.snapshotIDs().count == 1)
+        #expect(try box.ok(["check", "--read-data"]).stdout.contains("no errors found"))
+        let final = try box.restore("latest", into: "final")
+        let finalDiffs = TreeCompare.differences(try TreeCompare.read(data), try TreeCompare.read(final.appendingPathComponent("data")))
+        #expect(finalDiffs.isEmpty, "\(finalDiffs.joined(separator: "\n"))")
+    }
+
+    @Test func wrongKeyIsReportedAsSuch() throws {
+        let box = try Sandbox()
+        try box.initRepository()
+        let other = String(repeating: "0123456789abcdef", count: 4)
+        let viaEnv = try box.run(["snapshots"], env: ["COFFER_KEY": other])
+        #expect(viaEnv.status == 12, "\(viaEnv)")
+        #expect(viaEnv.stderr.contains("key"), "\(viaEnv)")
+        #expect(!viaEnv.stderr.contains(other), "the key must never be echoed")
+
+        let keyFile = box.path("wrong.key")
+        try Data((other + "\n").utf8).write(to: keyFile)
+        let viaFile = try box.run(["backup", "--key-file", keyFile.path, box.home.path])
+        #expect(viaFile.status == 12, "\(viaFile)")
+
+        // A malformed key is a usage error that says where.
+        let bad = try box.run(["snapshots"], env: ["COFFER_KEY": "0123x"])
+        #expect(bad.status == 64, "\(bad)")
+        #expect(bad.stderr.contains("position 5"), "\(bad)")
+    }
+
+    @Test func initWithGivenKeyAndMissingThings() throws {
+        let box = try Sandbox()
+        let given = "00112233-44556677-8899aabb-ccddeeff-00112233-44556677-8899aabb-ccddeeff"
+        let r = try box.ok(["init"], env: ["COFFER_KEY": given])
+        #expect(Sandbox.digits(in: r.stdout) == nil, "a key the user gave is not printed again")
+        #expect(try box.ok(["key", "show", "--plain"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+                == given.replacingOccurrences(of: "-", with: ""))
+
+        // A second init on the same location changes nothing.
+        let again = try box.run(["init"])
+        #expect(again.status == 1, "\(again)")
+        #expect(try box.ok(["key", "show", "--plain"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+                == given.replacingOccurrences(of: "-", with: ""))
+
+        // No repository there.
+        let missing = try box.run(["snapshots", "--repo", box.path("nowhere").path])
+        #expect(missing.status == 10, "\(missing)")
+        // No repository given at all.
+        let none = try box.run(["snapshots"], env: ["COFFER_REPO": ""])
+        #expect(none.status == 64, "\(none)")
+        #expect(none.stderr.contains("COFFER_REPO"))
+        // A device without the key (another COFFER_HOME).
+        let otherHome = box.path("other-home")
+        let noKey = try box.run(["snapshots"], env: ["COFFER_HOME": otherHome.path])
+        #expect(noKey.status == 15, "\(noKey)")
+        #expect(noKey.stderr.contains("--key-file"))
+        // ... which works once the key is given.
+        try box.ok(["snapshots"], env: ["COFFER_HOME": otherHome.path, "COFFER_KEY": given])
+        // Usage errors from the parser.
+        #expect(try box.run(["restore", "latest"]).status == 64)
+        #expect(try box.run(["forget"]).status == 64)
+    }
+
+    @Test func progressLineOnlyOnATerminal() throws {
+        let box = try Sandbox()
+        try box.initRepository()
+        let data = box.path("data")
+        try Fixtures.makeBulk(at: data, files: 8, size: 4 << 20, seed: 3)
+        // Not a terminal: no carriage returns, no escape sequences.
+        let plain = try box.ok(["backup", data.path])
+        #expect(!plain.stderr.contains("\r"))
+        #expect(plain.stdout.contains("snapshot "))
+        #expect(plain.stdout.contains("8 new"))
+        // Under a pseudo-terminal (`script`), the line is drawn and redrawn in place.
+        guard let script = which("script") else { return }
+        try Fixtures.makeBulk(at: data, files: 8, size: 4 << 20, seed: 4)
+        let env = box.environment.map { "\($0.key)=\(shellQuote($0.value))" }.joined(separator: " ")
+        let cmd = "env \(env) \(shellQuote(cofferBinary.path)) backup \(shellQuote(data.path))"
+        let tty = try runProcess(script, ["-qec", cmd, "/dev/null"])
+        #expect(tty.status == 0, "\(tty)")
+        #expect(tty.stdout.contains("\r\u{1B}[K["), "no progress line drawn on a terminal: \(tty.stdout.debugDescription.prefix(400))")
+        #expect(tty.stdout.contains("files"))
+    }
+}
+
+func shellQuote(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'" }

@@ -1,0 +1,142 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Where the package lives: two folders above this file's folder (`Tests/CofferCLITests/Support`).
+let packageRoot: URL = URL(fileURLWithPath: #filePath)
+    .deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().deletingLastPathComponent()
+
+/// The real `coffer` binary that `swift build` produced.
+let cofferBinary: URL = packageRoot.appendingPathComponent(".build/debug/coffer")
+
+/// What a finished `coffer` run left behind.
+struct RunResult: CustomStringConvertible {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+    /// True when the process died from a signal (kill -9) rather than exiting.
+    var signalled: Bool
+
+    var description: String { "exit \(status)\(signalled ? " (signal)" : "")\n--- stdout\n\(stdout)\n--- stderr\n\(stderr)" }
+
+    func json() throws -> Any {
+        try JSONSerialization.jsonObject(with: Data(stdout.utf8))
+    }
+}
+
+struct BinaryMissing: Error, CustomStringConvertible {
+    var description: String { "\(cofferBinary.path) does not exist: build it first with `swift build` (the CLI tests run the real binary)" }
+}
+
+/// A scratch world for one test: its own COFFER_HOME, a repository path, and a place for data.
+final class Sandbox: @unchecked Sendable {
+    let root: URL
+    let home: URL
+    let repo: URL
+    var extraEnvironment: [String: String] = [:]
+
+    init(_ name: String = #function) throws {
+        guard FileManager.default.isExecutableFile(atPath: cofferBinary.path) else { throw BinaryMissing() }
+        let safe = name.filter { $0.isLetter || $0.isNumber }
+        root = FileManager.default.temporaryDirectory
+            .appendingPathComponent("coffer-cli-\(safe)-\(UUID().uuidString.prefix(8))", isDirectory: true)
+        home = root.appendingPathComponent("home", isDirectory: true)
+        repo = root.appendingPathComponent("repo", isDirectory: true)
+        try FileManager.default.createDirectory(at: home, withIntermediateDirectories: true)
+    }
+
+    deinit {
+        // Make everything removable again (tests chmod files away), then remove.
+        if let e = FileManager.default.enumerator(atPath: root.path) {
+            for case let rel as String in e {
+                chmod(root.appendingPathComponent(rel).path, 0o755)
+            }
+        }
+        try? FileManager.default.removeItem(at: root)
+    }
+
+    func path(_ rel: String) -> URL { root.appendingPathComponent(rel) }
+
+    var environment: [String: String] {
+        var env = ProcessInfo.processInfo.environment
+        env["COFFER_HOME"] = home.path
+        env["COFFER_REPO"] = repo.path
+        env.removeValue(forKey: "COFFER_KEY")
+        for (k, v) in extraEnvironment { env[k] = v }
+        return env
+    }
+
+    /// Runs `coffer ARGS` to completion.
+    @discardableResult
+    func run(_ args: [String], env: [String: String] = [:], killAfter: Double? = nil) throws -> RunResult {
+        try runProcess(cofferBinary.path, args, env: environment.merging(env) { $1 }, killAfter: killAfter)
+    }
+
+    /// Runs `coffer ARGS` and requires exit status 0.
+    @discardableResult
+    func ok(_ args: [String], env: [String: String] = [:]) throws -> RunResult {
+        let r = try run(args, env: env)
+        if r.status != 0 || r.signalled {
+            throw RunFailed(args: args, result: r)
+        }
+        return r
+    }
+}
+
+struct RunFailed: Error, CustomStringConvertible {
+    var args: [String]
+    var result: RunResult
+    var description: String { "coffer \(args.joined(separator: " ")) failed: \(result)" }
+}
+
+/// Runs a program with stdout/stderr captured to files (no pipe deadlocks on big output). With
+/// `killAfter`, sends SIGKILL after that many seconds if the process is still running.
+func runProcess(_ executable: String, _ args: [String], env: [String: String]? = nil,
+                killAfter: Double? = nil, cwd: URL? = nil) throws -> RunResult {
+    let tmp = FileManager.default.temporaryDirectory
+    let outURL = tmp.appendingPathComponent("coffer-out-\(UUID().uuidString)")
+    let errURL = tmp.appendingPathComponent("coffer-err-\(UUID().uuidString)")
+    _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
+    defer {
+        try? FileManager.default.removeItem(at: outURL)
+        try? FileManager.default.removeItem(at: errURL)
+    }
+    let out = try FileHandle(forWritingTo: outURL)
+    let err = try FileHandle(forWritingTo: errURL)
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: executable)
+    p.arguments = args
+    if let env { p.environment = env }
+    if let cwd { p.currentDirectoryURL = cwd }
+    p.standardOutput = out
+    p.standardError = err
+    p.standardInput = FileHandle.nullDevice
+    try p.run()
+    if let killAfter {
+        let deadline = Date().addingTimeInterval(killAfter)
+        while p.isRunning, Date() < deadline { usleep(2_000) }
+        if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+    }
+    p.waitUntilExit()
+    try out.close()
+    try err.close()
+    return RunResult(
+        status: p.terminationStatus,
+        stdout: (try? String(contentsOf: outURL, encoding: .utf8)) ?? "",
+        stderr: (try? String(contentsOf: errURL, encoding: .utf8)) ?? "",
+        signalled: p.terminationReason == .uncaughtSignal)
+}
+
+/// Finds an executable on PATH.
+func which(_ name: String) -> String? {
+    for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
+        let p = "\(dir)/\(name)"
+        if FileManager.default.isExecutableFile(atPath: p) { return p }
+    }
+    return nil
+}

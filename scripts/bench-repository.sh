@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Coffer beside restic on the shared chat dataset, in the same run, on the same machine.
+#
+#   scripts/bench-repository.sh [--messages N] [--media-mb M] [--big-gib G] [--keep]
+#
+# Measures (wall time and peak RSS via /usr/bin/time -v, repository growth via du):
+#   initial backup, unchanged re-backup (median of 3), day-2 backup after mutate-chat-dataset
+#   (bytes added to the repository), restore of the latest snapshot, peak RSS of the initial
+#   backup, and peak RSS backing up one big file (default 4 GiB) to show that memory stays flat.
+# Prints a table with both tools and the ratios against issue 2's targets.
+#
+# Needs: swift (or SWIFT=cswift), restic, python3, /usr/bin/time. The dataset generators live in
+# ../shared/bench/ beside the project root. Work files go to a temporary folder (TMPDIR), removed at
+# the end unless --keep.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+bench="$root/../shared/bench"
+swift_cmd="${SWIFT:-swift}"
+messages=1000000
+media_mb=800
+big_gib=4
+keep=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --messages) messages="$2"; shift 2 ;;
+    --media-mb) media_mb="$2"; shift 2 ;;
+    --big-gib) big_gib="$2"; shift 2 ;;
+    --keep) keep=1; shift ;;
+    *) echo "unknown option $1" >&2; exit 64 ;;
+  esac
+done
+
+for tool in restic python3 /usr/bin/time; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 1; }
+done
+[ -x "$bench/make-chat-dataset" ] || { echo "bench: $bench/make-chat-dataset not found (expected ../shared/bench beside the project)" >&2; exit 1; }
+
+echo "== building coffer (release)" >&2
+(cd "$root" && "$swift_cmd" build -c release --product coffer >&2)
+coffer="$root/.build/release/coffer"
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/coffer-bench.XXXXXX")"
+cleanup() { if [ "$keep" = 0 ]; then rm -rf "$work"; else echo "kept $work" >&2; fi; }
+trap cleanup EXIT
+data="$work/data"
+restore_dir="$work/restore"
+
+echo "== dataset: $messages messages, $media_mb MiB media (in $work)" >&2
+python3 "$bench/make-chat-dataset" "$data" --messages "$messages" --media-mb "$media_mb" >&2
+dataset_bytes=$(du -sb "$data" | cut -f1)
+
+export RESTIC_PASSWORD="bench-password-not-secret"
+export RESTIC_CACHE_DIR="$work/restic-cache"
+export COFFER_HOME="$work/coffer-home"
+restic_repo="$work/restic-repo"
+coffer_repo="$work/coffer-repo"
+
+# measure NAME CMD...: runs CMD under /usr/bin/time -v; records seconds and peak RSS (KiB).
+declare -A secs rss
+measure() {
+  local name="$1"; shift
+  local log="$work/time-$name.log"
+  cat "$data"/Databases/* > /dev/null 2>&1 || true   # same warm page cache for both tools
+  /usr/bin/time -v "$@" > "$work/out-$name.log" 2> "$log" || { echo "bench: $name failed:" >&2; tail -20 "$log" >&2; exit 1; }
+  local wall
+  wall=$(grep "Elapsed (wall clock)" "$log" | awk '{print $NF}')
+  secs[$name]=$(python3 -c "import sys
+p=[float(x) for x in sys.argv[1].split(':')]
+s=0
+for x in p: s=s*60+x
+print(f'{s:.2f}')" "$wall")
+  rss[$name]=$(grep "Maximum resident set size" "$log" | awk '{print $NF}')
+  echo "   $name: ${secs[$name]} s, peak RSS $((rss[$name] / 1024)) MiB" >&2
+}
+repo_bytes() { du -sb "$1" | cut -f1; }
+median3() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
+
+echo "== init" >&2
+restic init -r "$restic_repo" > /dev/null
+"$coffer" init --repo "$coffer_repo" > /dev/null
+
+echo "== initial backup" >&2
+measure restic_initial restic -r "$restic_repo" backup "$data"
+measure coffer_initial "$coffer" backup --repo "$coffer_repo" "$data"
+
+echo "== unchanged re-backup (3 runs each)" >&2
+r=(); c=()
+for i in 1 2 3; do
+  measure restic_unchanged_$i restic -r "$restic_repo" backup "$data"; r+=("${secs[restic_unchanged_$i]}")
+  measure coffer_unchanged_$i "$coffer" backup --repo "$coffer_repo" "$data"; c+=("${secs[coffer_unchanged_$i]}")
+done
+secs[restic_unchanged]=$(median3 "${r[@]}")
+secs[coffer_unchanged]=$(median3 "${c[@]}")
+
+echo "== day 2" >&2
+python3 "$bench/mutate-chat-dataset" "$data" >&2
+restic_before=$(repo_bytes "$restic_repo"); coffer_before=$(repo_bytes "$coffer_repo")
+measure restic_day2 restic -r "$restic_repo" backup "$data"
+measure coffer_day2 "$coffer" backup --repo "$coffer_repo" "$data"
+restic_added=$(( $(repo_bytes "$restic_repo") - restic_before ))
+coffer_added=$(( $(repo_bytes "$coffer_repo") - coffer_before ))
+
+echo "== restore latest" >&2
+rm -rf "$restore_dir"; mkdir -p "$restore_dir/restic" "$restore_dir/coffer"
+measure restic_restore restic -r "$restic_repo" restore latest --target "$restore_dir/restic"
+measure coffer_restore "$coffer" restore --repo "$coffer_repo" latest --target "$restore_dir/coffer"
+# Both must have restored the same bytes (the database and media of day 2).
+if ! diff -r "$restore_dir/restic$data" "$restore_dir/coffer$data" > /dev/null 2>&1 \
+   && ! diff -r "$restore_dir/restic$data" "$restore_dir/coffer/$(basename "$data")" > /dev/null 2>&1; then
+  echo "bench: WARNING: restored trees differ between restic and coffer (see $restore_dir)" >&2
+fi
+rm -rf "$restore_dir"
+
+echo "== one ${big_gib} GiB file (peak RSS must stay flat)" >&2
+big="$work/big"; mkdir -p "$big"
+# Incompressible and not deduplicable, generated quickly: AES-CTR keystream from openssl if
+# present, otherwise /dev/urandom.
+if command -v openssl >/dev/null; then
+  openssl enc -aes-128-ctr -nosalt -pass pass:coffer-bench -pbkdf2 < <(head -c "$((big_gib << 30))" /dev/zero) > "$big/big.bin" 2>/dev/null
+else
+  head -c "$((big_gib << 30))" /dev/urandom > "$big/big.bin"
+fi
+measure restic_big restic -r "$restic_repo" backup "$big"
+measure coffer_big "$coffer" backup --repo "$coffer_repo" "$big"
+rm -rf "$big"
+
+ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.3f}' if b else 'n/a')" "$1" "$2"; }
+verdict() { python3 -c "import sys; print('yes' if float(sys.argv[1]) <= float(sys.argv[2]) else 'NO')" "$1" "$2"; }
+mib() { python3 -c "import sys; print(f'{int(sys.argv[1])/1048576:.1f} MiB')" "$1"; }
+
+echo
+echo "Coffer vs restic $(restic version | awk '{print $2}'), dataset $(mib "$dataset_bytes") ($messages messages, $media_mb MiB media), $(nproc) cores"
+printf '%-34s %14s %14s %9s %9s %5s\n' "measure" "restic" "coffer" "ratio" "target" "met"
+row() { # name restic coffer unit target
+  local rr cc
+  if [ "$4" = "s" ]; then rr="$2 s"; cc="$3 s"; else rr=$(mib "$2"); cc=$(mib "$3"); fi
+  printf '%-34s %14s %14s %9s %9s %5s\n' "$1" "$rr" "$cc" "$(ratio "$3" "$2")" "<= $5" "$(verdict "$(ratio "$3" "$2")" "$5")"
+}
+row "initial backup" "${secs[restic_initial]}" "${secs[coffer_initial]}" s 0.25
+row "unchanged re-backup (median of 3)" "${secs[restic_unchanged]}" "${secs[coffer_unchanged]}" s 0.143
+printf '%-34s %14s %14s %9s %9s\n' "day-2 backup time" "${secs[restic_day2]} s" "${secs[coffer_day2]} s" "$(ratio "${secs[coffer_day2]}" "${secs[restic_day2]}")" "-"
+row "day-2 bytes added to repository" "$restic_added" "$coffer_added" b 0.125
+row "restore latest" "${secs[restic_restore]}" "${secs[coffer_restore]}" s 0.333
+row "peak RSS, initial backup" "$((rss[restic_initial] * 1024))" "$((rss[coffer_initial] * 1024))" b 0.5
+row "peak RSS, ${big_gib} GiB file" "$((rss[restic_big] * 1024))" "$((rss[coffer_big] * 1024))" b 0.5
+printf '%-34s %14s %14s\n' "big file backup time" "${secs[restic_big]} s" "${secs[coffer_big]} s"
+printf '%-34s %14s %14s\n' "repository size (end)" "$(mib "$(repo_bytes "$restic_repo")")" "$(mib "$(repo_bytes "$coffer_repo")")"
