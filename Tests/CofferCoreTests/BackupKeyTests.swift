@@ -32,6 +32,20 @@ import Foundation
         #expect(throws: BackupKeyError.invalidCharacter(position: 6)) { try BackupKey(digits: "0001 x" + digits) }
         // Position counts user-visible characters, also after a non-ASCII one.
         #expect(throws: BackupKeyError.invalidCharacter(position: 1)) { try BackupKey(digits: "é" + digits) }
+        // A decomposed "é" (two scalars) is still one character for the user.
+        #expect(throws: BackupKeyError.invalidCharacter(position: 2)) { try BackupKey(digits: "0e\u{301}1" + digits) }
+        // The invalid character wins over a wrong count, wherever it is.
+        #expect(throws: BackupKeyError.invalidCharacter(position: 66)) { try BackupKey(digits: digits + "0z") }
+        #expect(throws: BackupKeyError.invalidCharacter(position: 3)) { try BackupKey(digits: "01+2") }
+        #expect(throws: BackupKeyError.invalidCharacter(position: 2)) { try BackupKey(digits: "0_" + digits) }
+    }
+
+    @Test func toleratesCopyPasteSeparators() throws {
+        let grouped = try BackupKey(digits: digits).groupedDigits
+        for sep in ["\u{00A0}", "\u{2009}", "\u{2013}", "\u{2011}", "\r\n", "\t", " - "] {
+            let text = grouped.replacingOccurrences(of: " ", with: sep)
+            #expect(try BackupKey(digits: text).constantTimeEquals(fixedKey), "separator \(sep.unicodeScalars.map { $0.value })")
+        }
     }
 
     @Test func rejectsWrongLength() {
@@ -48,8 +62,12 @@ import Foundation
             #expect(!text.contains("0a0b0c"))
             #expect(!text.lowercased().contains("0a0b 0c0d"))
         }
-        let mirror = String(describing: Mirror(reflecting: k).children.map { $0.value })
-        #expect(!mirror.contains("0a0b0c"))
+        #expect(Mirror(reflecting: k).children.isEmpty)
+        var dumped = ""
+        dump(k, to: &dumped)
+        dump(fixedKeys, to: &dumped)
+        #expect(!dumped.contains("0a0b0c") && !dumped.contains("10, 11, 12"))
+        #expect(!"\(BackupKeyError.invalidCharacter(position: 3))".contains("0a0b"))
     }
 
     @Test func randomKeysDiffer() {

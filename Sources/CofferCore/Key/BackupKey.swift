@@ -10,7 +10,7 @@ import Crypto
 /// Generated on the device from the system CSPRNG. Users keep it as a 64-digit key (64 lowercase hex
 /// digits, shown as 16 groups of 4) or in the vault behind a password. Never printed by
 /// `description`; compare with ``constantTimeEquals(_:)``.
-public struct BackupKey: Sendable, CustomStringConvertible, CustomDebugStringConvertible {
+public struct BackupKey: Sendable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
     public static let byteCount = 32
 
     /// The key bytes. Kept in a `SymmetricKey` so that they are zeroised when released.
@@ -24,36 +24,50 @@ public struct BackupKey: Sendable, CustomStringConvertible, CustomDebugStringCon
     /// A key from exactly 32 bytes.
     public init<D: DataProtocol>(bytes: D) throws(BackupKeyError) {
         guard bytes.count == Self.byteCount else { throw .wrongLength(bytes.count) }
-        symmetricKey = SymmetricKey(data: Data(bytes))
+        var copy = [UInt8](bytes)
+        defer { for i in copy.indices { copy[i] = 0 } }
+        symmetricKey = SymmetricKey(data: copy)
     }
 
-    /// Parses the 64-digit form. Case, spaces and dashes are ignored (also tabs and newlines, which
-    /// copy-paste brings); any other character is rejected with its 1-based position.
+    /// Parses the 64-digit form. Case is ignored, and so are spaces and dashes (including the
+    /// Unicode spaces, tabs, line breaks and dash variants that copy-paste and phone keyboards bring).
+    /// Any other character is rejected with its 1-based position counted in characters as the user
+    /// sees them; an invalid character is reported before a wrong digit count.
     public init(digits: String) throws(BackupKeyError) {
-        var bytes = [UInt8]()
-        bytes.reserveCapacity(Self.byteCount)
-        var high: UInt8? = nil
-        var count = 0
-        for (offset, scalar) in digits.unicodeScalars.enumerated() {
-            let nibble: UInt8
-            switch scalar {
-            case "0"..."9": nibble = UInt8(scalar.value - 48)
-            case "a"..."f": nibble = UInt8(scalar.value - 97 + 10)
-            case "A"..."F": nibble = UInt8(scalar.value - 65 + 10)
-            case " ", "-", "\t", "\n", "\r": continue
-            default: throw .invalidCharacter(position: offset + 1)
-            }
-            count += 1
-            guard count <= 64 else { throw .wrongDigitCount(count: digits.unicodeScalars.filter { $0.properties.isASCIIHexDigit }.count) }
-            if let h = high {
-                bytes.append(h << 4 | nibble)
-                high = nil
-            } else {
-                high = nibble
+        var nibbles = [UInt8]()
+        nibbles.reserveCapacity(64)
+        // Best effort against key material lingering in freed memory.
+        defer { for i in nibbles.indices { nibbles[i] = 0 } }
+        for (offset, character) in digits.enumerated() {
+            if let n = Self.nibble(character) {
+                nibbles.append(n)
+            } else if !Self.isSeparator(character) {
+                throw .invalidCharacter(position: offset + 1)
             }
         }
-        guard count == 64 else { throw .wrongDigitCount(count: count) }
+        guard nibbles.count == 64 else { throw .wrongDigitCount(count: nibbles.count) }
+        var bytes = [UInt8](repeating: 0, count: Self.byteCount)
+        defer { for i in bytes.indices { bytes[i] = 0 } }
+        for i in 0..<Self.byteCount { bytes[i] = nibbles[2 * i] << 4 | nibbles[2 * i + 1] }
         symmetricKey = SymmetricKey(data: bytes)
+    }
+
+    private static func nibble(_ c: Character) -> UInt8? {
+        guard let a = c.asciiValue else { return nil }
+        switch a {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return a - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return a - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return a - UInt8(ascii: "A") + 10
+        default: return nil
+        }
+    }
+
+    /// Whitespace (a `Character`, so "\r\n" counts once) and dashes: "-", U+2010...U+2015, U+2212.
+    private static func isSeparator(_ c: Character) -> Bool {
+        if c.isWhitespace { return true }
+        return c.unicodeScalars.allSatisfy { s in
+            s == "-" || (0x2010...0x2015).contains(s.value) || s.value == 0x2212
+        }
     }
 
     /// The 64 lowercase hex digits, without separators.
@@ -88,6 +102,8 @@ public struct BackupKey: Sendable, CustomStringConvertible, CustomDebugStringCon
 
     public var description: String { "BackupKey(<redacted>)" }
     public var debugDescription: String { description }
+    /// No children: `dump` and debuggers' reflection must not reach the key bytes.
+    public var customMirror: Mirror { Mirror(self, children: [], displayStyle: .struct) }
 }
 
 /// Why a 64-digit key was not accepted.

@@ -11,7 +11,7 @@ import Crypto
 /// `K` itself is never used to encrypt or authenticate anything. The subkeys stay inside this
 /// value (zeroised when released); callers use the operations built on them (chunk ids, packs,
 /// sealed objects, the config tag). Never printed by `description`.
-public struct RepositoryKeys: Sendable, CustomStringConvertible {
+public struct RepositoryKeys: Sendable, CustomStringConvertible, CustomReflectable {
     /// The fixed purposes, each giving one subkey. The strings are part of the format.
     enum Purpose: String, CaseIterable {
         case chunkID = "chunk-id"
@@ -66,4 +66,6 @@ public struct RepositoryKeys: Sendable, CustomStringConvertible {
     }
 
     public var description: String { "RepositoryKeys(<redacted>)" }
+    /// Only the (non-secret) repository id is visible to `dump` and debuggers.
+    public var customMirror: Mirror { Mirror(self, children: ["repositoryID": repositoryID], displayStyle: .struct) }
 }

@@ -17,6 +17,8 @@ public final class PackWriter {
     private let cipher: PackCipher
     private let deflater: Deflater
     private var buffer = Data()
+    /// The pack's SHA-256, fed right after each append while the bytes are still in cache.
+    private var hasher = SHA256()
     private var paddingLength = 0
     private var finished = false
     /// The blobs written so far, in order.
@@ -116,6 +118,7 @@ public final class PackWriter {
         aad.withUnsafeBytes { a in
             aeadSeal(payload, key: cipher.blobKey, nonce: counterNonce(UInt32(entry.index)), aad: a, appendingTo: &buffer)
         }
+        hashTail(from: entry.offset)
         entries.append(entry)
         return entry
     }
@@ -143,16 +146,22 @@ public final class PackWriter {
         h.zeros(paddingLength)
         let headerLength = h.bytes.count + PackFormat.tagLength
         let trailer = PackTrailer.encode(salt: salt, headerLength: headerLength)
+        let start = buffer.count
         h.bytes.withUnsafeBytes { p in
             trailer.withUnsafeBytes { a in
                 aeadSeal(p, key: cipher.headerKey, nonce: counterNonce(0), aad: a, appendingTo: &buffer)
             }
         }
         buffer.append(contentsOf: trailer)
+        hashTail(from: start)
         let bytes = buffer
         buffer = Data()
-        return FinishedPack(bytes: bytes, id: ObjectID(hashing: bytes), salt: salt, entries: entries,
-                            headerLength: headerLength)
+        let id = hasher.finalize().withUnsafeBytes { ObjectID(digest: Digest256($0)) }
+        return FinishedPack(bytes: bytes, id: id, salt: salt, entries: entries, headerLength: headerLength)
+    }
+
+    private func hashTail(from start: Int) {
+        buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[start...])) }
     }
 }
 
