@@ -5,7 +5,7 @@ import Logging
 import ServiceLifecycle
 
 /// The HTTP edge of a realm: the protocol endpoints (`POST /v1/q0` … one path per message type,
-/// bodies sealed both ways), `GET /v1/descriptor`, `GET /v1/health` and `GET /metrics`.
+/// bodies sealed both ways), `GET /v1/descriptor`, `GET /health` and `GET /metrics`.
 public enum RealmServer {
     /// Largest request body accepted: key id + X-Wing encapsulation + padded body + GCM tag, with room.
     static let maxRequestSize = 16 * 1024
@@ -42,8 +42,10 @@ public enum RealmServer {
             return Response(status: .ok, headers: [.contentType: "application/json"],
                             body: ResponseBody(byteBuffer: ByteBuffer(bytes: Array(json))))
         }
-        router.get("/v1/health") { _, _ -> Response in
-            Response(status: .ok, headers: [.contentType: "text/plain"], body: ResponseBody(byteBuffer: ByteBuffer(string: "ok\n")))
+        for path in ["/health", "/v1/health"] {
+            router.get(RouterPath(path)) { _, _ -> Response in
+                Response(status: .ok, headers: [.contentType: "text/plain"], body: ResponseBody(byteBuffer: ByteBuffer(string: "ok\n")))
+            }
         }
         router.get("/metrics") { _, _ -> Response in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],

@@ -9,6 +9,11 @@ public struct VerifiedToken: Sendable, Equatable {
     /// `sub`: the user id within the tenant.
     public var user: String
     public var scope: VaultScope
+    public init(tenant: String, user: String, scope: VaultScope) {
+        self.tenant = tenant
+        self.user = user
+        self.scope = scope
+    }
 }
 
 /// Why a token was refused. Deliberately coarse: it is sealed back to the client, and the operator's

@@ -83,6 +83,7 @@ public enum VaultOPRF {
 public struct BlindedInput: @unchecked Sendable {
     // swift-crypto's type is not Sendable; it is immutable after creation.
     let backing: P384._VOPRF.BlindedInput
+    init(backing: P384._VOPRF.BlindedInput) { self.backing = backing }
     /// The 49-byte blinded element to send.
     public var blindedElementBytes: [UInt8] { Array(backing.blindedElement.oprfRepresentation) }
 }
