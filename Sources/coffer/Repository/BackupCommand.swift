@@ -4,7 +4,7 @@ import Foundation
 import Logging
 
 /// `coffer backup PATH...`
-struct BackupCommand: AsyncParsableCommand {
+struct BackupCommand: AsyncParsableCommand, Sendable {
     static let configuration = CommandConfiguration(
         commandName: "backup",
         abstract: "Back up files and folders into a new snapshot.",
@@ -51,13 +51,17 @@ struct BackupCommand: AsyncParsableCommand {
         let access = RepositoryAccess(global)
         try await ErrorReport.run(logger: access.logger) {
             try await access.withRepository { repo in
-                var options = BackupOptions()
-                options.parent = parent
-                options.force = force
-                options.tags = tag
-                options.hostname = host
-                options.checkpointBytes = checkpointMiB << 20
-                return try await runBackup(repo, options: options, logger: access.logger)
+                var opts = BackupOptions()
+                opts.parent = parent
+                opts.force = force
+                opts.tags = tag
+                opts.hostname = host
+                opts.checkpointBytes = checkpointMiB << 20
+                let logger = access.logger
+                let options = opts
+                return try await Interrupts.cancellingOnSignals { [self] in
+                    try await runBackup(repo, options: options, logger: logger)
+                }
             }
         }
     }

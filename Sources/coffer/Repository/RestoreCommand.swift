@@ -1,9 +1,10 @@
 import ArgumentParser
 import CofferBackup
 import Foundation
+import Logging
 
 /// `coffer restore SNAPSHOT|latest --target DIR`
-struct RestoreCommand: AsyncParsableCommand {
+struct RestoreCommand: AsyncParsableCommand, Sendable {
     static let configuration = CommandConfiguration(
         commandName: "restore",
         abstract: "Restore a snapshot (or part of it) into a folder.",
@@ -38,51 +39,58 @@ struct RestoreCommand: AsyncParsableCommand {
         let access = RepositoryAccess(global)
         try await ErrorReport.run(logger: access.logger) {
             try await access.withRepository { repo in
-                let snap = try await repo.snapshot(matching: snapshot)
-                let targetURL = URL(fileURLWithPath: target, isDirectory: true)
-                var line = ProgressLine(enabled: Terminal.stderrIsTTY && !quiet)
-                var summary: RestoreSummary?
-                do {
-                    for try await event in repo.restore(snapshot: snap.id, target: targetURL,
-                                                        options: RestoreOptions(include: include, overwrite: overwrite)) {
-                        switch event {
-                        case .planned(let files, let bytes):
-                            access.logger.debug("restoring \(files) files, \(bytes) bytes")
-                        case .progress(let p):
-                            line.update(filesDone: p.filesDone, filesTotal: p.filesTotal, bytesDone: p.bytesDone,
-                                        bytesTotal: p.bytesTotal, elapsed: p.elapsed.seconds, current: p.currentPath)
-                        case .fileFailed(let f):
-                            line.clear()
-                            if !json { Terminal.err("coffer: could not restore \(f.path): \(f.message)\(f.object.map { " (object \($0))" } ?? "")\n") }
-                        case .finished(let s):
-                            summary = s
-                        }
-                    }
-                } catch {
-                    line.clear()
-                    throw error
+                let logger = access.logger
+                return try await Interrupts.cancellingOnSignals { [self] in
+                    try await runRestore(repo, logger: logger)
                 }
-                line.clear()
-                guard let summary else { throw CLIError(.failure, "the restore ended early") }
-                if json {
-                    try JSONOutput.print(RestoreJSON(summary, target: targetURL.path))
-                } else {
-                    Terminal.line("""
-                    restored snapshot \(String(summary.snapshotID.prefix(8))) into \(targetURL.path)
-                      \(summary.filesRestored) files, \(summary.directoriesRestored) folders, \(summary.symlinksRestored) symlinks, \
-                    \(Units.bytes(summary.bytesRestored)) in \(Units.seconds(summary.duration.seconds))
-                    """)
-                }
-                guard summary.isComplete else {
-                    // The worst failure decides the exit code (damage before anything else).
-                    let codes = summary.failures.map { ErrorReport.classify(backup: BackupError($0.code, message: $0.message)).code }
-                    let code = codes.contains(.damaged) ? .damaged : (codes.first ?? .failure)
-                    Terminal.err("coffer: \(summary.failures.count) file\(summary.failures.count == 1 ? " was" : "s were") NOT restored; no file with wrong content was written\n")
-                    return code
-                }
-                return .ok
             }
         }
+    }
+
+    private func runRestore(_ repo: Repository, logger: Logger) async throws -> CofferExitCode {
+        let snap = try await repo.snapshot(matching: snapshot)
+        let targetURL = URL(fileURLWithPath: target, isDirectory: true)
+        var line = ProgressLine(enabled: Terminal.stderrIsTTY && !quiet)
+        var summary: RestoreSummary?
+        do {
+            for try await event in repo.restore(snapshot: snap.id, target: targetURL,
+                                                options: RestoreOptions(include: include, overwrite: overwrite)) {
+                switch event {
+                case .planned(let files, let bytes):
+                    logger.debug("restoring \(files) files, \(bytes) bytes")
+                case .progress(let p):
+                    line.update(filesDone: p.filesDone, filesTotal: p.filesTotal, bytesDone: p.bytesDone,
+                                bytesTotal: p.bytesTotal, elapsed: p.elapsed.seconds, current: p.currentPath)
+                case .fileFailed(let f):
+                    line.clear()
+                    if !json { Terminal.err("coffer: could not restore \(f.path): \(f.message)\(f.object.map { " (object \($0))" } ?? "")\n") }
+                case .finished(let s):
+                    summary = s
+                }
+            }
+        } catch {
+            line.clear()
+            throw error
+        }
+        line.clear()
+        guard let summary else { throw CLIError(.failure, "the restore ended early") }
+        if json {
+            try JSONOutput.print(RestoreJSON(summary, target: targetURL.path))
+        } else {
+            Terminal.line("""
+            restored snapshot \(String(summary.snapshotID.prefix(8))) into \(targetURL.path)
+              \(summary.filesRestored) files, \(summary.directoriesRestored) folders, \(summary.symlinksRestored) symlinks, \
+            \(Units.bytes(summary.bytesRestored)) in \(Units.seconds(summary.duration.seconds))
+            """)
+        }
+        guard summary.isComplete else {
+            // The worst failure decides the exit code (damage before anything else).
+            let codes = summary.failures.map { ErrorReport.classify(backup: BackupError($0.code, message: $0.message)).code }
+            let code = codes.contains(.damaged) ? .damaged : (codes.first ?? .failure)
+            Terminal.err("coffer: \(summary.failures.count) file\(summary.failures.count == 1 ? " was" : "s were") NOT restored; no file with wrong content was written\n")
+            return code
+        }
+        return .ok
     }
 }
 

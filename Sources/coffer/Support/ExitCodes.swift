@@ -27,6 +27,8 @@ enum CofferExitCode: Int32, CaseIterable {
     case keyMissing = 15
     /// The restore target is not empty and `--overwrite` was not given, or a path already exists.
     case targetNotEmpty = 16
+    /// Interrupted (Ctrl-C, SIGTERM): stopped cleanly; what was uploaded is kept for the next run.
+    case interrupted = 130
     /// Bad command line or environment (unknown option, malformed key, missing `--repo`). EX_USAGE.
     case usage = 64
 
@@ -43,6 +45,7 @@ enum CofferExitCode: Int32, CaseIterable {
         case .keyMissing: return "no key available for this repository"
         case .targetNotEmpty: return "restore target not empty (use --overwrite)"
         case .usage: return "usage error"
+        case .interrupted: return "interrupted"
         }
     }
 }
@@ -143,6 +146,10 @@ enum ErrorReport {
             throw e
         } catch let e as CleanExit {
             throw e
+        } catch where Interrupts.received {
+            logger.debug("interrupted: \(String(reflecting: error))")
+            Terminal.err("coffer: interrupted; nothing is lost, and data already uploaded is reused by the next run\n")
+            code = .interrupted
         } catch {
             let (c, message, hint) = classify(error)
             logger.debug("error detail: \(String(reflecting: error))")
