@@ -211,3 +211,47 @@ import Foundation
         #expect(throws: FormatError.self) { try w.add(type: .data, id: fixedKeys.chunkID(of: big), plaintext: big, compress: false) }
     }
 }
+
+@Suite struct HeaderParsingTests {
+    /// The decrypted header is validated field by field (only a key holder could write one, but a
+    /// buggy writer must not make a reader misbehave).
+    func header(count: UInt32 = 1, padding: [UInt8] = [], entry: (inout [UInt8]) -> Void = { _ in }) -> [UInt8] {
+        var w = ByteWriter()
+        w.u16(1); w.u16(0); w.u32(count); w.u32(UInt32(padding.count)); w.u32(0)
+        var e = ByteWriter()
+        e.u8(1); e.u8(0); e.u16(0); e.u32(10); e.u32(0); e.u32(26)
+        e.raw([UInt8](repeating: 9, count: 32))
+        var eb = e.bytes
+        entry(&eb)
+        w.raw(eb)
+        w.raw(padding)
+        return w.bytes
+    }
+
+    func parse(_ b: [UInt8]) throws(FormatError) -> [PackEntry] {
+        try b.withRawBytes { (raw) throws(FormatError) -> [PackEntry] in try PackHeader.parse(raw).entries }
+    }
+
+    @Test func validatesEveryField() throws {
+        #expect(try parse(header()).count == 1)
+        #expect(try parse(header(padding: [UInt8](repeating: 0, count: 1001))).count == 1)
+        let bad: [(String, [UInt8])] = [
+            ("non-zero padding", header(padding: [UInt8](repeating: 0, count: 1000) + [1] + [UInt8](repeating: 0, count: 20))),
+            ("count too high", header(count: 2)),
+            ("count too low", header(count: 0)),
+            ("unknown type", header { $0[0] = 3 }),
+            ("unknown compression", header { $0[1] = 2 }),
+            ("reserved", header { $0[3] = 1 }),
+            ("offset not contiguous", header { $0[11] = 1 }),
+            ("length below tag", header { $0[15] = 15 }),
+            ("stored length mismatch", header { $0[15] = 27 }),
+            ("empty compressed", header { $0[1] = 1; $0[7] = 0 }),
+            ("version", { var h = header(); h[1] = 2; return h }()),
+            ("flags", { var h = header(); h[3] = 1; return h }()),
+            ("short", Array(header().prefix(10))),
+        ]
+        for (what, bytes) in bad {
+            #expect(throws: FormatError.self, "\(what)") { try parse(bytes) }
+        }
+    }
+}

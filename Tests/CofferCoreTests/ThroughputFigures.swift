@@ -1,9 +1,5 @@
 import Testing
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
 import Foundation
-#endif
 @testable import CofferCore
 
 /// Prints MB/s of the hot paths for a quick look (debug build unless run with `-c release`).

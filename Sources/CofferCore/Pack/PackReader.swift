@@ -243,7 +243,7 @@ public final class BlobOpener {
         return plain
     }
 
-    /// Decrypts one blob (see ``open(_:entry:salt:)-(UnsafeRawBufferPointer,_,_)``).
+    /// Decrypts one blob from any contiguous bytes; see the `UnsafeRawBufferPointer` variant.
     public func open(_ sealed: some ContiguousBytes, entry: PackEntry, salt: Data) throws(FormatError) -> Data {
         try sealed.withRawBytes { (raw) throws(FormatError) -> Data in try open(raw, entry: entry, salt: salt) }
     }
@@ -251,7 +251,7 @@ public final class BlobOpener {
     /// Decrypts a blob given the whole pack (slices `entry.range` out of it).
     public func open(blob entry: PackEntry, inPack pack: some ContiguousBytes, salt: Data) throws(FormatError) -> Data {
         try pack.withRawBytes { (raw) throws(FormatError) -> Data in
-            guard entry.offset >= 0, entry.length >= 0, entry.offset + entry.length <= raw.count else {
+            guard entry.offset >= 0, entry.length >= 0, entry.offset <= raw.count, entry.length <= raw.count - entry.offset else {
                 throw FormatError(.truncated, "pack too short for blob at \(entry.offset)+\(entry.length)", object: "blob \(entry.id)")
             }
             return try open(UnsafeRawBufferPointer(rebasing: raw[entry.range]), entry: entry, salt: salt)

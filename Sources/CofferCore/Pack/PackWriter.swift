@@ -74,7 +74,7 @@ public final class PackWriter {
         return try append(type: type, id: id, payload: plaintext, compression: .none, uncompressedLength: plaintext.count)
     }
 
-    /// Adds a blob (see ``add(type:id:plaintext:compress:)-(_,_,UnsafeRawBufferPointer,_)``).
+    /// Adds a blob from any contiguous bytes (`Data`, `[UInt8]`); see the `UnsafeRawBufferPointer` variant.
     @discardableResult
     public func add(type: BlobType, id: ChunkID, plaintext: some ContiguousBytes, compress: Bool) throws(FormatError) -> PackEntry {
         try plaintext.withRawBytes { (raw) throws(FormatError) -> PackEntry in

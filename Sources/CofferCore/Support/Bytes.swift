@@ -111,8 +111,11 @@ func constantTimeEqual(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer)
 
 /// True when every byte is zero; used for padding and reserved fields (not secret).
 func allZero(_ a: UnsafeRawBufferPointer) -> Bool {
-    var acc: UInt8 = 0
-    for b in a { acc |= b }
+    // Word at a time: padding may be megabytes (Part B).
+    var acc: UInt64 = 0
+    let words = a.count / 8
+    for i in 0..<words { acc |= a.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self) }
+    for i in (words * 8)..<a.count { acc |= UInt64(a[i]) }
     return acc == 0
 }
 
