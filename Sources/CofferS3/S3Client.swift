@@ -61,7 +61,8 @@ final class S3Client: Sendable {
         let encodedKey = key.map { SigV4Signer.uriEncode($0, encodeSlash: false) } ?? ""
         switch configuration.addressing {
         case .path:
-            return (endpoint.hostHeader, "/\(configuration.bucket)/\(encodedKey)")
+            // The bucket itself is `/bucket`; an object is `/bucket/key`.
+            return (endpoint.hostHeader, key == nil ? "/\(configuration.bucket)" : "/\(configuration.bucket)/\(encodedKey)")
         case .virtualHost:
             return ("\(configuration.bucket).\(endpoint.hostHeader)", "/\(encodedKey)")
         }

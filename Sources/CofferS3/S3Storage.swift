@@ -99,7 +99,7 @@ public final class S3Storage: Storage {
         let r: S3Response
         do {
             r = try await client.send(.GET, key: client.key(name), headers: [("range", "bytes=\(range.lowerBound)-\(range.upperBound - 1)")],
-                                      name: name, maxBody: range.count + 1)
+                                      name: name, maxBody: max(range.count, 1 << 20))
         } catch where error.code == .rangeNotSatisfiable {
             let size = (try? await stat(name))??.size ?? 0
             throw StorageError.rangeNotSatisfiable(name: name, size: size)
@@ -196,6 +196,22 @@ public final class S3Storage: Storage {
         }
     }
 
+    /// Creates the bucket (for `init` against a fresh server). A bucket already owned by these
+    /// credentials is success.
+    public func createBucket() async throws(StorageError) {
+        var body: ByteBuffer?
+        if configuration.region != "us-east-1" {
+            body = ByteBuffer(string: "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>\(configuration.region)</LocationConstraint></CreateBucketConfiguration>")
+        }
+        let r = try await client.send(.PUT, key: nil, body: body, name: nil,
+                                      accept: { (200..<300).contains($0.code) || $0 == .conflict })
+        if r.status == .conflict {
+            let code = (try? XMLElement.parse(r.bodyBytes))?["Code"] ?? ""
+            if code == "BucketAlreadyOwnedByYou" { return }
+            throw StorageError(.permanent, message: "cannot create bucket \(configuration.bucket) (\(code.isEmpty ? "HTTP 409" : code)): the name is taken")
+        }
+    }
+
     // MARK: Multipart
 
     private func multipartPut(_ name: String, data: Data, ifAbsent: Bool) async throws(StorageError) {
@@ -214,9 +230,17 @@ public final class S3Storage: Storage {
                 body += "<Part><PartNumber>\(i + 1)</PartNumber><ETag>\(XMLElement.escape(etag))</ETag></Part>"
             }
             body += "</CompleteMultipartUpload>"
-            let r = try await client.send(.POST, key: key, query: [("uploadId", uploadID)],
+            let r: S3Response
+            do throws(StorageError) {
+                r = try await client.send(.POST, key: key, query: [("uploadId", uploadID)],
                                           headers: ifAbsent ? [("if-none-match", "*"), ("content-type", "application/xml")] : [("content-type", "application/xml")],
                                           body: ByteBuffer(string: body), name: name)
+            } catch where error.code == .notFound {
+                // NoSuchUpload after a retry: the first CompleteMultipartUpload went through but its
+                // answer was lost. Accept only if the object now carries exactly our parts' ETag.
+                if try await hasMultipartETag(name, data: data, partSize: partSize) { return }
+                throw error
+            }
             // CompleteMultipartUpload can fail inside a 200 answer.
             if let done = try? XMLElement.parse(r.bodyBytes), done.name == "Error" {
                 let code = done["Code"] ?? "unknown"
@@ -229,6 +253,25 @@ public final class S3Storage: Storage {
                                        accept: { (200..<300).contains($0.code) || $0 == .notFound })
             throw error
         }
+    }
+
+    /// Whether `name` is the multipart object made of `data` in parts of `partSize`: S3's ETag for
+    /// it is MD5(MD5(part 1) ‖ … ‖ MD5(part n)) in hex, then `-n`.
+    private func hasMultipartETag(_ name: String, data: Data, partSize: Int) async throws(StorageError) -> Bool {
+        let r = try await client.send(.HEAD, key: client.key(name), name: name,
+                                      accept: { (200..<300).contains($0.code) || $0 == .notFound })
+        guard r.status == .ok, let etag = r.headers.first(name: "etag") else { return false }
+        var digests = Data()
+        var count = 0
+        var start = 0
+        while start < data.count {
+            let end = min(start + partSize, data.count)
+            digests.append(contentsOf: Insecure.MD5.hash(data: data[data.startIndex + start ..< data.startIndex + end]))
+            start = end
+            count += 1
+        }
+        let expected = Array(Insecure.MD5.hash(data: digests)).hexString + "-\(count)"
+        return etag.trimmingQuotes() == expected
     }
 
     private func uploadParts(key: String, name: String, uploadID: String, data: Data,
@@ -289,5 +332,14 @@ extension StorageLocation {
             return try S3Storage.open(url: urlOrPath, environment: environment)
         }
         return try open(urlOrPath, create: create)
+    }
+}
+
+extension String {
+    func trimmingQuotes() -> String {
+        var s = Substring(self)
+        if s.hasPrefix("\"") { s = s.dropFirst() }
+        if s.hasSuffix("\"") { s = s.dropLast() }
+        return String(s)
     }
 }
