@@ -3,39 +3,413 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import Dispatch
+import Synchronization
 import CofferCore
 import CofferStorage
 
+/// Where one blob lives.
+struct BlobLocation: Sendable, Hashable {
+    var pack: ObjectID
+    var entry: PackEntry
+}
+
+/// The in-memory index: every blob of every indexed pack (packs condemned by a prune mark are left
+/// out, so backups upload their blobs again rather than depend on them).
+struct IndexState: Sendable {
+    var blobs: [ChunkID: BlobLocation] = [:]
+    var packs: [ObjectID: IndexedPack] = [:]
+    /// Index objects read (live ones; superseded ones are skipped).
+    var indexObjects: Set<ObjectID> = []
+    /// Packs listed by pending prune marks.
+    var condemned: Set<ObjectID> = []
+    /// Index objects that failed verification when loaded.
+    var damagedIndexObjects: [BackupError] = []
+    /// Index objects superseded by a newer complete index (deleted by the next prune).
+    var supersededIndexObjects: Set<ObjectID> = []
+
+    mutating func add(_ pack: IndexedPack) {
+        packs[pack.id] = pack
+        for e in pack.entries where blobs[e.id] == nil {
+            blobs[e.id] = BlobLocation(pack: pack.id, entry: e)
+        }
+    }
+}
+
 /// The repository's working state (keys, config, index) behind ``Repository``.
 final class Engine: Sendable {
-    static func notYet(_ what: String) -> BackupError {
-        BackupError(.invalidArgument, message: "\(what) is not yet implemented")
+    let storage: any Storage
+    let keys: RepositoryKeys
+    let config: RepositoryConfig
+    let policy: ChunkingPolicy
+    let deviceStore: DeviceKeyStore?
+    let repositoryID: String
+    let index = Mutex(IndexState())
+    let snapshotCache = Mutex([ObjectID: Snapshot]())
+    let treeCache = Mutex([ChunkID: Tree]())
+
+    init(storage: any Storage, keys: RepositoryKeys, config: RepositoryConfig, deviceStore: DeviceKeyStore?) {
+        self.storage = storage
+        self.keys = keys
+        self.config = config
+        self.policy = ChunkingPolicy(parameters: config.parameters)
+        self.deviceStore = deviceStore
+        self.repositoryID = config.repositoryID.map { String(format: "%02x", $0) }.joined()
+    }
+
+    static func storageError(_ e: StorageError, doing what: String) -> BackupError {
+        if e.code == .notFound {
+            return BackupError(.dataMissing, object: e.name, message: "\(what): object \(e.name ?? "?") is missing", underlying: e)
+        }
+        return BackupError(.storage, object: e.name, message: "\(what): \(e.message)", underlying: e)
+    }
+
+    // MARK: Opening
+
+    static func readConfig(storage: any Storage) async throws(BackupError) -> UnverifiedConfig {
+        let bytes: Data
+        do {
+            bytes = try await storage.get("config")
+        } catch {
+            if error.code == .notFound {
+                throw BackupError(.notARepository, object: "config",
+                                  message: "no Coffer repository at \(storage.location) (no config object); create one with init")
+            }
+            throw storageError(error, doing: "reading the repository config")
+        }
+        do {
+            return try UnverifiedConfig(bytes)
+        } catch {
+            throw BackupError(.repositoryDamaged, object: "config", message: error.description, underlying: error)
+        }
     }
 
     static func initialize(storage: any Storage, key: BackupKey, options: RepositoryOptions,
                            deviceStore: DeviceKeyStore?) async throws(BackupError) -> Repository {
-        throw notYet("initialize")
+        do {
+            if try await storage.stat("config") != nil {
+                throw BackupError(.alreadyInitialized, object: "config",
+                                  message: "\(storage.location) already holds a Coffer repository; nothing was changed")
+            }
+        } catch let e as StorageError {
+            throw storageError(e, doing: "checking for an existing repository")
+        } catch let e as BackupError {
+            throw e
+        } catch {
+            throw BackupError(.storage, message: "\(error)")
+        }
+        let params = RepositoryParameters(fileChunkSize: options.fileChunkSize, sqliteGroupSize: options.sqliteGroupSize,
+                                          targetPackSize: options.targetPackSize)
+        let config: RepositoryConfig
+        do {
+            config = try RepositoryConfig(parameters: params)
+        } catch {
+            throw BackupError(.invalidArgument, message: error.description, underlying: error)
+        }
+        let keys = config.keys(for: key)
+        do {
+            try await storage.create("config", data: config.encoded(with: keys))
+        } catch {
+            if error.code == .alreadyExists {
+                throw BackupError(.alreadyInitialized, object: "config",
+                                  message: "\(storage.location) already holds a Coffer repository; nothing was changed")
+            }
+            throw storageError(error, doing: "writing the repository config")
+        }
+        let engine = Engine(storage: storage, keys: keys, config: config, deviceStore: deviceStore)
+        if let deviceStore {
+            do { try deviceStore.saveKey(key, repositoryID: engine.repositoryID) } catch {
+                throw BackupError(.fileSystem, message: "the repository was created but its key could not be saved on this device: \(error)")
+            }
+        }
+        return Repository(storage: storage, repositoryID: engine.repositoryID, deviceStore: deviceStore, engine: engine)
     }
 
     static func open(storage: any Storage, key: BackupKey, deviceStore: DeviceKeyStore?) async throws(BackupError) -> Repository {
-        throw notYet("open")
+        let unverified = try await readConfig(storage: storage)
+        let keys = RepositoryKeys(key: key, repositoryID: unverified.repositoryID)
+        let config: RepositoryConfig
+        do {
+            config = try unverified.verify(with: keys)
+        } catch {
+            if case .wrongKey = error {
+                throw BackupError(.wrongKey, object: "config", message: error.description, underlying: error)
+            }
+            throw BackupError(.repositoryDamaged, object: "config", message: error.description, underlying: error)
+        }
+        let engine = Engine(storage: storage, keys: keys, config: config, deviceStore: deviceStore)
+        try await engine.loadIndex()
+        return Repository(storage: storage, repositoryID: engine.repositoryID, deviceStore: deviceStore, engine: engine)
     }
 
     static func readRepositoryID(storage: any Storage) async throws(BackupError) -> String {
-        throw notYet("readRepositoryID")
+        let u = try await readConfig(storage: storage)
+        return u.repositoryID.map { String(format: "%02x", $0) }.joined()
     }
 
-    func backupStream(repository: Repository, paths: [String], options: BackupOptions) -> AsyncThrowingStream<BackupEvent, any Error> {
-        AsyncThrowingStream { $0.finish(throwing: Self.notYet("backup")) }
+    // MARK: Sealed objects
+
+    /// Reads a sealed object, verifying its name hash and opening it.
+    func readSealed(_ name: String, id: ObjectID, type: SealedObjectType) async throws(BackupError) -> [UInt8] {
+        let bytes: Data
+        do { bytes = try await storage.get(name) } catch {
+            throw Self.storageError(error, doing: "reading \(name)")
+        }
+        guard id.verify(bytes) else {
+            throw BackupError(.dataDamaged, object: name, message: "\(name) is damaged: its contents do not match its name")
+        }
+        do {
+            return Array(try SealedObject.open(bytes, expecting: type, keys: keys))
+        } catch {
+            throw BackupError(.dataDamaged, object: name, message: "\(name) is damaged: \(error.message)", underlying: error)
+        }
     }
 
-    func snapshots() async throws(BackupError) -> [SnapshotInfo] { throw Self.notYet("snapshots") }
-    func snapshot(matching selector: String) async throws(BackupError) -> SnapshotInfo { throw Self.notYet("snapshot") }
-    func list(snapshot: String, path: String?, recursive: Bool) async throws(BackupError) -> [NodeInfo] { throw Self.notYet("list") }
-    func restoreStream(repository: Repository, snapshot: String, target: URL, options: RestoreOptions) -> AsyncThrowingStream<RestoreEvent, any Error> {
-        AsyncThrowingStream { $0.finish(throwing: Self.notYet("restore")) }
+    /// Seals and stores an object; returns its id and size.
+    @discardableResult
+    func writeSealed(_ plaintext: [UInt8], type: SealedObjectType, name: (ObjectID) -> String) async throws(BackupError) -> (ObjectID, Int) {
+        let bytes = SealedObject.seal(type: type, plaintext: plaintext, keys: keys)
+        let id = ObjectID(hashing: bytes)
+        let n = name(id)
+        do { try await storage.put(n, data: bytes) } catch {
+            throw Self.storageError(error, doing: "writing \(n)")
+        }
+        return (id, bytes.count)
     }
-    func check(readData: Bool) async throws(BackupError) -> CheckReport { throw Self.notYet("check") }
-    func forget(policy: ForgetPolicy, dryRun: Bool) async throws(BackupError) -> ForgetResult { throw Self.notYet("forget") }
-    func prune(mode: PruneMode) async throws(BackupError) -> PruneReport { throw Self.notYet("prune") }
+
+    static func objectID(fromName name: String, prefix: String) -> ObjectID? {
+        guard name.hasPrefix(prefix) else { return nil }
+        let last = name.split(separator: "/").last.map(String.init) ?? ""
+        return ObjectID(hex: last)
+    }
+
+    func listObjects(_ prefix: String) async throws(BackupError) -> [ObjectInfo] {
+        do { return try await storage.list(prefix: prefix) } catch {
+            throw Self.storageError(error, doing: "listing \(prefix)")
+        }
+    }
+
+    // MARK: Index
+
+    /// Reads every index object and every prune mark. A damaged index object stops the open: the
+    /// error names it (check reports it too).
+    func loadIndex() async throws(BackupError) {
+        var state = IndexState()
+        var files: [(ObjectID, IndexFile)] = []
+        for info in try await listObjects("index/") {
+            guard let id = Self.objectID(fromName: info.name, prefix: "index/") else { continue }
+            // A damaged index object does not stop the repository from opening: its packs look
+            // unindexed (backups re-adopt them from their headers), check names it, prune refuses.
+            do {
+                let plain = try await readSealed(info.name, id: id, type: .index)
+                files.append((id, try IndexFile.decode(plain, what: info.name)))
+            } catch let e as BackupError {
+                if e.code == .storage { throw e }
+                state.damagedIndexObjects.append(e)
+            } catch {
+                state.damagedIndexObjects.append(BackupError(.dataDamaged, object: info.name, message: "\(info.name) is damaged: \(error)"))
+            }
+        }
+        let present = Set(files.map(\.0))
+        var superseded = Set<ObjectID>()
+        for (_, f) in files { for s in f.supersedes where present.contains(s) { superseded.insert(s) } }
+        for info in try await listObjects("marks/") {
+            guard let id = Self.objectID(fromName: info.name, prefix: "marks/") else { continue }
+            let plain = try await readSealed(info.name, id: id, type: .pruneMark)
+            do {
+                let m = try PruneMark.decode(plain, what: info.name)
+                for p in m.packs { state.condemned.insert(p.id) }
+            } catch {
+                throw BackupError(.dataDamaged, object: info.name, message: "\(info.name) is damaged: \(error)")
+            }
+        }
+        state.supersededIndexObjects = superseded
+        for (id, f) in files where !superseded.contains(id) {
+            state.indexObjects.insert(id)
+            for p in f.packs where !state.condemned.contains(p.id) { state.add(p) }
+        }
+        index.withLock { $0 = state }
+    }
+
+    func location(of id: ChunkID) -> BlobLocation? {
+        index.withLock { $0.blobs[id] }
+    }
+
+    func salt(of pack: ObjectID) -> Data? {
+        index.withLock { $0.packs[pack]?.salt }
+    }
+
+    // MARK: Blobs and trees
+
+    /// Reads and verifies one blob (one ranged read of its pack).
+    func readBlob(_ id: ChunkID, opener: BlobOpener? = nil) async throws(BackupError) -> Data {
+        guard let loc = location(of: id), let salt = salt(of: loc.pack) else {
+            throw BackupError(.dataMissing, object: "blob \(id.hex)", message: "blob \(id.hex) is not in the index: its data is missing")
+        }
+        let name = loc.pack.packName
+        let sealed: Data
+        do { sealed = try await storage.get(name, range: loc.entry.range) } catch {
+            if error.code == .rangeNotSatisfiable {
+                throw BackupError(.dataDamaged, object: name, message: "\(name) is damaged: shorter than its index says", underlying: error)
+            }
+            throw Self.storageError(error, doing: "reading blob \(id.hex) from \(name)")
+        }
+        do {
+            return try (opener ?? BlobOpener(keys: keys)).open(sealed, entry: loc.entry, salt: salt)
+        } catch {
+            throw BackupError(.dataDamaged, object: name,
+                              message: "blob \(id.hex) in \(name) is damaged: \(error.message)", underlying: error)
+        }
+    }
+
+    func readTree(_ id: ChunkID) async throws(BackupError) -> Tree {
+        if let t = treeCache.withLock({ $0[id] }) { return t }
+        let plain = try await readBlob(id)
+        let t: Tree
+        do { t = try Tree.decode(Array(plain), what: "tree \(id.hex)") } catch {
+            throw BackupError(.dataDamaged, object: "blob \(id.hex)", message: "tree \(id.hex) is damaged: \(error)")
+        }
+        treeCache.withLock { $0[id] = t }
+        return t
+    }
+
+    // MARK: Snapshots
+
+    func loadSnapshots() async throws(BackupError) -> [(ObjectID, Snapshot)] {
+        var out: [(ObjectID, Snapshot)] = []
+        for info in try await listObjects("snapshots/") {
+            guard let id = Self.objectID(fromName: info.name, prefix: "snapshots/") else { continue }
+            if let s = snapshotCache.withLock({ $0[id] }) {
+                out.append((id, s))
+                continue
+            }
+            let plain = try await readSealed(info.name, id: id, type: .snapshot)
+            let s: Snapshot
+            do { s = try Snapshot.decode(plain, what: info.name) } catch {
+                throw BackupError(.dataDamaged, object: info.name, message: "\(info.name) is damaged: \(error)")
+            }
+            snapshotCache.withLock { $0[id] = s }
+            out.append((id, s))
+        }
+        out.sort { ($0.1.timeSec, $0.1.timeNsec, $0.0) < ($1.1.timeSec, $1.1.timeNsec, $1.0) }
+        return out
+    }
+
+    static func info(_ id: ObjectID, _ s: Snapshot) -> SnapshotInfo {
+        SnapshotInfo(id: id.hex, time: s.time, writerID: Hex.string(s.writerID), seq: s.seq, prev: s.prev?.hex,
+                     hostname: s.hostname, paths: s.paths, tags: s.tags, summary: s.summary)
+    }
+
+    func snapshots() async throws(BackupError) -> [SnapshotInfo] {
+        try await loadSnapshots().map { Self.info($0.0, $0.1) }
+    }
+
+    func resolve(_ selector: String, in all: [(ObjectID, Snapshot)]) throws(BackupError) -> (ObjectID, Snapshot) {
+        let sel = selector.lowercased()
+        if sel == "latest" {
+            guard let last = all.last else {
+                throw BackupError(.snapshotNotFound, message: "the repository has no snapshots yet")
+            }
+            return last
+        }
+        guard sel.count >= 4, sel.allSatisfy({ $0.isHexDigit }) else {
+            throw BackupError(.snapshotNotFound, message: "\"\(selector)\" is not a snapshot id: give latest, or at least 4 hex digits of an id")
+        }
+        let matches = all.filter { $0.0.hex.hasPrefix(sel) }
+        guard matches.count == 1 else {
+            throw BackupError(.snapshotNotFound, message: matches.isEmpty
+                              ? "no snapshot id starts with \(sel)" : "\(sel) matches \(matches.count) snapshots; give more digits")
+        }
+        return matches[0]
+    }
+
+    func snapshot(matching selector: String) async throws(BackupError) -> SnapshotInfo {
+        let (id, s) = try resolve(selector, in: try await loadSnapshots())
+        return Self.info(id, s)
+    }
+
+    // MARK: Device head
+
+    /// Refuses when the repository shows an older head than this device has seen; then records the
+    /// newest head of every writer (the device has now seen them).
+    func verifyHeads(_ all: [(ObjectID, Snapshot)], doing what: String) throws(BackupError) {
+        guard let deviceStore else { return }
+        let heads: [DeviceHead]
+        do { heads = try deviceStore.heads.heads(repositoryID: repositoryID) } catch {
+            throw BackupError(.fileSystem, message: "\(error)")
+        }
+        for h in heads {
+            let mine = all.filter { Hex.string($0.1.writerID) == h.writerID }
+            let newest = mine.max { $0.1.seq < $1.1.seq }
+            if let n = newest, n.1.seq > h.seq { continue }
+            if let n = newest, n.1.seq == h.seq, n.0.hex == h.snapshotID { continue }
+            let shown = newest.map { "seq \($0.1.seq) (snapshot \($0.0.hex.prefix(8)))" } ?? "no snapshot at all"
+            throw BackupError(.staleRepository, object: "snapshots/\(h.snapshotID)",
+                              message: "refusing to \(what): the repository shows writer \(h.writerID.prefix(8)) at \(shown), "
+                                + "but this device has already seen seq \(h.seq) (snapshot \(h.snapshotID.prefix(8))). "
+                                + "The storage may have been rolled back or this is an older copy of the repository; "
+                                + "point Coffer at the current repository")
+        }
+        recordHeads(all)
+    }
+
+    func recordHeads(_ all: [(ObjectID, Snapshot)]) {
+        guard let deviceStore else { return }
+        var newest: [String: (ObjectID, Snapshot)] = [:]
+        for (id, s) in all {
+            let w = Hex.string(s.writerID)
+            if let cur = newest[w], cur.1.seq >= s.seq { continue }
+            newest[w] = (id, s)
+        }
+        for (w, (id, s)) in newest {
+            try? deviceStore.heads.record(DeviceHead(repositoryID: repositoryID, writerID: w, seq: s.seq, snapshotID: id.hex))
+        }
+    }
+}
+
+enum Hex {
+    static func string(_ bytes: some Sequence<UInt8>) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out = [UInt8]()
+        for b in bytes {
+            out.append(digits[Int(b >> 4)])
+            out.append(digits[Int(b & 15)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    static func bytes(_ s: String) -> [UInt8]? {
+        let u = Array(s.utf8)
+        guard u.count % 2 == 0 else { return nil }
+        func v(_ c: UInt8) -> UInt8? {
+            switch c {
+            case 48...57: return c - 48
+            case 97...102: return c - 87
+            case 65...70: return c - 55
+            default: return nil
+            }
+        }
+        var out = [UInt8]()
+        var i = 0
+        while i < u.count {
+            guard let h = v(u[i]), let l = v(u[i + 1]) else { return nil }
+            out.append(h << 4 | l)
+            i += 2
+        }
+        return out
+    }
+}
+
+/// Runs async work from a plain thread (never from the cooperative pool) and waits for it.
+func runBlocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
+    let box = Mutex<Result<T, any Error>?>(nil)
+    let sem = DispatchSemaphore(value: 0)
+    Task {
+        let r: Result<T, any Error>
+        do { r = .success(try await body()) } catch { r = .failure(error) }
+        box.withLock { $0 = r }
+        sem.signal()
+    }
+    sem.wait()
+    return try box.withLock { $0! }.get()
 }

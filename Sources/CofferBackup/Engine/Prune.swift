@@ -1,0 +1,253 @@
+import Foundation
+import CofferCore
+import CofferStorage
+
+extension Engine {
+    // MARK: Forget
+
+    func forget(policy: ForgetPolicy, dryRun: Bool) async throws(BackupError) -> ForgetResult {
+        guard !policy.isEmpty else {
+            throw BackupError(.invalidArgument, message: "forget needs at least one keep rule (for example keep-last 7)")
+        }
+        let all = try await loadSnapshots()
+        try verifyHeads(all, doing: "forget snapshots in this repository")
+        let keep = Self.applyPolicy(policy, to: all)
+        let kept = all.filter { keep.contains($0.0) }
+        let removed = all.filter { !keep.contains($0.0) }
+        if !dryRun {
+            for (id, _) in removed {
+                do { try await storage.delete(id.snapshotName) } catch {
+                    throw Self.storageError(error, doing: "removing \(id.snapshotName)")
+                }
+                _ = snapshotCache.withLock { $0.removeValue(forKey: id) }
+            }
+        }
+        return ForgetResult(kept: kept.map { Self.info($0.0, $0.1) }, removed: removed.map { Self.info($0.0, $0.1) })
+    }
+
+    /// The snapshots a policy keeps: any rule keeping one keeps it; each writer's newest is always kept.
+    static func applyPolicy(_ policy: ForgetPolicy, to all: [(ObjectID, Snapshot)]) -> Set<ObjectID> {
+        let newestFirst = all.reversed()
+        var keep = Set<ObjectID>()
+        if let n = policy.keepLast { for (id, _) in newestFirst.prefix(max(0, n)) { keep.insert(id) } }
+        var calendar = Calendar(identifier: .iso8601)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        func bucketRule(_ count: Int?, _ key: (Date) -> [Int]) {
+            guard let count, count > 0 else { return }
+            var seen: [[Int]] = []
+            for (id, s) in newestFirst {
+                let k = key(s.time)
+                if seen.last == k { continue }
+                if seen.contains(k) { continue }
+                guard seen.count < count else { break }
+                seen.append(k)
+                keep.insert(id)
+            }
+        }
+        bucketRule(policy.keepHourly) { let c = calendar.dateComponents([.year, .month, .day, .hour], from: $0); return [c.year!, c.month!, c.day!, c.hour!] }
+        bucketRule(policy.keepDaily) { let c = calendar.dateComponents([.year, .month, .day], from: $0); return [c.year!, c.month!, c.day!] }
+        bucketRule(policy.keepWeekly) { let c = calendar.dateComponents([.yearForWeekOfYear, .weekOfYear], from: $0); return [c.yearForWeekOfYear!, c.weekOfYear!] }
+        bucketRule(policy.keepMonthly) { let c = calendar.dateComponents([.year, .month], from: $0); return [c.year!, c.month!] }
+        bucketRule(policy.keepYearly) { let c = calendar.dateComponents([.year], from: $0); return [c.year!] }
+        var newestOfWriter: [[UInt8]: (ObjectID, UInt64)] = [:]
+        for (id, s) in all where (newestOfWriter[s.writerID]?.1 ?? 0) <= s.seq { newestOfWriter[s.writerID] = (id, s.seq) }
+        for (_, v) in newestOfWriter { keep.insert(v.0) }
+        return keep
+    }
+
+    // MARK: Prune
+
+    /// The storage's own idea of "now": the timestamp of a tiny object written for the purpose.
+    func storageNow() async throws(BackupError) -> Date {
+        let name = "clock/" + Hex.string((0..<16).map { _ in UInt8.random(in: 0...255) })
+        do {
+            try await storage.put(name, data: Data())
+            let info = try await storage.stat(name)
+            try await storage.delete(name)
+            guard let info else { throw BackupError(.storage, object: name, message: "the storage lost \(name) right after writing it") }
+            return info.modified
+        } catch let e as StorageError {
+            throw Self.storageError(e, doing: "reading the storage's clock")
+        } catch let e as BackupError {
+            throw e
+        } catch {
+            throw BackupError(.storage, message: "\(error)")
+        }
+    }
+
+    func prune(mode: PruneMode) async throws(BackupError) -> PruneReport {
+        var report = PruneReport()
+        let graceSeconds: Double
+        switch mode {
+        case .singleWriterNow: graceSeconds = 0
+        case .twoPhase(let g): graceSeconds = Double(g.components.seconds) + Double(g.components.attoseconds) / 1e18
+        }
+        // 1. Everything read and verified before anything changes.
+        let all = try await loadSnapshots()
+        try verifyHeads(all, doing: "prune this repository")
+        try await loadIndex()
+        let state = index.withLock { $0 }
+        if let e = state.damagedIndexObjects.first {
+            throw BackupError(e.code, object: e.object,
+                              message: "prune stopped before changing anything: \(e.message). Run check; a backup re-indexes the packs it listed")
+        }
+        report.liveSnapshots = all.count
+        let (needed, _, problems) = await collectNeeded(all)
+        if let e = problems.first {
+            throw BackupError(e.code, object: e.object, message: "prune stopped before changing anything: \(e.message)")
+        }
+        let now = try await storageNow()
+
+        // Marks and their storage timestamps.
+        var marks: [(ObjectID, PruneMark, Date)] = []
+        for info in try await listObjects("marks/") {
+            guard let id = Self.objectID(fromName: info.name, prefix: "marks/") else { continue }
+            let plain = try await readSealed(info.name, id: id, type: .pruneMark)
+            do { marks.append((id, try PruneMark.decode(plain, what: info.name), info.modified)) } catch {
+                throw BackupError(.dataDamaged, object: info.name, message: "prune stopped before changing anything: \(info.name) is damaged: \(error)")
+            }
+        }
+
+        // Every needed blob must be located: in a live pack, or in a condemned pack (then rescued).
+        var condemnedBlobs: [ChunkID: ObjectID] = [:]
+        var markedPacks: [ObjectID: IndexedPack] = [:]
+        for (_, m, _) in marks { for p in m.packs { markedPacks[p.id] = p; for e in p.entries { condemnedBlobs[e.id] = p.id } } }
+        var rescue = Set<ObjectID>()
+        for (blob, sid) in needed where state.blobs[blob] == nil {
+            if let p = condemnedBlobs[blob] { rescue.insert(p); continue }
+            throw BackupError(.dataMissing, object: "blob \(blob.hex)",
+                              message: "prune stopped before changing anything: blob \(blob.hex) needed by snapshot \(sid.hex.prefix(8)) is missing. Run check")
+        }
+        if !rescue.isEmpty {
+            // A snapshot made after the mark needs these packs: index them again, before any deletion.
+            let packs = rescue.compactMap { markedPacks[$0] }
+            try await writeSealed(IndexFile(packs: packs).encoded(), type: .index) { $0.indexName }
+            report.packsRescued = packs.count
+        }
+
+        // 2. Phase two: marks whose grace period has passed (storage time).
+        let liveIndexed = Set(state.packs.keys)
+        var pendingDeletes: [String] = []
+        var doneMarks: [ObjectID] = []
+        var bytesFreed: Int64 = 0
+        let listing = try await listObjects("data/")
+        var sizes: [ObjectID: Int] = [:]
+        for info in listing { if let id = Self.objectID(fromName: info.name, prefix: "data/") { sizes[id] = info.size } }
+        for (mid, m, t) in marks {
+            guard now.timeIntervalSince(t) >= graceSeconds else {
+                report.objectsPending += m.packs.count + m.orphans.count
+                continue
+            }
+            for p in m.packs where !rescue.contains(p.id) && !liveIndexed.contains(p.id) {
+                pendingDeletes.append(p.id.packName)
+                bytesFreed += Int64(sizes[p.id] ?? 0)
+            }
+            for o in m.orphans where !liveIndexed.contains(o) {
+                pendingDeletes.append(o.packName)
+                bytesFreed += Int64(sizes[o] ?? 0)
+            }
+            doneMarks.append(mid)
+        }
+
+        // 3. Phase one: what no live snapshot needs.
+        var usedPerPack: [ObjectID: Int] = [:]
+        for (blob, _) in needed { if let loc = state.blobs[blob] { usedPerPack[loc.pack, default: 0] += 1 } }
+        var keepPacks: [IndexedPack] = []
+        var toMark: [IndexedPack] = []
+        var toRepack: [IndexedPack] = []
+        for (id, p) in state.packs.sorted(by: { $0.key < $1.key }) {
+            let used = p.entries.filter { state.blobs[$0.id]?.pack == id && needed[$0.id] != nil }
+            if used.isEmpty {
+                toMark.append(p)
+            } else if used.count < p.entries.count {
+                let usedBytes = used.reduce(0) { $0 + $1.length }
+                let total = p.entries.reduce(0) { $0 + $1.length }
+                if usedBytes * 10 < total * 8 { toRepack.append(p) } else { keepPacks.append(p) }
+            } else {
+                keepPacks.append(p)
+            }
+        }
+        // Unindexed packs older than the grace period (an interrupted backup's; a running one's are younger).
+        var orphans: [ObjectID] = []
+        let markListed = Set(markedPacks.keys).union(marks.flatMap { $0.1.orphans })
+        for info in listing {
+            guard let id = Self.objectID(fromName: info.name, prefix: "data/"), info.name == id.packName,
+                  state.packs[id] == nil, !markListed.contains(id) else { continue }
+            if now.timeIntervalSince(info.modified) >= graceSeconds { orphans.append(id) }
+        }
+
+        // Repack live blobs of mostly-unused packs into new packs (written before anything is marked).
+        var newPacks: [IndexedPack] = []
+        if !toRepack.isEmpty {
+            let opener = BlobOpener(keys: keys)
+            var writer: PackWriter? = nil
+            func flush() async throws(BackupError) {
+                guard let w = writer, w.blobCount > 0 else { return }
+                let f = w.finish()
+                writer = nil
+                try await putWithRetry(f.id.packName, data: f.bytes)
+                newPacks.append(IndexedPack(id: f.id, salt: f.salt, length: f.bytes.count, entries: f.entries))
+            }
+            for p in toRepack {
+                let bytes: Data
+                do { bytes = try await storage.get(p.id.packName) } catch {
+                    throw Self.storageError(error, doing: "prune stopped before deleting anything: reading \(p.id.packName)")
+                }
+                for e in p.entries where state.blobs[e.id]?.pack == p.id && needed[e.id] != nil {
+                    let plain: Data
+                    do { plain = try opener.open(blob: e, inPack: bytes, salt: p.salt) } catch {
+                        throw BackupError(.dataDamaged, object: p.id.packName,
+                                          message: "prune stopped before deleting anything: blob \(e.id.hex) in \(p.id.packName) is damaged: \(error.message)")
+                    }
+                    if writer == nil { writer = PackWriter(keys: keys, expectedSize: config.parameters.targetPackSize) }
+                    do { try writer!.add(type: e.type, id: e.id, plaintext: plain, compress: e.compression != .none) } catch {
+                        throw BackupError(.dataDamaged, message: "cannot repack blob \(e.id.hex): \(error)")
+                    }
+                    if writer!.byteCount >= config.parameters.targetPackSize { try await flush() }
+                }
+            }
+            try await flush()
+            report.packsRepacked = toRepack.count
+        }
+        toMark += toRepack
+        report.packsKept = keepPacks.count
+
+        // New complete index, before any deletion; it supersedes every index object read.
+        let oldIndexes = Array(state.indexObjects) + Array(state.supersededIndexObjects)
+        if !toMark.isEmpty || !newPacks.isEmpty || !state.supersededIndexObjects.isEmpty || state.indexObjects.count > 1 {
+            var idx = IndexFile(supersedes: oldIndexes, packs: keepPacks + newPacks)
+            if !rescue.isEmpty { idx.packs += rescue.compactMap { markedPacks[$0] } }
+            try await writeSealed(idx.encoded(), type: .index) { $0.indexName }
+        }
+        var newMark: ObjectID? = nil
+        if !toMark.isEmpty || !orphans.isEmpty {
+            let mark = PruneMark(packs: toMark, orphans: orphans)
+            newMark = try await writeSealed(mark.encoded(), type: .pruneMark) { $0.markName }.0
+            report.objectsMarked = toMark.count + orphans.count
+        }
+        // Superseded index objects go now: the new index holds every live entry.
+        for o in oldIndexes {
+            do { try await storage.delete(o.indexName) } catch { throw Self.storageError(error, doing: "deleting \(o.indexName)") }
+            report.objectsDeleted += 1
+        }
+        if case .singleWriterNow = mode, let newMark {
+            for p in toMark { pendingDeletes.append(p.id.packName); bytesFreed += Int64(p.length) }
+            for o in orphans { pendingDeletes.append(o.packName); bytesFreed += Int64(sizes[o] ?? 0) }
+            doneMarks.append(newMark)
+        } else {
+            report.objectsPending += toMark.count + orphans.count
+        }
+        // Phase two's deletions last, then the marks that described them.
+        do {
+            try await storage.delete(pendingDeletes)
+            try await storage.delete(doneMarks.map(\.markName))
+        } catch {
+            throw Self.storageError(error, doing: "deleting pruned packs")
+        }
+        report.objectsDeleted += pendingDeletes.count + doneMarks.count
+        report.bytesFreed = bytesFreed
+        try await loadIndex()
+        treeCache.withLock { $0.removeAll() }
+        return report
+    }
+}

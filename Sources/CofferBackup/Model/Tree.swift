@@ -1,0 +1,147 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import CofferCore
+
+/// One entry of a directory listing (a tree blob).
+struct TreeNode: Sendable, Hashable {
+    enum Kind: UInt8, Sendable {
+        case file = 1
+        case directory = 2
+        case symlink = 3
+    }
+
+    /// The file name's raw bytes (POSIX names need not be UTF-8); never empty, `.`, `..` or containing `/` or NUL.
+    var name: [UInt8]
+    var kind: Kind
+    /// Captured through SQLite's online backup API (the stored content is that copy).
+    var isDatabase = false
+    /// Permission bits (`st_mode & 0o7777`).
+    var mode: UInt32 = 0
+    var uid: UInt32 = 0
+    var gid: UInt32 = 0
+    var mtimeSec: Int64 = 0
+    var mtimeNsec: UInt32 = 0
+    var ctimeSec: Int64 = 0
+    var ctimeNsec: UInt32 = 0
+    var inode: UInt64 = 0
+    var device: UInt64 = 0
+    /// Content length for files (of the captured copy for databases), 0 otherwise.
+    var size: UInt64 = 0
+    /// File content, in order.
+    var content: [ChunkID] = []
+    /// Directory listing.
+    var subtree: ChunkID?
+    /// Symlink target, raw bytes.
+    var linkTarget: [UInt8] = []
+
+    var nameString: String { String(decoding: name, as: UTF8.self) }
+
+    var modified: Date {
+        Date(timeIntervalSince1970: Double(mtimeSec) + Double(mtimeNsec) / 1e9)
+    }
+
+    static func validName(_ name: [UInt8]) -> Bool {
+        !name.isEmpty && name != [0x2e] && name != [0x2e, 0x2e] && !name.contains(0x2f) && !name.contains(0)
+            && name.count <= Int(UInt16.max)
+    }
+}
+
+/// A directory listing, stored as a blob of type tree; its id is the keyed HMAC of the encoding,
+/// so identical directories deduplicate.
+struct Tree: Sendable, Hashable {
+    static let magic = "CFTR"
+    static let version: UInt16 = 1
+
+    /// Sorted by name bytes, unique.
+    var nodes: [TreeNode]
+
+    init(nodes: [TreeNode]) {
+        self.nodes = nodes.sorted { $0.name.lexicographicallyPrecedes($1.name) }
+    }
+
+    func encoded() -> [UInt8] {
+        var w = WireWriter(capacity: 16 + nodes.count * 120)
+        w.raw(Array(Self.magic.utf8))
+        w.u16(Self.version)
+        w.u16(0)
+        w.u32(UInt32(nodes.count))
+        for n in nodes {
+            w.bytes16(n.name)
+            w.u8(n.kind.rawValue)
+            w.u8(n.isDatabase ? 1 : 0)
+            w.u32(n.mode)
+            w.u32(n.uid)
+            w.u32(n.gid)
+            w.i64(n.mtimeSec)
+            w.u32(n.mtimeNsec)
+            w.i64(n.ctimeSec)
+            w.u32(n.ctimeNsec)
+            w.u64(n.inode)
+            w.u64(n.device)
+            w.u64(n.size)
+            switch n.kind {
+            case .file:
+                w.u32(UInt32(n.content.count))
+                for c in n.content { w.id(c) }
+            case .directory:
+                w.id(n.subtree!)
+            case .symlink:
+                w.bytes16(n.linkTarget)
+            }
+        }
+        return w.bytes
+    }
+
+    static func decode(_ bytes: [UInt8], what: String) throws(WireError) -> Tree {
+        var r = WireReader(bytes, what: what)
+        try r.expectMagic(magic, version: version)
+        let count = Int(try r.u32())
+        guard count <= r.remaining / 60 else { throw r.fail("impossible entry count") }
+        var nodes: [TreeNode] = []
+        nodes.reserveCapacity(count)
+        for _ in 0..<count {
+            let name = try r.bytes16()
+            guard TreeNode.validName(name) else { throw r.fail("invalid entry name") }
+            guard let kind = TreeNode.Kind(rawValue: try r.u8()) else { throw r.fail("unknown entry kind") }
+            let flags = try r.u8()
+            guard flags & ~1 == 0 else { throw r.fail("unknown entry flags") }
+            var n = TreeNode(name: name, kind: kind)
+            n.isDatabase = flags & 1 != 0
+            n.mode = try r.u32()
+            n.uid = try r.u32()
+            n.gid = try r.u32()
+            n.mtimeSec = try r.i64()
+            n.mtimeNsec = try r.u32()
+            n.ctimeSec = try r.i64()
+            n.ctimeNsec = try r.u32()
+            n.inode = try r.u64()
+            n.device = try r.u64()
+            n.size = try r.u64()
+            guard n.mode <= 0o7777, n.mtimeNsec < 1_000_000_000, n.ctimeNsec < 1_000_000_000 else {
+                throw r.fail("field out of range")
+            }
+            switch kind {
+            case .file:
+                let c = Int(try r.u32())
+                guard c <= r.remaining / 32 else { throw r.fail("impossible chunk count") }
+                n.content.reserveCapacity(c)
+                for _ in 0..<c { n.content.append(try r.chunkID()) }
+            case .directory:
+                n.subtree = try r.chunkID()
+            case .symlink:
+                n.linkTarget = try r.bytes16()
+            }
+            if let last = nodes.last, !last.name.lexicographicallyPrecedes(n.name) {
+                throw r.fail("entries not sorted or not unique")
+            }
+            nodes.append(n)
+        }
+        try r.expectEnd()
+        var t = Tree(nodes: [])
+        t.nodes = nodes
+        return t
+    }
+}
