@@ -206,6 +206,10 @@ public final class RealmService: Sendable {
         switch refusal {
         case .notRegistered: code = .notRegistered
         case .locked, .noGuessesLeft: code = .locked
+        case .destroyedNow:
+            code = .locked
+            metrics.lockouts.increment()
+            audit("lock", token)
         case .versionMismatch: code = .versionMismatch
         case .badTicket, .ticketReused: code = .badTicket
         case .badPending: code = .badPending

@@ -68,6 +68,8 @@ public struct RegistrationFields: Sendable {
 public enum RealmRefusal: Error, Sendable, Equatable, CustomStringConvertible {
     case notRegistered
     case locked
+    /// Locked, and this request's transaction is the one that destroyed the record.
+    case destroyedNow
     /// The request names another version than the record's.
     case versionMismatch
     /// Unknown, expired, foreign or wrong-scope ticket.
@@ -88,7 +90,7 @@ public enum RealmRefusal: Error, Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .notRegistered: return "not registered"
-        case .locked: return "locked: too many wrong guesses"
+        case .locked, .destroyedNow: return "locked: too many wrong guesses"
         case .versionMismatch: return "the record has another version"
         case .badTicket: return "unknown or expired ticket"
         case .ticketReused: return "ticket already used"
@@ -289,7 +291,7 @@ public final class RealmStore: Sendable {
                 return .success((answer, true, false))
             }
             guard let row = try self.loadRecord(db, rk) else { throw RealmRefusal.notRegistered }
-            if try self.applyDestruction(db, rk, row, at: t) { return .failure(.locked) }
+            if try self.applyDestruction(db, rk, row, at: t) { return .failure(.destroyedNow) }
             var record = row.record
             guard record.kind == .active else { throw RealmRefusal.locked }
             guard record.version == version else { throw RealmRefusal.versionMismatch }

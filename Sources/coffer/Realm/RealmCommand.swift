@@ -9,7 +9,7 @@ struct RealmCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "realm",
         abstract: "Run a Backup Key Vault realm (operators), or a local development cluster.",
-        subcommands: [RealmInit.self, RealmServe.self, RealmCluster_.self, RealmAddTenant.self, RealmRotateKey.self, RealmBench.self])
+        subcommands: [RealmInit.self, RealmServe.self, RealmCluster_.self, RealmAddTenant.self, RealmRotateKey.self, RealmBench.self, RealmBenchRecovery.self])
 }
 
 /// Errors of the realm commands: a message for the person, exit code 1.
@@ -30,6 +30,11 @@ func parseListen(_ s: String) throws -> (String, Int) {
     var host = String(s[..<colon])
     if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
     return (host, port)
+}
+
+/// Writes a line to standard output unbuffered (a parent process waits for these lines).
+func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
 }
 
 func prettyJSON(_ value: some Encodable) -> String {
@@ -134,7 +139,7 @@ struct RealmServe: AsyncParsableCommand {
         let logger = realmLogger("coffer.realm")
         let service = try await RealmService(directory: RealmDirectory(URL(fileURLWithPath: dir)), logger: logger)
         let app = RealmServer.application(service: service, host: host, port: port, logger: logger) { bound in
-            print("realm \(service.keys.realmIDHex) listening on http://\(host):\(bound)")
+            say("realm \(service.keys.realmIDHex) listening on http://\(host):\(bound)")
         }
         try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
     }
@@ -154,15 +159,15 @@ struct RealmCluster_: AsyncParsableCommand {
         let logger = realmLogger("coffer.realm")
         let layout = RealmClusterLayout(directory: URL(fileURLWithPath: dir), count: count, threshold: threshold)
         let cluster = try await CofferRealm.RealmCluster.start(layout: layout, basePort: basePort == 0 ? nil : basePort, logger: logger)
-        for line in cluster.actions { print(line) }
+        for line in cluster.actions { say(line) }
         for r in cluster.realms {
-            print("realm \(r.number): \(r.url)  id \(r.service?.keys.realmIDHex ?? "?")  x = \(r.number)  (\(r.directory.url.path))")
+            say("realm \(r.number): \(r.url)  id \(r.service?.keys.realmIDHex ?? "?")  x = \(r.number)  (\(r.directory.url.path))")
         }
-        print("wrote \(layout.vaultConfigURL.path) (\(layout.count) realms, threshold \(layout.threshold), tenant '\(VaultConfiguration.developmentTenantName)')")
-        print("Use it with: export COFFER_VAULT=\(layout.vaultConfigURL.path)")
-        print("Serving until interrupted (Ctrl-C).")
+        say("wrote \(layout.vaultConfigURL.path) (\(layout.count) realms, threshold \(layout.threshold), tenant '\(VaultConfiguration.developmentTenantName)')")
+        say("Use it with: export COFFER_VAULT=\(layout.vaultConfigURL.path)")
+        say("Serving until interrupted (Ctrl-C).")
         try await cluster.runUntilSignalled(logger: logger)
-        print("stopped")
+        say("stopped")
     }
 }
 
