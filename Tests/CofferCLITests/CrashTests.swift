@@ -40,7 +40,7 @@ import Darwin
 
         // A dataset that takes a second or two to back up; every round writes new content into it.
         let bulk = box.path("bulk")
-        let files = 24, size = 3 << 20
+        let files = 32, size = 4 << 20
         let bulkBytes = files * size
         // Calibrate: how long does a whole backup of it take here?
         try Fixtures.makeBulk(at: bulk, files: files, size: size, seed: 100)
@@ -82,6 +82,7 @@ import Darwin
             }
             previous = (try #require(next["snapshotID"] as? String), try TreeCompare.read(bulk))
         }
+        print("kill -9 backup: \(round) rounds, \(killed) killed, \(resumed) resumed from a checkpoint, backup takes ~\(String(format: "%.2f", duration)) s")
         #expect(killed >= Self.kills, "only \(killed) backups were killed within the time budget")
         #expect(resumed >= 1, "no killed backup had reached an index checkpoint: resume was never exercised")
         // Every snapshot made along the way, and all their data, still verify.
@@ -132,6 +133,7 @@ import Darwin
                 try Self.expectRestores(box, id, equals: tree, root: "data", "round \(round)")
             }
         }
+        print("kill -9 prune: \(round - 2) rounds, \(killed) killed, prune takes ~\(String(format: "%.2f", duration)) s")
         #expect(killed >= Self.kills, "only \(killed) prunes were killed within the time budget")
         // After all that, a full prune and a backup still work and everything verifies.
         try box.ok(["prune", "--now"])

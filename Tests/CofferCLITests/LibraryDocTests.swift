@@ -14,3 +14,25 @@ import Testing
     let documented = try #require(between(doc, "<!-- EXAMPLE BEGIN -->\n```swift", "```\n<!-- EXAMPLE END -->"))
     #expect(documented == compiled, "docs/LIBRARY.md's example differs from Tests/CofferBackupTests/LibraryExampleTests.swift")
 }
+
+/// Every exit code in `Sources/coffer/Support/ExitCodes.swift` is documented in docs/CLI.md, and
+/// the documentation lists no other.
+@Test func exitCodesAreDocumented() throws {
+    let source = try String(contentsOf: packageRoot.appendingPathComponent("Sources/coffer/Support/ExitCodes.swift"), encoding: .utf8)
+    let doc = try String(contentsOf: packageRoot.appendingPathComponent("docs/CLI.md"), encoding: .utf8)
+    var defined: Set<Int> = []
+    for line in source.split(separator: "\n") {
+        let t = line.trimmingCharacters(in: .whitespaces)
+        guard t.hasPrefix("case "), let eq = t.firstIndex(of: "=") else { continue }
+        if let n = Int(t[t.index(after: eq)...].trimmingCharacters(in: .whitespaces)) { defined.insert(n) }
+    }
+    let table = try #require(doc.range(of: "## Exit codes")).upperBound
+    var documented: Set<Int> = []
+    for line in doc[table...].split(separator: "\n") {
+        guard line.hasPrefix("| ") else { if !documented.isEmpty { break } else { continue } }
+        let cell = line.dropFirst(2).prefix { $0 != " " && $0 != "|" }
+        if let n = Int(cell) { documented.insert(n) }
+    }
+    #expect(defined.count >= 10)
+    #expect(defined == documented, "defined \(defined.sorted()), documented \(documented.sorted())")
+}

@@ -182,3 +182,23 @@ import Darwin
 }
 
 func shellQuote(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'" }
+
+extension RoundTripTests {
+    /// Ctrl-C (SIGINT) stops a backup cleanly with exit 130; the repository stays clean and the next
+    /// backup completes.
+    @Test func interruptStopsABackupCleanly() throws {
+        let box = try Sandbox()
+        try box.initRepository(["--pack-size", "2"])
+        let data = box.path("data")
+        try Fixtures.makeBulk(at: data, files: 16, size: 4 << 20, seed: 77)
+        let r = try box.run(["backup", "--checkpoint-mib", "4", data.path], killAfter: 0.4, signal: SIGINT)
+        #expect(!r.signalled, "SIGINT must be handled, not kill the process: \(r)")
+        #expect(r.status == 130 || r.status == 0, "\(r)")
+        if r.status == 130 { #expect(r.stderr.contains("interrupted"), "\(r)") }
+        #expect(try box.run(["check"]).status == 0)
+        let next = try box.backupJSON([data.path])
+        #expect(next["filesNew"] as? Int == 16 || r.status == 0)
+        let out = try box.restore("latest", into: "out")
+        #expect(TreeCompare.differences(try TreeCompare.read(data), try TreeCompare.read(out.appendingPathComponent("data"))).isEmpty)
+    }
+}

@@ -72,8 +72,8 @@ final class Sandbox: @unchecked Sendable {
 
     /// Runs `coffer ARGS` to completion.
     @discardableResult
-    func run(_ args: [String], env: [String: String] = [:], killAfter: Double? = nil) throws -> RunResult {
-        try runProcess(cofferBinary.path, args, env: environment.merging(env) { $1 }, killAfter: killAfter)
+    func run(_ args: [String], env: [String: String] = [:], killAfter: Double? = nil, signal: Int32 = SIGKILL) throws -> RunResult {
+        try runProcess(cofferBinary.path, args, env: environment.merging(env) { $1 }, killAfter: killAfter, signal: signal)
     }
 
     /// Runs `coffer ARGS` and requires exit status 0.
@@ -94,9 +94,9 @@ struct RunFailed: Error, CustomStringConvertible {
 }
 
 /// Runs a program with stdout/stderr captured to files (no pipe deadlocks on big output). With
-/// `killAfter`, sends SIGKILL after that many seconds if the process is still running.
+/// `killAfter`, sends `signal` (default SIGKILL) after that many seconds if the process is still running.
 func runProcess(_ executable: String, _ args: [String], env: [String: String]? = nil,
-                killAfter: Double? = nil, cwd: URL? = nil) throws -> RunResult {
+                killAfter: Double? = nil, signal: Int32 = SIGKILL, cwd: URL? = nil) throws -> RunResult {
     let tmp = FileManager.default.temporaryDirectory
     let outURL = tmp.appendingPathComponent("coffer-out-\(UUID().uuidString)")
     let errURL = tmp.appendingPathComponent("coffer-err-\(UUID().uuidString)")
@@ -120,7 +120,7 @@ func runProcess(_ executable: String, _ args: [String], env: [String: String]? =
     if let killAfter {
         let deadline = Date().addingTimeInterval(killAfter)
         while p.isRunning, Date() < deadline { usleep(2_000) }
-        if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        if p.isRunning { kill(p.processIdentifier, signal) }
     }
     p.waitUntilExit()
     try out.close()
