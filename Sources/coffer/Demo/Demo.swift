@@ -207,18 +207,21 @@ final class Demo: @unchecked Sendable {
         try await vault.register(key: secret, password: "hunter2-but-longer", user: throwaway)
         say("registered a throwaway key for \(throwaway)")
         var line: [String] = []
+        var guesses = 0
         for guess in 1...20 {
             do {
+                guesses += 1
                 _ = try await vault.recover(password: "guess number \(guess)", user: throwaway)
                 throw DemoCheckFailed("a wrong password recovered a key")
             } catch let wrong as DemoVault.WrongPassword {
                 line.append("\(wrong.attemptsLeft)")
-                if wrong.attemptsLeft == 0 { break }
             } catch is DemoVault.Locked {
+                line.append("locked")
                 break
             }
         }
-        say("wrong guesses, guesses left after each: \(line.joined(separator: " "))")
+        say("\(guesses) wrong guesses; guesses left after each: \(line.joined(separator: " "))")
+        guard guesses == 10 else { throw DemoCheckFailed("the vault answered locked after \(guesses) guesses, not 10") }
         do {
             _ = try await vault.recover(password: "hunter2-but-longer", user: throwaway)
             throw DemoCheckFailed("the right password still worked after the guesses ran out")
