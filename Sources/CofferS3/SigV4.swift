@@ -6,7 +6,7 @@ import Foundation
 import Crypto
 
 /// AWS credentials. `description` never shows the secret or the session token.
-public struct AWSCredentials: Sendable, Equatable, CustomStringConvertible {
+public struct AWSCredentials: Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
     public var accessKeyID: String
     public var secretAccessKey: String
     public var sessionToken: String?
@@ -19,6 +19,14 @@ public struct AWSCredentials: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String {
         "AWSCredentials(accessKeyID: \(accessKeyID), secretAccessKey: <redacted>\(sessionToken == nil ? "" : ", sessionToken: <redacted>"))"
+    }
+
+    public var debugDescription: String { description }
+
+    /// `dump()` and debuggers see the redacted form too.
+    public var customMirror: Mirror {
+        Mirror(self, children: ["accessKeyID": accessKeyID, "secretAccessKey": "<redacted>",
+                                "sessionToken": sessionToken == nil ? "nil" : "<redacted>"])
     }
 }
 

@@ -193,6 +193,11 @@ public struct LocalStorage: Storage {
                     if let existing = try? readWhole(finalPath), existing == data { return }
                     throw StorageError(.alreadyExists, name: name, message: "object \(name) already exists")
                 }
+                if e == EPERM || e == ENOTSUP || e == EOPNOTSUPP || e == EXDEV || e == EMLINK {
+                    // FAT/exFAT and some network mounts have no hard links: refuse rather than
+                    // quietly lose the put-if-absent guarantee.
+                    throw StorageError(.permanent, name: name, message: "cannot create \(name): the file system at \(root) does not support hard links, which conditional creates need")
+                }
                 throw Self.error(e, name: name, doing: "create")
             }
             _ = unlink(tmpPath)

@@ -255,3 +255,19 @@ import Foundation
         }
     }
 }
+
+@Suite struct PackWriterParametersTests {
+    @Test func followsRepositoryCompressionSetting() throws {
+        var rng = SeededRNG(seed: 8)
+        let text = rng.compressible(50_000)
+        let id = fixedKeys.chunkID(of: text)
+        let on = PackWriter(keys: fixedKeys, parameters: .default)
+        #expect(try on.add(type: .data, id: id, plaintext: text, compress: true).compression == .deflate)
+        let off = PackWriter(keys: fixedKeys, parameters: .init(compression: .none))
+        #expect(try off.add(type: .data, id: id, plaintext: text, compress: true).compression == .none)
+        let level9 = PackWriter(keys: fixedKeys, parameters: .init(compressionLevel: 9))
+        let e9 = try level9.add(type: .data, id: id, plaintext: text, compress: true)
+        let p = level9.finish()
+        #expect(try BlobOpener(keys: fixedKeys).open(blob: e9, inPack: p.bytes, salt: p.salt) == Data(text))
+    }
+}

@@ -54,6 +54,25 @@ struct S3ErrorMappingTests {
         #expect(Self.map(400, "AuthorizationHeaderMalformed", extra: "<Region>eu-west-1</Region>").message.contains("eu-west-1"))
     }
 
+    @Test("path-style and virtual-hosted addresses, keys under the prefix, encoded once")
+    func addressing() async {
+        let creds = AWSCredentials(accessKeyID: "a", secretAccessKey: "b")
+        let path = S3Client(configuration: S3Configuration(bucket: "bucket", prefix: "/backups/phone/", endpoint: "http://127.0.0.1:9000",
+                                                           credentials: creds), logger: .init(label: "test"))
+        #expect(path.configuration.addressing == .path)
+        #expect(path.key("data/00/x") == "backups/phone/data/00/x")
+        #expect(path.address(key: path.key("data/00/x")) == ("127.0.0.1:9000", "/bucket/backups/phone/data/00/x"))
+        #expect(path.address(key: nil) == ("127.0.0.1:9000", "/bucket"))
+        #expect(path.address(key: "a b+c").path == "/bucket/a%20b%2Bc")
+        let virtual = S3Client(configuration: S3Configuration(bucket: "bucket", region: "eu-west-1", credentials: creds),
+                               logger: .init(label: "test"))
+        #expect(virtual.configuration.addressing == .virtualHost)
+        #expect(virtual.address(key: "config") == ("bucket.s3.eu-west-1.amazonaws.com", "/config"))
+        #expect(virtual.address(key: nil) == ("bucket.s3.eu-west-1.amazonaws.com", "/"))
+        await path.shutdown()
+        await virtual.shutdown()
+    }
+
     @Test("backoff grows exponentially, is capped, and is jittered")
     func backoff() {
         var o = S3Options()

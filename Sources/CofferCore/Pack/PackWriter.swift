@@ -20,6 +20,8 @@ public final class PackWriter {
     /// The pack's SHA-256, fed right after each append while the bytes are still in cache.
     private var hasher = SHA256()
     private var paddingLength = 0
+    /// False when the repository's parameters say `compression = none`: `compress: true` is ignored.
+    private var compressionEnabled = true
     private var finished = false
     /// The blobs written so far, in order.
     public private(set) var entries: [PackEntry] = []
@@ -32,6 +34,13 @@ public final class PackWriter {
         var rng = SystemRandomNumberGenerator()
         let salt = Data((0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) })
         self.init(keys: keys, salt: salt, compressionLevel: compressionLevel, expectedSize: expectedSize)
+    }
+
+    /// A writer following the repository's parameters: compression on or off, its zlib level, and
+    /// a buffer sized for the target pack size.
+    public convenience init(keys: RepositoryKeys, parameters: RepositoryParameters) {
+        self.init(keys: keys, compressionLevel: parameters.compressionLevel, expectedSize: parameters.targetPackSize)
+        compressionEnabled = parameters.compression != .none
     }
 
     /// A writer with a chosen salt: only for test vectors (a repeated salt would repeat nonces).
@@ -63,7 +72,7 @@ public final class PackWriter {
         guard plaintext.count <= PackFormat.maxBlobLength else {
             throw FormatError(.tooLarge, "blob of \(plaintext.count) bytes exceeds the \(PackFormat.maxBlobLength)-byte limit")
         }
-        if compress {
+        if compress && compressionEnabled {
             return try deflater.compress(plaintext) { (c) throws(FormatError) -> PackEntry in
                 if let c {
                     return try append(type: type, id: id, payload: c, compression: .deflate, uncompressedLength: plaintext.count)

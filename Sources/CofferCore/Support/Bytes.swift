@@ -64,12 +64,16 @@ enum Hex {
     private static let digits: [UInt8] = Array("0123456789abcdef".utf8)
 
     static func encode(_ bytes: UnsafeRawBufferPointer) -> String {
-        var out = [UInt8](repeating: 0, count: bytes.count * 2)
-        for (i, b) in bytes.enumerated() {
-            out[2 * i] = digits[Int(b >> 4)]
-            out[2 * i + 1] = digits[Int(b & 0x0f)]
+        digits.withUnsafeBufferPointer { table in
+            String(unsafeUninitializedCapacity: bytes.count * 2) { out in
+                for i in 0..<bytes.count {
+                    let b = bytes[i]
+                    out[2 * i] = table[Int(b >> 4)]
+                    out[2 * i + 1] = table[Int(b & 0x0f)]
+                }
+                return bytes.count * 2
+            }
         }
-        return String(decoding: out, as: UTF8.self)
     }
 
     static func encode(_ bytes: some ContiguousBytes) -> String {
@@ -99,14 +103,6 @@ enum Hex {
         default: return nil
         }
     }
-}
-
-/// Constant-time equality of two byte buffers of equal length (lengths are not secret).
-func constantTimeEqual(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
-    guard a.count == b.count else { return false }
-    var diff: UInt8 = 0
-    for i in 0..<a.count { diff |= a[i] ^ b[i] }
-    return diff == 0
 }
 
 /// True when every byte is zero; used for padding and reserved fields (not secret).
