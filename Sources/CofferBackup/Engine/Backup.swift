@@ -355,6 +355,7 @@ final class BackupRun: @unchecked Sendable {
         let n = head.withUnsafeMutableBytes { (try? Posix.preadFully(fd, $0.baseAddress!, count: $0.count, offset: 0)) ?? 0 }
         close(fd)
         let isDB = ChunkingPolicy.isSQLiteHeader(head[0..<n])
+        node.isDatabase = isDB
         let job = FileJob(path: path, node: node, parentNode: p, isDatabase: isDB)
         jobs.append(job)
         return .file(job)
@@ -466,7 +467,7 @@ final class BackupRun: @unchecked Sendable {
             itemDone()
         }
         if let w = writer, w.blobCount > 0, !isCancelled || true {
-            do { try uploader.submit(w.finish()) } catch { /* recorded by the uploader */ }
+            do { try uploader.submit { w.finish() } } catch { /* recorded by the uploader */ }
         }
     }
 
@@ -542,6 +543,11 @@ final class BackupRun: @unchecked Sendable {
             var isNew = false
             if claim(id) {
                 isNew = true
+                // Close a pack before a blob would overflow it: its buffer never reallocates.
+                if let w = writer, w.blobCount > 0, w.byteCount + n + 64 > target {
+                    writer = nil
+                    do { try uploader.submit { w.finish() } } catch { return }
+                }
                 if writer == nil { writer = PackWriter(keys: engine.keys, expectedSize: target) }
                 do {
                     try writer!.add(type: .data, id: id, plaintext: plain, compress: job.isDatabase)
@@ -549,10 +555,9 @@ final class BackupRun: @unchecked Sendable {
                     failJob(job, "cannot pack: \(error)")
                     return
                 }
-                if writer!.byteCount >= target {
-                    let finished = writer!.finish()
+                if let w = writer, w.byteCount >= target {
                     writer = nil
-                    do { try uploader.submit(finished) } catch { return }
+                    do { try uploader.submit { w.finish() } } catch { return }
                 }
             }
             counters.withLock {
