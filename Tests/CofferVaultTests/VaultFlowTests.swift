@@ -206,6 +206,45 @@ struct VaultFlowTests {
         #expect(await client.status(user: "dave").converged.count == 5)
     }
 
+    @Test("a registration that missed realms is kept on the device (0600) and repaired; a later one supersedes it")
+    func repairAfterPartialRegistration() async throws {
+        let h = try await FlowHarness.start()
+        defer { Task { await h.stop() } }
+        let home = h.root.appendingPathComponent("device")
+        var client = h.client(transport: HTTPRealmTransport(timeout: .seconds(3)))
+        client.repairStore = VaultRepairStore(home: home)
+        let key = BackupKey()
+        await h.cluster.realms[1].stop()
+        await h.cluster.realms[2].stop()
+        let reg = try await client.register(key: key, password: "pw", user: "hank")
+        #expect(reg.acknowledged.count == 3 && reg.pending.count == 2)
+        let file = client.repairStore!.url(tenant: h.config.tenant, user: "hank")
+        let mode = try FileManager.default.attributesOfItem(atPath: file.path)[.posixPermissions] as? Int
+        #expect(mode == 0o600)
+        // Still down: nothing to do yet, the repair stays.
+        #expect(try await client.repair(user: "hank") == .stillPending(repaired: 0, remaining: 2))
+        #expect(FileManager.default.fileExists(atPath: file.path))
+        try await h.cluster.realms[1].start()
+        try await h.cluster.realms[2].start()
+        #expect(await client.status(user: "hank").stale.count == 2)
+        #expect(try await client.repair(user: "hank") == .completed(repaired: 2))
+        #expect(!FileManager.default.fileExists(atPath: file.path))
+        let status = await client.status(user: "hank")
+        #expect(status.converged.count == 5 && status.activeVersion == reg.version)
+        #expect(try await client.recover(password: "pw", user: "hank", rotate: false).key.constantTimeEquals(key))
+
+        // A pending repair never overwrites a later registration made elsewhere.
+        await h.cluster.realms[0].stop()
+        let partial = try await client.register(key: key, password: "pw2", user: "hank")
+        #expect(partial.pending.count == 1)
+        try await h.cluster.realms[0].start()
+        let otherDevice = h.client()
+        let newer = try await otherDevice.register(key: key, password: "pw3", user: "hank")
+        #expect(try await client.repair(user: "hank") == .superseded)
+        #expect(await client.status(user: "hank").activeVersion == newer.version)
+        #expect(try await client.repair(user: "hank") == .nothingPending)
+    }
+
     @Test("a realm returning corrupted evaluations or an altered share is named; recovery still works")
     func lyingRealms() async throws {
         let h = try await FlowHarness.start()

@@ -26,6 +26,9 @@ public struct RegistrationMachine {
     public let version: RecordVersion
     private var blinded: BlindedInput?
     private var secret: SymmetricKey?
+    private var stretched: SymmetricKey?
+    private var shares: [Shamir.Share] = []
+    private var wrapped: [UInt8] = []
     private var r1Realms: [RealmID] = []
 
     /// - Parameters:
@@ -78,6 +81,7 @@ public struct RegistrationMachine {
         let b: BlindedInput
         do { b = try h.withUnsafeBytes { try VaultOPRF.blind(Array($0)) } } catch { throw .policy("blinding failed") }
         blinded = b
+        stretched = h
         var out = [RealmID: VaultRequest]()
         for id in expectedVersions.keys { out[id] = .r1(R1Request(token: tokens[id]!, blindedElement: b.blindedElementBytes)) }
         return out
@@ -122,6 +126,8 @@ public struct RegistrationMachine {
         do { w = try VaultDerivation.wrap(key: key, secret: s, version: version, tenant: tenantBytes, user: userBytes) } catch {
             preconditionFailure("AES-GCM seal failed: \(error)")
         }
+        self.shares = shares
+        self.wrapped = w
         var out = [RealmID: VaultRequest]()
         for (id, a) in answers {
             guard let realm = realm(id), let share = shares.first(where: { $0.x == realm.x }) else { continue }
@@ -157,8 +163,16 @@ public struct RegistrationMachine {
         acked.sort { order.firstIndex(of: $0)! < order.firstIndex(of: $1)! }
         for id in acked { problems[id] = nil }
         try requireQuorum(acked.count, "registration", acknowledged: true)
+        let pending = order.filter { !acked.contains($0) }
+        var repair: RegistrationRepair? = nil
+        if !pending.isEmpty, let secret, let stretched {
+            repair = RegistrationRepair(
+                tenant: configuration.tenant, user: user, version: version, policy: policy, secret: secret, stretched: stretched,
+                wrappedKey: wrapped, pendingShares: shares.filter { s in pending.contains { realm($0)?.x == s.x } })
+        }
         return RegistrationReport(version: version, acknowledged: acked,
-                                  pending: order.filter { !acked.contains($0) }.compactMap { problems[$0] })
+                                  pending: pending.map { problems[$0] ?? RealmProblem(realmID: $0, url: realm($0)?.baseURL ?? "?", reason: "no answer") },
+                                  repair: repair)
     }
 
     /// The new `S` (after `receiveR1`), for tests that check no realm ever sees it.
@@ -180,6 +194,12 @@ public struct RegistrationReport: Sendable, Equatable {
     public var version: RecordVersion
     /// Realms that stored it.
     public var acknowledged: [RealmID]
-    /// Realms that did not (yet): they are repaired by the next registration or recovery rotation.
+    /// Realms that did not (yet): ``VaultClient/repair(user:)`` brings them up to date.
     public var pending: [RealmProblem]
+    /// What the device keeps (0600) until every realm converged; nil when none is pending.
+    public var repair: RegistrationRepair?
+
+    public static func == (a: Self, b: Self) -> Bool {
+        a.version == b.version && a.acknowledged == b.acknowledged && a.pending == b.pending
+    }
 }

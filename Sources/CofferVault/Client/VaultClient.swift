@@ -19,14 +19,18 @@ public struct VaultClient: Sendable {
     public let configuration: ValidatedVaultConfiguration
     public let tokens: any TokenProvider
     public let transport: any RealmTransport
+    /// Where the device keeps `S`, the version and pending shares until every realm converged
+    /// (nil: not kept; realms that missed a registration are then repaired by the next one).
+    public var repairStore: VaultRepairStore?
     /// Test hook: sees `S` of each registration and recovery (never used outside tests).
     var secretObserver: (@Sendable (SymmetricKey) -> Void)?
 
     public init(configuration: ValidatedVaultConfiguration, tokens: any TokenProvider,
-                transport: any RealmTransport = HTTPRealmTransport()) {
+                transport: any RealmTransport = HTTPRealmTransport(), repairStore: VaultRepairStore? = nil) {
         self.configuration = configuration
         self.tokens = tokens
         self.transport = transport
+        self.repairStore = repairStore
     }
 
     /// Protects `key` under `password` for `user` (enable, change password, rotation).
@@ -46,7 +50,51 @@ public struct VaultClient: Sendable {
         let r2Requests = try machine.receiveR1(r1)
         if let s = machine.secretForTesting { secretObserver?(s) }
         let r2 = await transport.callAll(r2Requests, realms: configuration.realms)
-        return try machine.receiveR2(r2)
+        let report = try machine.receiveR2(r2)
+        if let repairStore {
+            // The newest effective registration replaces any older pending repair.
+            if let repair = report.repair { try? repairStore.save(repair) } else { repairStore.remove(tenant: configuration.tenant, user: user) }
+        }
+        return report
+    }
+
+    /// What ``repair(user:)`` did.
+    public enum RepairOutcome: Sendable, Equatable {
+        /// Nothing was pending on this device.
+        case nothingPending
+        /// Every realm now holds the registration; the kept secrets are deleted.
+        case completed(repaired: Int)
+        /// Some realms are still unreachable; the repair stays pending.
+        case stillPending(repaired: Int, remaining: Int)
+        /// A later registration, delete or lockout replaced this one; the repair was dropped.
+        case superseded
+    }
+
+    /// Brings realms that missed this device's last registration up to date (R1/R2 with the kept
+    /// `S` and shares), only while that registration is still the active one.
+    public func repair(user: String) async throws(VaultError) -> RepairOutcome {
+        guard let repairStore, let pending = repairStore.load(tenant: configuration.tenant, user: user) else { return .nothingPending }
+        let tokens = await tokens(user: user, scope: .register)
+        var machine = RepairMachine(configuration: configuration, repair: pending, tokens: tokens)
+        let q0 = await transport.callAll(machine.q0Requests(), realms: configuration.realms)
+        let before = pending.pendingShares.count
+        switch try machine.receiveQ0(q0) {
+        case .superseded:
+            repairStore.remove(tenant: configuration.tenant, user: user)
+            return .superseded
+        case .done:
+            repairStore.remove(tenant: configuration.tenant, user: user)
+            return .completed(repaired: 0)
+        case .repair(let r1Requests):
+            let r1 = await transport.callAll(r1Requests, realms: configuration.realms)
+            let r2 = await transport.callAll(machine.receiveR1(r1), realms: configuration.realms)
+            if let left = machine.receiveR2(r2) {
+                try? repairStore.save(left)
+                return .stillPending(repaired: before - left.pendingShares.count, remaining: left.pendingShares.count)
+            }
+            repairStore.remove(tenant: configuration.tenant, user: user)
+            return .completed(repaired: before)
+        }
     }
 
     /// Recovers the key with the password, then rotates the registration (new `S`, new OPRF

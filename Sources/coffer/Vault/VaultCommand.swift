@@ -48,7 +48,8 @@ struct VaultOptions: ParsableArguments {
         } else {
             tokens = try await DevelopmentTenant.forConfiguration(raw, at: url)
         }
-        return VaultClient(configuration: config, tokens: tokens, transport: HTTPRealmTransport(timeout: .seconds(Int64(max(1, timeout)))))
+        return VaultClient(configuration: config, tokens: tokens, transport: HTTPRealmTransport(timeout: .seconds(Int64(max(1, timeout)))),
+                           repairStore: VaultRepairStore())
     }
 }
 
@@ -179,6 +180,13 @@ struct VaultStatusCommand: AsyncParsableCommand {
         try await runMapped {
             let user = try options.account()
             let client = try await options.client()
+            // Finish a registration that some realms missed, while it is still the active one.
+            switch try? await client.repair(user: user) {
+            case .completed(let n) where n > 0: print("Repaired \(n) realm(s) that had missed the last registration.")
+            case .stillPending(let n, let left): print("Repaired \(n) realm(s); \(left) still unreachable (repair stays pending).")
+            case .superseded: print("A later change replaced this device's last registration; its pending repair was dropped.")
+            default: break
+            }
             let status = await client.status(user: user)
             let t = client.configuration.threshold, n = client.configuration.n
             if let v = status.activeVersion {
@@ -211,7 +219,7 @@ func printRegistration(_ report: RegistrationReport, client: VaultClient, what: 
     print(what)
     print("Version \(report.version.hex), stored at \(report.acknowledged.count) of \(client.configuration.n) realms.")
     for p in report.pending {
-        printErr("note: not yet at \(p); the next `coffer vault enable` or recovery repairs it")
+        printErr("note: not yet at \(p); `coffer vault status` repairs it once it is back")
     }
 }
 
