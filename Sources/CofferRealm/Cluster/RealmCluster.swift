@@ -135,7 +135,11 @@ public final class RealmHandle: Sendable {
             cont.finish()
         }
         let group = ServiceGroup(configuration: .init(services: [app], logger: logger))
-        let task = Task { try await group.run() }
+        // If the server never comes up (port taken), ending the group ends the wait below.
+        let task = Task {
+            defer { cont.finish() }
+            try await group.run()
+        }
         state.withLock {
             $0.group = group
             $0.task = task
@@ -144,9 +148,10 @@ public final class RealmHandle: Sendable {
         var bound: Int?
         for await p in stream { bound = p }
         guard let bound else {
-            _ = try? await task.value
             state.withLock { $0 = State(port: $0.port) }
-            throw RealmFileError(path: directory.url.path, message: "realm \(number) could not listen on \(host):\(port)")
+            var reason = ""
+            if case .failure(let error) = await task.result { reason = ": \(error)" }
+            throw RealmFileError(path: directory.url.path, message: "realm \(number) could not listen on \(host):\(port)\(reason)")
         }
         state.withLock { $0.port = bound }
     }

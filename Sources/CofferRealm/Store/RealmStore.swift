@@ -3,6 +3,7 @@ import Crypto
 import CryptoExtras
 import Foundation
 import GRDB
+import Synchronization
 
 /// What Q0 learns about a user's record.
 public enum RecordStatus: Sendable, Equatable {
@@ -123,6 +124,9 @@ public final class RealmStore: Sendable {
     let x: UInt8
     public let limits: Limits
     let now: @Sendable () -> Date
+    /// Parsed VOPRF keys of recently guessed records (parsing derives the public key: a P-384
+    /// scalar multiplication that would otherwise be paid on every guess).
+    let oprfKeys = OPRFKeyCache()
 
     /// Opens (creating if needed) the store at `url`.
     public init(url: URL, keys: RealmKeys, config: RealmConfig, limits: Limits? = nil,
@@ -270,7 +274,7 @@ public final class RealmStore: Sendable {
         if let snap = snapshot, snap.record.kind == .active, snap.record.version == version {
             let element: P384._VOPRF.BlindedElement
             do { element = try P384._VOPRF.BlindedElement(oprfRepresentation: blinded) } catch { throw RealmRefusal.badElement }
-            let key = try P384._VOPRF.PrivateKey(rawRepresentation: snap.record.oprfKey)
+            let key = try oprfKeys.key(recordKey: rk, raw: snap.record.oprfKey)
             let e = try key.evaluate(element)
             computed = (e.evaluatedElement.oprfRepresentation, e.proof.rawRepresentation)
         }
@@ -479,3 +483,24 @@ public final class RealmStore: Sendable {
 
 /// The record changed under a compare-and-swap (another process wrote it): the transaction rolls back.
 struct StoreConflict: Error {}
+
+/// A small cache of parsed VOPRF private keys, keyed by record key and checked against the raw key
+/// (a re-registration changes it). Holds nothing the process does not already hold.
+final class OPRFKeyCache: Sendable {
+    private struct Entry: @unchecked Sendable {
+        var raw: Data
+        var key: P384._VOPRF.PrivateKey
+    }
+    private let entries = Mutex<[Data: Entry]>([:])
+    private let capacity = 4096
+
+    func key(recordKey: Data, raw: Data) throws -> P384._VOPRF.PrivateKey {
+        if let e = entries.withLock({ $0[recordKey] }), constantTimeEqual(e.raw, raw) { return e.key }
+        let key = try P384._VOPRF.PrivateKey(rawRepresentation: raw)
+        entries.withLock {
+            if $0.count >= capacity { $0.removeAll(keepingCapacity: true) }
+            $0[recordKey] = Entry(raw: raw, key: key)
+        }
+        return key
+    }
+}
