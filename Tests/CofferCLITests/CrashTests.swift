@@ -13,7 +13,7 @@ import Darwin
 @Suite(.serialized) struct CrashTests {
     static let kills = 10
     /// Bound on each test's wall time (the runs stop early rather than run long on a slow machine).
-    static let budget: TimeInterval = 75
+    static let budget: TimeInterval = 50
 
     /// Restores `snapshot` and expects it to equal `expected` (relative path → entry) exactly.
     static func expectRestores(_ box: Sandbox, _ snapshot: String, equals expected: [String: Entry], root: String,
@@ -96,12 +96,19 @@ import Darwin
         let data = box.path("data")
         let sets = data.appendingPathComponent("sets")
         try Fixtures.makeTree(at: data)
+        // Many small live files: prune has many blobs to locate before it may delete anything.
+        try Fixtures.makeBulk(at: data.appendingPathComponent("small"), files: 300, size: 3000, seed: 499)
         var truth: [(id: String, tree: [String: Entry])] = []
-        // Each round adds a set of files and drops the set from two rounds ago, backs up, forgets all
-        // but the newest two snapshots, and prunes (killed at a random moment).
+        // Each round adds a set of small files (packed together) and removes every other file of the
+        // previous set, backs up, forgets all but the newest two snapshots, and prunes (killed at a
+        // random moment). The removed halves leave packs partly dead, so prune must repack.
         func step(_ round: Int) throws {
-            try Fixtures.makeBulk(at: sets.appendingPathComponent("set-\(round)"), files: 6, size: 600_000, seed: UInt64(500 + round))
-            try? FileManager.default.removeItem(at: sets.appendingPathComponent("set-\(round - 2)"))
+            try Fixtures.makeBulk(at: sets.appendingPathComponent("set-\(round)"), files: 60, size: 40_000, seed: UInt64(500 + round))
+            let previous = sets.appendingPathComponent("set-\(round - 1)")
+            for i in stride(from: 1, to: 60, by: 2) {
+                try? FileManager.default.removeItem(at: previous.appendingPathComponent(String(format: "file-%04d.bin", i)))
+            }
+            try? FileManager.default.removeItem(at: sets.appendingPathComponent("set-\(round - 3)"))
             let id = try #require(try box.backupJSON([data.path])["snapshotID"] as? String)
             truth.append((id, try TreeCompare.read(data)))
             let forget = try box.run(["forget", "--keep-last", "2"])
@@ -110,30 +117,32 @@ import Darwin
         }
         try step(0)
         try step(1)
-        var t0 = Date()
         try step(2)
-        try box.ok(["prune", "--now"])
-        var duration = max(0.2, Date().timeIntervalSince(t0))
+        var t0 = Date()
+        let calibration = try #require(try box.ok(["prune", "--now", "--json"]).json() as? [String: Any])
+        var duration = max(0.02, Date().timeIntervalSince(t0))
+        #expect((calibration["packsRepacked"] as? Int ?? 0) >= 1, "the scenario should make prune repack: \(calibration)")
 
         var rng = SystemRandomNumberGenerator()
         let start = Date()
-        var killed = 0, round = 2
+        var killed = 0, round = 2, repacked = 0
         while killed < Self.kills, Date().timeIntervalSince(start) < Self.budget {
             round += 1
             try step(round)
             let delay = Double.random(in: 0.02...0.98, using: &rng) * duration
             t0 = Date()
-            let r = try box.run(["prune", "--now"], killAfter: delay)
+            let r = try box.run(["prune", "--now", "--json"], killAfter: delay)
+            if !r.signalled, let report = try? r.json() as? [String: Any] { repacked += report["packsRepacked"] as? Int ?? 0 }
             if r.signalled { killed += 1 } else {
                 #expect(r.status == 0, "round \(round): \(r)")
-                duration = max(0.2, Date().timeIntervalSince(t0))
+                duration = max(0.02, Date().timeIntervalSince(t0))
             }
             try Self.expectCheckClean(box, "round \(round) after prune killed at \(String(format: "%.2f", delay)) s")
             for (id, tree) in truth {
                 try Self.expectRestores(box, id, equals: tree, root: "data", "round \(round)")
             }
         }
-        print("kill -9 prune: \(round - 2) rounds, \(killed) killed, prune takes ~\(String(format: "%.2f", duration)) s")
+        print("kill -9 prune: \(round - 2) rounds, \(killed) killed, prune takes ~\(String(format: "%.2f", duration)) s, \(repacked) packs repacked by the prunes that finished")
         #expect(killed >= Self.kills, "only \(killed) prunes were killed within the time budget")
         // After all that, a full prune and a backup still work and everything verifies.
         try box.ok(["prune", "--now"])

@@ -111,8 +111,8 @@ struct BackupCommand: AsyncParsableCommand, Sendable {
         \(s.databasesCaptured > 0 ? ", \(s.databasesCaptured) database\(s.databasesCaptured == 1 ? "" : "s") captured live" : "")
           folders:    \(s.directories), symlinks: \(s.symlinks)
           read:       \(Units.bytes(s.bytesRead)) of \(Units.bytes(s.bytesTotal)) in \(Units.seconds(seconds)) (\(Units.bytes(Int64(rate)))/s)
-          stored:     \(Units.bytes(s.bytesStored + s.metadataBytesStored)) added to the repository \
-        (\(Units.bytes(s.bytesNew)) new data after deduplication, compressed and encrypted)
+          stored:     \(Units.bytes(s.bytesStored + s.metadataBytesStored)) added to the repository after deduplication \
+        and compression (\(Units.bytes(s.bytesNew)) of new data)
         """
         if s.isPartial {
             text += "\n  unreadable: \(s.unreadable.count) file\(s.unreadable.count == 1 ? "" : "s") NOT backed up:"

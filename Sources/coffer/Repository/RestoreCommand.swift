@@ -79,7 +79,7 @@ struct RestoreCommand: AsyncParsableCommand, Sendable {
         } else {
             Terminal.line("""
             restored snapshot \(String(summary.snapshotID.prefix(8))) into \(targetURL.path)
-              \(summary.filesRestored) files, \(summary.directoriesRestored) folders, \(summary.symlinksRestored) symlinks, \
+              \(plural(summary.filesRestored, "file")), \(plural(summary.directoriesRestored, "folder")), \(plural(summary.symlinksRestored, "symlink")), \
             \(Units.bytes(summary.bytesRestored)) in \(Units.seconds(summary.duration.seconds))
             """)
         }

@@ -94,3 +94,6 @@ enum Units {
         return f.string(from: date)
     }
 }
+
+/// "1 file", "2 files".
+func plural(_ n: Int, _ word: String) -> String { "\(n) \(word)\(n == 1 ? "" : "s")" }
