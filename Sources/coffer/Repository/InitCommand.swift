@@ -17,6 +17,11 @@ struct InitCommand: AsyncParsableCommand {
 
     @OptionGroup var global: GlobalOptions
 
+    @Flag(name: .long, help: "Also protect the new key with a password in the Backup Key Vault (needs --vault and --user; the password comes from a prompt or $COFFER_PASSWORD).")
+    var password = false
+
+    @OptionGroup(title: "Vault (with --password)") var vault: VaultOptions
+
     @Option(name: .customLong("pack-size"), help: ArgumentHelp("Target pack size in MiB (1-128).", valueName: "MiB"))
     var packSizeMiB: Int = 16
 
@@ -27,6 +32,7 @@ struct InitCommand: AsyncParsableCommand {
     func run() async throws {
         let access = RepositoryAccess(global)
         try await ErrorReport.run(logger: access.logger) {
+            let prepared = password ? try await PreparedVault.prepare(vault) : nil
             let given = try access.explicitKey()
             let key = given ?? BackupKey()
             var options = RepositoryOptions()
@@ -35,7 +41,8 @@ struct InitCommand: AsyncParsableCommand {
                 try await Repository.initialize(storage: storage, key: key, options: options, deviceStore: access.deviceStore)
             }
             let keyFile = access.deviceStore.keyFileURL(repositoryID: repo.repositoryID).path
-            try await NewKeyHook.keyCreated(key, repositoryID: repo.repositoryID, location: repo.storage.location, logger: access.logger)
+            try await NewKeyHook.keyCreated(key, repositoryID: repo.repositoryID, location: repo.storage.location,
+                                            vault: prepared, logger: access.logger)
             Terminal.line("Created repository \(repo.repositoryID) at \(repo.storage.location)")
             if given != nil {
                 Terminal.line("It uses the key you gave; a copy is in this device's key file \(keyFile) (readable only by you).")

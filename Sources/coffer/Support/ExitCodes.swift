@@ -2,6 +2,7 @@ import ArgumentParser
 import CofferBackup
 import CofferCore
 import CofferStorage
+import CofferVault
 import Foundation
 import Logging
 
@@ -27,6 +28,17 @@ enum CofferExitCode: Int32, CaseIterable {
     case keyMissing = 15
     /// The restore target is not empty and `--overwrite` was not given, or a path already exists.
     case targetNotEmpty = 16
+    /// Vault: wrong password; guesses remain (the message says how many).
+    case wrongPassword = 20
+    /// Vault: too many wrong guesses; the key was destroyed at the realms (the 64-digit key still works).
+    case vaultLocked = 21
+    /// Vault: this account has no key in the vault (never enabled, or disabled).
+    case notRegistered = 22
+    /// Vault: too few realms answered (the message names them and how many more are needed), or a
+    /// registration did not reach enough realms to take effect.
+    case vaultUnavailable = 23
+    /// Vault: a realm answered inconsistently or with forged data (named in the message).
+    case realmFault = 24
     /// Interrupted (Ctrl-C, SIGTERM): stopped cleanly; what was uploaded is kept for the next run.
     case interrupted = 130
     /// Bad command line or environment (unknown option, malformed key, missing `--repo`). EX_USAGE.
@@ -45,6 +57,11 @@ enum CofferExitCode: Int32, CaseIterable {
         case .keyMissing: return "no key available for this repository"
         case .targetNotEmpty: return "restore target not empty (use --overwrite)"
         case .usage: return "usage error"
+        case .wrongPassword: return "vault: wrong password (guesses left)"
+        case .vaultLocked: return "vault: locked, the key was destroyed after too many wrong guesses"
+        case .notRegistered: return "vault: no key registered for this account"
+        case .vaultUnavailable: return "vault: not enough realms answered"
+        case .realmFault: return "vault: a realm answered inconsistently"
         case .interrupted: return "interrupted"
         }
     }
@@ -84,6 +101,12 @@ enum ErrorReport {
             return classify(storage: e)
         case let e as BackupError:
             return classify(backup: e)
+        case let e as VaultError:
+            return classify(vault: e)
+        case let e as VaultCLIError:
+            return (.usage, e.description, nil)
+        case let e as VaultConfigurationError:
+            return (.usage, "\(e)", "Check --vault / COFFER_VAULT: `coffer realm cluster` writes a development vault.json.")
         default:
             return (.failure, String(describing: error), nil)
         }
@@ -116,6 +139,23 @@ enum ErrorReport {
             return (.failure, e.message, "Nothing was changed. Use the existing repository, or choose another location.")
         case .snapshotNotFound, .pathNotFound, .fileSystem, .cancelled:
             return (.failure, e.message, nil)
+        }
+    }
+
+    static func classify(vault e: VaultError) -> (code: CofferExitCode, message: String, hint: String?) {
+        switch e {
+        case .wrongPassword(let left) where left > 0:
+            return (.wrongPassword, e.description, nil)
+        case .wrongPassword, .locked:
+            return (.vaultLocked, e.description, "The vault no longer holds this key. The 64-digit key still opens the backups.")
+        case .notRegistered:
+            return (.notRegistered, e.description, nil)
+        case .realmsUnavailable, .notEffective:
+            return (.vaultUnavailable, e.description, "Try again when more realms are reachable; no guess was spent at realms that did not answer.")
+        case .realmFault:
+            return (.realmFault, e.description, "Report the named realms to the vault operators.")
+        case .token, .policy:
+            return (.failure, e.description, nil)
         }
     }
 

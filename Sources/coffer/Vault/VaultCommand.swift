@@ -55,13 +55,16 @@ struct VaultOptions: ParsableArguments {
 
 /// Where the backup key comes from (enable, change password).
 struct KeySourceOptions: ParsableArguments {
-    @Option(help: "File holding the 64-digit key. Default: $COFFER_KEY (the digits), or the device key of --repository-id.")
+    @Option(help: "File holding the 64-digit key. Default: $COFFER_KEY (the digits), or this device's key for --repo.")
     var keyFile: String?
-    @Option(help: "Repository id whose key this device holds (in $COFFER_HOME/keys).") var repositoryID: String?
+    @Option(help: "The repository whose key this device holds (a folder, file:///path or s3://BUCKET/PREFIX). Default: $COFFER_REPO.")
+    var repo: String?
+    @Option(help: "Repository id whose key this device holds (in $COFFER_HOME/keys), instead of --repo.") var repositoryID: String?
 
-    func key() throws -> BackupKey {
+    func key() async throws -> BackupKey {
+        let env = ProcessInfo.processInfo.environment
         if let keyFile { return try DeviceKeyStore.readKeyFile(at: URL(fileURLWithPath: keyFile)) }
-        if let digits = ProcessInfo.processInfo.environment["COFFER_KEY"], !digits.isEmpty {
+        if let digits = env["COFFER_KEY"], !digits.isEmpty {
             do { return try BackupKey(digits: digits) } catch { throw VaultCLIError("COFFER_KEY: \(error)", code: 2) }
         }
         if let repositoryID {
@@ -70,7 +73,17 @@ struct KeySourceOptions: ParsableArguments {
             }
             return key
         }
-        throw VaultCLIError("no key: pass --key-file FILE, set COFFER_KEY, or pass --repository-id ID of a repository this device holds", code: 2)
+        if let location = repo ?? env["COFFER_REPO"], !location.isEmpty {
+            // The device key of that repository, checked against the repository before it is protected.
+            let access = RepositoryAccess(try GlobalOptions.parse(["--repo", location]))
+            return try await access.withRepository { repository in
+                guard let key = try access.deviceStore.loadKey(repositoryID: repository.repositoryID) else {
+                    throw VaultCLIError("this device holds no key for repository \(repository.repositoryID)", code: 2)
+                }
+                return key
+            }
+        }
+        throw VaultCLIError("no key: pass --repo LOCATION (or set COFFER_REPO), --key-file FILE, set COFFER_KEY, or pass --repository-id ID", code: 2)
     }
 }
 
@@ -83,7 +96,7 @@ struct VaultEnable: AsyncParsableCommand {
 
     func run() async throws {
         try await runMapped {
-            let key = try keySource.key()
+            let key = try await keySource.key()
             let user = try options.account()
             let password = try readPassword(prompt: "New vault password: ", confirm: true)
             let client = try await options.client()
@@ -102,7 +115,7 @@ struct VaultChangePassword: AsyncParsableCommand {
 
     func run() async throws {
         try await runMapped {
-            let key = try keySource.key()
+            let key = try await keySource.key()
             let user = try options.account()
             let password = try readPassword(prompt: "New vault password: ", confirm: true)
             let client = try await options.client()
@@ -118,12 +131,20 @@ struct VaultRecover: AsyncParsableCommand {
         abstract: "Recover the backup key on a new device with the password; writes the device key file.",
         discussion: "Each attempt costs one guess. After a successful recovery the vault registration is renewed.")
     @OptionGroup var options: VaultOptions
+    @Option(help: "The repository to recover the key for (a folder, file:///path or s3://BUCKET/PREFIX): the key is checked against it and saved in this device's key store. Default: $COFFER_REPO.")
+    var repo: String?
     @Option(help: "Store the key in this device's key store ($COFFER_HOME/keys) for this repository id.") var repositoryID: String?
     @Option(help: "Write the key (64 digits, mode 0600) to this file.") var keyOut: String?
 
+    var repositoryLocation: String? {
+        if let repo, !repo.isEmpty { return repo }
+        if repositoryID == nil, keyOut == nil, let env = ProcessInfo.processInfo.environment["COFFER_REPO"], !env.isEmpty { return env }
+        return nil
+    }
+
     func validate() throws {
-        guard repositoryID != nil || keyOut != nil else {
-            throw ValidationError("say where the recovered key goes: --repository-id ID (device key store) or --key-out FILE")
+        guard repositoryLocation != nil || repositoryID != nil || keyOut != nil else {
+            throw ValidationError("say where the recovered key goes: --repo LOCATION (or COFFER_REPO), --repository-id ID (device key store) or --key-out FILE")
         }
     }
 
@@ -133,6 +154,16 @@ struct VaultRecover: AsyncParsableCommand {
             let client = try await options.client()
             let password = try readPassword(prompt: "Vault password for \(user): ", confirm: false)
             let result = try await client.recover(password: password, user: user)
+            if let location = repositoryLocation {
+                // Check the recovered key against the repository before the device keeps it.
+                let access = RepositoryAccess(try GlobalOptions.parse(["--repo", location]))
+                let id = try await access.withStorage { storage in
+                    let repository = try await Repository.open(storage: storage, key: result.key, deviceStore: nil)
+                    return repository.repositoryID
+                }
+                try access.deviceStore.saveKey(result.key, repositoryID: id)
+                print("Recovered the key of repository \(id); saved to \(access.deviceStore.keyFileURL(repositoryID: id).path) (mode 0600).")
+            }
             if let repositoryID {
                 let store = DeviceKeyStore()
                 try store.saveKey(result.key, repositoryID: repositoryID)
@@ -208,7 +239,7 @@ struct VaultStatusCommand: AsyncParsableCommand {
                 }
                 print("  realm \(r.realmID.hex)  \(r.url)  \(s)")
             }
-            if status.activeVersion == nil && n - status.down.count < t { throw ExitCode(6) }
+            if status.activeVersion == nil && n - status.down.count < t { throw ExitCode(CofferExitCode.vaultUnavailable.rawValue) }
         }
     }
 }
@@ -237,38 +268,21 @@ struct VaultCLIError: Error, CustomStringConvertible {
     }
 }
 
-/// Maps every error of a vault command to a message and exit code, in one place:
-/// 2 usage/configuration, 3 wrong password, 4 locked, 5 not registered, 6 realms unavailable,
-/// 7 realm fault, 1 anything else.
+/// Runs a vault command body; errors become a message and an exit code through the CLI's one
+/// mapping (`ErrorReport`, docs/CLI.md): 20 wrong password, 21 locked, 22 not registered, 23 realms
+/// unavailable, 24 realm fault, 64 usage.
 func runMapped(_ body: () async throws -> Void) async throws {
     do {
         try await body()
-    } catch let e as VaultError {
-        printErr("error: \(e)")
-        switch e {
-        case .wrongPassword(let left) where left > 0: throw ExitCode(3)
-        case .wrongPassword, .locked: throw ExitCode(4)
-        case .notRegistered: throw ExitCode(5)
-        case .realmsUnavailable, .notEffective: throw ExitCode(6)
-        case .realmFault: throw ExitCode(7)
-        case .token, .policy: throw ExitCode(1)
-        }
-    } catch let e as VaultCLIError {
-        printErr("error: \(e)")
-        throw ExitCode(e.code)
-    } catch let e as VaultConfigurationError {
-        printErr("error: \(e)")
-        throw ExitCode(2)
-    } catch let e as KeyFileError {
-        printErr("error: \(e)")
-        throw ExitCode(2)
     } catch let e as ExitCode {
         throw e
     } catch let e as ValidationError {
         throw e
     } catch {
-        printErr("error: \(error)")
-        throw ExitCode(1)
+        let (code, message, hint) = ErrorReport.classify(error)
+        printErr("error: \(message)")
+        if let hint { printErr(hint) }
+        throw ExitCode(code.rawValue)
     }
 }
 
