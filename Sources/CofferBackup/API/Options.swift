@@ -11,9 +11,9 @@ public struct RepositoryOptions: Sendable, Hashable {
     /// Size of a page-aligned group of SQLite pages.
     public var sqliteGroupSize: Int = 64 << 10
     /// Packs are closed once they hold about this many bytes.
-    public var targetPackSize: Int = 16 << 20
+    public var targetPackSize: Int = 8 << 20
 
-    public init(fileChunkSize: Int = 1 << 20, sqliteGroupSize: Int = 64 << 10, targetPackSize: Int = 16 << 20) {
+    public init(fileChunkSize: Int = 1 << 20, sqliteGroupSize: Int = 64 << 10, targetPackSize: Int = 8 << 20) {
         self.fileChunkSize = fileChunkSize
         self.sqliteGroupSize = sqliteGroupSize
         self.targetPackSize = targetPackSize
@@ -38,11 +38,11 @@ public struct BackupOptions: Sendable {
     /// The snapshot's time; `nil` means now (tests and imports set it).
     public var time: Date? = nil
     /// How many packs may be uploading at once (a slow backend must not stall chunking).
-    public var uploadConcurrency: Int = 4
+    public var uploadConcurrency: Int = 3
 
     public init(parent: String? = nil, force: Bool = false, hostname: String? = nil, tags: [String] = [],
                 checkpointBytes: Int = 64 << 20, checkpointInterval: Duration = .seconds(60),
-                time: Date? = nil, uploadConcurrency: Int = 4) {
+                time: Date? = nil, uploadConcurrency: Int = 3) {
         self.parent = parent
         self.force = force
         self.hostname = hostname

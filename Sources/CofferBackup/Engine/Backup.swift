@@ -467,7 +467,7 @@ final class BackupRun: @unchecked Sendable {
             itemDone()
         }
         if let w = writer, w.blobCount > 0, !isCancelled || true {
-            do { try uploader.submit(w.finish()) } catch { /* recorded by the uploader */ }
+            do { try uploader.submit { w.finish() } } catch { /* recorded by the uploader */ }
         }
     }
 
@@ -543,17 +543,21 @@ final class BackupRun: @unchecked Sendable {
             var isNew = false
             if claim(id) {
                 isNew = true
-                if writer == nil { writer = PackWriter(keys: engine.keys, expectedSize: target) }
+                // Close a pack before a blob would overflow it: its buffer never reallocates.
+                if let w = writer, w.blobCount > 0, w.byteCount + n + 64 > target {
+                    writer = nil
+                    do { try uploader.submit { w.finish() } } catch { return }
+                }
+                if writer == nil { writer = PackWriter(keys: engine.keys, compressionLevel: engine.config.parameters.compressionLevel, expectedSize: target) }
                 do {
-                    try writer!.add(type: .data, id: id, plaintext: plain, compress: job.isDatabase)
+                    try writer!.add(type: .data, id: id, plaintext: plain, compress: job.isDatabase && engine.compresses)
                 } catch {
                     failJob(job, "cannot pack: \(error)")
                     return
                 }
-                if writer!.byteCount >= target {
-                    let finished = writer!.finish()
+                if let w = writer, w.byteCount >= target {
                     writer = nil
-                    do { try uploader.submit(finished) } catch { return }
+                    do { try uploader.submit { w.finish() } } catch { return }
                 }
             }
             counters.withLock {
@@ -602,8 +606,8 @@ final class BackupRun: @unchecked Sendable {
         let bytes = tree.encoded()
         let id = engine.keys.chunkID(of: bytes)
         if claim(id) {
-            if writer == nil { writer = PackWriter(keys: engine.keys, expectedSize: 1 << 20) }
-            do { try writer!.add(type: .tree, id: id, plaintext: bytes, compress: true) } catch {
+            if writer == nil { writer = PackWriter(keys: engine.keys, compressionLevel: engine.config.parameters.compressionLevel, expectedSize: 1 << 20) }
+            do { try writer!.add(type: .tree, id: id, plaintext: bytes, compress: engine.compresses) } catch {
                 throw BackupError(.invalidArgument, message: "a directory listing is too large to store: \(error)")
             }
             if writer!.byteCount >= engine.config.parameters.targetPackSize {

@@ -59,6 +59,12 @@ final class Uploader: @unchecked Sendable {
 
     /// Queues a finished pack for upload; blocks while `limit` uploads are in flight.
     func submit(_ pack: FinishedPack) throws(BackupError) {
+        try submit { pack }
+    }
+
+    /// Waits for an upload slot, then finishes the pack (`make`) and uploads it: a worker waiting
+    /// for a slot holds only its open pack, not a finished copy as well.
+    func submit(_ make: () -> FinishedPack) throws(BackupError) {
         cond.lock()
         while inFlight >= limit && failure == nil { cond.wait() }
         if let failure {
@@ -67,6 +73,7 @@ final class Uploader: @unchecked Sendable {
         }
         inFlight += 1
         cond.unlock()
+        let pack = make()
         let engine = self.engine
         Task {
             do {
