@@ -111,6 +111,45 @@ import CofferStorage
         #expect(r.isComplete && r.filesRestored == 3)
     }
 
+    /// Two writers: B opened the repository before A's prune marked a pack, then backs up content
+    /// that only that pack holds. Phase two finds B's snapshot needs it and rescues the pack.
+    @Test func pruneRescuesMarkedPackThatANewerSnapshotNeeds() async throws {
+        let s = Scratch()
+        let a = try await TestRepo.make(s, options: RepositoryOptions(fileChunkSize: 256 << 10, targetPackSize: 1 << 20))
+        let srcA = s.path("a/data")
+        let old = Date().timeIntervalSince1970 - 1000
+        write(randomBytes(2 << 20, seed: 77), to: srcA + "/x.bin", mtime: old)
+        write(Data("a".utf8), to: srcA + "/keep.txt", mtime: old)
+        _ = try await a.repo.backup(paths: [srcA]) as BackupSummary
+        unlink(srcA + "/x.bin")
+        _ = try await a.repo.backup(paths: [srcA]) as BackupSummary
+        _ = try await a.repo.forget(policy: ForgetPolicy(keepLast: 1))
+
+        // Device B opens now: its index still lists x.bin's pack.
+        let deviceB = DeviceKeyStore(home: URL(fileURLWithPath: s.path("homeB")))
+        let b = try await Repository.open(storage: a.storage, key: a.key, deviceStore: deviceB)
+
+        let marked = try await a.repo.prune(mode: .twoPhase(grace: .seconds(3600)))
+        #expect(marked.objectsMarked > 0)
+
+        // B backs up x.bin's content: deduplicated against the (now marked) pack it still knows.
+        let srcB = s.path("b/other")
+        write(randomBytes(2 << 20, seed: 77), to: srcB + "/x-copy.bin", mtime: old)
+        let bs: BackupSummary = try await b.backup(paths: [srcB])
+        #expect(bs.bytesNew == 0, "B deduplicated against the marked pack")
+
+        // Phase two: the pack is needed by B's snapshot, so it is indexed again, not deleted.
+        let repo = try await a.reopen()
+        let pruned = try await repo.prune(mode: .twoPhase(grace: .zero))
+        #expect(pruned.packsRescued > 0)
+        let report = try await a.reopen().check(readData: true)
+        #expect(report.isClean, "\(report.problems)")
+        let out = s.path("outB")
+        let r: RestoreSummary = try await a.reopen().restore(snapshot: bs.snapshotID, target: URL(fileURLWithPath: out))
+        #expect(r.isComplete)
+        #expect(FileManager.default.contents(atPath: out + "/other/x-copy.bin") == randomBytes(2 << 20, seed: 77))
+    }
+
     /// The device refuses an older head than it has seen: a rolled-back copy of the repository.
     @Test func staleHeadIsRefused() async throws {
         let s = Scratch()

@@ -548,9 +548,9 @@ final class BackupRun: @unchecked Sendable {
                     writer = nil
                     do { try uploader.submit { w.finish() } } catch { return }
                 }
-                if writer == nil { writer = PackWriter(keys: engine.keys, expectedSize: target) }
+                if writer == nil { writer = PackWriter(keys: engine.keys, compressionLevel: engine.config.parameters.compressionLevel, expectedSize: target) }
                 do {
-                    try writer!.add(type: .data, id: id, plaintext: plain, compress: job.isDatabase)
+                    try writer!.add(type: .data, id: id, plaintext: plain, compress: job.isDatabase && engine.compresses)
                 } catch {
                     failJob(job, "cannot pack: \(error)")
                     return
@@ -606,8 +606,8 @@ final class BackupRun: @unchecked Sendable {
         let bytes = tree.encoded()
         let id = engine.keys.chunkID(of: bytes)
         if claim(id) {
-            if writer == nil { writer = PackWriter(keys: engine.keys, expectedSize: 1 << 20) }
-            do { try writer!.add(type: .tree, id: id, plaintext: bytes, compress: true) } catch {
+            if writer == nil { writer = PackWriter(keys: engine.keys, compressionLevel: engine.config.parameters.compressionLevel, expectedSize: 1 << 20) }
+            do { try writer!.add(type: .tree, id: id, plaintext: bytes, compress: engine.compresses) } catch {
                 throw BackupError(.invalidArgument, message: "a directory listing is too large to store: \(error)")
             }
             if writer!.byteCount >= engine.config.parameters.targetPackSize {

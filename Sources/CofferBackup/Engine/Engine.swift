@@ -23,6 +23,8 @@ struct IndexState: Sendable {
     var indexObjects: Set<ObjectID> = []
     /// Packs listed by pending prune marks.
     var condemned: Set<ObjectID> = []
+    /// Condemned packs that a live index object lists anyway (a backup indexed them after the mark).
+    var condemnedButIndexed: [ObjectID: IndexedPack] = [:]
     /// Index objects that failed verification when loaded.
     var damagedIndexObjects: [BackupError] = []
     /// Index objects superseded by a newer complete index (deleted by the next prune).
@@ -56,6 +58,9 @@ final class Engine: Sendable {
         self.deviceStore = deviceStore
         self.repositoryID = config.repositoryID.map { String(format: "%02x", $0) }.joined()
     }
+
+    /// The config allows compression of compressible blobs (database chunks, trees).
+    var compresses: Bool { config.parameters.compression != .none }
 
     static func storageError(_ e: StorageError, doing what: String) -> BackupError {
         if e.code == .notFound {
@@ -218,7 +223,9 @@ final class Engine: Sendable {
             let plain = try await readSealed(info.name, id: id, type: .pruneMark)
             do {
                 let m = try PruneMark.decode(plain, what: info.name)
+                // Orphans too: a backup must not adopt a pack that a pending mark will delete.
                 for p in m.packs { state.condemned.insert(p.id) }
+                for o in m.orphans { state.condemned.insert(o) }
             } catch {
                 throw BackupError(.dataDamaged, object: info.name, message: "\(info.name) is damaged: \(error)")
             }
@@ -226,7 +233,9 @@ final class Engine: Sendable {
         state.supersededIndexObjects = superseded
         for (id, f) in files where !superseded.contains(id) {
             state.indexObjects.insert(id)
-            for p in f.packs where !state.condemned.contains(p.id) { state.add(p) }
+            for p in f.packs {
+                if state.condemned.contains(p.id) { state.condemnedButIndexed[p.id] = p } else { state.add(p) }
+            }
         }
         index.withLock { $0 = state }
     }

@@ -112,6 +112,11 @@ extension Engine {
         var condemnedBlobs: [ChunkID: ObjectID] = [:]
         var markedPacks: [ObjectID: IndexedPack] = [:]
         for (_, m, _) in marks { for p in m.packs { markedPacks[p.id] = p; for e in p.entries { condemnedBlobs[e.id] = p.id } } }
+        // Marked orphans that a backup indexed after the mark: rescuable like marked packs.
+        for (id, p) in state.condemnedButIndexed where markedPacks[id] == nil {
+            markedPacks[id] = p
+            for e in p.entries where condemnedBlobs[e.id] == nil { condemnedBlobs[e.id] = id }
+        }
         var rescue = Set<ObjectID>()
         for (blob, sid) in needed where state.blobs[blob] == nil {
             if let p = condemnedBlobs[blob] { rescue.insert(p); continue }
@@ -142,7 +147,7 @@ extension Engine {
                 pendingDeletes.append(p.id.packName)
                 bytesFreed += Int64(sizes[p.id] ?? 0)
             }
-            for o in m.orphans where !liveIndexed.contains(o) {
+            for o in m.orphans where !liveIndexed.contains(o) && !rescue.contains(o) {
                 pendingDeletes.append(o.packName)
                 bytesFreed += Int64(sizes[o] ?? 0)
             }
@@ -199,8 +204,8 @@ extension Engine {
                         throw BackupError(.dataDamaged, object: p.id.packName,
                                           message: "prune stopped before deleting anything: blob \(e.id.hex) in \(p.id.packName) is damaged: \(error.message)")
                     }
-                    if writer == nil { writer = PackWriter(keys: keys, expectedSize: config.parameters.targetPackSize) }
-                    do { try writer!.add(type: e.type, id: e.id, plaintext: plain, compress: e.compression != .none) } catch {
+                    if writer == nil { writer = PackWriter(keys: keys, parameters: config.parameters) }
+                    do { try writer!.add(type: e.type, id: e.id, plaintext: plain, compress: e.compression != .none && compresses) } catch {
                         throw BackupError(.dataDamaged, message: "cannot repack blob \(e.id.hex): \(error)")
                     }
                     if writer!.byteCount >= config.parameters.targetPackSize { try await flush() }
@@ -214,7 +219,7 @@ extension Engine {
 
         // New complete index, before any deletion; it supersedes every index object read.
         let oldIndexes = Array(state.indexObjects) + Array(state.supersededIndexObjects)
-        if !toMark.isEmpty || !newPacks.isEmpty || !state.supersededIndexObjects.isEmpty || state.indexObjects.count > 1 {
+        if !toMark.isEmpty || !newPacks.isEmpty || !pendingDeletes.isEmpty || !rescue.isEmpty || !state.supersededIndexObjects.isEmpty || state.indexObjects.count > 1 {
             var idx = IndexFile(supersedes: oldIndexes, packs: keepPacks + newPacks)
             if !rescue.isEmpty { idx.packs += rescue.compactMap { markedPacks[$0] } }
             try await writeSealed(idx.encoded(), type: .index) { $0.indexName }
