@@ -380,7 +380,7 @@ final class BackupRun: @unchecked Sendable {
             j.segmentsLeft = 0
             return
         }
-        let per = 16
+        let per = max(16, (1 << 20) / max(1, j.chunkSize))  // about 1 MiB or 16 chunks per work item
         var items: [WorkItem] = []
         var i = 0
         while i < ranges.count {

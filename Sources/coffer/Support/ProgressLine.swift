@@ -44,8 +44,16 @@ struct ProgressLine {
         let pct = bytesTotal > 0 ? Int(Double(bytesDone) * 100 / Double(bytesTotal)) : 0
         var line = "[\(Units.duration(elapsed))] \(pct)%  \(filesDone)/\(filesTotal) files  "
             + "\(Units.bytes(bytesDone))/\(Units.bytes(bytesTotal))  \(Units.bytes(Int64(rate)))/s  \(eta)"
-        if let current, !current.isEmpty { line += "  \(current)" }
         let width = Self.width - 1
+        if let current, !current.isEmpty {
+            // Keep the end of the path (the file name) when it does not fit.
+            let room = width - line.count - 2
+            if room >= current.count {
+                line += "  " + current
+            } else if room > 8 {
+                line += "  …" + current.suffix(room - 1)
+            }
+        }
         if line.count > width { line = String(line.prefix(width)) }
         Terminal.err("\r\u{1B}[K" + line)
         visible = true

@@ -1,0 +1,48 @@
+import CoreMetrics
+import Metrics
+import Prometheus
+
+/// The realm's metrics, through swift-metrics into its own Prometheus registry (one per realm, so
+/// several realms in one process, as in `coffer realm cluster`, keep separate figures).
+public final class RealmMetrics: Sendable {
+    public let registry: PrometheusCollectorRegistry
+    let guesses: CoreMetrics.Counter
+    let unlocks: CoreMetrics.Counter
+    let failedUnlocks: CoreMetrics.Counter
+    let lockouts: CoreMetrics.Counter
+    let registrations: CoreMetrics.Counter
+    let deletions: CoreMetrics.Counter
+    let queries: CoreMetrics.Counter
+    let refusals: CoreMetrics.Counter
+    let undecryptable: CoreMetrics.Counter
+    private let factory: PrometheusMetricsFactory
+
+    public init() {
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.defaultDurationHistogramBuckets = [
+            .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
+            .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
+        ]
+        self.registry = registry
+        self.factory = factory
+        guesses = CoreMetrics.Counter(label: "coffer_realm_guesses_total", factory: factory)
+        unlocks = CoreMetrics.Counter(label: "coffer_realm_unlocks_total", factory: factory)
+        failedUnlocks = CoreMetrics.Counter(label: "coffer_realm_failed_unlocks_total", factory: factory)
+        lockouts = CoreMetrics.Counter(label: "coffer_realm_lockouts_total", factory: factory)
+        registrations = CoreMetrics.Counter(label: "coffer_realm_registrations_total", factory: factory)
+        deletions = CoreMetrics.Counter(label: "coffer_realm_deletions_total", factory: factory)
+        queries = CoreMetrics.Counter(label: "coffer_realm_queries_total", factory: factory)
+        refusals = CoreMetrics.Counter(label: "coffer_realm_refusals_total", factory: factory)
+        undecryptable = CoreMetrics.Counter(label: "coffer_realm_undecryptable_requests_total", factory: factory)
+    }
+
+    /// Records one request's latency, by endpoint.
+    func recordLatency(endpoint: String, nanoseconds: Int64) {
+        CoreMetrics.Timer(label: "coffer_realm_request_duration_seconds", dimensions: [("endpoint", endpoint)], factory: factory)
+            .recordNanoseconds(nanoseconds)
+    }
+
+    /// The Prometheus text exposition.
+    public func render() -> String { registry.emitToString() }
+}

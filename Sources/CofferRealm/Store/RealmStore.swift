@@ -1,0 +1,506 @@
+import CofferVault
+import Crypto
+import CryptoExtras
+import Foundation
+import GRDB
+import Synchronization
+
+/// What Q0 learns about a user's record.
+public enum RecordStatus: Sendable, Equatable {
+    case notRegistered
+    /// Destroyed after too many wrong guesses (a tombstone keeps the version).
+    case locked(version: Data)
+    case active(version: Data, policy: Data, commitment: Data, vk: Data, attemptsLeft: Int)
+}
+
+/// Q1's answer (also stored with its ticket, so an identical retry gets it again).
+public struct GuessAnswer: Sendable, Equatable {
+    public var evaluatedElement: Data
+    public var proof: Data
+    public var pk: Data
+    public var c: Data
+    public var sig: Data
+    public var challenge: Data
+    public var attemptsLeft: Int
+}
+
+/// Q2's outcome.
+public enum UnlockOutcome: Sendable, Equatable {
+    case unlocked(wrapped: Data)
+    case wrongProof(attemptsLeft: Int)
+    /// The record was destroyed (now, or by this request's spent last challenge).
+    case destroyed
+}
+
+/// R1's answer.
+public struct PendingAnswer: Sendable, Equatable {
+    public var pendingID: Data
+    public var evaluatedElement: Data
+    public var proof: Data
+    public var pk: Data
+}
+
+/// What R2 stores (the client-computed fields of a registration).
+public struct RegistrationFields: Sendable {
+    public var version: Data
+    public var c: Data
+    public var commitment: Data
+    public var vk: Data
+    public var sig: Data
+    public var tag: Data
+    public var wrapped: Data
+    public var policy: Data
+    /// `L` for this record (from its policy; the server checks it against the realm's maximum).
+    public var guessLimit: Int
+    public init(version: Data, c: Data, commitment: Data, vk: Data, sig: Data, tag: Data, wrapped: Data, policy: Data, guessLimit: Int) {
+        self.guessLimit = guessLimit
+        self.version = version
+        self.c = c
+        self.commitment = commitment
+        self.vk = vk
+        self.sig = sig
+        self.tag = tag
+        self.wrapped = wrapped
+        self.policy = policy
+    }
+}
+
+/// Deliberate refusals; each is answered sealed and leaves the record as it was.
+public enum RealmRefusal: Error, Sendable, Equatable, CustomStringConvertible {
+    case notRegistered
+    case locked
+    /// Locked, and this request's transaction is the one that destroyed the record.
+    case destroyedNow
+    /// The request names another version than the record's.
+    case versionMismatch
+    /// Unknown, expired, foreign or wrong-scope ticket.
+    case badTicket
+    /// The ticket was already spent (by another request than an identical Q1 retry).
+    case ticketReused
+    /// Unknown, expired or already spent pending registration.
+    case badPending
+    /// No live challenge to answer (none issued, expired, or already spent).
+    case noChallenge
+    /// The unlock proof did not verify.
+    case wrongProof
+    /// The blinded element is not a valid group element.
+    case badElement
+    /// All `L` guesses of this epoch are in flight; the record is destroyed unless one unlocks.
+    case noGuessesLeft
+
+    public var description: String {
+        switch self {
+        case .notRegistered: return "not registered"
+        case .locked, .destroyedNow: return "locked: too many wrong guesses"
+        case .versionMismatch: return "the record has another version"
+        case .badTicket: return "unknown or expired ticket"
+        case .ticketReused: return "ticket already used"
+        case .badPending: return "unknown or expired pending registration"
+        case .noChallenge: return "no challenge to answer"
+        case .wrongProof: return "unlock proof did not verify"
+        case .badElement: return "invalid blinded element"
+        case .noGuessesLeft: return "no guesses left"
+        }
+    }
+}
+
+/// One realm's database: records, pending registrations, tickets and challenges in one SQLite file
+/// (WAL, `synchronous=FULL`). Every state change is one transaction, made durable before the
+/// caller answers; concurrent writers are batched into group commits.
+public final class RealmStore: Sendable {
+    public struct Limits: Sendable {
+        public var guessLimit: Int
+        public var ticketLifetime: TimeInterval = 300
+        public var challengeLifetime: TimeInterval = 120
+        public var pendingLifetime: TimeInterval = 600
+        public var pendingPerUser = 4
+        public init(guessLimit: Int) { self.guessLimit = guessLimit }
+    }
+
+    let pool: DatabasePool
+    let group: GroupCommit
+    let crypto: RecordCrypto
+    let realmID: Data
+    let x: UInt8
+    public let limits: Limits
+    let now: @Sendable () -> Date
+    /// Parsed VOPRF keys of recently guessed records (parsing derives the public key: a P-384
+    /// scalar multiplication that would otherwise be paid on every guess).
+    let oprfKeys = OPRFKeyCache()
+
+    /// Opens (creating if needed) the store at `url`.
+    public init(url: URL, keys: RealmKeys, config: RealmConfig, limits: Limits? = nil,
+                now: @escaping @Sendable () -> Date = { Date() }) throws {
+        var c = Configuration()
+        c.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        c.busyMode = .timeout(10)
+        self.pool = try DatabasePool(path: url.path, configuration: c)
+        self.group = GroupCommit(writer: pool)
+        self.crypto = RecordCrypto(storageKey: keys.storageKey)
+        self.realmID = keys.realmID
+        self.x = config.x
+        self.limits = limits ?? Limits(guessLimit: config.guessLimit)
+        self.now = now
+        try Self.migrator.migrate(pool)
+    }
+
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1") { db in
+            // record: id = record key; gen = plaintext generation (part of the seal's AAD);
+            // lockAt = set while the last guess of an epoch is in flight: when it passes, destroy.
+            try db.execute(sql: """
+                CREATE TABLE record (id BLOB PRIMARY KEY, gen INTEGER NOT NULL, lockAt REAL, sealed BLOB NOT NULL) WITHOUT ROWID;
+                CREATE INDEX record_lockAt ON record(lockAt) WHERE lockAt IS NOT NULL;
+                CREATE TABLE pending (id BLOB PRIMARY KEY, record BLOB NOT NULL, created REAL NOT NULL, expires REAL NOT NULL, sealed BLOB NOT NULL) WITHOUT ROWID;
+                CREATE INDEX pending_record ON pending(record);
+                CREATE INDEX pending_expires ON pending(expires);
+                CREATE TABLE ticket (id BLOB PRIMARY KEY, record BLOB NOT NULL, scope TEXT NOT NULL, expires REAL NOT NULL, sealed BLOB) WITHOUT ROWID;
+                CREATE INDEX ticket_expires ON ticket(expires);
+                CREATE TABLE challenge (id BLOB PRIMARY KEY, record BLOB NOT NULL, created REAL NOT NULL, expires REAL NOT NULL) WITHOUT ROWID;
+                CREATE INDEX challenge_record ON challenge(record);
+                CREATE INDEX challenge_expires ON challenge(expires);
+                """)
+        }
+        return m
+    }
+
+    public func recordKey(tenant: String, user: String) -> Data { crypto.recordKey(tenant: tenant, user: user) }
+    public func auditRef(tenant: String, user: String) -> String { crypto.auditRef(tenant: tenant, user: user) }
+
+    /// (group commits, jobs in them) since start.
+    public var commitCounts: (batches: Int, jobs: Int) { group.counts }
+
+    // MARK: row helpers (inside a transaction)
+
+    private struct Row {
+        var gen: Int64
+        var record: StoredRecord
+    }
+
+    private func loadRecord(_ db: Database, _ rk: Data) throws -> Row? {
+        guard let row = try GRDB.Row.fetchOne(db, sql: "SELECT gen, sealed FROM record WHERE id = ?", arguments: [rk]) else { return nil }
+        let gen: Int64 = row["gen"]
+        let sealed: Data = row["sealed"]
+        return Row(gen: gen, record: try crypto.openRecord(sealed, recordKey: rk, gen: gen))
+    }
+
+    /// Compare-and-swap on `gen`: the write only lands on the generation that was read.
+    private func storeRecord(_ db: Database, _ rk: Data, old: Int64?, _ record: StoredRecord, lockAt: Double?) throws {
+        if let old {
+            let new = old + 1
+            try db.execute(sql: "UPDATE record SET gen = ?, lockAt = ?, sealed = ? WHERE id = ? AND gen = ?",
+                           arguments: [new, lockAt, try crypto.sealRecord(record, recordKey: rk, gen: new), rk, old])
+            guard db.changesCount == 1 else { throw StoreConflict() }
+        } else {
+            // A fresh record's generation starts from the clock, so generations never repeat across a delete.
+            let gen = Int64(now().timeIntervalSince1970 * 1_000_000)
+            try db.execute(sql: "INSERT INTO record (id, gen, lockAt, sealed) VALUES (?, ?, ?, ?)",
+                           arguments: [rk, gen, lockAt, try crypto.sealRecord(record, recordKey: rk, gen: gen)])
+        }
+    }
+
+    /// Replaces a record with its tombstone and wipes its challenges.
+    private func destroy(_ db: Database, _ rk: Data, _ row: Row) throws {
+        try storeRecord(db, rk, old: row.gen, .tombstone(version: row.record.version), lockAt: nil)
+        try db.execute(sql: "DELETE FROM challenge WHERE record = ?", arguments: [rk])
+    }
+
+    private func hasLiveChallenge(_ db: Database, _ rk: Data, at t: Double) throws -> Bool {
+        try GRDB.Row.fetchOne(db, sql: "SELECT 1 FROM challenge WHERE record = ? AND expires > ? LIMIT 1", arguments: [rk, t]) != nil
+    }
+
+    /// The destruction rule: at `L` attempts the record is destroyed as soon as no challenge is live.
+    /// Returns true if it destroyed the record.
+    private func applyDestruction(_ db: Database, _ rk: Data, _ row: Row, at t: Double) throws -> Bool {
+        guard row.record.kind == .active, row.record.attempts >= row.record.guessLimit else { return false }
+        guard try !hasLiveChallenge(db, rk, at: t) else { return false }
+        try destroy(db, rk, row)
+        return true
+    }
+
+    private static func ticketID(_ ticket: Data) -> Data { Data(SHA256.hash(data: ticket)) }
+    private static func random(_ n: Int) -> Data {
+        var g = SystemRandomNumberGenerator()
+        return Data((0..<n).map { _ in UInt8.random(in: 0...255, using: &g) })
+    }
+
+    private func status(of row: Row?) -> RecordStatus {
+        guard let row else { return .notRegistered }
+        let r = row.record
+        switch r.kind {
+        case .destroyed: return .locked(version: r.version)
+        case .active:
+            return .active(version: r.version, policy: r.policy, commitment: r.commitment, vk: r.vk,
+                           attemptsLeft: max(0, r.guessLimit - r.attempts))
+        }
+    }
+
+    // MARK: operations
+
+    /// Q0: the record's status and a fresh ticket for `scope` (durable before it is returned).
+    /// Applies the destruction rule first. Costs no guess.
+    public func query(tenant: String, user: String, scope: VaultScope) async throws -> (status: RecordStatus, ticket: Data, destroyed: Bool) {
+        let rk = recordKey(tenant: tenant, user: user)
+        let ticket = Self.random(32)
+        let t = now().timeIntervalSince1970
+        let ticketLife = limits.ticketLifetime
+        return try await group.write { db in
+            var row = try self.loadRecord(db, rk)
+            var destroyed = false
+            if let r = row, try self.applyDestruction(db, rk, r, at: t) {
+                row = try self.loadRecord(db, rk)
+                destroyed = true
+            }
+            try db.execute(sql: "INSERT INTO ticket (id, record, scope, expires, sealed) VALUES (?, ?, ?, ?, NULL)",
+                           arguments: [Self.ticketID(ticket), rk, scope.rawValue, t + ticketLife])
+            return (self.status(of: row), ticket, destroyed)
+        }
+    }
+
+    /// Q1: spends the ticket and one guess in one durable transaction, then answers the evaluation,
+    /// the record's share fields and a fresh challenge. A retry with the same ticket and byte-identical
+    /// blinded element gets the stored answer without a second increment.
+    public func guess(tenant: String, user: String, ticket: Data, version: Data, blinded: Data) async throws -> (answer: GuessAnswer, retried: Bool, lastGuess: Bool) {
+        let rk = recordKey(tenant: tenant, user: user)
+        let t = now().timeIntervalSince1970
+        let tid = Self.ticketID(ticket)
+        // Evaluate outside the write transaction (it is the expensive part) on a snapshot; the
+        // transaction below re-checks that the record still has this version, hence this key.
+        let snapshot = try await pool.read { db in try self.loadRecord(db, rk) }
+        var computed: (element: Data, proof: Data)?
+        if let snap = snapshot, snap.record.kind == .active, snap.record.version == version {
+            let element: P384._VOPRF.BlindedElement
+            do { element = try P384._VOPRF.BlindedElement(oprfRepresentation: blinded) } catch { throw RealmRefusal.badElement }
+            let key = try oprfKeys.key(recordKey: rk, raw: snap.record.oprfKey)
+            let e = try key.evaluate(element)
+            computed = (e.evaluatedElement.oprfRepresentation, e.proof.rawRepresentation)
+        }
+        let evaluation = computed
+        let challenge = Self.random(32)
+        let limits = self.limits
+        // Refusals are returned, not thrown, where the transaction wrote something that must commit.
+        let outcome: Result<(answer: GuessAnswer, retried: Bool, lastGuess: Bool), RealmRefusal> = try await group.write { db in
+            guard let trow = try GRDB.Row.fetchOne(db, sql: "SELECT record, scope, expires, sealed FROM ticket WHERE id = ?", arguments: [tid]),
+                  (trow["record"] as Data) == rk, (trow["scope"] as String) == VaultScope.recover.rawValue,
+                  (trow["expires"] as Double) > t
+            else { throw RealmRefusal.badTicket }
+            if let stored = trow["sealed"] as Data? {
+                // Spent: an identical retry gets the stored answer again, anything else nothing.
+                let plain = try self.crypto.openSide(stored, table: "ticket", rowID: tid, recordKey: rk)
+                guard let (storedBlinded, answer) = Self.decodeStoredGuess(plain) else { throw StoreError.corrupt }
+                guard constantTimeEqual(storedBlinded, blinded) else { throw RealmRefusal.ticketReused }
+                return .success((answer, true, false))
+            }
+            guard let row = try self.loadRecord(db, rk) else { throw RealmRefusal.notRegistered }
+            if try self.applyDestruction(db, rk, row, at: t) { return .failure(.destroyedNow) }
+            var record = row.record
+            guard record.kind == .active else { throw RealmRefusal.locked }
+            guard record.version == version else { throw RealmRefusal.versionMismatch }
+            guard record.attempts < record.guessLimit else { throw RealmRefusal.noGuessesLeft }
+            guard let evaluation else {
+                // Registered between the snapshot and now (same version is astronomically unlikely):
+                // refuse without spending; the client retries with a fresh Q0.
+                throw RealmRefusal.versionMismatch
+            }
+            record.attempts += 1
+            let last = record.attempts >= record.guessLimit
+            let expires = t + limits.challengeLifetime
+            try self.storeRecord(db, rk, old: row.gen, record, lockAt: last ? expires : nil)
+            try db.execute(sql: "INSERT INTO challenge (id, record, created, expires) VALUES (?, ?, ?, ?)",
+                           arguments: [Self.ticketID(challenge), rk, t, expires])
+            let answer = GuessAnswer(evaluatedElement: evaluation.element, proof: evaluation.proof, pk: record.pk, c: record.c,
+                                     sig: record.sig, challenge: challenge, attemptsLeft: record.guessLimit - record.attempts)
+            try db.execute(sql: "UPDATE ticket SET sealed = ? WHERE id = ?",
+                           arguments: [try self.crypto.sealSide(Self.encodeStoredGuess(blinded, answer), table: "ticket", rowID: tid, recordKey: rk), tid])
+            return .success((answer, false, last))
+        }
+        return try outcome.get()
+    }
+
+    /// Q2: spends the challenge the request names. With a matching proof (compared in constant
+    /// time): attempts = 0, every challenge of the record is dropped (the epoch ends) and `W` is
+    /// returned. With a wrong proof the challenge is spent, and a record at `L` attempts with no
+    /// challenge left is destroyed. An unknown, expired or spent challenge spends nothing.
+    public func unlock(tenant: String, user: String, version: Data, challenge: Data, proof: Data) async throws -> UnlockOutcome {
+        let rk = recordKey(tenant: tenant, user: user)
+        let t = now().timeIntervalSince1970
+        let realmID = self.realmID
+        let cid = Self.ticketID(challenge)
+        let outcome: Result<UnlockOutcome, RealmRefusal> = try await group.write { db in
+            guard let row = try self.loadRecord(db, rk) else { return .failure(.notRegistered) }
+            if try self.applyDestruction(db, rk, row, at: t) { return .success(.destroyed) }
+            guard row.record.kind == .active else { return .failure(.locked) }
+            guard row.record.version == version else { return .failure(.versionMismatch) }
+            guard try GRDB.Row.fetchOne(db, sql: "SELECT 1 FROM challenge WHERE id = ? AND record = ? AND expires > ?",
+                                        arguments: [cid, rk, t]) != nil
+            else { return .failure(.noChallenge) }
+            try db.execute(sql: "DELETE FROM challenge WHERE id = ?", arguments: [cid])
+            let expected = Data(HMAC<SHA256>.authenticationCode(
+                for: Array("coffer-vault/v1/unlock-proof".utf8) + Array(realmID) + Array(version) + Array(challenge),
+                using: SymmetricKey(data: row.record.tag)))
+            if constantTimeEqual(expected, proof) {
+                var record = row.record
+                record.attempts = 0
+                try self.storeRecord(db, rk, old: row.gen, record, lockAt: nil)
+                try db.execute(sql: "DELETE FROM challenge WHERE record = ?", arguments: [rk])
+                return .success(.unlocked(wrapped: record.wrapped))
+            }
+            if try self.applyDestruction(db, rk, row, at: t) { return .success(.destroyed) }
+            return .success(.wrongProof(attemptsLeft: max(0, row.record.guessLimit - row.record.attempts)))
+        }
+        return try outcome.get()
+    }
+
+    /// R1: a fresh VOPRF key as a pending registration (sealed, expiring, at most a few per user,
+    /// the oldest dropped beyond that), and its evaluation of `blinded`.
+    public func beginRegistration(tenant: String, user: String, blinded: Data) async throws -> PendingAnswer {
+        let rk = recordKey(tenant: tenant, user: user)
+        let element: P384._VOPRF.BlindedElement
+        do { element = try P384._VOPRF.BlindedElement(oprfRepresentation: blinded) } catch { throw RealmRefusal.badElement }
+        let key = P384._VOPRF.PrivateKey()
+        let e = try key.evaluate(element)
+        let pendingID = Self.random(16)
+        let keyBytes = Array(key.rawRepresentation)
+        let pid = Self.ticketID(pendingID)
+        let t = now().timeIntervalSince1970
+        let limits = self.limits
+        try await group.write { db in
+            try db.execute(sql: "INSERT INTO pending (id, record, created, expires, sealed) VALUES (?, ?, ?, ?, ?)",
+                           arguments: [pid, rk, t, t + limits.pendingLifetime,
+                                       try self.crypto.sealSide(keyBytes, table: "pending", rowID: pid, recordKey: rk)])
+            try db.execute(sql: """
+                DELETE FROM pending WHERE record = ? AND id NOT IN
+                  (SELECT id FROM pending WHERE record = ? AND expires > ? ORDER BY created DESC, id LIMIT ?)
+                """, arguments: [rk, rk, t, limits.pendingPerUser])
+        }
+        return PendingAnswer(pendingID: pendingID, evaluatedElement: e.evaluatedElement.oprfRepresentation,
+                             proof: e.proof.rawRepresentation, pk: key.publicKey.oprfRepresentation)
+    }
+
+    /// R2: spends the pending registration and, if the record's version is `expectedVersion`
+    /// (`nil`: no record, or a destroyed one), replaces the record with the new fields, this realm's
+    /// `x`, the pending key and `attempts = 0`.
+    public func completeRegistration(tenant: String, user: String, pendingID: Data, expectedVersion: Data?,
+                                     fields: RegistrationFields) async throws {
+        let rk = recordKey(tenant: tenant, user: user)
+        let pid = Self.ticketID(pendingID)
+        let t = now().timeIntervalSince1970
+        let x = self.x
+        try await group.write { db in
+            guard let prow = try GRDB.Row.fetchOne(db, sql: "SELECT record, expires, sealed FROM pending WHERE id = ?", arguments: [pid]),
+                  (prow["record"] as Data) == rk, (prow["expires"] as Double) > t
+            else { throw RealmRefusal.badPending }
+            let oprfKey = try self.crypto.openSide(prow["sealed"], table: "pending", rowID: pid, recordKey: rk)
+            let current = try self.loadRecord(db, rk)
+            switch current?.record.kind {
+            case nil:
+                guard expectedVersion == nil else { throw RealmRefusal.versionMismatch }
+            case .active:
+                guard expectedVersion == current?.record.version else { throw RealmRefusal.versionMismatch }
+            case .destroyed:
+                // A destroyed record may be replaced by whoever still holds K: Q0 reported it
+                // locked with its version; "none" is accepted too.
+                guard expectedVersion == nil || expectedVersion == current?.record.version else { throw RealmRefusal.versionMismatch }
+            }
+            try db.execute(sql: "DELETE FROM pending WHERE id = ?", arguments: [pid])
+            let key = try P384._VOPRF.PrivateKey(rawRepresentation: oprfKey)
+            let record = StoredRecord(kind: .active, version: fields.version, oprfKey: Data(oprfKey), x: x,
+                                      pk: key.publicKey.oprfRepresentation, c: fields.c, commitment: fields.commitment,
+                                      vk: fields.vk, sig: fields.sig, tag: fields.tag, wrapped: fields.wrapped,
+                                      policy: fields.policy, attempts: 0, guessLimit: fields.guessLimit)
+            try self.storeRecord(db, rk, old: current?.gen, record, lockAt: nil)
+            try db.execute(sql: "DELETE FROM challenge WHERE record = ?", arguments: [rk])
+        }
+    }
+
+    /// Delete (disable): spends a `delete` ticket and removes the record if it has `expectedVersion`.
+    public func delete(tenant: String, user: String, ticket: Data, expectedVersion: Data) async throws {
+        let rk = recordKey(tenant: tenant, user: user)
+        let tid = Self.ticketID(ticket)
+        let t = now().timeIntervalSince1970
+        try await group.write { db in
+            guard let trow = try GRDB.Row.fetchOne(db, sql: "SELECT record, scope, expires, sealed FROM ticket WHERE id = ?", arguments: [tid]),
+                  (trow["record"] as Data) == rk, (trow["scope"] as String) == VaultScope.delete.rawValue,
+                  (trow["expires"] as Double) > t
+            else { throw RealmRefusal.badTicket }
+            guard (trow["sealed"] as Data?) == nil else { throw RealmRefusal.ticketReused }
+            guard let row = try self.loadRecord(db, rk) else { throw RealmRefusal.notRegistered }
+            guard row.record.version == expectedVersion else { throw RealmRefusal.versionMismatch }
+            // Mark the ticket spent (a non-null seal), in the same transaction as the delete.
+            try db.execute(sql: "UPDATE ticket SET sealed = ? WHERE id = ?",
+                           arguments: [try self.crypto.sealSide([0], table: "ticket", rowID: tid, recordKey: rk), tid])
+            try db.execute(sql: "DELETE FROM record WHERE id = ? AND gen = ?", arguments: [rk, row.gen])
+            try db.execute(sql: "DELETE FROM challenge WHERE record = ?", arguments: [rk])
+            try db.execute(sql: "DELETE FROM pending WHERE record = ?", arguments: [rk])
+        }
+    }
+
+    /// Housekeeping: wipes expired tickets, challenges and pending registrations, and destroys
+    /// records whose last guess's challenge expired. Returns the number of records destroyed.
+    @discardableResult
+    public func sweep() async throws -> Int {
+        let t = now().timeIntervalSince1970
+        return try await group.write { db in
+            try db.execute(sql: "DELETE FROM ticket WHERE expires <= ?", arguments: [t])
+            try db.execute(sql: "DELETE FROM challenge WHERE expires <= ?", arguments: [t])
+            try db.execute(sql: "DELETE FROM pending WHERE expires <= ?", arguments: [t])
+            let due = try Data.fetchAll(db, sql: "SELECT id FROM record WHERE lockAt IS NOT NULL AND lockAt <= ?", arguments: [t])
+            var n = 0
+            for rk in due {
+                if let row = try self.loadRecord(db, rk), try self.applyDestruction(db, rk, row, at: t) { n += 1 }
+            }
+            return n
+        }
+    }
+
+    /// Raw status read (no ticket, no destruction) for tests and tools.
+    public func peekStatus(tenant: String, user: String) async throws -> RecordStatus {
+        let rk = recordKey(tenant: tenant, user: user)
+        return try await pool.read { db in self.status(of: try self.loadRecord(db, rk)) }
+    }
+
+    // MARK: stored Q1 answers
+
+    static func encodeStoredGuess(_ blinded: Data, _ a: GuessAnswer) -> [UInt8] {
+        lpJoin([blinded, a.evaluatedElement, a.proof, a.pk, a.c, a.sig, a.challenge, Data([UInt8(clamping: a.attemptsLeft)])])
+    }
+
+    static func decodeStoredGuess(_ bytes: [UInt8]) -> (Data, GuessAnswer)? {
+        var r = ByteReader(bytes)
+        var f: [Data] = []
+        for _ in 0..<8 {
+            guard let d = r.lp() else { return nil }
+            f.append(d)
+        }
+        guard r.atEnd, f[7].count == 1 else { return nil }
+        return (f[0], GuessAnswer(evaluatedElement: f[1], proof: f[2], pk: f[3], c: f[4], sig: f[5], challenge: f[6],
+                                  attemptsLeft: Int(f[7][f[7].startIndex])))
+    }
+}
+
+/// The record changed under a compare-and-swap (another process wrote it): the transaction rolls back.
+struct StoreConflict: Error {}
+
+/// A small cache of parsed VOPRF private keys, keyed by record key and checked against the raw key
+/// (a re-registration changes it). Holds nothing the process does not already hold.
+final class OPRFKeyCache: Sendable {
+    private struct Entry: @unchecked Sendable {
+        var raw: Data
+        var key: P384._VOPRF.PrivateKey
+    }
+    private let entries = Mutex<[Data: Entry]>([:])
+    private let capacity = 4096
+
+    func key(recordKey: Data, raw: Data) throws -> P384._VOPRF.PrivateKey {
+        if let e = entries.withLock({ $0[recordKey] }), constantTimeEqual(e.raw, raw) { return e.key }
+        let key = try P384._VOPRF.PrivateKey(rawRepresentation: raw)
+        entries.withLock {
+            if $0.count >= capacity { $0.removeAll(keepingCapacity: true) }
+            $0[recordKey] = Entry(raw: raw, key: key)
+        }
+        return key
+    }
+}

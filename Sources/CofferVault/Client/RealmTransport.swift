@@ -1,0 +1,77 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import AsyncHTTPClient
+import NIOCore
+
+/// Carries one sealed request to one realm and returns its decoded answer.
+public protocol RealmTransport: Sendable {
+    func call(_ request: VaultRequest, realm: PinnedRealm) async -> RealmReply
+}
+
+extension RealmTransport {
+    /// Sends every request in parallel; the dictionary has one reply per request.
+    public func callAll(_ requests: [RealmID: VaultRequest], realms: [PinnedRealm]) async -> [RealmID: RealmReply] {
+        await withTaskGroup(of: (RealmID, RealmReply).self) { group in
+            for realm in realms {
+                guard let request = requests[realm.id] else { continue }
+                group.addTask { (realm.id, await self.call(request, realm: realm)) }
+            }
+            var out = [RealmID: RealmReply]()
+            for await (id, reply) in group { out[id] = reply }
+            return out
+        }
+    }
+}
+
+/// HTTP transport: `POST {url}{path}` with the sealed body; only a 200 whose body opens with this
+/// request's context and decodes strictly counts as an answer.
+public struct HTTPRealmTransport: RealmTransport {
+    public let timeout: TimeAmount
+    let client: HTTPClient
+    /// Test hook: sees each plaintext request body just before sealing (what the realm decrypts).
+    let observer: (@Sendable (RealmID, VaultMessageType, [UInt8]) -> Void)?
+
+    /// - Parameters:
+    ///   - timeout: per request (default 10 s).
+    ///   - client: defaults to `HTTPClient.shared`.
+    public init(timeout: TimeAmount = .seconds(10), client: HTTPClient = .shared,
+                observer: (@Sendable (RealmID, VaultMessageType, [UInt8]) -> Void)? = nil) {
+        self.timeout = timeout
+        self.client = client
+        self.observer = observer
+    }
+
+    public func call(_ request: VaultRequest, realm: PinnedRealm) async -> RealmReply {
+        guard let key = realm.keys.first else { return .failure(.unreachable("no pinned key")) }
+        let body: [UInt8]
+        do { body = try request.encode() } catch { return .failure(.malformed("request: \(error)")) }
+        observer?(realm.id, request.type, body)
+        let sealed: [UInt8], opener: ResponseOpener
+        do { (sealed, opener) = try VaultChannel.sealRequest(body: body, type: request.type, realmID: realm.id, key: key) } catch {
+            return .failure(.malformed("seal: \(error)"))
+        }
+        var http = HTTPClientRequest(url: realm.baseURL + request.type.path)
+        http.method = .POST
+        http.headers.add(name: "Content-Type", value: "application/octet-stream")
+        http.body = .bytes(ByteBuffer(bytes: sealed))
+        let bytes: [UInt8]
+        do {
+            let response = try await client.execute(http, timeout: timeout)
+            guard response.status == .ok else { return .failure(.httpStatus(Int(response.status.code))) }
+            var buffer = try await response.body.collect(upTo: 64 * 1024)
+            bytes = buffer.readBytes(length: buffer.readableBytes) ?? []
+        } catch let error as HTTPClientError where error == .deadlineExceeded || error == .connectTimeout || error == .readTimeout {
+            return .failure(.timeout)
+        } catch {
+            return .failure(.unreachable(String(describing: error)))
+        }
+        let plain: [UInt8]
+        do { plain = try opener.open(bytes) } catch { return .failure(.unsealed) }
+        do { return .success(try VaultAnswer.decode(plain, for: request.type)) } catch {
+            return .failure(.malformed(error.description))
+        }
+    }
+}

@@ -1,0 +1,190 @@
+import ArgumentParser
+import CofferRealm
+import CofferVault
+import Foundation
+import Logging
+
+/// `coffer realm ...`: run a Backup Key Vault realm, or a local development cluster of them.
+struct RealmCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "realm",
+        abstract: "Run a Backup Key Vault realm (operators), or a local development cluster.",
+        subcommands: [RealmInit.self, RealmServe.self, RealmCluster_.self, RealmAddTenant.self, RealmRotateKey.self, RealmBench.self, RealmBenchRecovery.self])
+}
+
+/// Errors of the realm commands: a message for the person, exit code 1.
+struct RealmCommandError: Error, CustomStringConvertible {
+    var description: String
+}
+
+func realmLogger(_ label: String) -> Logger {
+    var l = Logger(label: label)
+    l.logLevel = ProcessInfo.processInfo.environment["COFFER_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+    return l
+}
+
+func parseListen(_ s: String) throws -> (String, Int) {
+    guard let colon = s.lastIndex(of: ":"), let port = Int(s[s.index(after: colon)...]), (0...65535).contains(port) else {
+        throw ValidationError("--listen must be HOST:PORT, e.g. 127.0.0.1:7301")
+    }
+    var host = String(s[..<colon])
+    if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+    return (host, port)
+}
+
+/// Writes a line to standard output unbuffered (a parent process waits for these lines).
+func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}
+
+func prettyJSON(_ value: some Encodable) -> String {
+    let enc = JSONEncoder()
+    enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    return String(decoding: (try? enc.encode(value)) ?? Data(), as: UTF8.self)
+}
+
+struct RealmInit: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "init",
+        abstract: "Create a realm: its id, HPKE key pair and storage key (0600 key file) and its configuration.",
+        discussion: "Prints the realm descriptor that clients pin. Back up realm.key offline: without it the database is unreadable.")
+
+    @Option(help: "The realm's folder (created).") var dir: String
+    @Option(help: "This realm's Shamir x-coordinate, 1...255 (distinct per realm of a vault).") var x: UInt8 = 1
+    @Option(help: "Maximum wrong guesses per record (a registration's policy may ask for fewer).") var guessLimit: Int = 10
+    @Option(help: "The URL clients will use (printed in the descriptor).") var url: String?
+
+    func run() async throws {
+        let dir = RealmDirectory(URL(fileURLWithPath: self.dir))
+        let (keys, _) = try dir.initialize(x: x, guessLimit: guessLimit, url: url)
+        print("Created realm \(keys.realmIDHex) in \(dir.url.path):")
+        print("  \(dir.keyFile.path)     secrets (mode 0600): back it up offline")
+        print("  \(dir.configFile.path)    configuration: x = \(x), guess limit \(guessLimit), no tenants yet")
+        print("Add a tenant with `coffer realm add-tenant --dir \(self.dir) --id ISSUER --key PUBLIC.pem --alg ES256`.")
+        print("Descriptor for clients to pin (Shamir x = \(x)):")
+        print(prettyJSON(keys.descriptor(url: url ?? "http://HOST:PORT")))
+    }
+}
+
+struct RealmAddTenant: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "add-tenant",
+        abstract: "Pin a tenant's token-signing public key in a realm's configuration.")
+
+    @Option(help: "The realm's folder.") var dir: String
+    @Option(help: "The tenant id (the tokens' iss).") var id: String
+    @Option(help: "PEM file with the tenant's public key.") var key: String
+    @Option(help: "ES256 or EdDSA.") var alg: String = "ES256"
+    @Option(help: "Key id (the tokens' kid header).") var kid: String = "1"
+
+    func run() async throws {
+        let dir = RealmDirectory(URL(fileURLWithPath: self.dir))
+        var config = try RealmConfig.load(from: dir.configFile)
+        guard let pem = try? String(contentsOfFile: key, encoding: .utf8) else { throw RealmCommandError(description: "cannot read \(key)") }
+        let k = RealmConfig.TenantKey(kid: kid, alg: alg, publicKeyPEM: pem)
+        if let i = config.tenants.firstIndex(where: { $0.id == id }) {
+            config.tenants[i].keys.removeAll { $0.kid == kid }
+            config.tenants[i].keys.append(k)
+        } else {
+            config.tenants.append(.init(id: id, keys: [k]))
+        }
+        try config.validate(path: dir.configFile.path)
+        // Parse the key now rather than at the next start.
+        let keys = try RealmKeys.load(from: dir.keyFile)
+        do {
+            _ = try await TokenVerifier(config: config, realmID: try RealmID(bytes: Array(keys.realmID)))
+        } catch {
+            throw RealmCommandError(description: "\(key) is not a valid \(alg) public key (PEM)")
+        }
+        try config.save(to: dir.configFile)
+        print("Pinned \(alg) key '\(kid)' for tenant '\(id)' in \(dir.configFile.path); restart the realm to apply.")
+    }
+}
+
+struct RealmRotateKey: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rotate-key",
+        abstract: "Add a new HPKE key (both stay live), or retire an old one once clients pin the new.")
+
+    @Option(help: "The realm's folder.") var dir: String
+    @Option(help: "Retire this key id instead of adding one.") var retire: UInt32?
+
+    func run() async throws {
+        let dir = RealmDirectory(URL(fileURLWithPath: self.dir))
+        var keys = try RealmKeys.load(from: dir.keyFile)
+        if let retire {
+            try keys.retire(keyID: retire)
+            print("Retired HPKE key \(retire).")
+        } else {
+            let id = try keys.rotate()
+            print("Added HPKE key \(id); keys \(keys.hpkeKeys.map(\.id)) are live.")
+        }
+        try keys.save(to: dir.keyFile)
+        let config = try RealmConfig.load(from: dir.configFile)
+        print("Restart the realm, then have clients pin the new descriptor:")
+        print(prettyJSON(keys.descriptor(url: config.url ?? "http://HOST:PORT")))
+    }
+}
+
+struct RealmServe: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve a realm over HTTP until SIGINT/SIGTERM (graceful shutdown).")
+
+    @Option(help: "The realm's folder (from `coffer realm init`).") var dir: String
+    @Option(help: "HOST:PORT to listen on.") var listen: String = "127.0.0.1:7301"
+
+    func run() async throws {
+        let (host, port) = try parseListen(listen)
+        let logger = realmLogger("coffer.realm")
+        let service = try await RealmService(directory: RealmDirectory(URL(fileURLWithPath: dir)), logger: logger)
+        let app = RealmServer.application(service: service, host: host, port: port, logger: logger) { bound in
+            say("realm \(service.keys.realmIDHex) listening on http://\(host):\(bound)")
+        }
+        try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+    }
+}
+
+struct RealmCluster_: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cluster",
+        abstract: "Run a local development vault: N realms on loopback, a development tenant, D/vault.json.")
+
+    @Option(help: "Folder for the realms, the tenant key and vault.json (created if absent).") var dir: String
+    @Option(help: "Number of realms.") var count: Int = 5
+    @Option(help: "Realms needed to recover (default: a majority).") var threshold: Int?
+    @Option(help: "First port (realm i listens on base-port + i - 1); 0 picks free ports.") var basePort: Int = 7301
+
+    func run() async throws {
+        let logger = realmLogger("coffer.realm")
+        let layout = RealmClusterLayout(directory: URL(fileURLWithPath: dir), count: count, threshold: threshold)
+        let cluster = try await CofferRealm.RealmCluster.start(layout: layout, basePort: basePort == 0 ? nil : basePort, logger: logger)
+        for line in cluster.actions { say(line) }
+        for r in cluster.realms {
+            say("realm \(r.number): \(r.url)  id \(r.service?.keys.realmIDHex ?? "?")  x = \(r.number)  (\(r.directory.url.path))")
+        }
+        say("wrote \(layout.vaultConfigURL.path) (\(layout.count) realms, threshold \(layout.threshold), tenant '\(VaultConfiguration.developmentTenantName)')")
+        say("Use it with: export COFFER_VAULT=\(layout.vaultConfigURL.path)")
+        say("Serving until interrupted (Ctrl-C).")
+        try await cluster.runUntilSignalled(logger: logger)
+        say("stopped")
+    }
+}
+
+struct RealmBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Benchmark: guesses/s one realm sustains with durable counters vs raw VOPRF evaluation.",
+        shouldDisplay: false)
+
+    @Option(help: "Scratch folder for the benchmark realm (must not exist).") var dir: String
+    @Option(help: "Guesses in the timed run.") var guesses: Int = 3000
+    @Option(help: "Requests in flight.") var concurrency: Int = 64
+    @Option(help: "Seconds per raw VOPRF measurement.") var seconds: Double = 3
+
+    func run() async throws {
+        let report = try await RealmBenchmark.run(directory: URL(fileURLWithPath: dir), guesses: guesses,
+                                                  concurrency: concurrency, seconds: seconds) { print($0) }
+        print(report)
+    }
+}

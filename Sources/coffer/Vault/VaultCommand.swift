@@ -1,0 +1,309 @@
+import ArgumentParser
+import CofferBackup
+import CofferCore
+import CofferVault
+import Foundation
+
+/// `coffer vault ...`: protect the backup key with a password in the Backup Key Vault.
+struct VaultCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vault",
+        abstract: "Protect a backup key with a password in the Backup Key Vault, or recover it on a new device.",
+        discussion: """
+        The vault configuration comes from --vault or COFFER_VAULT, the account from --user or COFFER_USER, \
+        the password from a prompt (no echo) or COFFER_PASSWORD. Realm tokens come from the development \
+        tenant key named in vault.json, or from --token-command / COFFER_VAULT_TOKEN_COMMAND \
+        (run as `CMD USER REALM_ID SCOPE`, prints a token).
+        """,
+        subcommands: [VaultEnable.self, VaultRecover.self, VaultChangePassword.self, VaultDisable.self, VaultStatusCommand.self])
+}
+
+/// Options every vault command shares.
+struct VaultOptions: ParsableArguments {
+    @Option(help: "Vault configuration file (vault.json). Default: $COFFER_VAULT.") var vault: String?
+    @Option(help: "The account (token subject). Default: $COFFER_USER.") var user: String?
+    @Option(help: "Command that prints a realm token: CMD USER REALM_ID SCOPE. Default: $COFFER_VAULT_TOKEN_COMMAND, else the development tenant.")
+    var tokenCommand: String?
+    @Option(help: "Seconds to wait for each realm.") var timeout: Int = 10
+
+    var environment: [String: String] { ProcessInfo.processInfo.environment }
+
+    func account() throws -> String {
+        guard let u = user ?? environment["COFFER_USER"], !u.isEmpty else {
+            throw VaultCLIError("no account: pass --user ID or set COFFER_USER", code: 2)
+        }
+        return u
+    }
+
+    func client() async throws -> VaultClient {
+        guard let path = vault ?? environment["COFFER_VAULT"], !path.isEmpty else {
+            throw VaultCLIError("no vault configuration: pass --vault FILE or set COFFER_VAULT (`coffer realm cluster` writes one)", code: 2)
+        }
+        let url = URL(fileURLWithPath: path)
+        let raw = try VaultConfiguration.load(from: url)
+        let config = try raw.validated()
+        let tokens: any TokenProvider
+        if let cmd = tokenCommand ?? environment["COFFER_VAULT_TOKEN_COMMAND"], !cmd.isEmpty {
+            tokens = CommandTokenProvider(commandLine: cmd)
+        } else {
+            tokens = try await DevelopmentTenant.forConfiguration(raw, at: url)
+        }
+        return VaultClient(configuration: config, tokens: tokens, transport: HTTPRealmTransport(timeout: .seconds(Int64(max(1, timeout)))),
+                           repairStore: VaultRepairStore())
+    }
+}
+
+/// Where the backup key comes from (enable, change password).
+struct KeySourceOptions: ParsableArguments {
+    @Option(help: "File holding the 64-digit key. Default: $COFFER_KEY (the digits), or the device key of --repository-id.")
+    var keyFile: String?
+    @Option(help: "Repository id whose key this device holds (in $COFFER_HOME/keys).") var repositoryID: String?
+
+    func key() throws -> BackupKey {
+        if let keyFile { return try DeviceKeyStore.readKeyFile(at: URL(fileURLWithPath: keyFile)) }
+        if let digits = ProcessInfo.processInfo.environment["COFFER_KEY"], !digits.isEmpty {
+            do { return try BackupKey(digits: digits) } catch { throw VaultCLIError("COFFER_KEY: \(error)", code: 2) }
+        }
+        if let repositoryID {
+            guard let key = try DeviceKeyStore().loadKey(repositoryID: repositoryID) else {
+                throw VaultCLIError("this device holds no key for repository \(repositoryID)", code: 2)
+            }
+            return key
+        }
+        throw VaultCLIError("no key: pass --key-file FILE, set COFFER_KEY, or pass --repository-id ID of a repository this device holds", code: 2)
+    }
+}
+
+struct VaultEnable: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "enable",
+        abstract: "Protect an existing backup key with a password in the vault (replaces any earlier password).")
+    @OptionGroup var options: VaultOptions
+    @OptionGroup var keySource: KeySourceOptions
+
+    func run() async throws {
+        try await runMapped {
+            let key = try keySource.key()
+            let user = try options.account()
+            let password = try readPassword(prompt: "New vault password: ", confirm: true)
+            let client = try await options.client()
+            let report = try await client.register(key: key, password: password, user: user)
+            printRegistration(report, client: client, what: "The vault now protects this key for \(user).")
+        }
+    }
+}
+
+struct VaultChangePassword: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "change-password",
+        abstract: "Replace the vault password (needs the key on this device; the old password stops working).")
+    @OptionGroup var options: VaultOptions
+    @OptionGroup var keySource: KeySourceOptions
+
+    func run() async throws {
+        try await runMapped {
+            let key = try keySource.key()
+            let user = try options.account()
+            let password = try readPassword(prompt: "New vault password: ", confirm: true)
+            let client = try await options.client()
+            let report = try await client.changePassword(key: key, newPassword: password, user: user)
+            printRegistration(report, client: client, what: "The new password is active for \(user); the old one no longer works.")
+        }
+    }
+}
+
+struct VaultRecover: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "recover",
+        abstract: "Recover the backup key on a new device with the password; writes the device key file.",
+        discussion: "Each attempt costs one guess. After a successful recovery the vault registration is renewed.")
+    @OptionGroup var options: VaultOptions
+    @Option(help: "Store the key in this device's key store ($COFFER_HOME/keys) for this repository id.") var repositoryID: String?
+    @Option(help: "Write the key (64 digits, mode 0600) to this file.") var keyOut: String?
+
+    func validate() throws {
+        guard repositoryID != nil || keyOut != nil else {
+            throw ValidationError("say where the recovered key goes: --repository-id ID (device key store) or --key-out FILE")
+        }
+    }
+
+    func run() async throws {
+        try await runMapped {
+            let user = try options.account()
+            let client = try await options.client()
+            let password = try readPassword(prompt: "Vault password for \(user): ", confirm: false)
+            let result = try await client.recover(password: password, user: user)
+            if let repositoryID {
+                let store = DeviceKeyStore()
+                try store.saveKey(result.key, repositoryID: repositoryID)
+                print("Recovered the key; saved to \(store.keyFileURL(repositoryID: repositoryID).path) (mode 0600).")
+            }
+            if let keyOut {
+                try DeviceKeyStore.writeKeyFile(result.key, to: URL(fileURLWithPath: keyOut))
+                print("Recovered the key; written to \(keyOut) (mode 0600).")
+            }
+            for p in result.faulty { printErr("warning: \(p) — report this to the vault operators") }
+            for p in result.down { printErr("note: \(p)") }
+            if let rotation = result.rotation {
+                print("Vault registration renewed (\(rotation.acknowledged.count) of \(client.configuration.n) realms).")
+            } else if let e = result.rotationError {
+                printErr("warning: the registration could not be renewed (\(e)); the password still works, run `coffer vault recover` again later")
+            }
+        }
+    }
+}
+
+struct VaultDisable: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "disable",
+        abstract: "Delete the key from every vault realm. The 64-digit key keeps working.")
+    @OptionGroup var options: VaultOptions
+
+    func run() async throws {
+        try await runMapped {
+            let user = try options.account()
+            let client = try await options.client()
+            let report = try await client.disable(user: user)
+            print("The vault no longer holds a key for \(user) (\(report.cleared.count) of \(client.configuration.n) realms cleared).")
+            for p in report.remaining { printErr("note: not reached: \(p)") }
+        }
+    }
+}
+
+struct VaultStatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show which realms hold which registration, guesses left, and which are down. Costs no guess.")
+    @OptionGroup var options: VaultOptions
+
+    func run() async throws {
+        try await runMapped {
+            let user = try options.account()
+            let client = try await options.client()
+            // Finish a registration that some realms missed, while it is still the active one.
+            switch try? await client.repair(user: user) {
+            case .completed(let n) where n > 0: print("Repaired \(n) realm(s) that had missed the last registration.")
+            case .stillPending(let n, let left): print("Repaired \(n) realm(s); \(left) still unreachable (repair stays pending).")
+            case .superseded: print("A later change replaced this device's last registration; its pending repair was dropped.")
+            default: break
+            }
+            let status = await client.status(user: user)
+            let t = client.configuration.threshold, n = client.configuration.n
+            if let v = status.activeVersion {
+                print("\(user): protected (version \(v.hex)), \(status.attemptsLeft ?? 0) guesses left; \(status.converged.count) of \(n) realms agree (\(t) needed).")
+            } else if status.realms.contains(where: { if case .locked = $0.state { return true } else { return false } }) {
+                print("\(user): locked or inconsistent: no \(t) realms hold a usable registration.")
+            } else if n - status.down.count < t {
+                print("\(user): unknown: only \(n - status.down.count) of \(n) realms answered (\(t) needed).")
+            } else {
+                print("\(user): not protected by the vault.")
+            }
+            for r in status.realms {
+                let s: String
+                switch r.state {
+                case .active(let v, let left): s = "version \(v.hex), \(left) guesses left" + (status.stale.contains(r.realmID) ? " (stale: repaired by the next recovery or enable)" : "")
+                case .locked(let v): s = "locked (destroyed version \(v.hex))"
+                case .notRegistered: s = "no registration"
+                case .down(let why): s = "DOWN: \(why)"
+                }
+                print("  realm \(r.realmID.hex)  \(r.url)  \(s)")
+            }
+            if status.activeVersion == nil && n - status.down.count < t { throw ExitCode(6) }
+        }
+    }
+}
+
+// MARK: - Support
+
+func printRegistration(_ report: RegistrationReport, client: VaultClient, what: String) {
+    print(what)
+    print("Version \(report.version.hex), stored at \(report.acknowledged.count) of \(client.configuration.n) realms.")
+    for p in report.pending {
+        printErr("note: not yet at \(p); `coffer vault status` repairs it once it is back")
+    }
+}
+
+func printErr(_ s: String) {
+    FileHandle.standardError.write(Data((s + "\n").utf8))
+}
+
+/// A vault command failed: a message and an exit code.
+struct VaultCLIError: Error, CustomStringConvertible {
+    var description: String
+    var code: Int32
+    init(_ description: String, code: Int32 = 1) {
+        self.description = description
+        self.code = code
+    }
+}
+
+/// Maps every error of a vault command to a message and exit code, in one place:
+/// 2 usage/configuration, 3 wrong password, 4 locked, 5 not registered, 6 realms unavailable,
+/// 7 realm fault, 1 anything else.
+func runMapped(_ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch let e as VaultError {
+        printErr("error: \(e)")
+        switch e {
+        case .wrongPassword(let left) where left > 0: throw ExitCode(3)
+        case .wrongPassword, .locked: throw ExitCode(4)
+        case .notRegistered: throw ExitCode(5)
+        case .realmsUnavailable, .notEffective: throw ExitCode(6)
+        case .realmFault: throw ExitCode(7)
+        case .token, .policy: throw ExitCode(1)
+        }
+    } catch let e as VaultCLIError {
+        printErr("error: \(e)")
+        throw ExitCode(e.code)
+    } catch let e as VaultConfigurationError {
+        printErr("error: \(e)")
+        throw ExitCode(2)
+    } catch let e as KeyFileError {
+        printErr("error: \(e)")
+        throw ExitCode(2)
+    } catch let e as ExitCode {
+        throw e
+    } catch let e as ValidationError {
+        throw e
+    } catch {
+        printErr("error: \(error)")
+        throw ExitCode(1)
+    }
+}
+
+/// The password: `COFFER_PASSWORD` if set (not trimmed), else a prompt on the terminal with echo off.
+func readPassword(prompt: String, confirm: Bool) throws -> String {
+    if let p = ProcessInfo.processInfo.environment["COFFER_PASSWORD"] {
+        guard !p.isEmpty else { throw VaultCLIError("COFFER_PASSWORD is empty", code: 2) }
+        return p
+    }
+    let first = try promptNoEcho(prompt)
+    guard !first.isEmpty else { throw VaultCLIError("the password must not be empty", code: 2) }
+    if confirm {
+        let second = try promptNoEcho("Repeat: ")
+        guard second == first else { throw VaultCLIError("the passwords do not match", code: 2) }
+    }
+    return first
+}
+
+func promptNoEcho(_ prompt: String) throws -> String {
+    FileHandle.standardError.write(Data(prompt.utf8))
+    var saved = termios()
+    let isTTY = isatty(STDIN_FILENO) == 1 && tcgetattr(STDIN_FILENO, &saved) == 0
+    if isTTY {
+        var noEcho = saved
+        noEcho.c_lflag &= ~tcflag_t(ECHO)
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &noEcho)
+    }
+    defer {
+        if isTTY {
+            tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved)
+            FileHandle.standardError.write(Data("\n".utf8))
+        }
+    }
+    guard let line = readLine(strippingNewline: true) else {
+        throw VaultCLIError("no password given (standard input closed); set COFFER_PASSWORD for scripts", code: 2)
+    }
+    return line
+}
