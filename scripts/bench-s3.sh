@@ -84,13 +84,22 @@ aws --endpoint-url "$endpoint" s3 mb s3://coffer-bench > /dev/null
 restic_repo="s3:$endpoint/restic-bench/repo"
 coffer_repo="s3://coffer-bench/repo"
 
-# measure NAME CMD...: runs CMD under /usr/bin/time -v; records seconds and peak RSS (KiB).
-declare -A secs rss
+# CPU seconds moto has used so far (Linux /proc; "0" elsewhere): where a run's time goes when the
+# client waits on the server.
+server_cpu() { if [ -r "/proc/$moto_pid/stat" ]; then awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14+$15)/hz}' "/proc/$moto_pid/stat"; else echo 0; fi; }
+
+# measure NAME CMD...: runs CMD under /usr/bin/time -v; records seconds, peak RSS (KiB), the
+# tool's CPU seconds (user+system) and the server's CPU seconds during the run.
+declare -A secs rss cpu scpu
 measure() {
   local name="$1"; shift
   local log="$work/time-$name.log"
   cat "$data"/Databases/* > /dev/null 2>&1 || true   # same warm page cache for both tools
+  local s0; s0=$(server_cpu)
   /usr/bin/time -v "$@" > "$work/out-$name.log" 2> "$log" || { echo "bench: $name failed:" >&2; tail -20 "$log" >&2; exit 1; }
+  scpu[$name]=$(python3 -c "import sys; print(f'{float(sys.argv[2])-float(sys.argv[1]):.2f}')" "$s0" "$(server_cpu)")
+  cpu[$name]=$(python3 -c "import sys; print(f'{float(sys.argv[1])+float(sys.argv[2]):.2f}')" \
+    "$(grep 'User time' "$log" | awk '{print $NF}')" "$(grep 'System time' "$log" | awk '{print $NF}')")
   local wall
   wall=$(grep "Elapsed (wall clock)" "$log" | awk '{print $NF}')
   secs[$name]=$(python3 -c "import sys
@@ -99,7 +108,7 @@ s=0
 for x in p: s=s*60+x
 print(f'{s:.2f}')" "$wall")
   rss[$name]=$(grep "Maximum resident set size" "$log" | awk '{print $NF}')
-  echo "   $name: ${secs[$name]} s, peak RSS $((rss[$name] / 1024)) MiB" >&2
+  echo "   $name: ${secs[$name]} s, peak RSS $((rss[$name] / 1024)) MiB, CPU ${cpu[$name]} s, server CPU ${scpu[$name]} s" >&2
 }
 # Bytes under an S3 prefix, as the aws CLI sums them.
 s3_bytes() { aws --endpoint-url "$endpoint" s3 ls --recursive --summarize "$1" | awk '/Total Size/ {print $3}'; }
@@ -151,4 +160,7 @@ printf '%-34s %14s %14s %9s\n' "day-2 backup" "${secs[restic_day2]} s" "${secs[c
 printf '%-34s %14s %14s %9s\n' "day-2 bytes added to the bucket" "$(mib "$restic_added")" "$(mib "$coffer_added")" "$(ratio "$coffer_added" "$restic_added")"
 printf '%-34s %14s %14s %9s\n' "restore latest" "${secs[restic_restore]} s" "${secs[coffer_restore]} s" "$(ratio "${secs[coffer_restore]}" "${secs[restic_restore]}")"
 printf '%-34s %14s %14s %9s\n' "peak RSS, initial backup" "$(mib "$((rss[restic_initial] * 1024))")" "$(mib "$((rss[coffer_initial] * 1024))")" "$(ratio "${rss[coffer_initial]}" "${rss[restic_initial]}")"
+for m in initial day2 restore; do
+  printf '%-34s %14s %14s %9s\n' "CPU s (tool / moto), $m" "${cpu[restic_$m]} / ${scpu[restic_$m]}" "${cpu[coffer_$m]} / ${scpu[coffer_$m]}" "$(ratio "${cpu[coffer_$m]}" "${cpu[restic_$m]}")"
+done
 printf '%-34s %14s %14s\n' "bucket size (end)" "$(mib "$(s3_bytes s3://restic-bench/repo/)")" "$(mib "$(s3_bytes s3://coffer-bench/repo/)")"
