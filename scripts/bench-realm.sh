@@ -4,7 +4,7 @@
 # this machine measured in the same run (target: at least 80 % of it).
 #
 # Usage: scripts/bench-realm.sh            (release build; env GUESSES, CONCURRENCY, SECONDS_PER_RUN)
-#        SWIFT=cswift scripts/bench-realm.sh   (inside a Coffer helper worktree)
+#        SWIFT=/path/to/swift scripts/bench-realm.sh   (another swift driver)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SWIFT=${SWIFT:-swift}

@@ -9,7 +9,7 @@
 #   backup, and peak RSS backing up one big file (default 4 GiB) to show that memory stays flat.
 # Prints a table with both tools and the ratios against issue 2's targets.
 #
-# Needs: swift (or SWIFT=cswift), restic, python3, /usr/bin/time. The dataset generators live in
+# Needs: swift (or SWIFT=another swift driver), restic, python3, /usr/bin/time. The dataset generators live in
 # ../shared/bench/ beside the project root. Work files go to a temporary folder (TMPDIR), removed at
 # the end unless --keep.
 set -euo pipefail

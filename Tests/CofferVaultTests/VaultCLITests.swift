@@ -49,7 +49,7 @@ struct VaultCLITests {
 
     @Test("init --password, back up, then on a new device vault recover --repo and restore")
     func initWithPasswordAndRecoverByRepository() async throws {
-        try #require(FileManager.default.isExecutableFile(atPath: Self.binary.path), "build the coffer binary first (cswift build)")
+        try #require(FileManager.default.isExecutableFile(atPath: Self.binary.path), "build the coffer binary first (swift build)")
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-vault-init-\(UUID().uuidString)")
         let layout = RealmClusterLayout(directory: root.appendingPathComponent("cluster"), count: 5)
         let cluster = try await RealmCluster.start(layout: layout)
@@ -91,7 +91,7 @@ struct VaultCLITests {
 
     @Test("enable, recover on a fresh COFFER_HOME, wrong password, change password, disable: messages and exit codes")
     func lifecycle() async throws {
-        try #require(FileManager.default.isExecutableFile(atPath: Self.binary.path), "build the coffer binary first (cswift build)")
+        try #require(FileManager.default.isExecutableFile(atPath: Self.binary.path), "build the coffer binary first (swift build)")
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-vault-cli-\(UUID().uuidString)")
         let layout = RealmClusterLayout(directory: root.appendingPathComponent("cluster"), count: 5)
         let cluster = try await RealmCluster.start(layout: layout)
