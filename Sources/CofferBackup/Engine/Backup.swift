@@ -544,7 +544,7 @@ final class BackupRun: @unchecked Sendable {
             if claim(id) {
                 isNew = true
                 // Close a pack before a blob would overflow it: its buffer never reallocates.
-                if let w = writer, w.blobCount > 0, w.byteCount + n + 64 > target {
+                if let w = writer, w.blobCount > 0, Self.packWouldOverflow(w, adding: n, target: target) {
                     writer = nil
                     do { try uploader.submit { w.finish() } } catch { return }
                 }
@@ -569,6 +569,18 @@ final class BackupRun: @unchecked Sendable {
                 }
             }
         }
+    }
+
+    /// True when adding a blob of at most `n` plaintext bytes could make the finished pack (blobs,
+    /// then the header with one 48-byte entry per blob, its tag and the 44-byte trailer) outgrow the
+    /// `target + 64 KiB` the writer reserved. Counting the header matters for the database's small
+    /// blobs (a few thousand per pack, so a header of 100-200 KiB): without it `finish()` overflows
+    /// the buffer and Foundation copies the whole pack into a new one about twice as large (on the
+    /// chat dataset this copy cost 0.3 s of system time in a 2.5 s initial backup).
+    static func packWouldOverflow(_ w: PackWriter, adding n: Int, target: Int) -> Bool {
+        let blob = n + PackFormat.tagLength
+        let header = 16 + 48 * (w.blobCount + 1) + PackFormat.tagLength + PackFormat.trailerLength
+        return w.byteCount + n + 64 > target || w.byteCount + blob + header > target + (64 << 10)
     }
 
     func segmentDone(_ job: FileJob) {
