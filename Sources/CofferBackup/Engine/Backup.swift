@@ -70,6 +70,7 @@ final class BackupRun: @unchecked Sendable {
     let claimed = Mutex(Set<ChunkID>())
     let started = ContinuousClock.now
     var uploader: Uploader!
+    var packWriters: PackWriterFactory!
 
     // Walk results.
     var filesTotal = 0
@@ -392,6 +393,12 @@ final class BackupRun: @unchecked Sendable {
     }
 
     func runWorkers() throws(BackupError) {
+        let params = engine.config.parameters
+        let keys = engine.keys
+        packWriters = PackWriterFactory {
+            PackWriter(keys: keys, compressionLevel: params.compressionLevel, expectedSize: params.targetPackSize)
+        }
+        defer { packWriters.stop() }
         // Non-database files with their plan set at enqueue time: plan needs the head only for SQLite.
         enqueueInitialWork()
         // Empty files are done at once.
@@ -544,11 +551,11 @@ final class BackupRun: @unchecked Sendable {
             if claim(id) {
                 isNew = true
                 // Close a pack before a blob would overflow it: its buffer never reallocates.
-                if let w = writer, w.blobCount > 0, w.byteCount + n + 64 > target {
+                if let w = writer, w.blobCount > 0, Self.packWouldOverflow(w, adding: n, target: target) {
                     writer = nil
                     do { try uploader.submit { w.finish() } } catch { return }
                 }
-                if writer == nil { writer = PackWriter(keys: engine.keys, compressionLevel: engine.config.parameters.compressionLevel, expectedSize: target) }
+                if writer == nil { writer = packWriters.next() }
                 do {
                     try writer!.add(type: .data, id: id, plaintext: plain, compress: job.isDatabase && engine.compresses)
                 } catch {
@@ -569,6 +576,18 @@ final class BackupRun: @unchecked Sendable {
                 }
             }
         }
+    }
+
+    /// True when adding a blob of at most `n` plaintext bytes could make the finished pack (blobs,
+    /// then the header with one 48-byte entry per blob, its tag and the 44-byte trailer) outgrow the
+    /// `target + 64 KiB` the writer reserved. Counting the header matters for the database's small
+    /// blobs (a few thousand per pack, so a header of 100-200 KiB): without it `finish()` overflows
+    /// the buffer and Foundation copies the whole pack into a new one about twice as large (on the
+    /// chat dataset this copy cost 0.3 s of system time in a 2.5 s initial backup).
+    static func packWouldOverflow(_ w: PackWriter, adding n: Int, target: Int) -> Bool {
+        let blob = n + PackFormat.tagLength
+        let header = 16 + 48 * (w.blobCount + 1) + PackFormat.tagLength + PackFormat.trailerLength
+        return w.byteCount + n + 64 > target || w.byteCount + blob + header > target + (64 << 10)
     }
 
     func segmentDone(_ job: FileJob) {
@@ -696,5 +715,61 @@ extension Engine {
         } catch {
             throw BackupError(.dataDamaged, object: name, message: "\(name) is damaged: \(error)")
         }
+    }
+}
+
+/// Makes the workers' pack writers on one thread of its own, so that every pack buffer (8 MiB each,
+/// reserved when the writer is made) comes from that thread's glibc malloc arena. Made on the
+/// workers, each worker's arena kept its own free pack-sized blocks (glibc keeps freed memory at
+/// the top of an arena, which is what makes reusing it cheap), once per worker. Measured on the
+/// chat dataset (2 workers): peak RSS of the initial backup about 162 -> 141 MiB, same time.
+/// A worker waits only while one writer is made (an allocation, no copying).
+final class PackWriterFactory: @unchecked Sendable {
+    private let cond = NSCondition()
+    private var requests = 0
+    private var ready: [PackWriter] = []
+    private var stopped = false
+    private let make: () -> PackWriter
+
+    init(make: @escaping () -> PackWriter) {
+        self.make = make
+        let t = Thread { [self] in self.serve() }
+        t.stackSize = 1 << 20
+        t.start()
+    }
+
+    /// A new, empty writer.
+    func next() -> PackWriter {
+        cond.lock()
+        defer { cond.unlock() }
+        if stopped { return make() }
+        requests += 1
+        cond.broadcast()
+        while ready.isEmpty && !stopped { cond.wait() }
+        if ready.isEmpty { return make() }
+        return ready.removeLast()
+    }
+
+    /// Ends the thread (after the workers are done).
+    func stop() {
+        cond.lock()
+        stopped = true
+        cond.broadcast()
+        cond.unlock()
+    }
+
+    private func serve() {
+        cond.lock()
+        while true {
+            while requests == 0 && !stopped { cond.wait() }
+            if stopped { break }
+            requests -= 1
+            cond.unlock()
+            let w = make()
+            cond.lock()
+            ready.append(w)
+            cond.broadcast()
+        }
+        cond.unlock()
     }
 }

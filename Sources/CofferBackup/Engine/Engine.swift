@@ -271,6 +271,76 @@ final class Engine: Sendable {
         }
     }
 
+    /// How many of `ids` (from the first) are stored one after another in the same pack, within
+    /// `maxBytes`: they can be read with one ranged read. At least 1.
+    func contiguousRun(_ ids: ArraySlice<ChunkID>, maxBytes: Int = 4 << 20) -> Int {
+        guard let first = ids.first else { return 0 }
+        return index.withLock { state -> Int in
+            guard let l0 = state.blobs[first] else { return 1 }
+            var end = l0.entry.range.upperBound
+            var n = 1
+            var i = ids.index(after: ids.startIndex)
+            while i < ids.endIndex, let l = state.blobs[ids[i]], l.pack == l0.pack, l.entry.offset == end,
+                  l.entry.range.upperBound - l0.entry.offset <= maxBytes {
+                end = l.entry.range.upperBound
+                n += 1
+                i = ids.index(after: i)
+            }
+            return n
+        }
+    }
+
+    /// Reads and verifies blobs stored one after another in one pack (see ``contiguousRun(_:maxBytes:)``)
+    /// with a single ranged read; each blob is still opened and verified on its own, and `body`
+    /// receives the plaintexts in order. Errors name the blob and the pack as ``readBlob(_:opener:)`` does.
+    func readBlobRun(_ ids: ArraySlice<ChunkID>, opener: BlobOpener,
+                     _ body: (Data) throws(BackupError) -> Void) async throws(BackupError) {
+        guard let firstID = ids.first else { return }
+        var locs: [BlobLocation] = []
+        locs.reserveCapacity(ids.count)
+        for id in ids {
+            guard let loc = location(of: id) else {
+                throw BackupError(.dataMissing, object: "blob \(id.hex)", message: "blob \(id.hex) is not in the index: its data is missing")
+            }
+            locs.append(loc)
+        }
+        guard let salt = salt(of: locs[0].pack) else {
+            throw BackupError(.dataMissing, object: "blob \(firstID.hex)", message: "blob \(firstID.hex) is not in the index: its data is missing")
+        }
+        let name = locs[0].pack.packName
+        let start = locs[0].entry.offset
+        let end = locs[locs.count - 1].entry.range.upperBound
+        guard locs.allSatisfy({ $0.pack == locs[0].pack }), start <= end else {
+            // Not one run after all (the index changed): one read per blob.
+            for id in ids { try body(try await readBlob(id, opener: opener)) }
+            return
+        }
+        let sealed: Data
+        do { sealed = try await storage.get(name, range: start..<end) } catch {
+            if error.code == .rangeNotSatisfiable {
+                throw BackupError(.dataDamaged, object: name, message: "\(name) is damaged: shorter than its index says", underlying: error)
+            }
+            throw Self.storageError(error, doing: "reading blob \(firstID.hex) from \(name)")
+        }
+        for (id, loc) in zip(ids, locs) {
+            let plain: Data
+            do {
+                plain = try sealed.withUnsafeBytes { (all) throws(FormatError) -> Data in
+                    let lo = loc.entry.offset - start
+                    guard lo >= 0, lo + loc.entry.length <= all.count else {
+                        throw FormatError(.truncated, "stored blob lies outside the bytes read", object: "blob \(id.hex)")
+                    }
+                    return try opener.open(UnsafeRawBufferPointer(rebasing: all[lo..<(lo + loc.entry.length)]),
+                                           entry: loc.entry, salt: salt)
+                }
+            } catch {
+                let why = (error as? FormatError)?.message ?? "\(error)"
+                throw BackupError(.dataDamaged, object: name, message: "blob \(id.hex) in \(name) is damaged: \(why)", underlying: error)
+            }
+            try body(plain)
+        }
+    }
+
     func readTree(_ id: ChunkID) async throws(BackupError) -> Tree {
         if let t = treeCache.withLock({ $0[id] }) { return t }
         let plain = try await readBlob(id)
