@@ -1,3 +1,4 @@
+import CofferVault
 import Foundation
 
 /// A realm file could not be read, parsed or written. Never contains key material.
@@ -56,28 +57,11 @@ enum AtomicFile {
 }
 
 extension Data {
-    /// Lowercase hex.
-    var realmHex: String { map { String(format: "%02x", $0) }.joined() }
+    /// Lowercase hex (the wire layer's encoding).
+    var realmHex: String { [UInt8](self).hexString }
 
     init?(realmHex hex: String) {
-        let chars = Array(hex.utf8)
-        guard chars.count % 2 == 0 else { return nil }
-        var out = [UInt8]()
-        out.reserveCapacity(chars.count / 2)
-        func nibble(_ c: UInt8) -> UInt8? {
-            switch c {
-            case 48...57: return c - 48
-            case 97...102: return c - 87
-            case 65...70: return c - 55
-            default: return nil
-            }
-        }
-        var i = 0
-        while i < chars.count {
-            guard let hi = nibble(chars[i]), let lo = nibble(chars[i + 1]) else { return nil }
-            out.append(hi << 4 | lo)
-            i += 2
-        }
-        self.init(out)
+        guard let bytes = [UInt8](hexString: hex) else { return nil }
+        self.init(bytes)
     }
 }

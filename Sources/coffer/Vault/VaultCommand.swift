@@ -95,14 +95,7 @@ struct VaultEnable: AsyncParsableCommand {
     @OptionGroup var keySource: KeySourceOptions
 
     func run() async throws {
-        try await runMapped {
-            let key = try await keySource.key()
-            let user = try options.account()
-            let password = try readPassword(prompt: "New vault password: ", confirm: true)
-            let client = try await options.client()
-            let report = try await client.register(key: key, password: password, user: user)
-            printRegistration(report, client: client, what: "The vault now protects this key for \(user).")
-        }
+        try await registerKey(options: options, keySource: keySource) { "The vault now protects this key for \($0)." }
     }
 }
 
@@ -114,14 +107,20 @@ struct VaultChangePassword: AsyncParsableCommand {
     @OptionGroup var keySource: KeySourceOptions
 
     func run() async throws {
-        try await runMapped {
-            let key = try await keySource.key()
-            let user = try options.account()
-            let password = try readPassword(prompt: "New vault password: ", confirm: true)
-            let client = try await options.client()
-            let report = try await client.changePassword(key: key, newPassword: password, user: user)
-            printRegistration(report, client: client, what: "The new password is active for \(user); the old one no longer works.")
-        }
+        // A password change is a registration of the same key under the new password.
+        try await registerKey(options: options, keySource: keySource) { "The new password is active for \($0); the old one no longer works." }
+    }
+}
+
+/// Enable and change-password: the key from `keySource`, a new password (asked twice), one registration.
+private func registerKey(options: VaultOptions, keySource: KeySourceOptions, message: (String) -> String) async throws {
+    try await runMapped {
+        let key = try await keySource.key()
+        let user = try options.account()
+        let password = try readPassword(prompt: "New vault password: ", confirm: true)
+        let client = try await options.client()
+        let report = try await client.register(key: key, password: password, user: user)
+        printRegistration(report, client: client, what: message(user))
     }
 }
 
