@@ -53,26 +53,7 @@ public struct DeviceKeyStore: Sendable {
 
     /// Writes `key` as its 64 digits to `url`: created 0600 under a temporary name, fsynced, renamed.
     public static func writeKeyFile(_ key: BackupKey, to url: URL) throws {
-        let fm = FileManager.default
-        let dir = url.deletingLastPathComponent()
-        try fm.createDirectory(at: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let tmp = dir.appendingPathComponent(".\(url.lastPathComponent).\(UUID().uuidString).tmp")
-        let fd = open(tmp.path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
-        guard fd >= 0 else { throw KeyFileError(path: url.path, message: "cannot create the key file \(url.path) (errno \(errno))") }
-        var ok = false
-        defer {
-            close(fd)
-            if !ok { unlink(tmp.path) }
-        }
-        let bytes = Array((key.digits + "\n").utf8)
-        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        guard written == bytes.count, fsync(fd) == 0 else {
-            throw KeyFileError(path: url.path, message: "cannot write the key file \(url.path) (errno \(errno))")
-        }
-        guard rename(tmp.path, url.path) == 0 else {
-            throw KeyFileError(path: url.path, message: "cannot move the key file into place at \(url.path) (errno \(errno))")
-        }
-        ok = true
+        try writePrivateFile(Data((key.digits + "\n").utf8), to: url)
     }
 }
 

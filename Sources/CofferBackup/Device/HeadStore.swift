@@ -84,7 +84,7 @@ extension DeviceKeyStore {
         return id
     }
 
-    /// Writes `data` to `url` as a 0600 file: temporary name, fsync, rename (directory 0700).
+    /// Writes `data` to `url` as a 0600 file: temporary name, fsync, rename, fsync the directory (0700).
     public static func writePrivateFile(_ data: Data, to url: URL) throws {
         let fm = FileManager.default
         let dir = url.deletingLastPathComponent()
@@ -105,5 +105,11 @@ extension DeviceKeyStore {
             throw KeyFileError(path: url.path, message: "cannot move \(url.path) into place (errno \(errno))")
         }
         ok = true
+        // Make the rename itself durable: a key file lost in a crash right after `init` would lose the key.
+        let dirfd = open(dir.path, O_RDONLY)
+        if dirfd >= 0 {
+            _ = fsync(dirfd)
+            close(dirfd)
+        }
     }
 }
