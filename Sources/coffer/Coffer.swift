@@ -10,4 +10,9 @@ struct Coffer: AsyncParsableCommand {
             CheckCommand.self, ForgetCommand.self, PruneCommand.self, KeyCommand.self,
             VaultCommand.self, RealmCommand.self, DemoCommand.self,
         ])
+
+    static func main() async {
+        MallocTuning.apply()
+        await main(nil)
+    }
 }
