@@ -22,8 +22,8 @@ struct InitCommand: AsyncParsableCommand {
 
     @OptionGroup(title: "Vault (with --password)") var vault: VaultOptions
 
-    @Option(name: .customLong("pack-size"), help: ArgumentHelp("Target pack size in MiB (1-128).", valueName: "MiB"))
-    var packSizeMiB: Int = 16
+    @Option(name: .customLong("pack-size"), help: ArgumentHelp("Target pack size in MiB (1-128, default \(RepositoryOptions.defaultTargetPackSize >> 20)).", valueName: "MiB"))
+    var packSizeMiB: Int = RepositoryOptions.defaultTargetPackSize >> 20
 
     func validate() throws {
         guard (1...128).contains(packSizeMiB) else { throw ValidationError("--pack-size must be between 1 and 128 MiB") }
