@@ -72,10 +72,17 @@ final class S3Client: Sendable {
     /// - Parameters:
     ///   - name: the object concerned, for error messages.
     func send(_ method: HTTPMethod, key: String?, query: [(String, String)] = [], headers extra: [(String, String)] = [],
-              body: ByteBuffer? = nil, name: String?, accept: (HTTPResponseStatus) -> Bool = { (200..<300).contains($0.code) },
+              body: ByteBuffer? = nil, bodySHA256: [UInt8]? = nil, name: String?,
+              accept: (HTTPResponseStatus) -> Bool = { (200..<300).contains($0.code) },
               maxBody: Int = 64 << 20) async throws(StorageError) -> S3Response {
         let (host, path) = address(key: key)
-        let payloadHash = body.map { $0.withUnsafeReadableBytes { SHA256.hash(data: $0).hexString } } ?? SigV4Signer.emptyPayloadHash
+        let payloadHash: String
+        if let bodySHA256, body != nil {
+            let digits = Array("0123456789abcdef".utf8)
+            payloadHash = String(decoding: bodySHA256.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 15)]] }, as: UTF8.self)
+        } else {
+            payloadHash = body.map { $0.withUnsafeReadableBytes { SHA256.hash(data: $0).hexString } } ?? SigV4Signer.emptyPayloadHash
+        }
         let queryString = query
             .map { "\(SigV4Signer.uriEncode($0.0, encodeSlash: true))=\(SigV4Signer.uriEncode($0.1, encodeSlash: true))" }
             .joined(separator: "&")

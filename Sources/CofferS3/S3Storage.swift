@@ -68,13 +68,23 @@ public final class S3Storage: Storage {
     /// Conditional create with `If-None-Match: *` (S3 since 2024; MinIO, moto). On servers that
     /// ignore the header this degrades to a plain put.
     public func create(_ name: String, data: Data) async throws(StorageError) {
+        try await create(name, data: data, knownSHA256: nil)
+    }
+
+    /// Conditional create whose payload hash is already known (no second SHA-256 over the bytes).
+    public func create(_ name: String, data: Data, sha256: [UInt8]) async throws(StorageError) {
+        assert(sha256.count != 32 || Array(SHA256.hash(data: data)) == sha256, "create(_:data:sha256:) given another object's digest")
+        try await create(name, data: data, knownSHA256: sha256.count == 32 ? sha256 : nil)
+    }
+
+    private func create(_ name: String, data: Data, knownSHA256: [UInt8]?) async throws(StorageError) {
         try check(name)
         do throws(StorageError) {
             if data.count > configuration.options.multipartThreshold {
                 try await multipartPut(name, data: data, ifAbsent: true)
             } else {
                 _ = try await client.send(.PUT, key: client.key(name), headers: [("if-none-match", "*")],
-                                          body: ByteBuffer(bytes: data), name: name)
+                                          body: ByteBuffer(bytes: data), bodySHA256: knownSHA256, name: name)
             }
         } catch where error.code == .alreadyExists {
             // A retry after a lost answer finds its own write: identical bytes count as success.

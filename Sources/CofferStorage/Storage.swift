@@ -52,6 +52,12 @@ public protocol Storage: Sendable {
     /// - Throws: ``StorageError`` with code `.alreadyExists` when the name is taken.
     func create(_ name: String, data: Data) async throws(StorageError)
 
+    /// ``create(_:data:)`` for an object whose SHA-256 the caller has already computed (the engine
+    /// names packs and sealed objects by it). A backend that sends the payload's hash anyway (S3's
+    /// SigV4 `x-amz-content-sha256`) uses `sha256` instead of hashing the bytes a second time; the
+    /// server then checks it, so a wrong digest fails the write rather than storing wrong bytes.
+    func create(_ name: String, data: Data, sha256: [UInt8]) async throws(StorageError)
+
     /// Releases connections and other resources. Call once, when done; the storage is unusable after.
     func close() async
 }
@@ -64,6 +70,11 @@ extension Storage {
 
     /// Nothing to release by default.
     public func close() async {}
+
+    /// Backends without a use for a known digest ignore it.
+    public func create(_ name: String, data: Data, sha256: [UInt8]) async throws(StorageError) {
+        try await create(name, data: data)
+    }
 
     /// Removes several objects. Backends that can batch deletions override this.
     public func delete(_ names: [String]) async throws(StorageError) {
