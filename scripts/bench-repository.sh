@@ -7,7 +7,10 @@
 #   initial backup, unchanged re-backup (median of 3), day-2 backup after mutate-chat-dataset
 #   (bytes added to the repository), restore of the latest snapshot, peak RSS of the initial
 #   backup, and peak RSS backing up one big file (default 4 GiB) to show that memory stays flat.
-# Prints a table with both tools and the ratios against issue 2's targets.
+# Prints a table with both tools and the ratios against issue 2's targets, then "floors": the time
+# or bytes that the work the design requires costs on this machine by itself, without Coffer (for
+# example writing the repository's bytes with fsync), to show which targets the hardware rules out.
+# COFFER_BIN=path uses a coffer release binary built beforehand instead of building one.
 #
 # Needs: swift (or SWIFT=another swift driver), restic, python3, /usr/bin/time. The dataset generators live in
 # ../shared/bench/ beside the project root. Work files go to a temporary folder (TMPDIR), removed at
@@ -36,9 +39,13 @@ for tool in restic python3 /usr/bin/time; do
 done
 [ -x "$bench/make-chat-dataset" ] || { echo "bench: $bench/make-chat-dataset not found (expected ../shared/bench beside the project)" >&2; exit 1; }
 
-echo "== building coffer (release)" >&2
-(cd "$root" && "$swift_cmd" build -c release --product coffer >&2)
-coffer="$root/.build/release/coffer"
+if [ -n "${COFFER_BIN:-}" ]; then
+  coffer="$COFFER_BIN"   # a release binary built beforehand
+else
+  echo "== building coffer (release)" >&2
+  (cd "$root" && "$swift_cmd" build -c release --product coffer >&2)
+  coffer="$root/.build/release/coffer"
+fi
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/coffer-bench.XXXXXX")"
 cleanup() { if [ "$keep" = 0 ]; then rm -rf "$work"; else echo "kept $work" >&2; fi; }
@@ -83,6 +90,7 @@ restic init -r "$restic_repo" > /dev/null
 echo "== initial backup" >&2
 measure restic_initial restic -r "$restic_repo" backup "$data"
 measure coffer_initial "$coffer" backup --repo "$coffer_repo" "$data"
+repo_bytes "$coffer_repo" > "$work/initial-bytes"
 
 echo "== unchanged re-backup (3 runs each)" >&2
 r=(); c=()
@@ -94,7 +102,9 @@ secs[restic_unchanged]=$(median3 "${r[@]}")
 secs[coffer_unchanged]=$(median3 "${c[@]}")
 
 echo "== day 2" >&2
+before_media=$(du -sb "$data/Media" | cut -f1)
 python3 "$bench/mutate-chat-dataset" "$data" >&2
+new_media_bytes=$(( $(du -sb "$data/Media" | cut -f1) - before_media ))
 restic_before=$(repo_bytes "$restic_repo"); coffer_before=$(repo_bytes "$coffer_repo")
 measure restic_day2 restic -r "$restic_repo" backup "$data"
 measure coffer_day2 "$coffer" backup --repo "$coffer_repo" "$data"
@@ -136,6 +146,50 @@ measure restic_big restic -r "$restic_repo" backup "$big"
 measure coffer_big "$coffer" backup --repo "$coffer_repo" "$big"
 rm -rf "$big"
 
+echo "== floors (the required work alone, without coffer)" >&2
+# 1. Durably storing the initial backup's bytes: files of the repository's pack size, each written,
+#    fsynced and renamed, then the directory fsynced (the local storage's protocol), two writers.
+initial_bytes=$(cat "$work/initial-bytes")
+floor_dir="$work/floor"; mkdir -p "$floor_dir"
+floor_write=$(python3 - "$floor_dir" "$initial_bytes" <<'PY'
+import os, sys, time, threading
+d, total = sys.argv[1], int(sys.argv[2])
+size = 4 << 20
+block = os.urandom(size)
+n = (total + size - 1) // size
+def writer(k):
+    for i in range(k, n, 2):
+        t = os.path.join(d, f".t{i}")
+        fd = os.open(t, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.write(fd, block); os.fsync(fd); os.close(fd)
+        os.rename(t, os.path.join(d, f"p{i}"))
+        dfd = os.open(d, os.O_RDONLY); os.fsync(dfd); os.close(dfd)
+start = time.monotonic()
+ts = [threading.Thread(target=writer, args=(k,)) for k in range(2)]
+[t.start() for t in ts]; [t.join() for t in ts]
+print(f"{time.monotonic() - start:.2f}")
+PY
+)
+rm -rf "$floor_dir"
+# 2. The live database's capture alone (SQLite's backup API, as coffer does on every run).
+floor_capture=$(python3 - "$data/Databases/msgstore.db" "$work/capture-floor.db" <<'PY'
+import sqlite3, sys, time, os
+start = time.monotonic()
+src = sqlite3.connect(sys.argv[1]); dst = sqlite3.connect(sys.argv[2])
+src.backup(dst, pages=-1); dst.close(); src.close()
+print(f"{time.monotonic() - start:.2f}")
+os.unlink(sys.argv[2])
+PY
+)
+# 3. Restore's writes alone: copying the dataset into a new folder (no decryption, no checks).
+sync
+floor_copy=$(python3 - "$data" "$work/copy-floor" <<'PY'
+import shutil, sys, time
+start = time.monotonic(); shutil.copytree(sys.argv[1], sys.argv[2]); print(f"{time.monotonic() - start:.2f}")
+PY
+)
+rm -rf "$work/copy-floor"
+
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.3f}' if b else 'n/a')" "$1" "$2"; }
 verdict() { python3 -c "import sys; print('yes' if float(sys.argv[1]) <= float(sys.argv[2]) else 'NO')" "$1" "$2"; }
 mib() { python3 -c "import sys; print(f'{int(sys.argv[1])/1048576:.1f} MiB')" "$1"; }
@@ -157,3 +211,10 @@ row "peak RSS, initial backup" "$((rss[restic_initial] * 1024))" "$((rss[coffer_
 row "peak RSS, ${big_gib} GiB file" "$((rss[restic_big] * 1024))" "$((rss[coffer_big] * 1024))" b 0.5
 printf '%-34s %14s %14s\n' "big file backup time" "${secs[restic_big]} s" "${secs[coffer_big]} s"
 printf '%-34s %14s %14s\n' "repository size (end)" "$(mib "$(repo_bytes "$restic_repo")")" "$(mib "$(repo_bytes "$coffer_repo")")"
+echo
+echo "Floors on this machine (the work alone; a target below its floor cannot be met here):"
+printf '%-58s %9s %14s\n' "floor" "figure" "/ restic's"
+printf '%-58s %9s %14s\n' "write the initial repository's bytes with fsync (2 writers)" "$floor_write s" "$(ratio "$floor_write" "${secs[restic_initial]}")"
+printf '%-58s %9s %14s\n' "capture the live database (SQLite backup API) alone" "$floor_capture s" "$(ratio "$floor_capture" "${secs[restic_unchanged]}")"
+printf '%-58s %9s %14s\n' "day-2 new media bytes (incompressible, must be stored)" "$(mib "$new_media_bytes")" "$(ratio "$new_media_bytes" "$restic_added")"
+printf '%-58s %9s %14s\n' "copy the dataset into a new folder (restore's writes)" "$floor_copy s" "$(ratio "$floor_copy" "${secs[restic_restore]}")"
