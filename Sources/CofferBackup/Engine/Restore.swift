@@ -161,47 +161,8 @@ extension Engine {
             try? FileManager.default.createDirectory(atPath: "/" + parent, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         }
 
-        let state = RestoreState()
-        let fileCount = fileItems.count
-        // Files in parallel (bounded); each is verified in full before it gets its name.
-        await withTaskGroup(of: Void.self) { group in
-            var running = 0
-            for item in items {
-                if Task.isCancelled { break }
-                if running >= 4 {
-                    await group.next()
-                    running -= 1
-                }
-                running += 1
-                group.addTask { [state] in
-                    let dest = target + "/" + item.path
-                    let result: RestoreFailure?
-                    switch item.node.kind {
-                    case .file: result = await self.restoreFile(item, to: dest, overwrite: options.overwrite)
-                    case .symlink: result = Self.restoreSymlink(item, to: dest, overwrite: options.overwrite)
-                    case .directory: result = nil
-                    }
-                    state.progress.withLock {
-                        if let result { $0.failures.append(result) } else if item.node.kind == .file {
-                            $0.restored += 1
-                            $0.bytes += Int64(item.node.size)
-                        } else { $0.symlinks += 1 }
-                        $0.files += item.node.kind == .file ? 1 : 0
-                    }
-                    if let result { events.yield(.fileFailed(result)) }
-                    let emit = state.lastEmit.withLock { last -> Bool in
-                        if ContinuousClock.now - last > .milliseconds(200) { last = .now; return true }
-                        return false
-                    }
-                    if emit {
-                        let p = state.progress.withLock { $0 }
-                        events.yield(.progress(RestoreProgress(filesDone: p.files, filesTotal: fileCount, bytesDone: p.bytes,
-                                                               bytesTotal: totalBytes, currentPath: item.path,
-                                                               elapsed: ContinuousClock.now - started)))
-                    }
-                }
-            }
-        }
+        let state = await restoreFiles(items, target: target, overwrite: options.overwrite, fileCount: fileItems.count,
+                                       totalBytes: totalBytes, started: started, events: events)
         if Task.isCancelled { throw BackupError(.cancelled, message: "the restore was cancelled") }
         // Directory metadata last, deepest first (creating entries would change their mtimes).
         for d in dirs.sorted(by: { $0.path.count > $1.path.count }) {
@@ -229,73 +190,20 @@ extension Engine {
         _ = Posix.setTimes(dest, sec: item.node.mtimeSec, nsec: item.node.mtimeNsec)
         return nil
     }
-
-    /// Writes one file under a temporary name, verifying every blob, and renames it into place only
-    /// when all of it verified. Returns the failure, if any (and then leaves nothing behind).
-    func restoreFile(_ item: RestoreItem, to dest: String, overwrite: Bool) async -> RestoreFailure? {
-        let dir = String(dest[..<dest.lastIndex(of: "/")!])
-        let name = String(dest[dest.index(after: dest.lastIndex(of: "/")!)...])
-        let tmp = dir + "/.\(name).coffer-restore-\(UInt32.random(in: 0...UInt32.max))"
-        let fd = Posix.open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0o600)
-        guard fd >= 0 else {
-            return RestoreFailure(path: item.path, object: nil, code: .fileSystem,
-                                  message: "cannot create \(tmp): \(String(cString: strerror(errno)))")
-        }
-        var ok = false
-        defer {
-            close(fd)
-            if !ok { unlink(tmp) }
-        }
-        let opener = BlobOpener(keys: keys)
-        var written: UInt64 = 0
-        // Blobs stored one after another in a pack (a database's thousands of small groups) are
-        // fetched with one ranged read per run instead of one per blob; each is verified on its own.
-        let content = item.node.content[...]
-        var writeFailure: String?
-        var next = content.startIndex
-        while next < content.endIndex {
-            if Task.isCancelled { return RestoreFailure(path: item.path, object: nil, code: .cancelled, message: "cancelled") }
-            let run = content[next..<(next + contiguousRun(content[next...]))]
-            next = run.endIndex
-            do {
-                try await readBlobRun(run, opener: opener) { (data) throws(BackupError) in
-                    let writeError: Errno? = data.withUnsafeBytes { b -> Errno? in
-                        do { try Posix.writeFully(fd, b); return nil } catch { return (error as? Errno) ?? Errno(EIO) }
-                    }
-                    if let writeError {
-                        writeFailure = "cannot write \(tmp): \(writeError)"
-                        throw BackupError(.fileSystem, message: "cannot write \(tmp): \(writeError)")
-                    }
-                    written += UInt64(data.count)
-                }
-            } catch {
-                if let writeFailure {
-                    return RestoreFailure(path: item.path, object: nil, code: .fileSystem, message: writeFailure)
-                }
-                return RestoreFailure(path: item.path, object: error.object ?? "blob \(run.first!.hex)", code: error.code,
-                                      message: "\(item.path) was not restored: \(error.message)")
-            }
-        }
-        guard written == item.node.size else {
-            return RestoreFailure(path: item.path, object: nil, code: .dataDamaged,
-                                  message: "\(item.path) was not restored: its chunks hold \(written) bytes but the listing says \(item.node.size)")
-        }
-        fchmod(fd, mode_t(item.node.mode))
-        _ = Posix.setTimes(fd: fd, sec: item.node.mtimeSec, nsec: item.node.mtimeNsec)
-        if !overwrite, FileManager.default.fileExists(atPath: dest) {
-            return RestoreFailure(path: item.path, object: nil, code: .targetNotEmpty, message: "\(dest) already exists")
-        }
-        guard rename(tmp, dest) == 0 else {
-            return RestoreFailure(path: item.path, object: nil, code: .fileSystem,
-                                  message: "cannot move \(dest) into place: \(String(cString: strerror(errno)))")
-        }
-        ok = true
-        return nil
-    }
 }
 
 final class RestoreState: Sendable {
-    struct Progress { var files = 0; var bytes: Int64 = 0; var restored = 0; var symlinks = 0; var failures: [RestoreFailure] = [] }
+    struct Progress {
+        var files = 0
+        /// Bytes of files restored (complete and renamed into place).
+        var bytes: Int64 = 0
+        /// Bytes written so far, for progress.
+        var written: Int64 = 0
+        var restored = 0
+        var symlinks = 0
+        var failures: [RestoreFailure] = []
+        var lastPath: String?
+    }
     let progress = Mutex(Progress())
     let lastEmit = Mutex(ContinuousClock.now)
 }
