@@ -3,6 +3,7 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import CofferCore
 
 /// Parameters chosen when a repository is created (stored in its authenticated config).
 public struct RepositoryOptions: Sendable, Hashable {
@@ -14,11 +15,20 @@ public struct RepositoryOptions: Sendable, Hashable {
     public var sqliteGroupSize: Int = 4 << 10
     /// Packs are closed once they hold about this many bytes.
     public var targetPackSize: Int = 8 << 20
+    /// Size padding of everything stored (packs, index, snapshots): Padmé by default, so the storage
+    /// provider cannot tell blob or object lengths (docs/THREAT_MODEL.md). ``PaddingScheme/none``
+    /// only for comparison (benchmarks) or storage that is trusted.
+    public var padding: PaddingScheme = .padme
+    /// Smallest stored object with padding (1 MiB by default; 0 without padding).
+    public var paddingFloor: Int = PaddingPolicy.defaultFloor
 
-    public init(fileChunkSize: Int = 1 << 20, sqliteGroupSize: Int = 4 << 10, targetPackSize: Int = 8 << 20) {
+    public init(fileChunkSize: Int = 1 << 20, sqliteGroupSize: Int = 4 << 10, targetPackSize: Int = 8 << 20,
+                padding: PaddingScheme = .padme, paddingFloor: Int? = nil) {
         self.fileChunkSize = fileChunkSize
         self.sqliteGroupSize = sqliteGroupSize
         self.targetPackSize = targetPackSize
+        self.padding = padding
+        self.paddingFloor = paddingFloor ?? (padding == .none ? 0 : PaddingPolicy.defaultFloor)
     }
 }
 

@@ -246,35 +246,26 @@ extension Engine {
             close(fd)
             if !ok { unlink(tmp) }
         }
-        let opener = BlobOpener(keys: keys)
         var written: UInt64 = 0
-        // Blobs stored one after another in a pack (a database's thousands of small groups) are
-        // fetched with one ranged read per run instead of one per blob; each is verified on its own.
+        // Blobs are read through a few cached 1 MiB-aligned windows of their packs (the provider
+        // never sees a blob's boundaries; a database's thousands of small groups cost one read per
+        // window, not one per blob); each blob is verified on its own.
+        let reader = BlobWindowReader(engine: self, opener: BlobOpener(keys: keys))
         let content = item.node.content[...]
-        var writeFailure: String?
-        var next = content.startIndex
-        while next < content.endIndex {
+        for i in content.indices {
             if Task.isCancelled { return RestoreFailure(path: item.path, object: nil, code: .cancelled, message: "cancelled") }
-            let run = content[next..<(next + contiguousRun(content[next...]))]
-            next = run.endIndex
-            do {
-                try await readBlobRun(run, opener: opener) { (data) throws(BackupError) in
-                    let writeError: Errno? = data.withUnsafeBytes { b -> Errno? in
-                        do { try Posix.writeFully(fd, b); return nil } catch { return (error as? Errno) ?? Errno(EIO) }
-                    }
-                    if let writeError {
-                        writeFailure = "cannot write \(tmp): \(writeError)"
-                        throw BackupError(.fileSystem, message: "cannot write \(tmp): \(writeError)")
-                    }
-                    written += UInt64(data.count)
-                }
-            } catch {
-                if let writeFailure {
-                    return RestoreFailure(path: item.path, object: nil, code: .fileSystem, message: writeFailure)
-                }
-                return RestoreFailure(path: item.path, object: error.object ?? "blob \(run.first!.hex)", code: error.code,
+            let data: Data
+            do { data = try await reader.read(content, at: i) } catch {
+                return RestoreFailure(path: item.path, object: error.object ?? "blob \(content[i].hex)", code: error.code,
                                       message: "\(item.path) was not restored: \(error.message)")
             }
+            let writeError: Errno? = data.withUnsafeBytes { b -> Errno? in
+                do { try Posix.writeFully(fd, b); return nil } catch { return (error as? Errno) ?? Errno(EIO) }
+            }
+            if let writeError {
+                return RestoreFailure(path: item.path, object: nil, code: .fileSystem, message: "cannot write \(tmp): \(writeError)")
+            }
+            written += UInt64(data.count)
         }
         guard written == item.node.size else {
             return RestoreFailure(path: item.path, object: nil, code: .dataDamaged,
