@@ -103,7 +103,7 @@ final class BlobWindowReader {
             var end = range.upperBound
             var j = ids.index(after: i)
             var looked = 0
-            while j < ids.endIndex, looked < 1024 {
+            while j < ids.endIndex, looked < 4096 {
                 if let l = engine.location(of: ids[j]), l.pack == loc.pack, l.entry.offset >= start,
                    l.entry.range.upperBound <= start + Self.maxWindow {
                     end = max(end, l.entry.range.upperBound)
