@@ -3,6 +3,7 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import Synchronization
 import CofferCore
 import CofferStorage
 
@@ -58,31 +59,60 @@ extension Engine {
     }
 }
 
-/// Reads the blobs of one file in order through a few cached aligned windows of their packs. Blobs
-/// are spread at random over the packs a run had open, so consecutive chunks of a file alternate
-/// between packs: one window per pack, read once, serves all the chunks it holds. A window
-/// reaches ahead over the file's next chunks in the same pack (up to ``maxWindow``), so a large file
-/// costs about one read per window and no byte of a pack is fetched twice while it stays cached.
-final class BlobWindowReader {
-    /// Largest window read at once (a multiple of the alignment).
-    static let maxWindow = 4 << 20
-    /// Windows kept (least recently used dropped first). Memory: at most `maxWindows × maxWindow`.
-    static let maxWindows = 3
-
-    private struct Window {
+/// Aligned windows of packs read by one restore, shared by the files it restores in parallel:
+/// neighbouring files' chunks lie in the same windows (blobs are spread at random over a run's
+/// packs), so a window read for one file serves the others. Least recently used dropped first;
+/// memory at most `capacity × BlobWindowReader.maxWindow`. Two tasks missing the same window at
+/// once may both read it (harmless, rare).
+final class PackWindowCache: Sendable {
+    struct Window: Sendable {
         var pack: ObjectID
         var start: Int
         var bytes: Data
         var end: Int { start + bytes.count }
     }
 
+    private let windows = Mutex<[Window]>([])
+    let capacity: Int
+
+    init(capacity: Int = 6) { self.capacity = max(1, capacity) }
+
+    func find(_ pack: ObjectID, covering range: Range<Int>) -> Window? {
+        windows.withLock { w in
+            guard let k = w.firstIndex(where: { $0.pack == pack && $0.start <= range.lowerBound && range.upperBound <= $0.end }) else {
+                return nil
+            }
+            let hit = w.remove(at: k)
+            w.append(hit)
+            return hit
+        }
+    }
+
+    func insert(_ window: Window) {
+        windows.withLock { w in
+            w.append(window)
+            if w.count > capacity { w.removeFirst(w.count - capacity) }
+        }
+    }
+}
+
+/// Reads the blobs of one file in order through aligned windows of their packs (cached in a
+/// ``PackWindowCache``). Blobs are spread at random over the packs a run had open, so consecutive
+/// chunks of a file alternate between packs: one window per pack, read once, serves all the chunks
+/// it holds. A window reaches ahead over the file's next chunks in the same pack (up to
+/// ``maxWindow``), so a large file costs about one read per window.
+final class BlobWindowReader {
+    /// Largest window read at once (a multiple of the alignment).
+    static let maxWindow = 4 << 20
+
     private let engine: Engine
     private let opener: BlobOpener
-    private var windows: [Window] = []
+    private let cache: PackWindowCache
 
-    init(engine: Engine, opener: BlobOpener) {
+    init(engine: Engine, opener: BlobOpener, cache: PackWindowCache) {
         self.engine = engine
         self.opener = opener
+        self.cache = cache
     }
 
     /// Reads, verifies and returns blob `ids[i]`; `ids` (the file's chunk list) lets the window
@@ -94,9 +124,9 @@ final class BlobWindowReader {
         }
         let name = loc.pack.packName
         let range = loc.entry.range
-        var w: Window
-        if let k = windows.firstIndex(where: { $0.pack == loc.pack && $0.start <= range.lowerBound && range.upperBound <= $0.end }) {
-            w = windows.remove(at: k)
+        let w: PackWindowCache.Window
+        if let hit = cache.find(loc.pack, covering: range) {
+            w = hit
         } else {
             // Reach ahead over the next chunks stored after this one in the same pack.
             let start = range.lowerBound / Engine.readAlignment * Engine.readAlignment
@@ -113,16 +143,15 @@ final class BlobWindowReader {
             }
             do {
                 let (bytes, s) = try await engine.readAligned(loc.pack, covering: start..<end)
-                w = Window(pack: loc.pack, start: s, bytes: bytes)
+                w = PackWindowCache.Window(pack: loc.pack, start: s, bytes: bytes)
             } catch {
                 if error.code == .rangeNotSatisfiable {
                     throw BackupError(.dataDamaged, object: name, message: "\(name) is damaged: shorter than its index says", underlying: error)
                 }
                 throw Engine.storageError(error, doing: "reading blob \(id.hex) from \(name)")
             }
+            cache.insert(w)
         }
-        windows.append(w)
-        if windows.count > Self.maxWindows { windows.removeFirst() }
         guard let sealed = Engine.slice(w.bytes, start: w.start, entry: loc.entry) else {
             throw BackupError(.dataDamaged, object: name, message: "\(name) is damaged: shorter than its index says")
         }

@@ -162,6 +162,7 @@ extension Engine {
         }
 
         let state = RestoreState()
+        let windows = PackWindowCache()
         let fileCount = fileItems.count
         // Files in parallel (bounded); each is verified in full before it gets its name.
         await withTaskGroup(of: Void.self) { group in
@@ -177,7 +178,7 @@ extension Engine {
                     let dest = target + "/" + item.path
                     let result: RestoreFailure?
                     switch item.node.kind {
-                    case .file: result = await self.restoreFile(item, to: dest, overwrite: options.overwrite)
+                    case .file: result = await self.restoreFile(item, to: dest, overwrite: options.overwrite, windows: windows)
                     case .symlink: result = Self.restoreSymlink(item, to: dest, overwrite: options.overwrite)
                     case .directory: result = nil
                     }
@@ -232,7 +233,8 @@ extension Engine {
 
     /// Writes one file under a temporary name, verifying every blob, and renames it into place only
     /// when all of it verified. Returns the failure, if any (and then leaves nothing behind).
-    func restoreFile(_ item: RestoreItem, to dest: String, overwrite: Bool) async -> RestoreFailure? {
+    func restoreFile(_ item: RestoreItem, to dest: String, overwrite: Bool,
+                     windows: PackWindowCache = PackWindowCache(capacity: 3)) async -> RestoreFailure? {
         let dir = String(dest[..<dest.lastIndex(of: "/")!])
         let name = String(dest[dest.index(after: dest.lastIndex(of: "/")!)...])
         let tmp = dir + "/.\(name).coffer-restore-\(UInt32.random(in: 0...UInt32.max))"
@@ -247,10 +249,10 @@ extension Engine {
             if !ok { unlink(tmp) }
         }
         var written: UInt64 = 0
-        // Blobs are read through a few cached 1 MiB-aligned windows of their packs (the provider
-        // never sees a blob's boundaries; a database's thousands of small groups cost one read per
-        // window, not one per blob); each blob is verified on its own.
-        let reader = BlobWindowReader(engine: self, opener: BlobOpener(keys: keys))
+        // Blobs are read through 1 MiB-aligned windows of their packs, cached for the whole restore
+        // (the provider never sees a blob's boundaries; a database's thousands of small groups cost
+        // one read per window, not one per blob); each blob is verified on its own.
+        let reader = BlobWindowReader(engine: self, opener: BlobOpener(keys: keys), cache: windows)
         let content = item.node.content[...]
         for i in content.indices {
             if Task.isCancelled { return RestoreFailure(path: item.path, object: nil, code: .cancelled, message: "cancelled") }
