@@ -7,7 +7,7 @@ import CofferStorage
 @Suite struct RoundTripTests {
     @Test func backupAndRestoreGeneratedTree() async throws {
         let s = Scratch()
-        let t = try await TestRepo.make(s)
+        let t = try await TestRepo.make(s, options: TestRepo.unpadded)
         let src = s.path("src/data")
         makeSampleTree(at: src)
         let summary: BackupSummary = try await t.repo.backup(paths: [src])
@@ -108,7 +108,7 @@ import CofferStorage
 
     @Test func incrementalSkipsUnchangedFilesAndDedups() async throws {
         let s = Scratch()
-        let t = try await TestRepo.make(s)
+        let t = try await TestRepo.make(s, options: TestRepo.unpadded)
         let src = s.path("src/data")
         makeSampleTree(at: src, bigFileMB: 8)
         let first: BackupSummary = try await t.repo.backup(paths: [src])

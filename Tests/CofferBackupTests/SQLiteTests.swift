@@ -79,7 +79,7 @@ import CofferStorage
     /// rows store only the groups of pages they touch (compressed).
     @Test func unchangedDatabaseDedupsAndSmallChangeStoresLittle() async throws {
         let s = Scratch()
-        let t = try await TestRepo.make(s)
+        let t = try await TestRepo.make(s, options: TestRepo.unpadded)
         let src = s.path("src/app")
         try FileManager.default.createDirectory(atPath: src, withIntermediateDirectories: true)
         let q = try DatabaseQueue(path: src + "/store.db")

@@ -22,6 +22,10 @@ struct TestRepo {
     let repo: Repository
     let device: DeviceKeyStore
 
+    /// Without size padding: for tests that check stored byte counts (dedup, compression), which
+    /// padding to Padmé sizes with a 1 MiB floor rounds up on purpose.
+    static let unpadded = RepositoryOptions(fileChunkSize: 1 << 20, targetPackSize: 4 << 20, padding: .none)
+
     static func make(_ scratch: Scratch, options: RepositoryOptions = RepositoryOptions(fileChunkSize: 1 << 20, targetPackSize: 4 << 20)) async throws -> TestRepo {
         let storage = try LocalStorage(root: scratch.path("repo"), create: true)
         let key = BackupKey()

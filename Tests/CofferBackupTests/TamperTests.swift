@@ -25,11 +25,13 @@ import CofferStorage
         return Fixture(s: s, t: t, src: src, snapshotID: summary.snapshotID)
     }
 
-    static func packOf(_ repo: Repository, file: String) async throws -> (ObjectID, BlobLocation) {
+    /// The pack of the file's first chunk, or of its first chunk stored outside `other` (blobs are
+    /// spread at random over a run's packs, so two files' first chunks may share a pack).
+    static func packOf(_ repo: Repository, file: String, other: ObjectID? = nil) async throws -> (ObjectID, BlobLocation) {
         let list = try await repo.engine.lookup(root: try await repo.engine.loadSnapshots()[0].1.root,
                                                 components: Engine.components(file))
-        let id = list.0!.content[0]
-        let loc = repo.engine.location(of: id)!
+        let locs = list.0!.content.map { repo.engine.location(of: $0)! }
+        let loc = locs.first { $0.pack != other }!
         return (loc.pack, loc)
     }
 
@@ -58,7 +60,7 @@ import CofferStorage
     @Test func truncatedAndSwappedPacksAreDetected() async throws {
         let f = try await Self.fixture()
         let (p1, _) = try await Self.packOf(f.t.repo, file: "data/one.bin")
-        let (p2, _) = try await Self.packOf(f.t.repo, file: "data/two.bin")
+        let (p2, _) = try await Self.packOf(f.t.repo, file: "data/two.bin", other: p1)
         #expect(p1 != p2)
         // Swap the two packs' contents.
         let a = FileManager.default.contents(atPath: Self.objectPath(f, p1.packName))!

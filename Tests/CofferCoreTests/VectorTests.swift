@@ -27,6 +27,12 @@ import Crypto
             var type: Int
             var salt, objectKey, plaintext, bytes, objectID: String
             var compress: Bool
+            var paddingScheme, paddingFloor, paddingLength: Int?
+        }
+        struct PaddedPack: Decodable {
+            var salt, headerPlaintext, bytes, objectID: String
+            var blobs: [Blob]
+            var paddingScheme, paddingFloor, paddingLength: Int
         }
         struct Failure: Decodable {
             var object, description, key, bytes, error: String
@@ -40,6 +46,9 @@ import Crypto
         var blob: Blob
         var pack: Pack
         var sealedObjects: [Sealed]
+        var padme: [[Int]]
+        var paddedPacks: [PaddedPack]
+        var paddedSealedObjects: [Sealed]
         var failures: [Failure]
     }
 
@@ -149,6 +158,53 @@ import Crypto
                                                deflater: nil, salt: Data(hex: s.salt), paddingLength: 0)
                 #expect(sealed.hex == s.bytes)
             }
+        }
+    }
+
+    @Test func padme() {
+        #expect(v.padme.count >= 10)
+        for pair in v.padme { #expect(Padme.paddedLength(pair[0]) == pair[1], "Padmé(\(pair[0]))") }
+    }
+
+    /// Packs padded with scheme 1: the writer, given the same salt, payloads and policy, pads to the
+    /// same size with the same bytes; the reader accepts them and reports the padding.
+    @Test func paddedPacks() throws {
+        #expect(v.paddedPacks.count >= 2)
+        for p in v.paddedPacks {
+            let policy = PaddingPolicy(scheme: PaddingScheme(rawValue: UInt8(p.paddingScheme))!, floor: p.paddingFloor)
+            let w = PackWriter(keys: keys, salt: Data(hex: p.salt), padding: policy)
+            for b in p.blobs {
+                let payload = Data(hex: b.payload)
+                _ = try payload.withUnsafeBytes {
+                    try w.add(type: BlobType(rawValue: UInt8(b.type))!, id: ChunkID(hex: b.id)!, payload: $0,
+                              compression: Compression(rawValue: UInt8(b.compression))!,
+                              uncompressedLength: b.uncompressedLength)
+                }
+            }
+            #expect(policy.paddedLength(w.unpaddedLength) == p.bytes.count / 2)
+            let built = w.finish()
+            #expect(built.bytes.hex == p.bytes)
+            #expect(built.id.hex == p.objectID)
+            let bytes = Data(hex: p.bytes)
+            let header = try PackHeader(pack: bytes, keys: keys)
+            #expect(header.paddingLength == p.paddingLength)
+            let opener = BlobOpener(keys: keys)
+            for (e, b) in zip(header.entries, p.blobs) {
+                #expect(try opener.open(blob: e, inPack: bytes, salt: header.salt).hex == b.plaintext)
+            }
+        }
+    }
+
+    @Test func paddedSealedObjects() throws {
+        #expect(v.paddedSealedObjects.count >= 2)
+        for s in v.paddedSealedObjects {
+            let type = SealedObjectType(rawValue: UInt8(s.type))
+            let policy = PaddingPolicy(scheme: PaddingScheme(rawValue: UInt8(s.paddingScheme!))!, floor: s.paddingFloor!)
+            #expect(try SealedObject.open(Data(hex: s.bytes), expecting: type, keys: keys).hex == s.plaintext)
+            let sealed = SealedObject.seal(type: type, plaintext: Data(hex: s.plaintext), keys: keys, compress: s.compress,
+                                           deflater: nil, salt: Data(hex: s.salt), padding: policy)
+            #expect(sealed.hex == s.bytes)
+            #expect(ObjectID(hashing: sealed).hex == s.objectID)
         }
     }
 

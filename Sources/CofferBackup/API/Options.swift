@@ -3,6 +3,7 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import CofferCore
 
 /// Parameters chosen when a repository is created (stored in its authenticated config).
 public struct RepositoryOptions: Sendable, Hashable {
@@ -13,18 +14,27 @@ public struct RepositoryOptions: Sendable, Hashable {
     /// changes stored 8.9 MB with 4 KiB groups against 14.3 MB with 16 KiB and 27.1 MB with 64 KiB.
     public var sqliteGroupSize: Int = 4 << 10
     /// Packs are closed once they hold about this many bytes. 4 MiB by default: a backup holds
-    /// about six pack buffers at once (open packs and uploads in flight), so this sets most of its
+    /// several pack buffers at once (open packs and uploads in flight), so this sets most of its
     /// memory; on the chat dataset peak RSS was 139-142 MiB with 16 MiB packs, 88-101 MiB with
     /// 8 MiB and 68-88 MiB with 4 MiB, at the same speed. Phones cap background memory.
     public var targetPackSize: Int = RepositoryOptions.defaultTargetPackSize
+    /// Size padding of everything stored (packs, index, snapshots): Padmé by default, so the storage
+    /// provider cannot tell blob or object lengths (docs/THREAT_MODEL.md). ``PaddingScheme/none``
+    /// only for comparison (benchmarks) or storage that is trusted.
+    public var padding: PaddingScheme = .padme
+    /// Smallest stored object with padding (1 MiB by default; 0 without padding).
+    public var paddingFloor: Int = PaddingPolicy.defaultFloor
 
     /// The default target pack size (4 MiB).
     public static let defaultTargetPackSize = 4 << 20
 
-    public init(fileChunkSize: Int = 1 << 20, sqliteGroupSize: Int = 4 << 10, targetPackSize: Int = RepositoryOptions.defaultTargetPackSize) {
+    public init(fileChunkSize: Int = 1 << 20, sqliteGroupSize: Int = 4 << 10, targetPackSize: Int = RepositoryOptions.defaultTargetPackSize,
+                padding: PaddingScheme = .padme, paddingFloor: Int? = nil) {
         self.fileChunkSize = fileChunkSize
         self.sqliteGroupSize = sqliteGroupSize
         self.targetPackSize = targetPackSize
+        self.padding = padding
+        self.paddingFloor = paddingFloor ?? (padding == .none ? 0 : PaddingPolicy.defaultFloor)
     }
 }
 

@@ -71,6 +71,8 @@ final class BackupRun: @unchecked Sendable {
     let started = ContinuousClock.now
     var uploader: Uploader!
     var packWriters: PackWriterFactory!
+    /// The open packs every new blob (data and trees) is assigned to at random.
+    var packs: PackPool!
 
     // Walk results.
     var filesTotal = 0
@@ -182,19 +184,20 @@ final class BackupRun: @unchecked Sendable {
         // Read, chunk, pack, upload.
         try runWorkers()
         if isCancelled {
+            try? packs.flush()
             try? uploader.drain()
             throw BackupError(.cancelled, message: "the backup was cancelled; what was uploaded is indexed and will not be uploaded again")
         }
 
-        // Trees, bottom-up, into their own packs.
-        var treeWriterHolder: PackWriter? = nil
+        // Trees, bottom-up, into the same open packs as the data (at random), then the last packs.
+        let treeDeflater = Deflater(level: engine.config.parameters.compressionLevel)
         var rootNodes: [TreeNode] = []
         for entry in top {
-            if let n = try node(for: entry, treeWriter: &treeWriterHolder) { rootNodes.append(n) }
+            if let n = try node(for: entry, deflater: treeDeflater) { rootNodes.append(n) }
         }
         let rootTree = Tree(nodes: rootNodes)
-        let rootID = try storeTree(rootTree, writer: &treeWriterHolder)
-        if let w = treeWriterHolder, w.blobCount > 0 { try uploader.submit(w.finish()) }
+        let rootID = try storeTree(rootTree, deflater: treeDeflater)
+        try packs.flush()
         try uploader.drain()
 
         // Snapshot last.
@@ -395,8 +398,10 @@ final class BackupRun: @unchecked Sendable {
     func runWorkers() throws(BackupError) {
         let params = engine.config.parameters
         let keys = engine.keys
+        let padding = PaddingPolicy(parameters: params)
         packWriters = PackWriterFactory {
-            PackWriter(keys: keys, compressionLevel: params.compressionLevel, expectedSize: params.targetPackSize)
+            PackWriter(keys: keys, compressionLevel: params.compressionLevel, expectedSize: params.targetPackSize,
+                       padding: padding)
         }
         defer { packWriters.stop() }
         // Non-database files with their plan set at enqueue time: plan needs the head only for SQLite.
@@ -404,6 +409,8 @@ final class BackupRun: @unchecked Sendable {
         // Empty files are done at once.
         for j in jobs where !j.isDatabase && j.content.isEmpty { finishJob(j) }
         let workerCount = max(1, min(ProcessInfo.processInfo.activeProcessorCount, 8))
+        let factory = packWriters!
+        packs = PackPool(count: workerCount, target: params.targetPackSize, uploader: uploader) { factory.next() }
         let group = DispatchGroup()
         for _ in 0..<workerCount {
             group.enter()
@@ -458,8 +465,7 @@ final class BackupRun: @unchecked Sendable {
         let bufferSize = max(engine.policy.fileChunkSize, 1 << 16)
         var buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferSize, alignment: 64)
         defer { buffer.deallocate() }
-        var writer: PackWriter?
-        let target = engine.config.parameters.targetPackSize
+        let deflater = Deflater(level: engine.config.parameters.compressionLevel)
         while let item = nextItem() {
             switch item {
             case .capture(let job):
@@ -469,12 +475,9 @@ final class BackupRun: @unchecked Sendable {
                     buffer.deallocate()
                     buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: job.chunkSize, alignment: 64)
                 }
-                processSegment(job, chunks, buffer: buffer, writer: &writer, target: target)
+                processSegment(job, chunks, buffer: buffer, deflater: deflater)
             }
             itemDone()
-        }
-        if let w = writer, w.blobCount > 0, !isCancelled || true {
-            do { try uploader.submit { w.finish() } } catch { /* recorded by the uploader */ }
         }
     }
 
@@ -515,7 +518,7 @@ final class BackupRun: @unchecked Sendable {
     }
 
     func processSegment(_ job: FileJob, _ chunks: Range<Int>, buffer: UnsafeMutableRawBufferPointer,
-                        writer: inout PackWriter?, target: Int) {
+                        deflater: Deflater) {
         defer { segmentDone(job) }
         job.lock.lock()
         let skip = job.failure != nil
@@ -550,21 +553,14 @@ final class BackupRun: @unchecked Sendable {
             var isNew = false
             if claim(id) {
                 isNew = true
-                // Close a pack before a blob would overflow it: its buffer never reallocates.
-                if let w = writer, w.blobCount > 0, Self.packWouldOverflow(w, adding: n, target: target) {
-                    writer = nil
-                    do { try uploader.submit { w.finish() } } catch { return }
-                }
-                if writer == nil { writer = packWriters.next() }
                 do {
-                    try writer!.add(type: .data, id: id, plaintext: plain, compress: job.isDatabase && engine.compresses)
+                    try packs.add(type: .data, id: id, plaintext: plain, compress: job.isDatabase && engine.compresses,
+                                  deflater: deflater)
+                } catch is BackupError {
+                    return  // an upload failed: recorded by the uploader, the run stops
                 } catch {
                     failJob(job, "cannot pack: \(error)")
                     return
-                }
-                if let w = writer, w.byteCount >= target {
-                    writer = nil
-                    do { try uploader.submit { w.finish() } } catch { return }
                 }
             }
             counters.withLock {
@@ -621,23 +617,24 @@ final class BackupRun: @unchecked Sendable {
 
     // MARK: Trees
 
-    func storeTree(_ tree: Tree, writer: inout PackWriter?) throws(BackupError) -> ChunkID {
+    func storeTree(_ tree: Tree, deflater: Deflater) throws(BackupError) -> ChunkID {
         let bytes = tree.encoded()
         let id = engine.keys.chunkID(of: bytes)
         if claim(id) {
-            if writer == nil { writer = PackWriter(keys: engine.keys, compressionLevel: engine.config.parameters.compressionLevel, expectedSize: 1 << 20) }
-            do { try writer!.add(type: .tree, id: id, plaintext: bytes, compress: engine.compresses) } catch {
+            do {
+                try bytes.withUnsafeBytes { raw in
+                    try packs.add(type: .tree, id: id, plaintext: raw, compress: engine.compresses, deflater: deflater)
+                }
+            } catch let e as BackupError {
+                throw e
+            } catch {
                 throw BackupError(.invalidArgument, message: "a directory listing is too large to store: \(error)")
-            }
-            if writer!.byteCount >= engine.config.parameters.targetPackSize {
-                try uploader.submit(writer!.finish())
-                writer = nil
             }
         }
         return id
     }
 
-    func node(for entry: ScanEntry, treeWriter: inout PackWriter?) throws(BackupError) -> TreeNode? {
+    func node(for entry: ScanEntry, deflater: Deflater) throws(BackupError) -> TreeNode? {
         switch entry {
         case .reused(let n), .symlink(let n):
             return n
@@ -647,10 +644,10 @@ final class BackupRun: @unchecked Sendable {
         case .directory(let dir):
             var nodes: [TreeNode] = []
             for c in dir.children {
-                if let n = try node(for: c, treeWriter: &treeWriter) { nodes.append(n) }
+                if let n = try node(for: c, deflater: deflater) { nodes.append(n) }
             }
             var n = dir.node
-            n.subtree = try storeTree(Tree(nodes: nodes), writer: &treeWriter)
+            n.subtree = try storeTree(Tree(nodes: nodes), deflater: deflater)
             return n
         }
     }
@@ -696,13 +693,14 @@ extension Engine {
         let name = id.packName
         let tailLen = min(size, PackFormat.suggestedTailLength)
         do {
-            var tail = try await storage.get(name, range: (size - tailLen)..<size)
+            // Aligned reads: the provider does not learn where the header starts.
+            var tail = try await readAlignedTail(name, size: size, count: tailLen).bytes
             let trailer = try PackTrailer(tail: tail)
             if trailer.tailLength > tail.count {
                 guard trailer.tailLength <= size else {
                     throw BackupError(.dataDamaged, object: name, message: "\(name) is damaged: header longer than the pack")
                 }
-                tail = try await storage.get(name, range: (size - trailer.tailLength)..<size)
+                tail = try await readAlignedTail(name, size: size, count: trailer.tailLength).bytes
             }
             let header = try PackHeader(tail: tail, keys: keys, packLength: size)
             return IndexedPack(id: id, salt: header.salt, length: size, entries: header.entries)

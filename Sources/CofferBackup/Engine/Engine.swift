@@ -104,7 +104,8 @@ final class Engine: Sendable {
             throw BackupError(.storage, message: "\(error)")
         }
         let params = RepositoryParameters(fileChunkSize: options.fileChunkSize, sqliteGroupSize: options.sqliteGroupSize,
-                                          targetPackSize: options.targetPackSize)
+                                          targetPackSize: options.targetPackSize, padding: options.padding,
+                                          paddingFloor: options.padding == .none ? 0 : options.paddingFloor)
         let config: RepositoryConfig
         do {
             config = try RepositoryConfig(parameters: params)
@@ -173,7 +174,7 @@ final class Engine: Sendable {
     /// Seals and stores an object; returns its id and size.
     @discardableResult
     func writeSealed(_ plaintext: [UInt8], type: SealedObjectType, name: (ObjectID) -> String) async throws(BackupError) -> (ObjectID, Int) {
-        let bytes = SealedObject.seal(type: type, plaintext: plaintext, keys: keys)
+        let bytes = SealedObject.seal(type: type, plaintext: plaintext, keys: keys, padding: padding)
         let id = ObjectID(hashing: bytes)
         let n = name(id)
         do { try await storage.put(n, data: bytes) } catch {
@@ -256,12 +257,15 @@ final class Engine: Sendable {
             throw BackupError(.dataMissing, object: "blob \(id.hex)", message: "blob \(id.hex) is not in the index: its data is missing")
         }
         let name = loc.pack.packName
-        let sealed: Data
-        do { sealed = try await storage.get(name, range: loc.entry.range) } catch {
+        let window: (bytes: Data, start: Int)
+        do { window = try await readAligned(loc.pack, covering: loc.entry.range) } catch {
             if error.code == .rangeNotSatisfiable {
                 throw BackupError(.dataDamaged, object: name, message: "\(name) is damaged: shorter than its index says", underlying: error)
             }
             throw Self.storageError(error, doing: "reading blob \(id.hex) from \(name)")
+        }
+        guard let sealed = Self.slice(window.bytes, start: window.start, entry: loc.entry) else {
+            throw BackupError(.dataDamaged, object: name, message: "\(name) is damaged: shorter than its index says")
         }
         do {
             return try (opener ?? BlobOpener(keys: keys)).open(sealed, entry: loc.entry, salt: salt)
@@ -315,8 +319,8 @@ final class Engine: Sendable {
             for id in ids { try body(try await readBlob(id, opener: opener)) }
             return
         }
-        let sealed: Data
-        do { sealed = try await storage.get(name, range: start..<end) } catch {
+        let sealed: Data, base: Int
+        do { (sealed, base) = try await readAligned(locs[0].pack, covering: start..<end) } catch {
             if error.code == .rangeNotSatisfiable {
                 throw BackupError(.dataDamaged, object: name, message: "\(name) is damaged: shorter than its index says", underlying: error)
             }
@@ -326,7 +330,7 @@ final class Engine: Sendable {
             let plain: Data
             do {
                 plain = try sealed.withUnsafeBytes { (all) throws(FormatError) -> Data in
-                    let lo = loc.entry.offset - start
+                    let lo = loc.entry.offset - base
                     guard lo >= 0, lo + loc.entry.length <= all.count else {
                         throw FormatError(.truncated, "stored blob lies outside the bytes read", object: "blob \(id.hex)")
                     }

@@ -45,20 +45,41 @@ public enum SealedObject {
     /// - Parameters:
     ///   - compress: try raw deflate (kept only if it saves at least 1/8).
     ///   - deflater: a reusable compressor (one is made if `nil`).
+    ///   - padding: the repository's padding: the stored object is `padding.paddedLength(n)` bytes
+    ///     for `n` unpadded bytes (zeros inside the AEAD, after the payload).
     /// - Returns: the bytes to store; name them with `ObjectID(hashing:)`.
     public static func seal(type: SealedObjectType, plaintext: some ContiguousBytes, keys: RepositoryKeys,
-                            compress: Bool = true, deflater: Deflater? = nil) -> Data {
+                            compress: Bool = true, deflater: Deflater? = nil, padding: PaddingPolicy = .none) -> Data {
         var rng = SystemRandomNumberGenerator()
         let salt = Data((0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) })
         return seal(type: type, plaintext: plaintext, keys: keys, compress: compress, deflater: deflater,
-                    salt: salt, paddingLength: 0)
+                    salt: salt, padding: padding)
+    }
+
+    /// Bytes a sealed object adds to its payload: prefix, inner fixed fields, tag.
+    public static let overhead = prefixLength + innerFixedLength + PackFormat.tagLength
+
+    /// Sealing with a chosen salt and a padding policy: test vectors.
+    @_spi(Testing)
+    public static func seal(type: SealedObjectType, plaintext: some ContiguousBytes, keys: RepositoryKeys,
+                            compress: Bool, deflater: Deflater?, salt: Data, padding: PaddingPolicy) -> Data {
+        seal(type: type, plaintext: plaintext, keys: keys, compress: compress, deflater: deflater, salt: salt,
+             paddingLength: nil, policy: padding)
     }
 
     /// Sealing with a chosen salt and padding: test vectors and Part B.
     @_spi(Testing)
     public static func seal(type: SealedObjectType, plaintext: some ContiguousBytes, keys: RepositoryKeys,
                             compress: Bool, deflater: Deflater?, salt: Data, paddingLength: Int) -> Data {
-        precondition(salt.count == 32 && paddingLength >= 0 && paddingLength <= Int(UInt32.max))
+        seal(type: type, plaintext: plaintext, keys: keys, compress: compress, deflater: deflater, salt: salt,
+             paddingLength: paddingLength, policy: .none)
+    }
+
+    /// `paddingLength` when given, else the padding `policy` asks for once the payload's size is known.
+    static func seal(type: SealedObjectType, plaintext: some ContiguousBytes, keys: RepositoryKeys,
+                     compress: Bool, deflater: Deflater?, salt: Data, paddingLength fixedPadding: Int?,
+                     policy: PaddingPolicy) -> Data {
+        precondition(salt.count == 32 && (fixedPadding ?? 0) >= 0 && (fixedPadding ?? 0) <= Int(UInt32.max))
         return plaintext.withUnsafeBytes { plain in
             var prefix = ByteWriter(capacity: prefixLength)
             prefix.raw(magic)
@@ -68,6 +89,9 @@ public enum SealedObject {
             prefix.raw(salt)
 
             func inner(_ payload: UnsafeRawBufferPointer, _ c: Compression) -> [UInt8] {
+                let unpadded = overhead + payload.count
+                let paddingLength = fixedPadding
+                    ?? min(Int(UInt32.max), max(0, policy.paddedLength(unpadded) - unpadded))
                 var w = ByteWriter(capacity: innerFixedLength + payload.count + paddingLength)
                 w.u8(c.rawValue)
                 w.zeros(3)

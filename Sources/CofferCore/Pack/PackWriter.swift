@@ -19,7 +19,11 @@ public final class PackWriter {
     private var buffer = Data()
     /// The pack's SHA-256, fed right after each append while the bytes are still in cache.
     private var hasher = SHA256()
-    private var paddingLength = 0
+    /// Set by tests (vectors) to force a padding length; otherwise ``padding`` decides at finish.
+    private var explicitPadding: Int?
+    /// How the finished pack is padded (inside the header's AEAD): its total size becomes
+    /// `padding.paddedLength(unpadded size)`.
+    public let padding: PaddingPolicy
     /// False when the repository's parameters say `compression = none`: `compress: true` is ignored.
     private var compressionEnabled = true
     private var finished = false
@@ -30,27 +34,34 @@ public final class PackWriter {
     ///   - keys: the repository's subkeys.
     ///   - compressionLevel: zlib level for blobs added with `compress: true`.
     ///   - expectedSize: capacity to reserve (the repository's target pack size).
-    public convenience init(keys: RepositoryKeys, compressionLevel: Int = 1, expectedSize: Int = 8 << 20) {
+    ///   - padding: how the finished pack is padded (the repository's ``PaddingPolicy``).
+    public convenience init(keys: RepositoryKeys, compressionLevel: Int = 1, expectedSize: Int = 8 << 20,
+                            padding: PaddingPolicy = .none) {
         var rng = SystemRandomNumberGenerator()
         let salt = Data((0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) })
-        self.init(keys: keys, salt: salt, compressionLevel: compressionLevel, expectedSize: expectedSize)
+        self.init(keys: keys, salt: salt, compressionLevel: compressionLevel, expectedSize: expectedSize, padding: padding)
     }
 
-    /// A writer following the repository's parameters: compression on or off, its zlib level, and
-    /// a buffer sized for the target pack size.
+    /// A writer following the repository's parameters: compression on or off, its zlib level,
+    /// padding, and a buffer sized for the target pack size.
     public convenience init(keys: RepositoryKeys, parameters: RepositoryParameters) {
-        self.init(keys: keys, compressionLevel: parameters.compressionLevel, expectedSize: parameters.targetPackSize)
+        self.init(keys: keys, compressionLevel: parameters.compressionLevel, expectedSize: parameters.targetPackSize,
+                  padding: PaddingPolicy(parameters: parameters))
         compressionEnabled = parameters.compression != .none
     }
 
     /// A writer with a chosen salt: only for test vectors (a repeated salt would repeat nonces).
     @_spi(Testing)
-    public init(keys: RepositoryKeys, salt: Data, compressionLevel: Int = 1, expectedSize: Int = 1 << 20) {
+    public init(keys: RepositoryKeys, salt: Data, compressionLevel: Int = 1, expectedSize: Int = 1 << 20,
+                padding: PaddingPolicy = .none) {
         precondition(salt.count == 32)
         self.salt = salt
+        self.padding = padding
         cipher = salt.withUnsafeBytes { PackCipher(keys: keys, salt: $0) }
         deflater = Deflater(level: compressionLevel)
-        buffer.reserveCapacity(expectedSize + (64 << 10))
+        // Room for the header (64 KiB) and the padding of a full pack, so that finishing a pack
+        // never reallocates (and copies) its buffer.
+        buffer.reserveCapacity(padding.paddedLength(expectedSize + (64 << 10)))
     }
 
     /// Bytes of blobs written so far (the finished pack adds the header and trailer).
@@ -59,7 +70,14 @@ public final class PackWriter {
 
     /// Sets the header's padding length (Part B; zero bytes inside the header AEAD).
     @_spi(Testing)
-    public func setPadding(_ length: Int) { paddingLength = length }
+    public func setPadding(_ length: Int) { explicitPadding = length }
+
+    /// The size the pack would have if finished now without padding: blobs, header (fixed part,
+    /// one entry per blob, tag) and trailer.
+    public var unpaddedLength: Int {
+        buffer.count + PackFormat.headerFixedLength + entries.count * PackFormat.entryLength
+            + PackFormat.tagLength + PackFormat.trailerLength
+    }
 
     /// Adds a blob: compresses it if asked and worthwhile (saves at least 1/8), encrypts it, appends it.
     /// - Parameters:
@@ -137,6 +155,9 @@ public final class PackWriter {
     public func finish() -> FinishedPack {
         precondition(!finished, "PackWriter.finish() called twice")
         finished = true
+        let unpadded = unpaddedLength
+        let paddingLength = explicitPadding
+            ?? max(0, min(padding.paddedLength(unpadded), PackFormat.maxPackLength) - unpadded)
         var h = ByteWriter(capacity: PackFormat.headerFixedLength + entries.count * PackFormat.entryLength + paddingLength)
         h.u16(FormatVersion.current)
         h.u16(0)  // flags

@@ -20,7 +20,18 @@ struct ByteWriter {
     mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.bigEndian) { bytes.append(contentsOf: $0) } }
     mutating func raw(_ b: some Sequence<UInt8>) { bytes.append(contentsOf: b) }
     mutating func raw(_ b: UnsafeRawBufferPointer) { bytes.append(contentsOf: b) }
-    mutating func zeros(_ n: Int) { bytes.append(contentsOf: repeatElement(0, count: n)) }
+    /// Padding can be megabytes: appended from a zero block by bulk copies, not byte by byte (which
+    /// unoptimized builds do for a generic `repeatElement`: seconds per backup in debug builds).
+    mutating func zeros(_ n: Int) {
+        var left = n
+        while left > 0 {
+            let k = min(left, Self.zeroBlock.count)
+            Self.zeroBlock.withUnsafeBytes { bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: $0[0..<k])) }
+            left -= k
+        }
+    }
+
+    private static let zeroBlock = [UInt8](repeating: 0, count: 64 << 10)
 }
 
 /// Big-endian field reader over a raw buffer; every read is bounds-checked and returns `nil` past

@@ -25,7 +25,11 @@ struct InitCommand: AsyncParsableCommand {
     @Option(name: .customLong("pack-size"), help: ArgumentHelp("Target pack size in MiB (1-128, default \(RepositoryOptions.defaultTargetPackSize >> 20)).", valueName: "MiB"))
     var packSizeMiB: Int = RepositoryOptions.defaultTargetPackSize >> 20
 
+    @Option(name: .customLong("padding"), help: ArgumentHelp("Size padding of stored objects: padme (Padmé sizes, 1 MiB floor; hides blob and object lengths from the storage provider) or none (only for comparison).", valueName: "padme|none"))
+    var padding: String = "padme"
+
     func validate() throws {
+        guard ["padme", "none"].contains(padding) else { throw ValidationError("--padding must be padme or none") }
         guard (1...128).contains(packSizeMiB) else { throw ValidationError("--pack-size must be between 1 and 128 MiB") }
     }
 
@@ -37,6 +41,10 @@ struct InitCommand: AsyncParsableCommand {
             let key = given ?? BackupKey()
             var options = RepositoryOptions()
             options.targetPackSize = packSizeMiB << 20
+            if padding == "none" {
+                options.padding = .none
+                options.paddingFloor = 0
+            }
             let repo = try await access.withStorage(create: true) { storage in
                 try await Repository.initialize(storage: storage, key: key, options: options, deviceStore: access.deviceStore)
             }

@@ -61,7 +61,28 @@ def blob_aad(btype, bid, comp, ulen):
     return struct.pack(">HB", VERSION, btype) + bid + struct.pack(">BI", comp, ulen)
 
 
-def build_pack(salt, blobs, sk=SK, padding=0):
+def padme(n):
+    """Padmé (Nikitin et al., PETS 2019, Algorithm 1): clear the low E - S bits, rounding up."""
+    if n < 2:
+        return n
+    e = n.bit_length() - 1          # floor(log2 n)
+    s = e.bit_length()              # floor(log2 e) + 1
+    mask = (1 << (e - s)) - 1
+    return (n + mask) & ~mask
+
+
+def padded_size(n, floor):
+    """Stored size with padding scheme 1: max(floor, Padme(n))."""
+    return max(floor, padme(n))
+
+
+def pack_padding(blobs_len, count, floor):
+    """Padding length P that makes the pack padded_size(unpadded) bytes long."""
+    unpadded = blobs_len + 16 + 48 * count + 16 + 44
+    return padded_size(unpadded, floor) - unpadded
+
+
+def build_pack(salt, blobs, sk=SK, padding=0, floor=None):
     """blobs: list of dicts with type, plaintext, compress, optional id/ulen overrides."""
     pack_key = expand(sk["data"], b"coffer/v1/pack" + salt)
     header_key = expand(sk["pack-header"], b"coffer/v1/pack-header" + salt)
@@ -83,6 +104,8 @@ def build_pack(salt, blobs, sk=SK, padding=0):
                           "offset": len(out), "length": len(stored), "aad": aad.hex(), "nonce": nonce(i).hex(),
                           "stored": stored.hex()})
         out += stored
+    if floor is not None:
+        padding = pack_padding(len(out), len(blobs), floor)
     header = struct.pack(">HHIII", VERSION, 0, len(blobs), padding, 0) + entries + b"\0" * padding
     trailer = salt + struct.pack(">HHI", VERSION, 0, len(header) + 16) + b"CFPK"
     enc_header = AESGCM(header_key).encrypt(nonce(0), header, trailer)
@@ -92,7 +115,7 @@ def build_pack(salt, blobs, sk=SK, padding=0):
                   "bytes": pack.hex(), "objectID": hashlib.sha256(pack).hexdigest()}
 
 
-def seal(otype, plain, salt, compress, sk=SK, padding=0):
+def seal(otype, plain, salt, compress, sk=SK, padding=0, floor=None):
     key = expand(sk["metadata"], b"coffer/v1/object" + salt)
     prefix = b"CFSO" + struct.pack(">HBB", VERSION, otype, 0) + salt
     payload, comp = plain, 0
@@ -100,6 +123,9 @@ def seal(otype, plain, salt, compress, sk=SK, padding=0):
         c = deflate(plain)
         if len(c) <= worthwhile(len(plain)):
             payload, comp = c, 1
+    if floor is not None:
+        unpadded = 40 + 16 + len(payload) + 16
+        padding = padded_size(unpadded, floor) - unpadded
     inner = struct.pack(">B3xQI", comp, len(plain), padding) + payload + b"\0" * padding
     obj = prefix + AESGCM(key).encrypt(nonce(0), inner, prefix)
     return obj, {"type": otype, "salt": salt.hex(), "objectKey": key.hex(), "compress": compress,
@@ -131,6 +157,26 @@ def main():
     pack, pack_desc = build_pack(salt_pack, pack_blobs)
     obj1, obj1_desc = seal(1, b'{"packs":[]}', salt_obj, False)
     obj2, obj2_desc = seal(2, b"snapshot " * 40, salt_obj2, True)
+
+    # Padding scheme 1 (Padme with a floor). Small floors keep the vectors short; the engine's
+    # default floor is 1 MiB.
+    salt_ppack = bytes(0xD0 + i for i in range(32))
+    padded_packs = []
+    for floor, blobs in [(0, pack_blobs), (2048, pack_blobs[:2])]:
+        pp, pp_desc = build_pack(salt_ppack, blobs, floor=floor)
+        pp_desc.update(paddingScheme=1, paddingFloor=floor, paddingLength=pack_padding(
+            sum(b["length"] for b in pp_desc["blobs"]), len(blobs), floor))
+        padded_packs.append(pp_desc)
+    assert padded_packs[0]["paddingLength"] > 0 and len(bytes.fromhex(padded_packs[1]["bytes"])) == 2048
+    salt_pobj = bytes(0xE0 + i for i in range(32))
+    padded_objects = []
+    for floor, plain in [(0, b'{"packs":["padded"]}' * 3), (1024, b'{"snapshot":"padded"}')]:
+        po, po_desc = seal(1, plain, salt_pobj, False, floor=floor)
+        po_desc.update(paddingScheme=1, paddingFloor=floor, paddingLength=len(po) - (72 + len(plain)))
+        padded_objects.append(po_desc)
+    assert padded_objects[0]["paddingLength"] > 0 and len(bytes.fromhex(padded_objects[1]["bytes"])) == 1024
+    padme_values = [[n, padme(n)] for n in [0, 1, 2, 3, 9, 100, 1000, 4097, 65537, 1000000, 1048576, 1048577,
+                                            8400000, 4294967295]]
 
     # Expected failures (each must be reported with the given error).
     other_key = bytes([0xFF] * 32)
@@ -187,6 +233,9 @@ def main():
         "blob": dict(blob_desc["blobs"][0], salt=blob_desc["salt"], packKey=blob_desc["packKey"]),
         "pack": pack_desc,
         "sealedObjects": [obj1_desc, obj2_desc],
+        "padme": padme_values,
+        "paddedPacks": padded_packs,
+        "paddedSealedObjects": padded_objects,
         "failures": failures,
     }
     print(json.dumps(vectors, indent=1))
