@@ -164,6 +164,13 @@ public final class RealmStore: Sendable {
                 CREATE INDEX challenge_expires ON challenge(expires);
                 """)
         }
+        // Anchored backup heads (RealmHeads.swift): id = keyed row id, sealed = slot, seq, auth hash, sealed head.
+        m.registerMigration("v2-heads") { db in
+            try db.execute(sql: """
+                CREATE TABLE head (id BLOB PRIMARY KEY, record BLOB NOT NULL, updated REAL NOT NULL, sealed BLOB NOT NULL) WITHOUT ROWID;
+                CREATE INDEX head_record ON head(record);
+                """)
+        }
         return m
     }
 
