@@ -85,10 +85,11 @@ extension Repository {
     /// know (and records the newest heads it shows). Returns the newest snapshot of each writer.
     /// - Throws: `.staleRepository` (the storage provider is serving old or incomplete data),
     ///   `.dataDamaged`, `.storage`.
+    /// - Parameter what: the refused action as the error names it ("restore from this repository").
     @discardableResult
-    public func verifyHeads() async throws(BackupError) -> [SnapshotInfo] {
+    public func verifyHeads(doing what: String = "use this repository") async throws(BackupError) -> [SnapshotInfo] {
         let all = try await engine.loadSnapshots()
-        try engine.verifyHeads(all, doing: "use this repository")
+        try engine.verifyHeads(all, doing: what)
         var newest: [[UInt8]: (ObjectID, Snapshot)] = [:]
         for (id, s) in all where (newest[s.writerID]?.1.seq ?? 0) <= s.seq { newest[s.writerID] = (id, s) }
         return newest.values.map { Engine.info($0.0, $0.1) }.sorted { $0.time < $1.time }

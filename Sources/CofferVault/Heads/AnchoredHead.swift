@@ -26,7 +26,7 @@ public struct AnchoredHead: Sendable, Hashable {
         self.writerID = writerID
         self.seq = seq
         self.snapshotID = snapshotID
-        self.time = Date(timeIntervalSince1970: (time.timeIntervalSince1970 * 1000).rounded(.down) / 1000)
+        self.time = Date(timeIntervalSince1970: (time.timeIntervalSince1970 * 1000).rounded() / 1000)
     }
 
     /// From the hex forms the backup engine uses (32, 32 and 64 hex digits); `nil` if malformed.
@@ -51,7 +51,7 @@ public struct AnchoredHead: Sendable, Hashable {
         w.fixed(writerID)
         w.uint64(seq)
         w.fixed(snapshotID)
-        w.uint64(UInt64(bitPattern: Int64((time.timeIntervalSince1970 * 1000).rounded(.down))))
+        w.uint64(UInt64(bitPattern: Int64((time.timeIntervalSince1970 * 1000).rounded())))
         return w.bytes
     }
 

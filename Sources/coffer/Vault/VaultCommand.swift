@@ -175,7 +175,7 @@ struct VaultRecover: AsyncParsableCommand {
                     try await access.withStorage { storage in
                         let repository = try await Repository.open(storage: storage, key: result.key, deviceStore: access.deviceStore)
                         try await HeadAnchor(client: client, user: user, key: result.key)
-                            .check(repository, doing: "using this repository", latest: { print($0) })
+                            .check(repository, doing: "the recovery check", action: "restore from this repository", latest: { print($0) })
                     }
                 } catch let e as BackupError where e.code == .staleRepository {
                     printErr("note: the key is recovered and saved, but do not restore from this copy of the repository:")

@@ -60,9 +60,9 @@ struct HeadAnchor {
 
     /// `check` when a vault is configured for `repo`; returns the anchor for the store after a backup.
     @discardableResult
-    static func checkIfConfigured(_ repo: Repository, access: RepositoryAccess, doing what: String) async throws -> HeadAnchor? {
+    static func checkIfConfigured(_ repo: Repository, access: RepositoryAccess, doing what: String, action: String) async throws -> HeadAnchor? {
         guard let anchor = await forRepository(repo, access: access) else { return nil }
-        try await anchor.check(repo, doing: what)
+        try await anchor.check(repo, doing: what, action: action)
         return anchor
     }
 
@@ -71,7 +71,9 @@ struct HeadAnchor {
     /// refused (`.staleRepository`, exit 14) when it shows an older head or hides a snapshot a head
     /// names. If this device's own newest snapshot is not anchored yet (an earlier store failed), it
     /// is stored now. An unreachable vault is a warning: the device's own heads still apply.
-    func check(_ repo: Repository, doing what: String, latest: (String) -> Void = { Terminal.err($0 + "\n") }) async throws {
+    /// `what` names the command in warnings ("the restore"), `action` the refused action in errors
+    /// ("restore from this repository").
+    func check(_ repo: Repository, doing what: String, action: String, latest: (String) -> Void = { Terminal.err($0 + "\n") }) async throws {
         let found: AnchoredHeads
         do { found = try await client.readHeads(key: key, user: user) } catch {
             Terminal.err("coffer: warning: cannot read the backup heads anchored in the vault (\(error)); "
@@ -83,7 +85,7 @@ struct HeadAnchor {
         try repo.adoptHeads(heads.map {
             DeviceHead(repositoryID: $0.repositoryIDHex, writerID: $0.writerIDHex, seq: $0.seq, snapshotID: $0.snapshotIDHex)
         })
-        let newest = try await repo.verifyHeads()
+        let newest = try await repo.verifyHeads(doing: action)
         // Retry of a failed store: this device's newest snapshot, if the vault lacks it.
         guard let writer = try? repo.deviceStore?.writerID(),
               let mine = newest.first(where: { $0.writerID == writer }),
