@@ -207,4 +207,55 @@ struct RealmHeadTests {
         }
         #expect(HeadKeys(key: BackupKey()).open(slotID: slot, sealed: sealed) == nil)
     }
+
+    @Test("published vectors (scripts/head_vectors.py, computed with Python's hashlib/hmac/cryptography)")
+    func vectors() throws {
+        let v = try loadVector("vault-heads")
+        func h(_ k: String) -> [UInt8] { hex(v[k] as! String) }
+        let key = try BackupKey(bytes: h("K"))
+        let head = AnchoredHead(repositoryID: h("repositoryID"), writerID: h("writerID"), seq: UInt64(v["seq"] as! Int),
+                                snapshotID: h("snapshotID"),
+                                time: Date(timeIntervalSince1970: Double(v["timeMilliseconds"] as! Int) / 1000))
+        #expect(head.plaintext == h("plaintext"))
+        let keys = HeadKeys(key: key)
+        #expect(keys.seal.withUnsafeBytes { Array($0) } == h("K_seal"))
+        #expect(keys.slot.withUnsafeBytes { Array($0) } == h("K_slot"))
+        #expect(keys.auth.withUnsafeBytes { Array($0) } == h("K_auth"))
+        #expect(keys.nonce.withUnsafeBytes { Array($0) } == h("K_nonce"))
+        let (slot, sealed) = try keys.seal(head)
+        #expect(slot == h("slotID"))
+        #expect(sealed == h("sealedHead"))
+        #expect(Array(sealed.prefix(12)) == h("nonce"))
+        #expect(keys.writeAuth(realmID: try RealmID(bytes: h("realmID")), slotID: slot) == h("writeAuth"))
+        #expect(keys.open(slotID: slot, sealed: h("sealedHead")) == head)
+    }
+
+    @Test("wire: head messages round-trip at their padded sizes; 16 listed heads fit, 17 do not; decoding is strict")
+    func wire() throws {
+        let write = HeadWriteRequest(token: "t.o.k", ticket: .random(), slotID: rnd(16), seq: 0x0102030405060708,
+                                     writeAuth: rnd(32), sealedHead: rnd(HeadWire.sealedHead))
+        let bytes = try VaultRequest.headWrite(write).encode()
+        #expect(bytes.count == 4096)
+        #expect(try VaultRequest.decode(bytes, type: .headWrite) == .headWrite(write))
+        #expect(throws: WireError.self) { try VaultRequest.decode(bytes, type: .headRead) }
+        var short = write
+        short.sealedHead.removeLast()
+        #expect(throws: WireError.self) { try VaultRequest.headWrite(short).encode() }
+
+        let full = HeadReadAnswer(ticket: .random(), heads: (0..<HeadWire.maxSlots).map { _ in
+            StoredHead(slotID: rnd(16), seq: UInt64.random(in: 0...UInt64.max), sealedHead: rnd(HeadWire.sealedHead))
+        })
+        let answer = try VaultAnswer.headRead(full).encode(for: .headRead)
+        #expect(answer.count == HeadWire.readAnswerPaddedSize)
+        #expect(try VaultAnswer.decode(answer, for: .headRead) == .headRead(full))
+        var over = full
+        over.heads.append(full.heads[0])
+        #expect(throws: WireError.self) { try VaultAnswer.headRead(over).encode(for: .headRead) }
+        // An error answer to a head read has the head read's size too (sizes say nothing).
+        #expect(try VaultAnswer.error(RealmErrorAnswer(code: .staleHead)).encode(for: .headRead).count == HeadWire.readAnswerPaddedSize)
+        #expect(try VaultAnswer.headWrite(HeadWriteAnswer(seq: 9)).encode(for: .headWrite).count == 512)
+        var tampered = answer
+        tampered[1 + 32] = UInt8(HeadWire.maxSlots + 1)
+        #expect(throws: WireError.self) { try VaultAnswer.decode(tampered, for: .headRead) }
+    }
 }
