@@ -159,4 +159,35 @@ struct RollbackCLITests {
             #expect(Self.untouched(s, out))
         }
     }
+
+    @Test("a head that cannot be anchored (3 of 5 realms down) is a warning; the next run anchors it, then a new device is protected")
+    func anchorRetry() async throws {
+        let s = try await Self.setUp("retry")
+        defer { Task { await s.stop() } }
+        _ = try await Self.backup(s, "one\n")
+        // Three realms unreachable: the same vault.json with their URLs on a closed port; each call to
+        // them costs the timeout (the HTTP client retries the connection until then), kept at 1 s.
+        let good = try #require(s.vault["COFFER_VAULT"])
+        var config = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: good))) as? [String: Any])
+        var realms = try #require(config["realms"] as? [[String: Any]])
+        for i in 0..<3 { realms[i]["url"] = "http://127.0.0.1:1" }
+        config["realms"] = realms
+        let broken = URL(fileURLWithPath: good).deletingLastPathComponent().appendingPathComponent("vault-3-down.json")
+        try JSONSerialization.data(withJSONObject: config).write(to: broken)
+        try Data("one two\n".utf8).write(to: s.data.appendingPathComponent("chat.txt"))
+        var r = try await VaultCLITests.coffer(["backup", s.data.path, "--json"], env: s.phone.merging(["COFFER_VAULT": broken.path, "COFFER_VAULT_TIMEOUT": "1"]) { $1 })
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("warning: cannot read the backup heads"), "\(r.stderr)")
+        #expect(r.stderr.contains("could not be anchored in the vault") && r.stderr.contains("The backup itself is complete"), "\(r.stderr)")
+        let newest = try #require((try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])?["snapshotID"] as? String)
+
+        // The phone's next run (here a restore) stores the missing head first.
+        r = try await Self.restore(s, env: s.phone, into: "out-phone")
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("backup head anchored in the vault (snapshot \(newest.prefix(8)), seq 2"), "\(r.stderr)")
+        // Now a rollback to before that snapshot is caught on a new device.
+        try Self.fm.moveItem(atPath: s.repo + "/snapshots/" + newest, toPath: s.root.appendingPathComponent("hidden").path)
+        r = try await Self.restore(s, env: s.newDevice("tablet"), into: "out-tablet")
+        #expect(r.status == 14 && r.stderr.contains(Self.staleWords), "\(r.stderr)")
+    }
 }

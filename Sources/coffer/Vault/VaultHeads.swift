@@ -6,7 +6,8 @@ import Foundation
 /// Which vault (and account) protects a repository on this device: `$COFFER_HOME/vault/links/<id>.json`
 /// (0600), written by `init --password`, `vault enable` and `vault recover` for a repository, so later
 /// backups, restores and prunes anchor and check heads without flags. `COFFER_VAULT` + `COFFER_USER`
-/// (or a link) configure it; `COFFER_VAULT_HEADS=off` turns the anchoring off for one run.
+/// (or a link) configure it; `COFFER_VAULT_HEADS=off` turns the anchoring off for one run,
+/// `COFFER_VAULT_TIMEOUT` bounds each realm call (seconds, default 10).
 struct VaultLink: Codable, Equatable {
     var vault: String
     var user: String
@@ -49,7 +50,9 @@ struct HeadAnchor {
         guard let vault, let user else { return nil }
         do {
             let key = try await access.key(for: repo.storage)
-            let client = try await VaultOptions.parse(["--vault", vault, "--user", user]).client()
+            // COFFER_VAULT_TIMEOUT: seconds per realm (default 10), so a backup job bounds what a down realm costs it.
+            let timeout = env["COFFER_VAULT_TIMEOUT"].flatMap(Int.init).map { String(max(1, $0)) } ?? "10"
+            let client = try await VaultOptions.parse(["--vault", vault, "--user", user, "--timeout", timeout]).client()
             return HeadAnchor(client: client, user: user, key: key)
         } catch {
             Terminal.err("coffer: warning: the vault (\(vault)) is configured but cannot be used: \(ErrorReport.classify(error).message); "
