@@ -86,7 +86,8 @@ extension RealmStore {
     }
 
     /// Head write, in one durable transaction: spends the `head` ticket, then stores the sealed head
-    /// in its slot if the slot is new (and the user has fewer than `HeadWire.maxSlots`), or its
+    /// in its slot if the slot is new (and the user has fewer than `HeadWire.maxSlots`, or one of
+    /// them has not been written for `Limits.headSlotIdleLifetime`, which it replaces), or its
     /// write authenticator matches and `seq` is higher than the stored one (the same seq with
     /// byte-identical contents is accepted again: a retry). Returns the seq now stored.
     public func writeHead(tenant: String, user: String, ticket: Data, slotID: Data, seq: UInt64,
@@ -96,6 +97,7 @@ extension RealmStore {
         let rowID = crypto.headRowID(recordKey: rk, slotID: slotID)
         let authHash = Self.sha256(writeAuth)
         let t = now().timeIntervalSince1970
+        let idleLife = limits.headSlotIdleLifetime
         return try await group.write { db in
             guard let trow = try Row.fetchOne(db, sql: "SELECT record, scope, expires, sealed FROM ticket WHERE id = ?", arguments: [tid]),
                   (trow["record"] as Data) == rk, (trow["scope"] as String) == VaultScope.head.rawValue,
@@ -116,7 +118,13 @@ extension RealmStore {
                 }
             } else {
                 let count = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM head WHERE record = ?", arguments: [rk]) ?? 0
-                guard count < HeadWire.maxSlots else { throw HeadRefusal.tooManySlots }
+                if count >= HeadWire.maxSlots {
+                    // Full: only a slot idle for longer than headSlotIdleLifetime makes room (so garbage
+                    // written by a token holder can block new slots for a while, never evict a live one).
+                    guard let idle = try Data.fetchOne(db, sql: "SELECT id FROM head WHERE record = ? AND updated < ? ORDER BY updated LIMIT 1",
+                                                       arguments: [rk, t - idleLife]) else { throw HeadRefusal.tooManySlots }
+                    try db.execute(sql: "DELETE FROM head WHERE id = ?", arguments: [idle])
+                }
                 let sealed = try self.crypto.sealSide(HeadRow(slotID: slotID, seq: seq, authHash: authHash, sealedHead: sealedHead).encoded(),
                                                       table: "head", rowID: rowID, recordKey: rk)
                 try db.execute(sql: "INSERT INTO head (id, record, updated, sealed) VALUES (?, ?, ?, ?)", arguments: [rowID, rk, t, sealed])

@@ -114,6 +114,9 @@ public final class RealmStore: Sendable {
         public var challengeLifetime: TimeInterval = 120
         public var pendingLifetime: TimeInterval = 600
         public var pendingPerUser = 4
+        /// A head slot not written for this long may be replaced by a new slot when the user has
+        /// `HeadWire.maxSlots` (an abandoned writer, or a key rotated away); fresh slots never are.
+        public var headSlotIdleLifetime: TimeInterval = 400 * 24 * 3600
         public init(guessLimit: Int) { self.guessLimit = guessLimit }
     }
 
