@@ -19,7 +19,9 @@ import Testing
 
     /// Runs `damage` on a fresh copy of the repository, then expects check to fail naming `expectName`
     /// and restore to write nothing wrong.
-    static func expectDetected(_ box: Sandbox, data: URL, label: String, expectName: String?,
+    /// `restoreCode`: 13 (damage), or 14 when the damage makes the storage look stale (a dropped index
+    /// object: the snapshot's blobs are in no index), refused before anything is written.
+    static func expectDetected(_ box: Sandbox, data: URL, label: String, expectName: String?, restoreCode: Int32 = 13,
                                damage: (URL) throws -> Void, sourceLocation: SourceLocation = #_sourceLocation) throws {
         let copy = box.path("repo-\(label)")
         try? FileManager.default.removeItem(at: copy)
@@ -40,7 +42,11 @@ import Testing
             let diffs = TreeCompare.differences(try TreeCompare.read(data), try TreeCompare.read(target.appendingPathComponent("data")))
             #expect(diffs.isEmpty, "\(label): restore succeeded with differences: \(diffs)", sourceLocation: sourceLocation)
         } else {
-            #expect(restore.status == 13, "\(label): restore should exit with the damaged code:\n\(restore)", sourceLocation: sourceLocation)
+            #expect(restore.status == restoreCode, "\(label): restore should exit with code \(restoreCode):\n\(restore)", sourceLocation: sourceLocation)
+            if restore.status == 14 {
+                let written = (try? FileManager.default.contentsOfDirectory(atPath: target.path)) ?? []
+                #expect(written.isEmpty, "\(label): a stale refusal must come before any file is written: \(written)", sourceLocation: sourceLocation)
+            }
         }
         if restore.status != 0, FileManager.default.fileExists(atPath: target.appendingPathComponent("data").path) {
             try expectNoWrongData(original: data, restored: target.appendingPathComponent("data"), sourceLocation: sourceLocation)
@@ -101,7 +107,7 @@ import Testing
     @Test func droppedIndexAndMissingPackAreFound() throws {
         let (box, data) = try Self.pristine()
         for name in box.objects("index") {
-            try Self.expectDetected(box, data: data, label: "drop-\(Self.id(name).prefix(8))", expectName: nil) { repo in
+            try Self.expectDetected(box, data: data, label: "drop-\(Self.id(name).prefix(8))", expectName: nil, restoreCode: 14) { repo in
                 try FileManager.default.removeItem(at: repo.appendingPathComponent(name))
             }
         }

@@ -179,4 +179,24 @@ struct RealmLogTests {
         })
         #expect(refs.count == 1)
     }
+
+    @Test("head slots: when all 16 are taken only one idle past its lifetime makes room; a live slot is never evicted")
+    func headSlotEviction() async throws {
+        let (store, dir, clock) = try RealmStoreTests.store { $0.headSlotIdleLifetime = 100; $0.ticketLifetime = 1000 }
+        defer { try? FileManager.default.removeItem(at: dir) }
+        func write(_ slot: UInt8, seq: UInt64) async throws -> UInt64 {
+            let ticket = try await store.readHeads(tenant: "t", user: "u").ticket
+            return try await store.writeHead(tenant: "t", user: "u", ticket: ticket, slotID: Data(repeating: slot, count: 16), seq: seq,
+                                             writeAuth: Data(repeating: slot, count: 32), sealedHead: Data(rnd(HeadWire.sealedHead)))
+        }
+        for i in 0..<UInt8(HeadWire.maxSlots) { #expect(try await write(i, seq: 1) == 1) }
+        await #expect(throws: HeadRefusal.tooManySlots) { try await write(0xF0, seq: 1) }
+        clock.advance(60)
+        for i in 1..<UInt8(HeadWire.maxSlots) { _ = try await write(i, seq: 2) }   // all but slot 0 stay live
+        clock.advance(60)
+        #expect(try await write(0xF0, seq: 1) == 1)                               // slot 0 (idle 120 s) made room
+        await #expect(throws: HeadRefusal.tooManySlots) { try await write(0xF1, seq: 1) }
+        let slots = Set(try await store.readHeads(tenant: "t", user: "u").heads.map { $0.slotID[0] })
+        #expect(slots.count == HeadWire.maxSlots && !slots.contains(0) && slots.contains(0xF0))
+    }
 }

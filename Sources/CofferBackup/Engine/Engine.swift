@@ -49,6 +49,8 @@ final class Engine: Sendable {
     let index = Mutex(IndexState())
     let snapshotCache = Mutex([ObjectID: Snapshot]())
     let treeCache = Mutex([ChunkID: Tree]())
+    /// Heads learnt from outside the storage (the vault's anchored heads), checked with the device's.
+    let adoptedHeads = Mutex([DeviceHead]())
 
     init(storage: any Storage, keys: RepositoryKeys, config: RepositoryConfig, deviceStore: DeviceKeyStore?) {
         self.storage = storage
@@ -413,25 +415,21 @@ final class Engine: Sendable {
 
     // MARK: Device head
 
-    /// Refuses when the repository shows an older head than this device has seen; then records the
-    /// newest head of every writer (the device has now seen them).
+    /// Refuses when the repository shows an older head than this device has seen or the vault
+    /// anchored (``adoptedHeads``), or hides the snapshot such a head names; then records the newest
+    /// head of every writer (the device has now seen them).
     func verifyHeads(_ all: [(ObjectID, Snapshot)], doing what: String) throws(BackupError) {
-        guard let deviceStore else { return }
-        let heads: [DeviceHead]
-        do { heads = try deviceStore.heads.heads(repositoryID: repositoryID) } catch {
+        var heads: [DeviceHead]
+        do { heads = try deviceStore?.heads.heads(repositoryID: repositoryID) ?? [] } catch {
             throw BackupError(.fileSystem, message: "\(error)")
         }
+        heads += adoptedHeads.withLock { $0 }.filter { $0.repositoryID == repositoryID }
         for h in heads {
             let mine = all.filter { Hex.string($0.1.writerID) == h.writerID }
             let newest = mine.max { $0.1.seq < $1.1.seq }
             if let n = newest, n.1.seq > h.seq { continue }
             if let n = newest, n.1.seq == h.seq, n.0.hex == h.snapshotID { continue }
-            let shown = newest.map { "seq \($0.1.seq) (snapshot \($0.0.hex.prefix(8)))" } ?? "no snapshot at all"
-            throw BackupError(.staleRepository, object: "snapshots/\(h.snapshotID)",
-                              message: "refusing to \(what): the repository shows writer \(h.writerID.prefix(8)) at \(shown), "
-                                + "but this device has already seen seq \(h.seq) (snapshot \(h.snapshotID.prefix(8))). "
-                                + "The storage may have been rolled back or this is an older copy of the repository; "
-                                + "point Coffer at the current repository")
+            throw Self.staleHeadError(h, newest: newest, doing: what)
         }
         recordHeads(all)
     }

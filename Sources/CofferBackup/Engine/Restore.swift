@@ -88,6 +88,7 @@ extension Engine {
         let all = try await loadSnapshots()
         let (snapID, snap) = try resolve(snapshot, in: all)
         try verifyHeads(all, doing: "restore from this repository")
+        try await requireIndexed(snapID, snap)
         let target = Posix.absolute(rawTarget)
 
         // Target must be empty (or missing) unless overwrite.

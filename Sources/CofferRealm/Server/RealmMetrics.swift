@@ -13,6 +13,8 @@ public final class RealmMetrics: Sendable {
     let registrations: CoreMetrics.Counter
     let deletions: CoreMetrics.Counter
     let queries: CoreMetrics.Counter
+    let headReads: CoreMetrics.Counter
+    let headWrites: CoreMetrics.Counter
     let refusals: CoreMetrics.Counter
     let undecryptable: CoreMetrics.Counter
     private let factory: PrometheusMetricsFactory
@@ -33,6 +35,8 @@ public final class RealmMetrics: Sendable {
         registrations = CoreMetrics.Counter(label: "coffer_realm_registrations_total", factory: factory)
         deletions = CoreMetrics.Counter(label: "coffer_realm_deletions_total", factory: factory)
         queries = CoreMetrics.Counter(label: "coffer_realm_queries_total", factory: factory)
+        headReads = CoreMetrics.Counter(label: "coffer_realm_head_reads_total", factory: factory)
+        headWrites = CoreMetrics.Counter(label: "coffer_realm_head_writes_total", factory: factory)
         refusals = CoreMetrics.Counter(label: "coffer_realm_refusals_total", factory: factory)
         undecryptable = CoreMetrics.Counter(label: "coffer_realm_undecryptable_requests_total", factory: factory)
     }

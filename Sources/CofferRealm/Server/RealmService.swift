@@ -101,6 +101,8 @@ public final class RealmService: Sendable {
             return try await perform(request, token: token)
         } catch let refusal as RealmRefusal {
             return await refusalAnswer(refusal, token: token)
+        } catch let refusal as HeadRefusal {
+            return .error(RealmErrorAnswer(code: Self.code(for: refusal)))
         } catch {
             logger.error("request failed", metadata: ["type": "\(type)", "error": "\(error)"])
             return .error(RealmErrorAnswer(code: .internalError))
@@ -191,6 +193,27 @@ public final class RealmService: Sendable {
             metrics.deletions.increment()
             audit("delete", token)
             return .delete(DeleteAnswer(deletedVersion: m.expectedVersion))
+
+        case .headRead:
+            metrics.headReads.increment()
+            let (ticket, heads) = try await store.readHeads(tenant: tenant, user: user)
+            return .headRead(HeadReadAnswer(ticket: try Ticket(bytes: ticket), heads: heads))
+
+        case .headWrite(let m):
+            let seq = try await store.writeHead(tenant: tenant, user: user, ticket: Data(m.ticket.bytes), slotID: Data(m.slotID),
+                                                seq: m.seq, writeAuth: Data(m.writeAuth), sealedHead: Data(m.sealedHead))
+            metrics.headWrites.increment()
+            audit("head", token)
+            return .headWrite(HeadWriteAnswer(seq: seq))
+        }
+    }
+
+    static func code(for refusal: HeadRefusal) -> RealmErrorCode {
+        switch refusal {
+        case .badTicket, .ticketReused: return .badTicket
+        case .stale: return .staleHead
+        case .tooManySlots: return .tooManyHeads
+        case .authFailed: return .headAuthFailed
         }
     }
 

@@ -114,6 +114,9 @@ public final class RealmStore: Sendable {
         public var challengeLifetime: TimeInterval = 120
         public var pendingLifetime: TimeInterval = 600
         public var pendingPerUser = 4
+        /// A head slot not written for this long may be replaced by a new slot when the user has
+        /// `HeadWire.maxSlots` (an abandoned writer, or a key rotated away); fresh slots never are.
+        public var headSlotIdleLifetime: TimeInterval = 400 * 24 * 3600
         public init(guessLimit: Int) { self.guessLimit = guessLimit }
     }
 
@@ -162,6 +165,13 @@ public final class RealmStore: Sendable {
                 CREATE TABLE challenge (id BLOB PRIMARY KEY, record BLOB NOT NULL, created REAL NOT NULL, expires REAL NOT NULL) WITHOUT ROWID;
                 CREATE INDEX challenge_record ON challenge(record);
                 CREATE INDEX challenge_expires ON challenge(expires);
+                """)
+        }
+        // Anchored backup heads (RealmHeads.swift): id = keyed row id, sealed = slot, seq, auth hash, sealed head.
+        m.registerMigration("v2-heads") { db in
+            try db.execute(sql: """
+                CREATE TABLE head (id BLOB PRIMARY KEY, record BLOB NOT NULL, updated REAL NOT NULL, sealed BLOB NOT NULL) WITHOUT ROWID;
+                CREATE INDEX head_record ON head(record);
                 """)
         }
         return m

@@ -171,6 +171,12 @@ struct RecordCrypto: Sendable {
                                       authenticating: Data(table.utf8) + rowID))
     }
 
+    /// A head slot's row id: `HMAC(HKDF(storageKey, "coffer-vault/v1/head-row"), recordKey ‖ slotID)`.
+    func headRowID(recordKey: Data, slotID: Data) -> Data {
+        Data(HMAC<SHA256>.authenticationCode(for: recordKey + slotID,
+                                             using: Self.hkdf(storageKey, info: Array("coffer-vault/v1/head-row".utf8))))
+    }
+
     static func be64(_ v: Int64) -> Data {
         withUnsafeBytes(of: v.bigEndian) { Data($0) }
     }

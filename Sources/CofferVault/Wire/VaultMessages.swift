@@ -19,6 +19,10 @@ public enum VaultMessageType: UInt8, Sendable, CaseIterable, CustomStringConvert
     case q2 = 0x05
     /// Delete the registration (ticket + expectedVersion).
     case delete = 0x06
+    /// Read the user's anchored backup heads (sealed under a key from `K`) and get a write ticket.
+    case headRead = 0x07
+    /// Store one anchored backup head (ticket from a head read; the seq never goes down).
+    case headWrite = 0x08
 
     /// The POST path at the realm's base URL.
     public var path: String {
@@ -29,6 +33,8 @@ public enum VaultMessageType: UInt8, Sendable, CaseIterable, CustomStringConvert
         case .q1: return "/v1/q1"
         case .q2: return "/v1/q2"
         case .delete: return "/v1/delete"
+        case .headRead: return "/v1/head-read"
+        case .headWrite: return "/v1/head-write"
         }
     }
 
@@ -40,7 +46,10 @@ public enum VaultMessageType: UInt8, Sendable, CaseIterable, CustomStringConvert
 
     /// Every answer to this request type (success or error; plaintext, before sealing) is
     /// zero-padded to exactly this size.
-    public var answerPaddedSize: Int { 512 }
+    public var answerPaddedSize: Int {
+        // A head read lists up to `HeadWire.maxSlots` sealed heads; every other answer fits in 512.
+        self == .headRead ? HeadWire.readAnswerPaddedSize : 512
+    }
 
     public var description: String {
         switch self {
@@ -50,6 +59,8 @@ public enum VaultMessageType: UInt8, Sendable, CaseIterable, CustomStringConvert
         case .q1: return "Q1"
         case .q2: return "Q2"
         case .delete: return "delete"
+        case .headRead: return "head-read"
+        case .headWrite: return "head-write"
         }
     }
 
@@ -161,6 +172,8 @@ public enum VaultRequest: Sendable, Equatable {
     case q1(Q1Request)
     case q2(Q2Request)
     case delete(DeleteRequest)
+    case headRead(HeadReadRequest)
+    case headWrite(HeadWriteRequest)
 
     public var type: VaultMessageType {
         switch self {
@@ -170,6 +183,8 @@ public enum VaultRequest: Sendable, Equatable {
         case .q1: return .q1
         case .q2: return .q2
         case .delete: return .delete
+        case .headRead: return .headRead
+        case .headWrite: return .headWrite
         }
     }
 
@@ -182,6 +197,8 @@ public enum VaultRequest: Sendable, Equatable {
         case .q1(let m): return m.token
         case .q2(let m): return m.token
         case .delete(let m): return m.token
+        case .headRead(let m): return m.token
+        case .headWrite(let m): return m.token
         }
     }
 
@@ -228,6 +245,9 @@ public enum VaultRequest: Sendable, Equatable {
         case .delete(let m):
             w.fixed(m.ticket.bytes)
             w.fixed(m.expectedVersion.bytes)
+        case .headRead: break
+        case .headWrite(let m):
+            try m.encodeFields(into: &w)
         }
         return try pad(w.bytes, to: type.requestPaddedSize)
     }
@@ -276,6 +296,10 @@ public enum VaultRequest: Sendable, Equatable {
             let ticket = try Ticket.read(&r, "ticket")
             request = .delete(DeleteRequest(token: token, ticket: ticket,
                                             expectedVersion: try RecordVersion.read(&r, "expected version")))
+        case .headRead:
+            request = .headRead(HeadReadRequest(token: token))
+        case .headWrite:
+            request = .headWrite(try HeadWriteRequest.decodeFields(token: token, &r))
         }
         try r.finishPadding()
         return request
@@ -416,6 +440,12 @@ public enum RealmErrorCode: UInt8, Sendable, Equatable, CustomStringConvertible 
     case busy = 0x0E
     /// The realm failed internally; nothing changed.
     case internalError = 0x0F
+    /// Head write: the realm holds this slot at a higher seq (or the same seq with other bytes).
+    case staleHead = 0x10
+    /// Head write: the user already has the most slots a realm keeps (`HeadWire.maxSlots`).
+    case tooManyHeads = 0x11
+    /// Head write: the slot exists and the write authenticator does not match the one it was created with.
+    case headAuthFailed = 0x12
 
     public var description: String {
         switch self {
@@ -434,6 +464,9 @@ public enum RealmErrorCode: UInt8, Sendable, Equatable, CustomStringConvertible 
         case .policyRefused: return "policy refused"
         case .busy: return "busy"
         case .internalError: return "internal error"
+        case .staleHead: return "a newer head is stored for this slot"
+        case .tooManyHeads: return "too many head slots for this account"
+        case .headAuthFailed: return "head write not authorised for this slot"
         }
     }
 }
@@ -463,6 +496,8 @@ public enum VaultAnswer: Sendable, Equatable {
     case q1(Q1Answer)
     case q2(Q2Answer)
     case delete(DeleteAnswer)
+    case headRead(HeadReadAnswer)
+    case headWrite(HeadWriteAnswer)
     case error(RealmErrorAnswer)
 
     /// Canonical encoding, zero-padded to `requestType.answerPaddedSize`. A success answer must
@@ -526,6 +561,14 @@ public enum VaultAnswer: Sendable, Equatable {
             try expect(requestType, .delete)
             w.byte(VaultMessageType.delete.answerType)
             w.fixed(a.deletedVersion.bytes)
+        case .headRead(let a):
+            try expect(requestType, .headRead)
+            w.byte(VaultMessageType.headRead.answerType)
+            try a.encodeFields(into: &w)
+        case .headWrite(let a):
+            try expect(requestType, .headWrite)
+            w.byte(VaultMessageType.headWrite.answerType)
+            w.uint64(a.seq)
         case .error(let e):
             w.byte(RealmErrorAnswer.typeByte)
             w.byte(e.code.rawValue)
@@ -592,6 +635,10 @@ public enum VaultAnswer: Sendable, Equatable {
                 answer = .q2(Q2Answer(wrappedKey: try r.fixed(WireSize.wrappedKey, "wrapped key")))
             case .delete:
                 answer = .delete(DeleteAnswer(deletedVersion: try RecordVersion.read(&r, "deleted version")))
+            case .headRead:
+                answer = .headRead(try HeadReadAnswer.decodeFields(&r))
+            case .headWrite:
+                answer = .headWrite(HeadWriteAnswer(seq: try r.uint64("seq")))
             }
         }
         try r.finishPadding()

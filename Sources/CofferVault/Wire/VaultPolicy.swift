@@ -74,12 +74,14 @@ public enum VaultScope: String, Sendable, Codable, CaseIterable {
     case register
     /// Q0, delete.
     case delete
+    /// Head read and head write: the anchored backup heads (never the key record).
+    case head
 
     /// The longest lifetime a token of this scope may have (`exp - iat`).
     public var maxLifetimeSeconds: Int {
         switch self {
         case .status, .recover: return 24 * 3600
-        case .register, .delete: return 10 * 60
+        case .register, .delete, .head: return 10 * 60
         }
     }
 
@@ -90,6 +92,7 @@ public enum VaultScope: String, Sendable, Codable, CaseIterable {
         case (.recover, .q1), (.recover, .q2): return true
         case (.register, .r1), (.register, .r2): return true
         case (.delete, .delete): return true
+        case (.head, .headRead), (.head, .headWrite): return true
         default: return false
         }
     }

@@ -58,6 +58,10 @@ public struct WireWriter: Sendable {
     public mutating func uint32(_ v: UInt32) {
         for shift in stride(from: 24, through: 0, by: -8) { bytes.append(UInt8((v >> UInt32(shift)) & 0xFF)) }
     }
+
+    public mutating func uint64(_ v: UInt64) {
+        for shift in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8((v >> UInt64(shift)) & 0xFF)) }
+    }
 }
 
 /// `lp(x)` as a free function, for derivation inputs. Traps on over 65535 bytes; callers bound
@@ -104,6 +108,11 @@ public struct WireReader: Sendable {
     public mutating func uint32(_ field: String) throws(WireError) -> UInt32 {
         let b = try fixed(4, field)
         return b.reduce(0) { $0 << 8 | UInt32($1) }
+    }
+
+    public mutating func uint64(_ field: String) throws(WireError) -> UInt64 {
+        let b = try fixed(8, field)
+        return b.reduce(0) { $0 << 8 | UInt64($1) }
     }
 
     /// The encoding must end exactly here.

@@ -179,6 +179,15 @@ final class Demo: @unchecked Sendable {
         let newHome = root.appendingPathComponent("devices/new-phone")
         try DeviceKeyStore(home: newHome).saveKey(recovered, repositoryID: repositoryID)
         say("right password: the key is back (written to the new phone's 0600 key file); the vault rotated its shares")
+        let anchored = try await vault.client.readHeads(key: recovered, user: user).heads(repositoryIDHex: repositoryID)
+        say(HeadAnchor.latestLine(anchored))
+        let storage = try LocalStorage(root: cloud.path)
+        let repo = try await Repository.open(storage: storage, key: recovered, deviceStore: DeviceKeyStore(home: newHome))
+        try repo.adoptHeads(anchored.map {
+            DeviceHead(repositoryID: $0.repositoryIDHex, writerID: $0.writerIDHex, seq: $0.seq, snapshotID: $0.snapshotIDHex)
+        })
+        try await repo.verifyHeads(doing: "restore from this repository")
+        say("the storage shows that snapshot: it is not serving an older copy")
         ok("recovered the same key; the typo cost one guess")
     }
 
@@ -270,6 +279,13 @@ final class Demo: @unchecked Sendable {
         say("\(label): snapshot \(summary.snapshotID.prefix(8)), \(summary.filesNew + summary.filesChanged + summary.filesUnchanged) files, "
             + "read \(Units.bytes(summary.bytesRead)), stored \(Units.bytes(summary.bytesStored)) after dedup and compression "
             + "in \(Units.seconds(summary.duration.seconds))")
+        if let cluster, let info = try? await repo.snapshot(matching: summary.snapshotID),
+           let head = AnchoredHead(repositoryIDHex: repo.repositoryID, writerIDHex: info.writerID, seq: info.seq,
+                                   snapshotIDHex: info.id, time: info.time) {
+            // Anchor the head off the storage, as the CLI does after every backup.
+            try await DemoVault(cluster: cluster).client.storeHead(head, key: key!, user: user)
+            say("anchored the backup head (seq \(info.seq)) in the vault realms")
+        }
         return summary
     }
 

@@ -59,9 +59,12 @@ struct BackupCommand: AsyncParsableCommand, Sendable {
                 opts.checkpointBytes = checkpointMiB << 20
                 let logger = access.logger
                 let options = opts
-                return try await Interrupts.cancellingOnSignals { [self] in
+                let anchor = try await HeadAnchor.checkIfConfigured(repo, access: access, doing: "the backup", action: "back up onto this repository")
+                let code = try await Interrupts.cancellingOnSignals { [self] in
                     try await runBackup(repo, options: options, logger: logger)
                 }
+                await anchor?.anchorNewest(in: repo)
+                return code
             }
         }
     }

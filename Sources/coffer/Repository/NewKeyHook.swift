@@ -1,3 +1,4 @@
+import CofferBackup
 import CofferCore
 import CofferVault
 import Logging
@@ -9,12 +10,14 @@ struct PreparedVault {
     let client: VaultClient
     let user: String
     let password: String
+    /// The vault.json path, remembered per repository (`VaultLink`) for the head anchoring.
+    let configPath: String?
 
     static func prepare(_ options: VaultOptions) async throws -> PreparedVault {
         let user = try options.account()
         let client = try await options.client()
         let password = try readPassword(prompt: "Vault password for \(user) (protects the new key): ", confirm: true)
-        return PreparedVault(client: client, user: user, password: password)
+        return PreparedVault(client: client, user: user, password: password, configPath: options.configPath)
     }
 }
 
@@ -32,5 +35,6 @@ enum NewKeyHook {
         let report = try await vault.client.register(key: key, password: vault.password, user: vault.user)
         printRegistration(report, client: vault.client,
                           what: "The Backup Key Vault now protects this key for \(vault.user): on a new device, `coffer vault recover` gets it back with the password.")
+        if let path = vault.configPath { VaultLink.save(DeviceKeyStore(), repositoryID: repositoryID, vault: path, user: vault.user) }
     }
 }

@@ -42,7 +42,10 @@ struct PruneCommand: AsyncParsableCommand {
     func run() async throws {
         let access = RepositoryAccess(global)
         try await ErrorReport.run(logger: access.logger) {
-            let report = try await access.withRepository { try await $0.prune(mode: prune.mode) }
+            let report = try await access.withRepository { repo in
+                try await HeadAnchor.checkIfConfigured(repo, access: access, doing: "the prune", action: "prune this repository")
+                return try await repo.prune(mode: prune.mode)
+            }
             if json { try JSONOutput.print(PruneJSON(report)) } else { printPrune(report) }
             return .ok
         }
@@ -129,6 +132,7 @@ struct ForgetCommand: AsyncParsableCommand {
         let access = RepositoryAccess(global)
         try await ErrorReport.run(logger: access.logger) {
             try await access.withRepository { repo in
+                try await HeadAnchor.checkIfConfigured(repo, access: access, doing: "the forget", action: "forget snapshots in this repository")
                 let result = try await repo.forget(policy: policy, dryRun: dryRun)
                 var pruneReport: PruneReport?
                 if runPrune, !dryRun { pruneReport = try await repo.prune(mode: prune.mode) }

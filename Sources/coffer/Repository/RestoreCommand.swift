@@ -39,6 +39,7 @@ struct RestoreCommand: AsyncParsableCommand, Sendable {
         let access = RepositoryAccess(global)
         try await ErrorReport.run(logger: access.logger) {
             try await access.withRepository { repo in
+                try await HeadAnchor.checkIfConfigured(repo, access: access, doing: "the restore", action: "restore from this repository")
                 let logger = access.logger
                 return try await Interrupts.cancellingOnSignals { [self] in
                     try await runRestore(repo, logger: logger)

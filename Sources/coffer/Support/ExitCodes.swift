@@ -53,7 +53,7 @@ enum CofferExitCode: Int32, CaseIterable {
         case .storageUnreachable: return "storage unreachable or access denied"
         case .wrongKey: return "wrong key for this repository"
         case .damaged: return "damaged or missing data found"
-        case .staleRepository: return "stale repository: older head than this device has seen"
+        case .staleRepository: return "stale repository: older head than this device or the vault has seen"
         case .keyMissing: return "no key available for this repository"
         case .targetNotEmpty: return "restore target not empty (use --overwrite)"
         case .usage: return "usage error"
@@ -122,7 +122,7 @@ enum ErrorReport {
             return (.damaged, e.message, "Run `coffer check --read-data` to list every damaged or missing object.")
         case .staleRepository:
             return (.staleRepository, e.message,
-                    "The storage shows an older state than this device saw: it may have been rolled back or replaced by an old copy. Nothing was changed.")
+                    "The storage shows an older state than this device or the vault has seen (rolled back, an old copy, or hidden objects). Nothing was changed. Use the current copy of the repository; if it is the current one, the provider is serving old data: report it and do not prune.")
         case .partialBackup:
             return (.partialBackup, e.message, nil)
         case .targetNotEmpty:

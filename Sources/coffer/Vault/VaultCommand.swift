@@ -28,6 +28,9 @@ struct VaultOptions: ParsableArguments {
 
     var environment: [String: String] { ProcessInfo.processInfo.environment }
 
+    /// `--vault`, else `$COFFER_VAULT`.
+    var configPath: String? { (vault ?? environment["COFFER_VAULT"]).flatMap { $0.isEmpty ? nil : $0 } }
+
     func account() throws -> String {
         guard let u = user ?? environment["COFFER_USER"], !u.isEmpty else {
             throw VaultCLIError("no account: pass --user ID or set COFFER_USER", code: 2)
@@ -61,17 +64,20 @@ struct KeySourceOptions: ParsableArguments {
     var repo: String?
     @Option(help: "Repository id whose key this device holds (in $COFFER_HOME/keys), instead of --repo.") var repositoryID: String?
 
-    func key() async throws -> BackupKey {
+    func key() async throws -> BackupKey { try await keyAndRepository().key }
+
+    /// The key, and the repository id when the source names one (for the vault link).
+    func keyAndRepository() async throws -> (key: BackupKey, repositoryID: String?) {
         let env = ProcessInfo.processInfo.environment
-        if let keyFile { return try DeviceKeyStore.readKeyFile(at: URL(fileURLWithPath: keyFile)) }
+        if let keyFile { return (try DeviceKeyStore.readKeyFile(at: URL(fileURLWithPath: keyFile)), repositoryID) }
         if let digits = env["COFFER_KEY"], !digits.isEmpty {
-            do { return try BackupKey(digits: digits) } catch { throw VaultCLIError("COFFER_KEY: \(error)", code: 2) }
+            do { return (try BackupKey(digits: digits), repositoryID) } catch { throw VaultCLIError("COFFER_KEY: \(error)", code: 2) }
         }
         if let repositoryID {
             guard let key = try DeviceKeyStore().loadKey(repositoryID: repositoryID) else {
                 throw VaultCLIError("this device holds no key for repository \(repositoryID)", code: 2)
             }
-            return key
+            return (key, repositoryID)
         }
         if let location = repo ?? env["COFFER_REPO"], !location.isEmpty {
             // The device key of that repository, checked against the repository before it is protected.
@@ -80,7 +86,7 @@ struct KeySourceOptions: ParsableArguments {
                 guard let key = try access.deviceStore.loadKey(repositoryID: repository.repositoryID) else {
                     throw VaultCLIError("this device holds no key for repository \(repository.repositoryID)", code: 2)
                 }
-                return key
+                return (key, repository.repositoryID)
             }
         }
         throw VaultCLIError("no key: pass --repo LOCATION (or set COFFER_REPO), --key-file FILE, set COFFER_KEY, or pass --repository-id ID", code: 2)
@@ -115,12 +121,13 @@ struct VaultChangePassword: AsyncParsableCommand {
 /// Enable and change-password: the key from `keySource`, a new password (asked twice), one registration.
 private func registerKey(options: VaultOptions, keySource: KeySourceOptions, message: (String) -> String) async throws {
     try await runMapped {
-        let key = try await keySource.key()
+        let (key, repositoryID) = try await keySource.keyAndRepository()
         let user = try options.account()
         let password = try readPassword(prompt: "New vault password: ", confirm: true)
         let client = try await options.client()
         let report = try await client.register(key: key, password: password, user: user)
         printRegistration(report, client: client, what: message(user))
+        if let repositoryID, let path = options.configPath { VaultLink.save(DeviceKeyStore(), repositoryID: repositoryID, vault: path, user: user) }
     }
 }
 
@@ -162,15 +169,32 @@ struct VaultRecover: AsyncParsableCommand {
                 }
                 try access.deviceStore.saveKey(result.key, repositoryID: id)
                 print("Recovered the key of repository \(id); saved to \(access.deviceStore.keyFileURL(repositoryID: id).path) (mode 0600).")
+                if let path = options.configPath { VaultLink.save(access.deviceStore, repositoryID: id, vault: path, user: user) }
+                // Before anything is restored: the anchored heads against what the storage shows.
+                do {
+                    try await access.withStorage { storage in
+                        let repository = try await Repository.open(storage: storage, key: result.key, deviceStore: access.deviceStore)
+                        try await HeadAnchor(client: client, user: user, key: result.key)
+                            .check(repository, doing: "the recovery check", action: "restore from this repository", latest: { print($0) })
+                    }
+                } catch let e as BackupError where e.code == .staleRepository {
+                    printErr("note: the key is recovered and saved, but do not restore from this copy of the repository:")
+                    throw e
+                }
             }
             if let repositoryID {
                 let store = DeviceKeyStore()
                 try store.saveKey(result.key, repositoryID: repositoryID)
                 print("Recovered the key; saved to \(store.keyFileURL(repositoryID: repositoryID).path) (mode 0600).")
+                if let path = options.configPath { VaultLink.save(store, repositoryID: repositoryID, vault: path, user: user) }
             }
             if let keyOut {
                 try DeviceKeyStore.writeKeyFile(result.key, to: URL(fileURLWithPath: keyOut))
                 print("Recovered the key; written to \(keyOut) (mode 0600).")
+            }
+            if repositoryLocation == nil {
+                // No storage to check against: show what the vault anchors, and keep it on this device.
+                await HeadAnchor(client: client, user: user, key: result.key).report(repositoryID: repositoryID, store: DeviceKeyStore())
             }
             for p in result.faulty { printErr("warning: \(p) — report this to the vault operators") }
             for p in result.down { printErr("note: \(p)") }

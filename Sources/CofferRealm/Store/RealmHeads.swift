@@ -1,0 +1,138 @@
+import CofferVault
+import Crypto
+import Foundation
+import GRDB
+
+/// Why a head write was refused; each is answered sealed and changes nothing (the ticket stays unspent).
+public enum HeadRefusal: Error, Sendable, Equatable, CustomStringConvertible {
+    /// Unknown, expired, foreign or wrong-scope ticket.
+    case badTicket
+    /// The ticket was already spent.
+    case ticketReused
+    /// The slot holds a higher seq, or the same seq with other bytes.
+    case stale(stored: UInt64)
+    /// The user already has `HeadWire.maxSlots` slots.
+    case tooManySlots
+    /// The write authenticator does not match the one the slot was created with.
+    case authFailed
+
+    public var description: String {
+        switch self {
+        case .badTicket: return "unknown or expired ticket"
+        case .ticketReused: return "ticket already used"
+        case .stale(let s): return "the slot holds seq \(s) or a different head at this seq"
+        case .tooManySlots: return "too many head slots"
+        case .authFailed: return "write authenticator mismatch"
+        }
+    }
+}
+
+/// One slot as stored (inside the row's seal): slotID ‖ seq ‖ SHA-256(writeAuth) ‖ sealed head.
+struct HeadRow {
+    var slotID: Data
+    var seq: UInt64
+    var authHash: Data
+    var sealedHead: Data
+
+    func encoded() -> [UInt8] {
+        Array(slotID) + withUnsafeBytes(of: seq.bigEndian) { Array($0) } + Array(authHash) + Array(sealedHead)
+    }
+
+    init(slotID: Data, seq: UInt64, authHash: Data, sealedHead: Data) {
+        self.slotID = slotID
+        self.seq = seq
+        self.authHash = authHash
+        self.sealedHead = sealedHead
+    }
+
+    init?(decoding b: [UInt8]) {
+        let s = HeadWire.slotID
+        guard b.count == s + 8 + 32 + HeadWire.sealedHead else { return nil }
+        slotID = Data(b[0..<s])
+        seq = b[s..<(s + 8)].reduce(0) { $0 << 8 | UInt64($1) }
+        authHash = Data(b[(s + 8)..<(s + 40)])
+        sealedHead = Data(b[(s + 40)...])
+    }
+}
+
+extension RealmStore {
+    private static func sha256(_ d: Data) -> Data { Data(SHA256.hash(data: d)) }
+
+    /// Head read: a fresh `head`-scoped ticket (durable before it is returned, 5 minutes) and every
+    /// slot this user has, opened from the realm's seal.
+    public func readHeads(tenant: String, user: String) async throws -> (ticket: Data, heads: [StoredHead]) {
+        let rk = recordKey(tenant: tenant, user: user)
+        var ticket = Data(count: 32)
+        var g = SystemRandomNumberGenerator()
+        for i in ticket.indices { ticket[i] = UInt8.random(in: 0...255, using: &g) }
+        let t = now().timeIntervalSince1970
+        let life = limits.ticketLifetime
+        let tid = Self.sha256(ticket)
+        let rows = try await group.write { db -> [HeadRow] in
+            try db.execute(sql: "INSERT INTO ticket (id, record, scope, expires, sealed) VALUES (?, ?, ?, ?, NULL)",
+                           arguments: [tid, rk, VaultScope.head.rawValue, t + life])
+            var out: [HeadRow] = []
+            for row in try Row.fetchAll(db, sql: "SELECT id, sealed FROM head WHERE record = ?", arguments: [rk]) {
+                let id: Data = row["id"]
+                let plain = try self.crypto.openSide(row["sealed"], table: "head", rowID: id, recordKey: rk)
+                guard let h = HeadRow(decoding: plain) else { throw StoreError.corrupt }
+                out.append(h)
+            }
+            return out
+        }
+        let heads = rows.sorted { $0.slotID.lexicographicallyPrecedes($1.slotID) }
+            .map { StoredHead(slotID: Array($0.slotID), seq: $0.seq, sealedHead: Array($0.sealedHead)) }
+        return (ticket, heads)
+    }
+
+    /// Head write, in one durable transaction: spends the `head` ticket, then stores the sealed head
+    /// in its slot if the slot is new (and the user has fewer than `HeadWire.maxSlots`, or one of
+    /// them has not been written for `Limits.headSlotIdleLifetime`, which it replaces), or its
+    /// write authenticator matches and `seq` is higher than the stored one (the same seq with
+    /// byte-identical contents is accepted again: a retry). Returns the seq now stored.
+    public func writeHead(tenant: String, user: String, ticket: Data, slotID: Data, seq: UInt64,
+                          writeAuth: Data, sealedHead: Data) async throws -> UInt64 {
+        let rk = recordKey(tenant: tenant, user: user)
+        let tid = Self.sha256(ticket)
+        let rowID = crypto.headRowID(recordKey: rk, slotID: slotID)
+        let authHash = Self.sha256(writeAuth)
+        let t = now().timeIntervalSince1970
+        let idleLife = limits.headSlotIdleLifetime
+        return try await group.write { db in
+            guard let trow = try Row.fetchOne(db, sql: "SELECT record, scope, expires, sealed FROM ticket WHERE id = ?", arguments: [tid]),
+                  (trow["record"] as Data) == rk, (trow["scope"] as String) == VaultScope.head.rawValue,
+                  (trow["expires"] as Double) > t
+            else { throw HeadRefusal.badTicket }
+            guard (trow["sealed"] as Data?) == nil else { throw HeadRefusal.ticketReused }
+            if let row = try Row.fetchOne(db, sql: "SELECT sealed FROM head WHERE id = ?", arguments: [rowID]) {
+                let plain = try self.crypto.openSide(row["sealed"], table: "head", rowID: rowID, recordKey: rk)
+                guard let stored = HeadRow(decoding: plain) else { throw StoreError.corrupt }
+                guard constantTimeEqual(stored.authHash, authHash) else { throw HeadRefusal.authFailed }
+                if seq == stored.seq, stored.sealedHead == sealedHead {
+                    // An identical retry: nothing to change but the ticket.
+                } else {
+                    guard seq > stored.seq else { throw HeadRefusal.stale(stored: stored.seq) }
+                    let sealed = try self.crypto.sealSide(HeadRow(slotID: slotID, seq: seq, authHash: authHash, sealedHead: sealedHead).encoded(),
+                                                          table: "head", rowID: rowID, recordKey: rk)
+                    try db.execute(sql: "UPDATE head SET updated = ?, sealed = ? WHERE id = ?", arguments: [t, sealed, rowID])
+                }
+            } else {
+                let count = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM head WHERE record = ?", arguments: [rk]) ?? 0
+                if count >= HeadWire.maxSlots {
+                    // Full: only a slot idle for longer than headSlotIdleLifetime makes room (so garbage
+                    // written by a token holder can block new slots for a while, never evict a live one).
+                    guard let idle = try Data.fetchOne(db, sql: "SELECT id FROM head WHERE record = ? AND updated < ? ORDER BY updated LIMIT 1",
+                                                       arguments: [rk, t - idleLife]) else { throw HeadRefusal.tooManySlots }
+                    try db.execute(sql: "DELETE FROM head WHERE id = ?", arguments: [idle])
+                }
+                let sealed = try self.crypto.sealSide(HeadRow(slotID: slotID, seq: seq, authHash: authHash, sealedHead: sealedHead).encoded(),
+                                                      table: "head", rowID: rowID, recordKey: rk)
+                try db.execute(sql: "INSERT INTO head (id, record, updated, sealed) VALUES (?, ?, ?, ?)", arguments: [rowID, rk, t, sealed])
+            }
+            // Spent in the same transaction as the write.
+            try db.execute(sql: "UPDATE ticket SET sealed = ? WHERE id = ?",
+                           arguments: [try self.crypto.sealSide([0], table: "ticket", rowID: tid, recordKey: rk), tid])
+            return seq
+        }
+    }
+}
