@@ -19,7 +19,8 @@ import Darwin
     func localFolder() async throws {
         let scenario = try WritersScenario(repository: nil, extraEnvironment: [:])
         defer { scenario.remove() }
-        try scenario.run()
+        let key = try scenario.run()
+        try scenario.runSourceChanged(key: key)
     }
 
     @Test("two writers and a pruner on S3 (moto, If-None-Match creates); a suspended backup still commits a whole snapshot")
@@ -189,7 +190,8 @@ struct WritersScenario {
         try? FileManager.default.removeItem(at: target)
     }
 
-    func run() throws {
+    @discardableResult
+    func run() throws -> String {
         let envA0 = environment("a", key: nil)
         let initOut = try coffer(envA0, ["init", "--pack-size", "1"])
         var key: String?
@@ -262,5 +264,39 @@ struct WritersScenario {
         try expectRestores(envA, b1ID, expectedB1, folder: "tablet-b", "B's first snapshot after the final prune")
         try expectRestores(envA, try #require(b2["snapshotID"] as? String), expectedB2, folder: "tablet-b", "B's second snapshot")
         try expectRestores(envB, try #require(a3["snapshotID"] as? String), expectedA3, folder: "phone-a", "A's newest snapshot")
+        return digits
+    }
+
+    func snapshotCount(_ env: [String: String]) throws -> Int {
+        let out = try coffer(env, ["snapshots", "--json"])
+        return try #require(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [Any], "snapshots printed: \(out)").count
+    }
+
+    /// Phase 3: what B uploaded before it was suspended is deleted, and the file it came from
+    /// changes meanwhile: nothing can restore those blobs, so B must fail without writing a
+    /// snapshot ("run the backup again"), leave the repository clean, and succeed when run again.
+    func runSourceChanged(key digits: String) throws {
+        let envA = environment("a", key: digits), envB = environment("b", key: digits)
+        let srcB = path("src/tablet-b")
+        let before = try snapshotCount(envA)
+        try write("src/tablet-b/changing.bin", Self.random(2 << 20, seed: 50))
+        let (b, bOut, bErr) = try startSuspendedBackup(envB, ["backup", "--json", "--quiet", "--checkpoint-mib", "1", srcB.path], packs: 1)
+        let p1 = try prune(envA)
+        #expect(p1["objectsMarked"] as? Int ?? 0 >= 1, "B's indexed pack is needed by no snapshot yet: \(p1)")
+        waitGrace()
+        let p2 = try prune(envA)
+        #expect(p2["objectsDeleted"] as? Int ?? 0 >= 1, "\(p2)")
+        try write("src/tablet-b/changing.bin", Self.random(2 << 20, seed: 51))
+        kill(b.processIdentifier, SIGCONT)
+        b.waitUntilExit()
+        let stderr = (try? String(contentsOf: bErr, encoding: .utf8)) ?? ""
+        let stdout = (try? String(contentsOf: bOut, encoding: .utf8)) ?? ""
+        #expect(b.terminationStatus == 13, "the backup must fail (missing data, exit 13): \(b.terminationStatus)\n\(stdout)\n\(stderr)")
+        #expect(stderr.contains("run the backup again") && stderr.contains("not committed"), "\(stderr)")
+        #expect(try snapshotCount(envA) == before, "no snapshot may be written")
+        try expectClean(envA, "after the backup that could not commit")
+        let again = try json(envB, ["backup", "--quiet", srcB.path])
+        try expectRestores(envA, try #require(again["snapshotID"] as? String), Self.files(srcB), folder: "tablet-b", "B's backup run again")
+        try expectClean(envA, "after B ran again")
     }
 }

@@ -91,7 +91,7 @@ final class CommitCheck: @unchecked Sendable {
 
     /// Refreshes the engine's index after repairs, so later operations in this process see the new packs.
     func finish() async {
-        if !repairPacks.isEmpty { try? await engine.loadIndex() }
+        if !repairIndexes.isEmpty { try? await engine.loadIndex() }
     }
 
     // MARK: Checking
@@ -203,29 +203,33 @@ final class CommitCheck: @unchecked Sendable {
             missing[id] = type
         }
         if !missing.isEmpty { try await rereadSources(&missing, add: add) }
-        if !missing.isEmpty {
-            try await flush()
-            throw BackupError(.dataMissing, object: "blob \(missing.keys.sorted().first!.hex)",
-                              message: "the backup was not committed: while it ran (or was suspended), a prune deleted data "
-                                + "it depended on, and \(missing.count) piece\(missing.count == 1 ? "" : "s") could not be "
-                                + "uploaded again (the source files changed since they were read, or belong to a database "
-                                + "captured earlier). Earlier snapshots are intact; run the backup again")
-        }
         try await flush()
 
         // One index for the new packs and this run's packs that are still live; it supersedes this
-        // run's earlier index objects, which may list packs a prune has deleted since.
+        // run's earlier index objects, which may list packs a prune has deleted since. Written even
+        // when the backup cannot commit, so that no index is left naming a deleted pack.
         repairPacks += newPacks
         let own = run.uploader.indexed
         var listed: [ObjectID: IndexedPack] = [:]
         for p in own.packs + repairPacks where view.present.contains(p.id) || newPacks.contains(where: { $0.id == p.id }) {
             if !view.condemned.contains(p.id) { listed[p.id] = p }
         }
-        let index = IndexFile(supersedes: Array(Set(own.objects + repairIndexes)), packs: Array(listed.values))
-        let (indexID, _) = try await engine.writeSealed(index.encoded(), type: .index) { $0.indexName }
-        repairIndexes.append(indexID)
+        let superseded = Array(Set(own.objects + repairIndexes))
+        if !superseded.isEmpty || !listed.isEmpty {
+            let index = IndexFile(supersedes: superseded, packs: Array(listed.values))
+            let (indexID, _) = try await engine.writeSealed(index.encoded(), type: .index) { $0.indexName }
+            repairIndexes.append(indexID)
+        }
         for p in newPacks {
             for e in p.entries { relocated[e.id] = BlobLocation(pack: p.id, entry: e) }
+        }
+        if !missing.isEmpty {
+            await finish()
+            throw BackupError(.dataMissing, object: "blob \(missing.keys.sorted().first!.hex)",
+                              message: "the backup was not committed: while it ran (or was suspended), a prune deleted data "
+                                + "it depended on, and \(missing.count) piece\(missing.count == 1 ? "" : "s") could not be "
+                                + "uploaded again (the source files changed since they were read, or belong to a database "
+                                + "captured earlier). Earlier snapshots are intact; run the backup again")
         }
     }
 
