@@ -223,12 +223,16 @@ extension Engine {
         report.packsKept = keepPacks.count
 
         // New complete index, before any deletion; it supersedes every index object read.
-        let oldIndexes = Array(state.indexObjects) + Array(state.supersededIndexObjects)
+        var oldIndexes = Array(state.indexObjects) + Array(state.supersededIndexObjects)
+        var wroteIndex = false
         if !toMark.isEmpty || !newPacks.isEmpty || !pendingDeletes.isEmpty || !rescue.isEmpty || !state.supersededIndexObjects.isEmpty || state.indexObjects.count > 1 {
             var idx = IndexFile(supersedes: oldIndexes, packs: keepPacks + newPacks)
             if !rescue.isEmpty { idx.packs += rescue.compactMap { markedPacks[$0] } }
             try await writeSealed(idx.encoded(), type: .index) { $0.indexName }
+            wroteIndex = true
         }
+        // Without a new index the one read is still the live one: it must stay.
+        if !wroteIndex { oldIndexes = [] }
         var newMark: ObjectID? = nil
         if !toMark.isEmpty || !orphans.isEmpty {
             let mark = PruneMark(packs: toMark, orphans: orphans)
@@ -251,6 +255,8 @@ extension Engine {
         // run's view of the snapshots is fresh (a prune suspended past half the grace period
         // might not see a snapshot written since that needs a marked pack).
         if case .twoPhase = mode, graceSeconds > 0, !pendingDeletes.isEmpty {
+            // Test hook (as COFFER_TEST_STOP_AFTER_PACKS for backups): suspend the process here.
+            if ProcessInfo.processInfo.environment["COFFER_TEST_STOP_BEFORE_DELETING"] != nil { raise(SIGSTOP) }  // raise: this thread stops before it goes on
             let elapsed = try await storageNow().timeIntervalSince(now)
             if elapsed > graceSeconds / 2 {
                 try? await loadIndex()

@@ -92,7 +92,7 @@ final class Uploader: @unchecked Sendable {
             if let checkpoint {
                 do { try await self.writeIndex(checkpoint) } catch { self.fail(BackupRun.wrap(error)) }
             }
-            if let n = self.stopAfterPacks, count == n { kill(getpid(), SIGSTOP) }
+            if let n = self.stopAfterPacks, count == n { raise(SIGSTOP) }  // raise: this thread stops before it goes on
             self.finishOne()
         }
     }
