@@ -188,16 +188,29 @@ public struct LocalStorage: Storage {
             // link(2) fails with EEXIST when the name is taken: the check and the creation are one step.
             if link(tmpPath, finalPath) != 0 {
                 let e = errno
-                _ = unlink(tmpPath)
                 if e == EEXIST {
+                    _ = unlink(tmpPath)
                     if let existing = try? readWhole(finalPath), existing == data { return }
                     throw StorageError(.alreadyExists, name: name, message: "object \(name) already exists")
                 }
                 if e == EPERM || e == ENOTSUP || e == EOPNOTSUPP || e == EXDEV || e == EMLINK {
-                    // FAT/exFAT and some network mounts have no hard links: refuse rather than
-                    // quietly lose the put-if-absent guarantee.
-                    throw StorageError(.permanent, name: name, message: "cannot create \(name): the file system at \(root) does not support hard links, which conditional creates need")
+                    // FAT/exFAT and some network mounts have no hard links: an atomic
+                    // rename-unless-taken does the same where the system has one; otherwise
+                    // refuse rather than quietly lose the put-if-absent guarantee.
+                    switch Self.renameNoReplace(tmpPath, finalPath) {
+                    case 0:
+                        try Self.syncDirectory(dir, name: name)
+                        return
+                    case EEXIST:
+                        _ = unlink(tmpPath)
+                        if let existing = try? readWhole(finalPath), existing == data { return }
+                        throw StorageError(.alreadyExists, name: name, message: "object \(name) already exists")
+                    default:
+                        _ = unlink(tmpPath)
+                    }
+                    throw StorageError(.permanent, name: name, message: "cannot create \(name): the file system at \(root) supports neither hard links nor an exclusive rename, which conditional creates need")
                 }
+                _ = unlink(tmpPath)
                 throw Self.error(e, name: name, doing: "create")
             }
             _ = unlink(tmpPath)
@@ -418,3 +431,28 @@ enum Glue {
         #endif
     }
 }
+
+extension LocalStorage {
+    /// Renames `from` to `to` unless `to` exists, atomically (Linux `renameat2(RENAME_NOREPLACE)`,
+    /// Apple `renamex_np(RENAME_EXCL)`): the conditional create of file systems without hard links.
+    /// Returns 0, or the errno (`EEXIST` when taken; `EINVAL`/`ENOSYS`/`ENOTSUP` when unsupported).
+    static func renameNoReplace(_ from: String, _ to: String) -> Int32 {
+        #if canImport(Darwin)
+        return renamex_np(from, to, UInt32(RENAME_EXCL)) == 0 ? 0 : errno
+        #elseif canImport(Glibc)
+        // glibc declares renameat2 only under _GNU_SOURCE, which Swift's Glibc module does not see.
+        guard let f = renameat2Function else { return ENOSYS }
+        return f(AT_FDCWD, from, AT_FDCWD, to, 1 /* RENAME_NOREPLACE */) == 0 ? 0 : errno
+        #else
+        return ENOSYS
+        #endif
+    }
+}
+
+#if canImport(Glibc)
+private typealias RenameAt2 = @convention(c) (Int32, UnsafePointer<CChar>?, Int32, UnsafePointer<CChar>?, UInt32) -> Int32
+private nonisolated(unsafe) let renameat2Function: RenameAt2? = {
+    guard let symbol = dlsym(nil, "renameat2") else { return nil }
+    return unsafeBitCast(symbol, to: RenameAt2.self)
+}()
+#endif

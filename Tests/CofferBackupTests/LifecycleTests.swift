@@ -112,7 +112,9 @@ import CofferStorage
     }
 
     /// Two writers: B opened the repository before A's prune marked a pack, then backs up content
-    /// that only that pack holds. Phase two finds B's snapshot needs it and rescues the pack.
+    /// that only that pack holds. B's commit check finds the pack marked and copies the blobs into
+    /// a new pack before its snapshot (so phase two has nothing to rescue and deletes the marked
+    /// pack); before the commit check existed, phase two rescued the pack instead.
     @Test func pruneRescuesMarkedPackThatANewerSnapshotNeeds() async throws {
         let s = Scratch()
         let a = try await TestRepo.make(s, options: RepositoryOptions(fileChunkSize: 256 << 10, targetPackSize: 1 << 20))
@@ -137,11 +139,13 @@ import CofferStorage
         write(randomBytes(2 << 20, seed: 77), to: srcB + "/x-copy.bin", mtime: old)
         let bs: BackupSummary = try await b.backup(paths: [srcB])
         #expect(bs.bytesNew == 0, "B deduplicated against the marked pack")
+        #expect(bs.blobsUploadedAgain == 8, "B copied x.bin's 8 blobs out of the marked pack before committing")
 
-        // Phase two: the pack is needed by B's snapshot, so it is indexed again, not deleted.
+        // Phase two: B's snapshot finds its blobs in B's new pack; the marked pack goes.
         let repo = try await a.reopen()
         let pruned = try await repo.prune(mode: .twoPhase(grace: .zero))
-        #expect(pruned.packsRescued > 0)
+        #expect(pruned.packsRescued == 0)
+        #expect(pruned.objectsDeleted > 0)
         let report = try await a.reopen().check(readData: true)
         #expect(report.isClean, "\(report.problems)")
         let out = s.path("outB")

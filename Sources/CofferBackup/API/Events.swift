@@ -91,6 +91,9 @@ public struct BackupSummary: Sendable, Hashable {
     public var packsWritten: Int
     public var unreadable: [UnreadableFile]
     public var duration: Duration
+    /// Blobs uploaded again just before the snapshot was written because a prune had marked or
+    /// deleted the packs holding them while this backup ran or was suspended (0 normally).
+    public var blobsUploadedAgain: Int
 
     /// True when some files could not be read (the CLI exits with the "partial backup" code).
     public var isPartial: Bool { !unreadable.isEmpty }
@@ -99,7 +102,9 @@ public struct BackupSummary: Sendable, Hashable {
                 filesUnchanged: Int = 0, filesSkippedByMetadata: Int = 0, databasesCaptured: Int = 0,
                 directories: Int = 0, symlinks: Int = 0, bytesTotal: Int64 = 0, bytesRead: Int64 = 0,
                 bytesNew: Int64 = 0, bytesStored: Int64 = 0, metadataBytesStored: Int64 = 0, blobsNew: Int = 0,
-                packsWritten: Int = 0, unreadable: [UnreadableFile] = [], duration: Duration = .zero) {
+                packsWritten: Int = 0, unreadable: [UnreadableFile] = [], duration: Duration = .zero,
+                blobsUploadedAgain: Int = 0) {
+        self.blobsUploadedAgain = blobsUploadedAgain
         self.snapshotID = snapshotID
         self.parentID = parentID
         self.filesNew = filesNew

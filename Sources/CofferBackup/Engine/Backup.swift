@@ -80,6 +80,10 @@ final class BackupRun: @unchecked Sendable {
     var filesNew = 0, filesSkipped = 0, directories = 0, symlinks = 0
     var jobs: [FileJob] = []
     var parentTime: Int64 = Int64.min
+    /// Files taken over from the parent unread, and every tree this run encoded: the commit check
+    /// (CommitCheck.swift) uploads their blobs again if a prune removed them meanwhile.
+    var reusedFiles: [(String, TreeNode)] = []
+    let producedTrees = Mutex([ChunkID: [UInt8]]())
 
     // Work queue.
     let queueLock = NSCondition()
@@ -199,6 +203,10 @@ final class BackupRun: @unchecked Sendable {
         let rootID = try storeTree(rootTree, deflater: treeDeflater)
         try packs.flush()
         try uploader.drain()
+        // Nothing the snapshot needs may lie only in a pack a prune marked or deleted meanwhile.
+        let commitCheck = CommitCheck(run: self)
+        let checkedAt: Date
+        do { checkedAt = try runBlocking { try await commitCheck.secure() } } catch { throw Self.wrap(error) }
 
         // Snapshot last.
         let seq = (all.filter { $0.1.writerID == writer }.map(\.1.seq).max() ?? 0) + 1
@@ -219,6 +227,12 @@ final class BackupRun: @unchecked Sendable {
                 try await self.engine.writeSealed(snap.encoded(), type: .snapshot) { $0.snapshotName }
             }
         } catch { throw Self.wrap(error) }
+        do {
+            try runBlocking {
+                try await commitCheck.confirm(snapshotName: snapID.snapshotName, checkedAt: checkedAt)
+                await commitCheck.finish()
+            }
+        } catch { throw Self.wrap(error) }
         engine.snapshotCache.withLock { $0[snapID] = snap }
         if let store = engine.deviceStore {
             try? store.heads.record(DeviceHead(repositoryID: engine.repositoryID, writerID: writerHex, seq: finalSeq, snapshotID: snapID.hex))
@@ -235,7 +249,8 @@ final class BackupRun: @unchecked Sendable {
             databasesCaptured: c.databasesCaptured, directories: directories, symlinks: symlinks, bytesTotal: bytesTotal,
             bytesRead: c.bytesRead, bytesNew: c.bytesNew, bytesStored: uploader.stored,
             metadataBytesStored: uploader.metadataBytes + Int64(snapSize), blobsNew: c.blobsNew,
-            packsWritten: uploader.packsWritten, unreadable: c.unreadable, duration: ContinuousClock.now - started)
+            packsWritten: uploader.packsWritten, unreadable: c.unreadable, duration: ContinuousClock.now - started,
+            blobsUploadedAgain: commitCheck.copied + commitCheck.reread)
     }
 
     static func wrap(_ error: any Error) -> BackupError {
@@ -341,6 +356,7 @@ final class BackupRun: @unchecked Sendable {
            node.mtimeSec < parentTime - 2, p.content.allSatisfy({ engine.location(of: $0) != nil }) {
             node.content = p.content
             filesSkipped += 1
+            reusedFiles.append((path, node))
             counters.withLock {
                 $0.filesDone += 1
                 $0.bytesDone += st.size
@@ -620,6 +636,7 @@ final class BackupRun: @unchecked Sendable {
     func storeTree(_ tree: Tree, deflater: Deflater) throws(BackupError) -> ChunkID {
         let bytes = tree.encoded()
         let id = engine.keys.chunkID(of: bytes)
+        producedTrees.withLock { $0[id] = bytes }
         if claim(id) {
             do {
                 try bytes.withUnsafeBytes { raw in

@@ -173,15 +173,12 @@ final class Engine: Sendable {
         }
     }
 
-    /// Seals and stores an object; returns its id and size.
+    /// Seals and stores an object with a conditional create (never replaces an object); returns its id and size.
     @discardableResult
     func writeSealed(_ plaintext: [UInt8], type: SealedObjectType, name: (ObjectID) -> String) async throws(BackupError) -> (ObjectID, Int) {
         let bytes = SealedObject.seal(type: type, plaintext: plaintext, keys: keys, padding: padding)
         let id = ObjectID(hashing: bytes)
-        let n = name(id)
-        do { try await storage.put(n, data: bytes) } catch {
-            throw Self.storageError(error, doing: "writing \(n)")
-        }
+        try await createWithRetry(name(id), data: bytes)
         return (id, bytes.count)
     }
 

@@ -61,7 +61,7 @@ extension Engine {
     func storageNow() async throws(BackupError) -> Date {
         let name = "clock/" + Hex.string((0..<16).map { _ in UInt8.random(in: 0...255) })
         do {
-            try await storage.put(name, data: Data())
+            try await storage.create(name, data: Data())
             let info = try await storage.stat(name)
             try await storage.delete(name)
             guard let info else { throw BackupError(.storage, object: name, message: "the storage lost \(name) right after writing it") }
@@ -82,6 +82,12 @@ extension Engine {
         case .singleWriterNow: graceSeconds = 0
         case .twoPhase(let g): graceSeconds = Double(g.components.seconds) + Double(g.components.attoseconds) / 1e18
         }
+        // The storage's time before the snapshots are read: marks are aged against it, and the
+        // deletions below happen only if this view of the snapshots is less than half a grace
+        // period old by then (a backup that committed after this instant is then never robbed:
+        // see "Several writers" in docs/REPOSITORY-OBJECTS.md).
+        let now = try await storageNow()
+
         // 1. Everything read and verified before anything changes.
         let all = try await loadSnapshots()
         try verifyHeads(all, doing: "prune this repository")
@@ -96,7 +102,6 @@ extension Engine {
         if let e = problems.first {
             throw BackupError(e.code, object: e.object, message: "prune stopped before changing anything: \(e.message)")
         }
-        let now = try await storageNow()
 
         // Marks and their storage timestamps.
         var marks: [(ObjectID, PruneMark, Date)] = []
@@ -190,7 +195,7 @@ extension Engine {
                 guard let w = writer, w.blobCount > 0 else { return }
                 let f = w.finish()
                 writer = nil
-                try await putWithRetry(f.id.packName, data: f.bytes)
+                try await createWithRetry(f.id.packName, data: f.bytes)
                 newPacks.append(IndexedPack(id: f.id, salt: f.salt, length: f.bytes.count, entries: f.entries))
             }
             for p in toRepack {
@@ -218,12 +223,16 @@ extension Engine {
         report.packsKept = keepPacks.count
 
         // New complete index, before any deletion; it supersedes every index object read.
-        let oldIndexes = Array(state.indexObjects) + Array(state.supersededIndexObjects)
+        var oldIndexes = Array(state.indexObjects) + Array(state.supersededIndexObjects)
+        var wroteIndex = false
         if !toMark.isEmpty || !newPacks.isEmpty || !pendingDeletes.isEmpty || !rescue.isEmpty || !state.supersededIndexObjects.isEmpty || state.indexObjects.count > 1 {
             var idx = IndexFile(supersedes: oldIndexes, packs: keepPacks + newPacks)
             if !rescue.isEmpty { idx.packs += rescue.compactMap { markedPacks[$0] } }
             try await writeSealed(idx.encoded(), type: .index) { $0.indexName }
+            wroteIndex = true
         }
+        // Without a new index the one read is still the live one: it must stay.
+        if !wroteIndex { oldIndexes = [] }
         var newMark: ObjectID? = nil
         if !toMark.isEmpty || !orphans.isEmpty {
             let mark = PruneMark(packs: toMark, orphans: orphans)
@@ -242,7 +251,20 @@ extension Engine {
         } else {
             report.objectsPending += toMark.count + orphans.count
         }
-        // Phase two's deletions last, then the marks that described them.
+        // Phase two's deletions last, then the marks that described them, and only while this
+        // run's view of the snapshots is fresh (a prune suspended past half the grace period
+        // might not see a snapshot written since that needs a marked pack).
+        if case .twoPhase = mode, graceSeconds > 0, !pendingDeletes.isEmpty {
+            // Test hook (as COFFER_TEST_STOP_AFTER_PACKS for backups): suspend the process here.
+            if ProcessInfo.processInfo.environment["COFFER_TEST_STOP_BEFORE_DELETING"] != nil { raise(SIGSTOP) }  // raise: this thread stops before it goes on
+            let elapsed = try await storageNow().timeIntervalSince(now)
+            if elapsed > graceSeconds / 2 {
+                try? await loadIndex()
+                throw BackupError(.storage, message: "prune deleted nothing: \(Int(elapsed)) s passed on the storage's clock since it read "
+                                    + "the snapshots (it was suspended or very slow), more than half the grace period. The new "
+                                    + "index and marks are written and nothing is lost; run prune again")
+            }
+        }
         do {
             try await storage.delete(pendingDeletes)
             try await storage.delete(doneMarks.map(\.markName))

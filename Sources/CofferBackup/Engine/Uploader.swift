@@ -25,6 +25,11 @@ final class Uploader: @unchecked Sendable {
     private(set) var metadataBytes: Int64 = 0
     private(set) var packsWritten = 0
     private(set) var indexObjectsWritten: [ObjectID] = []
+    /// Every pack this run indexed (its own and adopted ones): the pre-commit check re-indexes them.
+    private(set) var packsIndexed: [IndexedPack] = []
+    /// Test hook: `COFFER_TEST_STOP_AFTER_PACKS=N` makes the process stop itself (SIGSTOP) once N
+    /// packs are uploaded, so tests can suspend a real backup at a known point and resume it with SIGCONT.
+    private let stopAfterPacks = ProcessInfo.processInfo.environment["COFFER_TEST_STOP_AFTER_PACKS"].flatMap { Int($0) }
 
     init(engine: Engine, limit: Int, checkpointBytes: Int, checkpointInterval: Duration) {
         self.engine = engine
@@ -77,40 +82,49 @@ final class Uploader: @unchecked Sendable {
         let engine = self.engine
         Task {
             do {
-                try await engine.putWithRetry(pack.id.packName, data: pack.bytes)
+                try await engine.createWithRetry(pack.id.packName, data: pack.bytes)
             } catch {
                 self.fail(BackupRun.wrap(error))
                 self.finishOne()
                 return
             }
-            if let checkpoint = self.uploaded(pack) {
+            let (checkpoint, count) = self.uploaded(pack)
+            if let checkpoint {
                 do { try await self.writeIndex(checkpoint) } catch { self.fail(BackupRun.wrap(error)) }
             }
+            if let n = self.stopAfterPacks, count == n { raise(SIGSTOP) }  // raise: this thread stops before it goes on
             self.finishOne()
         }
     }
 
     /// Records an uploaded pack; returns the packs to checkpoint now, if it is time.
-    private func uploaded(_ pack: FinishedPack) -> [IndexedPack]? {
+    private func uploaded(_ pack: FinishedPack) -> ([IndexedPack]?, Int) {
         cond.lock()
         defer { cond.unlock() }
         pending.append(IndexedPack(id: pack.id, salt: pack.salt, length: pack.bytes.count, entries: pack.entries))
         pendingBytes += pack.bytes.count
         bytesStored += Int64(pack.bytes.count)
         packsWritten += 1
-        guard pendingBytes >= checkpointBytes || ContinuousClock.now - lastCheckpoint >= checkpointInterval else { return nil }
+        guard pendingBytes >= checkpointBytes || ContinuousClock.now - lastCheckpoint >= checkpointInterval else { return (nil, packsWritten) }
         let out = pending
         pending = []
         pendingBytes = 0
         lastCheckpoint = .now
-        return out
+        return (out, packsWritten)
     }
 
-    private func indexWritten(_ id: ObjectID, size: Int) {
+    private func indexWritten(_ id: ObjectID, size: Int, packs: [IndexedPack]) {
         cond.lock()
         metadataBytes += Int64(size)
         indexObjectsWritten.append(id)
+        packsIndexed += packs
         cond.unlock()
+    }
+
+    /// The index objects and packs this run indexed so far.
+    var indexed: (objects: [ObjectID], packs: [IndexedPack]) {
+        cond.lock(); defer { cond.unlock() }
+        return (indexObjectsWritten, packsIndexed)
     }
 
     private func finishOne() {
@@ -122,7 +136,7 @@ final class Uploader: @unchecked Sendable {
 
     private func writeIndex(_ packs: [IndexedPack]) async throws(BackupError) {
         let (id, size) = try await engine.writeSealed(IndexFile(packs: packs).encoded(), type: .index) { $0.indexName }
-        indexWritten(id, size: size)
+        indexWritten(id, size: size, packs: packs)
         engine.index.withLock { state in
             state.indexObjects.insert(id)
             for p in packs { state.add(p) }
@@ -151,14 +165,32 @@ final class Uploader: @unchecked Sendable {
 }
 
 extension Engine {
-    /// `put` with a few retries on transient failures (a retried upload resends identical bytes).
+    /// Creates a content-addressed object (``createWithRetry(_:data:)``). Kept under its old name
+    /// for callers written before every creation became conditional.
     func putWithRetry(_ name: String, data: Data) async throws(BackupError) {
+        try await createWithRetry(name, data: data)
+    }
+
+    /// Conditional create (`Storage.create`: S3 `If-None-Match: *`, a hard link locally) with a few
+    /// retries on transient failures (a retried upload resends identical bytes, and identical bytes
+    /// already stored count as success). Every object the engine writes is named by the hash of its
+    /// bytes, so a name that already holds *different* bytes is a damaged or forged object (or a
+    /// SHA-256 collision): the error says so and nothing is overwritten.
+    func createWithRetry(_ name: String, data: Data) async throws(BackupError) {
         var attempt = 0
         while true {
             do {
-                try await storage.put(name, data: data)
+                try await storage.create(name, data: data)
                 return
             } catch {
+                if error.code == .alreadyExists {
+                    throw BackupError(.dataDamaged, object: name,
+                                      message: "\(name) already exists in the storage with different content. Objects are named by "
+                                        + "the hash of their content, so the stored one is damaged or was put there by someone else "
+                                        + "(the storage provider), or this is a hash collision. Nothing was overwritten; run "
+                                        + "`coffer check --read-data` and do not trust this storage until it is explained",
+                                      underlying: error)
+                }
                 attempt += 1
                 if !error.isTransient || attempt >= 4 {
                     throw Self.storageError(error, doing: "uploading \(name)")

@@ -146,6 +146,7 @@ struct BackupJSON: Encodable {
     var metadataBytesStored: Int64
     var blobsNew: Int
     var packsWritten: Int
+    var blobsUploadedAgain: Int
     var unreadable: [UnreadableFile]
     var partial: Bool
     var durationSeconds: Double
@@ -167,6 +168,7 @@ struct BackupJSON: Encodable {
         metadataBytesStored = s.metadataBytesStored
         blobsNew = s.blobsNew
         packsWritten = s.packsWritten
+        blobsUploadedAgain = s.blobsUploadedAgain
         unreadable = s.unreadable
         partial = s.isPartial
         durationSeconds = s.duration.seconds

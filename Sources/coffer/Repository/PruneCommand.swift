@@ -11,8 +11,34 @@ struct PruneOptions: ParsableArguments {
         "Two-phase prune: delete marked objects once they have been marked this long, by the storage's clock.", valueName: "hours"))
     var graceHours: Double = 24
 
+    @Option(name: .customLong("grace"), help: ArgumentHelp(
+        "The grace period as a duration (90s, 30m, 24h, 7d); overrides --grace-hours. Keep it well above the longest a backup "
+            + "can be suspended; periods under 5s do not protect a backup that is suspended while it commits.", valueName: "duration"))
+    var grace: String?
+
+    /// `90s`, `30m`, `24h`, `7d` or a plain number of seconds.
+    static func seconds(_ text: String) -> Double? {
+        let t = text.trimmingCharacters(in: .whitespaces).lowercased()
+        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]
+        for (suffix, scale) in units where t.hasSuffix(suffix) {
+            guard let v = Double(t.dropLast(suffix.count)), v >= 0, v.isFinite else { return nil }
+            return v * scale
+        }
+        guard let v = Double(t), v >= 0, v.isFinite else { return nil }
+        return v
+    }
+
+    var graceSeconds: Double { grace.flatMap(Self.seconds) ?? graceHours * 3600 }
+
     var mode: PruneMode {
-        now ? .singleWriterNow : .twoPhase(grace: .milliseconds(Int64(graceHours * 3_600_000)))
+        now ? .singleWriterNow : .twoPhase(grace: .milliseconds(Int64(graceSeconds * 1000)))
+    }
+
+    func validate() throws {
+        guard graceHours >= 0 else { throw ValidationError("--grace-hours cannot be negative") }
+        if let grace, Self.seconds(grace) == nil {
+            throw ValidationError("--grace \"\(grace)\" is not a duration: give a number and a unit, e.g. 90s, 30m, 24h, 7d")
+        }
     }
 }
 
@@ -36,7 +62,7 @@ struct PruneCommand: AsyncParsableCommand {
     var json = false
 
     func validate() throws {
-        guard prune.graceHours >= 0 else { throw ValidationError("--grace-hours cannot be negative") }
+        try prune.validate()
     }
 
     func run() async throws {
