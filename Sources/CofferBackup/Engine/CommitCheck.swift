@@ -161,7 +161,7 @@ final class CommitCheck: @unchecked Sendable {
             guard let w = writer, w.blobCount > 0 else { return }
             writer = nil
             let f = w.finish()
-            try await engine.createWithRetry(f.id.packName, data: f.bytes)
+            try await engine.createWithRetry(f.id.packName, data: f.bytes, id: f.id)
             newPacks.append(IndexedPack(id: f.id, salt: f.salt, length: f.bytes.count, entries: f.entries))
         }
         func add(_ type: BlobType, _ id: ChunkID, _ plain: Data, compress: Bool) async throws(BackupError) {

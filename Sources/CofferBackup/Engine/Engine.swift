@@ -178,7 +178,7 @@ final class Engine: Sendable {
     func writeSealed(_ plaintext: [UInt8], type: SealedObjectType, name: (ObjectID) -> String) async throws(BackupError) -> (ObjectID, Int) {
         let bytes = SealedObject.seal(type: type, plaintext: plaintext, keys: keys, padding: padding)
         let id = ObjectID(hashing: bytes)
-        try await createWithRetry(name(id), data: bytes)
+        try await createWithRetry(name(id), data: bytes, id: id)
         return (id, bytes.count)
     }
 

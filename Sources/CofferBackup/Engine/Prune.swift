@@ -195,7 +195,7 @@ extension Engine {
                 guard let w = writer, w.blobCount > 0 else { return }
                 let f = w.finish()
                 writer = nil
-                try await createWithRetry(f.id.packName, data: f.bytes)
+                try await createWithRetry(f.id.packName, data: f.bytes, id: f.id)
                 newPacks.append(IndexedPack(id: f.id, salt: f.salt, length: f.bytes.count, entries: f.entries))
             }
             for p in toRepack {

@@ -82,7 +82,7 @@ final class Uploader: @unchecked Sendable {
         let engine = self.engine
         Task {
             do {
-                try await engine.createWithRetry(pack.id.packName, data: pack.bytes)
+                try await engine.createWithRetry(pack.id.packName, data: pack.bytes, id: pack.id)
             } catch {
                 self.fail(BackupRun.wrap(error))
                 self.finishOne()
@@ -176,11 +176,17 @@ extension Engine {
     /// already stored count as success). Every object the engine writes is named by the hash of its
     /// bytes, so a name that already holds *different* bytes is a damaged or forged object (or a
     /// SHA-256 collision): the error says so and nothing is overwritten.
-    func createWithRetry(_ name: String, data: Data) async throws(BackupError) {
+    /// - Parameter id: the object id (SHA-256 of `data`) when the caller knows it: S3 then signs
+    ///   with it instead of hashing the bytes again.
+    func createWithRetry(_ name: String, data: Data, id: ObjectID? = nil) async throws(BackupError) {
         var attempt = 0
         while true {
             do {
-                try await storage.create(name, data: data)
+                if let id {
+                    try await storage.create(name, data: data, sha256: id.bytes)
+                } else {
+                    try await storage.create(name, data: data)
+                }
                 return
             } catch {
                 if error.code == .alreadyExists {
