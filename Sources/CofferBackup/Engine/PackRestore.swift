@@ -87,10 +87,6 @@ struct PackRestorePlan {
 }
 
 extension Engine {
-    func packLength(of pack: ObjectID) -> Int? {
-        index.withLock { $0.packs[pack]?.length }
-    }
-
     /// Restores regular files pack by pack: every pack that holds blobs of the selected files is read
     /// once (in 1 MiB-aligned ranges), each blob verified once and written to every place that needs
     /// it. Packs are processed `concurrency` at a time, so one large file (the database) uses every
