@@ -100,8 +100,12 @@ final class IndexCache: @unchecked Sendable {
         do { try DeviceKeyStore.writePrivateFile(Data(b), to: manifestURL) } catch {
             throw BackupError(.fileSystem, message: "cannot write the index cache manifest in \(dir.path): \(error). Free space or set COFFER_HOME to a writable folder")
         }
+        // Files of another process opening the same repository may be in flight (a run written,
+        // its manifest not yet): only what is older than two minutes goes.
         let keep = Set(runs.map(\.name) + ["manifest"])
         for f in (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? [] where !keep.contains(f) {
+            let modified = (try? FileManager.default.attributesOfItem(atPath: path(f)))?[.modificationDate] as? Date
+            if let modified, Date().timeIntervalSince(modified) < 120 { continue }
             unlink(path(f))
         }
     }
@@ -129,7 +133,7 @@ final class IndexCache: @unchecked Sendable {
             let tag = s.finalize()
             guard FileOps.rename(tmp, path(name)) else { throw RunError.invalid("cannot rename \(tmp): \(String(cString: strerror(errno)))") }
             FileOps.syncDirectory(dir.path)
-            return try IndexRun(path: path(name), name: name, tag: tag, mac: mac, repositoryID: repositoryID)
+            return try IndexRun(path: path(name), name: name, tag: tag, mac: mac, repositoryID: repositoryID, verified: true)
         } catch {
             unlink(tmp)
             throw BackupError(.fileSystem, message: "cannot write the index cache in \(dir.path): \(error). Free space or set COFFER_HOME to a writable folder")
@@ -189,6 +193,10 @@ final class IndexCache: @unchecked Sendable {
             var rec = r.record(pos[best])
             rec.pack = remap[best][Int(rec.pack)]
             pos[best] += 1
+            // Records read sequentially are dropped from this process's resident set as it goes.
+            if pos[best] % 65_536 == 0 {
+                r.map.release(r.offKeys + (pos[best] - 65_536) * RunFormat.recordSize, 65_536 * RunFormat.recordSize)
+            }
             heads[best] = pos[best] < r.count ? IDWords(r.map, r.offKeys + pos[best] * RunFormat.recordSize) : nil
             return rec
         }

@@ -236,11 +236,14 @@ final class IndexRun: @unchecked Sendable {
     let tag: [UInt8]
 
     /// Verifies the whole file against `tag` (from the authenticated manifest), then maps it.
-    init(path: String, name: String, tag expected: [UInt8], mac: DeviceCacheMAC, repositoryID: [UInt8]) throws {
+    /// `verified`: the caller has just computed `expected` from the file itself (after writing it).
+    init(path: String, name: String, tag expected: [UInt8], mac: DeviceCacheMAC, repositoryID: [UInt8], verified: Bool = false) throws {
         self.name = name
-        var s = mac.stream()
-        guard FileOps.stream(path, { s.update($0) }) != nil else { throw RunError.invalid("cannot read \(path)") }
-        guard DeviceCacheMAC.equal(s.finalize(), expected) else { throw RunError.invalid("\(name) fails its authentication tag") }
+        if !verified {
+            var s = mac.stream()
+            guard FileOps.stream(path, { s.update($0) }) != nil else { throw RunError.invalid("cannot read \(path)") }
+            guard DeviceCacheMAC.equal(s.finalize(), expected) else { throw RunError.invalid("\(name) fails its authentication tag") }
+        }
         tag = expected
         map = try MappedFile(path: path)
         let m = map

@@ -44,6 +44,17 @@ final class MappedFile: @unchecked Sendable {
         if let base { munmap(UnsafeMutableRawPointer(mutating: base), count) }
     }
 
+    /// Drops the pages of `offset..<offset+n` from the resident set (they are read again from the
+    /// file if touched): a merge streams through runs without keeping them resident.
+    func release(_ offset: Int, _ n: Int) {
+        guard let base else { return }
+        let page = Int(getpagesize())
+        let lo = (offset + page - 1) / page * page
+        let hi = min(count, offset + n) / page * page
+        guard hi > lo else { return }
+        _ = madvise(UnsafeMutableRawPointer(mutating: base + lo), hi - lo, MADV_DONTNEED)
+    }
+
     var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: count) }
 
     @inline(__always) func u32(_ offset: Int) -> UInt32 {
