@@ -70,8 +70,9 @@ open1_ms=$(awk '/open_ms/ {print $2}' "$work/out-open1.txt")
 echo "== second open (cache up to date)" >&2
 measure open2 "$coffer" debug-scale open --repo "$repo"
 open2_ms=$(awk '/open_ms/ {print $2}' "$work/out-open2.txt")
-measure open3 "$coffer" debug-scale open --repo "$repo"
+measure open3 "$coffer" debug-scale open --repo "$repo" --probe 200000
 open3_ms=$(awk '/open_ms/ {print $2}' "$work/out-open3.txt")
+probe=$(grep '^runs ' "$work/out-open3.txt" || true)
 cache_bytes=$(du -sb "$COFFER_HOME/cache" | cut -f1)
 
 echo "== backup of a small change" >&2
@@ -99,4 +100,6 @@ cat <<TABLE
 | backup of a small change | ${secs[backup]} s | $(mib ${rss[backup]}) MiB | target < 256 MiB |
 | restore of that snapshot | ${secs[restore]} s | $(mib ${rss[restore]}) MiB | diff -r identical |
 | open after that backup | ${secs[open4]} s | $(mib ${rss[open4]}) MiB | open ${open4_ms} ms |
+
+lookups (200 000 each, after the third open): $probe
 TABLE

@@ -61,3 +61,43 @@ struct SyntheticRNG {
     mutating func chunkID() -> ChunkID { try! ChunkID(bytes: bytes(32)) }
     mutating func objectID() -> ObjectID { try! ObjectID(bytes: bytes(32)) }
 }
+
+/// What `debug-scale open --probe` measures on the loaded index.
+public struct IndexProbeReport: Sendable {
+    public var runs: Int
+    public var blobs: Int
+    /// Share of random (absent) ids that the filters let through to the records.
+    public var falsePositiveRate: Double
+    public var absentLookupNs: Double
+    public var presentLookupNs: Double
+}
+
+extension Repository {
+    /// Times `samples` lookups of random absent ids and of present ids drawn from the runs.
+    @_spi(Testing)
+    public func probeIndex(samples: Int) -> IndexProbeReport {
+        let state = engine.index.withLock { $0 }
+        let runs = state.blobs.disk.runs
+        var rng = SyntheticRNG(seed: 77)
+        let absent = (0..<samples).map { _ in rng.chunkID() }
+        var present: [ChunkID] = []
+        for r in runs where r.count > 0 {
+            for _ in 0..<(samples / max(1, runs.count)) { present.append(r.record(Int(rng.next() % UInt64(r.count))).id) }
+        }
+        var passed = 0
+        for id in absent { if runs.contains(where: { $0.mayContain(IDWords(id)) }) { passed += 1 } }
+        let t0 = ContinuousClock.now
+        var found = 0
+        for id in absent where engine.location(of: id) != nil { found += 1 }
+        let t1 = ContinuousClock.now
+        for id in present where engine.location(of: id) != nil { found += 1 }
+        let t2 = ContinuousClock.now
+        func ns(_ d: Duration, _ n: Int) -> Double {
+            (Double(d.components.seconds) * 1e9 + Double(d.components.attoseconds) / 1e9) / Double(max(1, n))
+        }
+        precondition(found == present.count, "a present id was not found")
+        return IndexProbeReport(runs: runs.count, blobs: state.blobs.approximateCount,
+                                falsePositiveRate: Double(passed) / Double(max(1, samples)),
+                                absentLookupNs: ns(t1 - t0, absent.count), presentLookupNs: ns(t2 - t1, present.count))
+    }
+}

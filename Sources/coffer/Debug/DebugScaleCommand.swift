@@ -45,16 +45,23 @@ struct DebugScaleCommand: AsyncParsableCommand {
     struct Open: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "open", abstract: "Open the repository and print how long it took (ms).")
         @OptionGroup var global: GlobalOptions
+        @Option(help: "Also time this many lookups of absent and of present ids.") var probe = 0
 
         func run() async throws {
             try DebugScaleCommand.guardEnabled()
             let access = RepositoryAccess(global)
             try await ErrorReport.run(logger: access.logger) {
                 let t0 = ContinuousClock.now
-                try await access.withRepository { _ in }
-                let d = ContinuousClock.now - t0
-                let ms = Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
-                Terminal.line(String(format: "open_ms %.1f", ms))
+                let p = try await access.withRepository { repo in
+                    let d = ContinuousClock.now - t0
+                    let ms = Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
+                    Terminal.line(String(format: "open_ms %.1f", ms))
+                    return probe > 0 ? repo.probeIndex(samples: probe) : nil
+                }
+                if let p {
+                    Terminal.line(String(format: "runs %d blobs %d filter_false_positive %.4f absent_ns %.0f present_ns %.0f",
+                                         p.runs, p.blobs, p.falsePositiveRate, p.absentLookupNs, p.presentLookupNs))
+                }
                 return .ok
             }
         }
