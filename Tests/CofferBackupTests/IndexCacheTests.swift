@@ -209,4 +209,36 @@ import CofferStorage
         let rs2 = try await r5.restore(snapshot: "latest", target: URL(fileURLWithPath: scratch.path("restore2")))
         #expect(rs2.failures.isEmpty)
     }
+
+    /// A prune that stopped after writing its complete index but before deleting the objects it
+    /// supersedes: those are left out, and the cache built without them stays in use.
+    @Test func supersededIndexObjectsAreLeftOutAndNotReadAgain() async throws {
+        let scratch = Scratch()
+        let t = try await TestRepo.make(scratch)
+        var rng = SyntheticRNG(seed: 11)
+        let (oldBatch, oldTruth) = Self.batch(packs: 3, perPack: 10, rng: &rng, covering: rng.objectID())
+        _ = oldBatch
+        var oldFile = IndexFile()
+        var newFile = IndexFile()
+        var byPack: [ObjectID: [PackEntry]] = [:]
+        for (_, (p, e)) in oldTruth { byPack[p, default: []].append(e) }
+        let packs = byPack.keys.sorted()
+        for (k, p) in packs.enumerated() {
+            let ip = IndexedPack(id: p, salt: Data(rng.bytes(32)), length: 10 * 70_000, entries: byPack[p]!.sorted { $0.index < $1.index })
+            oldFile.packs.append(ip)
+            if k > 0 { newFile.packs.append(ip) }  // the first pack was pruned
+        }
+        let (oldID, _) = try await t.repo.engine.writeSealed(oldFile.encoded(), type: .index) { $0.indexName }
+        newFile.supersedes = [oldID]
+        _ = try await t.repo.engine.writeSealed(newFile.encoded(), type: .index) { $0.indexName }
+        let r1 = try await t.reopen()
+        let names = r1.engine.indexCache.loadRuns().map(\.name)
+        #expect(r1.engine.index.withLock { $0.supersededIndexObjects } == [oldID])
+        #expect(r1.engine.location(of: byPack[packs[0]]![0].id) == nil)
+        #expect(r1.engine.location(of: byPack[packs[1]]![0].id)?.pack == packs[1])
+        let r2 = try await t.reopen()
+        #expect(r2.engine.indexCache.loadRuns().map(\.name) == names)
+        #expect(r2.engine.index.withLock { $0.supersededIndexObjects } == [oldID])
+        #expect(r2.engine.location(of: byPack[packs[0]]![0].id) == nil)
+    }
 }

@@ -46,7 +46,9 @@ extension Engine {
             }
         }
         var covered = Set(runs.flatMap(\.covered))
-        try await readNew(present.subtracting(covered).sorted(), skipping: [])
+        // Objects the runs already know to be superseded (a prune that stopped before deleting
+        // them) are not read again.
+        try await readNew(present.subtracting(covered).subtracting(runs.flatMap(\.superseded)).sorted(), skipping: [])
         var superseded = Set(runs.flatMap(\.superseded)).union(batch.superseded).union(fresh.flatMap(\.superseded))
             .intersection(present)
         if !superseded.isDisjoint(with: covered.union(batch.covered).union(fresh.flatMap(\.covered))) {
