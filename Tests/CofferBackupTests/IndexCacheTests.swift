@@ -64,6 +64,9 @@ import CofferStorage
         _ = Self.expectMatches(r2, t2, absent: absent)
         let merged = try cache.merge([r1, r2])
         #expect(merged.count == 200_000)
+        // Runs this process wrote and no manifest lists go at once.
+        try cache.commit([merged])
+        #expect(Set(try FileManager.default.contentsOfDirectory(atPath: cache.dir.path)) == ["manifest", merged.name])
         #expect(Set(merged.covered) == Set(r1.covered + r2.covered))
         let all = t1.merging(t2) { a, _ in a }
         let fp = Self.expectMatches(merged, all, absent: absent)

@@ -9,6 +9,7 @@ import Glibc
 import Darwin
 #endif
 import CofferCore
+import Synchronization
 
 /// The device's cache of the repository index: sorted, memory-mapped run files under
 /// `$COFFER_HOME/cache/<repository id>/` (a private temporary folder, removed when the repository is
@@ -27,6 +28,8 @@ final class IndexCache: @unchecked Sendable {
     let repositoryID: [UInt8]
     /// Records per run written while reading index objects (bounds the memory of a first build).
     var batchRecords = 1 << 20
+    /// Runs this process wrote: removed as soon as no manifest lists them (a first build's batches).
+    let written = Mutex(Set<String>())
 
     init(deviceStore: DeviceKeyStore?, repositoryIDHex: String, keys: RepositoryKeys) {
         if let deviceStore {
@@ -105,7 +108,7 @@ final class IndexCache: @unchecked Sendable {
         let keep = Set(runs.map(\.name) + ["manifest"])
         for f in (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? [] where !keep.contains(f) {
             let modified = (try? FileManager.default.attributesOfItem(atPath: path(f)))?[.modificationDate] as? Date
-            if let modified, Date().timeIntervalSince(modified) < 120 { continue }
+            if let modified, Date().timeIntervalSince(modified) < 120, !written.withLock({ $0.contains(f) }) { continue }
             unlink(path(f))
         }
     }
@@ -128,11 +131,10 @@ final class IndexCache: @unchecked Sendable {
         do {
             _ = try RunWriter.write(path: tmp, repositoryID: repositoryID, covered: covered, superseded: superseded,
                                     packs: packs, bound: bound, next: next)
-            var s = mac.stream()
-            guard FileOps.stream(tmp, { s.update($0) }) != nil else { throw RunError.invalid("cannot read back \(tmp)") }
-            let tag = s.finalize()
+            guard let tag = RunTag.compute(path: tmp, mac: mac) else { throw RunError.invalid("cannot read back \(tmp)") }
             guard FileOps.rename(tmp, path(name)) else { throw RunError.invalid("cannot rename \(tmp): \(String(cString: strerror(errno)))") }
             FileOps.syncDirectory(dir.path)
+            written.withLock { _ = $0.insert(name) }
             return try IndexRun(path: path(name), name: name, tag: tag, mac: mac, repositoryID: repositoryID, verified: true)
         } catch {
             unlink(tmp)

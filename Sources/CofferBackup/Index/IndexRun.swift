@@ -4,6 +4,8 @@ import FoundationEssentials
 import Foundation
 #endif
 import CofferCore
+import Dispatch
+import Synchronization
 
 /// One blob as a run file stores it: the id, its pack (an ordinal into the run's pack table) and
 /// the fields of its ``PackEntry``.
@@ -240,9 +242,8 @@ final class IndexRun: @unchecked Sendable {
     init(path: String, name: String, tag expected: [UInt8], mac: DeviceCacheMAC, repositoryID: [UInt8], verified: Bool = false) throws {
         self.name = name
         if !verified {
-            var s = mac.stream()
-            guard FileOps.stream(path, { s.update($0) }) != nil else { throw RunError.invalid("cannot read \(path)") }
-            guard DeviceCacheMAC.equal(s.finalize(), expected) else { throw RunError.invalid("\(name) fails its authentication tag") }
+            guard let t = RunTag.compute(path: path, mac: mac) else { throw RunError.invalid("cannot read \(path)") }
+            guard DeviceCacheMAC.equal(t, expected) else { throw RunError.invalid("\(name) fails its authentication tag") }
         }
         tag = expected
         map = try MappedFile(path: path)
@@ -322,5 +323,33 @@ final class IndexRun: @unchecked Sendable {
 
     func runPack(_ ordinal: Int) -> RunPack {
         RunPack(id: packID(ordinal), salt: Array(map.slice(offPacks + ordinal * RunFormat.packSize + 32, 32)), length: UInt64(packLength(ordinal)))
+    }
+}
+
+/// The tag of a run file: `HMAC(k, "CFXR tag" ‖ u64 length ‖ t_0 ‖ t_1 ‖ …)` where `t_i =
+/// HMAC(k, u64 i ‖ segment i)` over 32 MiB segments, so both cores verify a large run at once.
+enum RunTag {
+    static let segment = 32 << 20
+
+    static func compute(path: String, mac: DeviceCacheMAC) -> [UInt8]? {
+        guard let size = FileOps.size(path) else { return nil }
+        let n = max(1, (size + segment - 1) / segment)
+        let tags = Mutex([[UInt8]?](repeating: nil, count: n))
+        DispatchQueue.concurrentPerform(iterations: n) { i in
+            var s = mac.stream()
+            s.update(withUnsafeBytes(of: UInt64(i).littleEndian) { Array($0) })
+            let lo = i * segment, hi = min(size, lo + segment)
+            guard FileOps.stream(path, from: lo, to: hi, { s.update($0) }) == hi - lo else { return }
+            let t = s.finalize()
+            tags.withLock { $0[i] = t }
+        }
+        var all = mac.stream()
+        all.update(Array("CFXR tag".utf8))
+        all.update(withUnsafeBytes(of: UInt64(size).littleEndian) { Array($0) })
+        for t in tags.withLock({ $0 }) {
+            guard let t else { return nil }
+            all.update(t)
+        }
+        return all.finalize()
     }
 }

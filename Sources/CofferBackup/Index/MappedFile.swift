@@ -155,20 +155,27 @@ enum FileOps {
 
     /// Streams the file through `body` in 1 MiB pieces (pread into one reused buffer: unlike a map,
     /// the pages read do not stay in this process's resident set).
-    static func stream(_ path: String, _ body: (UnsafeRawBufferPointer) -> Void) -> Int? {
+    static func stream(_ path: String, from start: Int = 0, to end: Int = Int.max,
+                       _ body: (UnsafeRawBufferPointer) -> Void) -> Int? {
         let fd = open(path, O_RDONLY)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
         defer { buf.deallocate() }
-        var total = 0
-        while true {
-            let n = pread(fd, buf.baseAddress!, buf.count, off_t(total))
+        var at = start
+        while at < end {
+            let n = pread(fd, buf.baseAddress!, min(buf.count, end - at), off_t(at))
             if n < 0 { return nil }
             if n == 0 { break }
             body(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
-            total += n
+            at += n
         }
-        return total
+        return at - start
+    }
+
+    static func size(_ path: String) -> Int? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        return Int(st.st_size)
     }
 }
