@@ -32,9 +32,14 @@ final class IndexCache: @unchecked Sendable {
     let written = Mutex(Set<String>())
 
     init(deviceStore: DeviceKeyStore?, repositoryIDHex: String, keys: RepositoryKeys) {
-        if let deviceStore {
-            dir = deviceStore.home.appendingPathComponent("cache", isDirectory: true)
-                .appendingPathComponent(repositoryIDHex, isDirectory: true)
+        let device = deviceStore.map {
+            $0.home.appendingPathComponent("cache", isDirectory: true).appendingPathComponent(repositoryIDHex, isDirectory: true)
+        }
+        // A device folder that cannot be written (read-only home) costs the cache its persistence, not the open.
+        if let device, (try? FileManager.default.createDirectory(at: device, withIntermediateDirectories: true,
+                                                                 attributes: [.posixPermissions: 0o700])) != nil,
+           FileManager.default.isWritableFile(atPath: device.path) {
+            dir = device
             temporary = false
         } else {
             dir = FileManager.default.temporaryDirectory

@@ -59,8 +59,8 @@ struct DebugScaleCommand: AsyncParsableCommand {
                     return probe > 0 ? repo.probeIndex(samples: probe) : nil
                 }
                 if let p {
-                    Terminal.line(String(format: "runs %d blobs %d filter_false_positive %.4f absent_ns %.0f present_ns %.0f",
-                                         p.runs, p.blobs, p.falsePositiveRate, p.absentLookupNs, p.presentLookupNs))
+                    Terminal.line(String(format: "runs %d blobs %d filter_false_positive %.4f absent_ns %.0f present_ns %.0f verify_ms %.0f",
+                                         p.runs, p.blobs, p.falsePositiveRate, p.absentLookupNs, p.presentLookupNs, p.verifyMs))
                 }
                 return .ok
             }
