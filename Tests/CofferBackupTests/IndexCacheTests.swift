@@ -78,6 +78,20 @@ import CofferStorage
             #expect(p.entries.map(\.index) == Array(0..<100))
             #expect(p.entries.allSatisfy { all[$0.id]?.0 == p.id && all[$0.id]?.1 == $0 })
         }
+        // Iterating the table streams every id once, like the dictionary it replaces (r2's ids
+        // appear again in the merged run: later runs do not repeat them).
+        var table = BlobTable(disk: IndexRuns(runs: [r1, merged], excluded: [[Bool](repeating: false, count: r1.packCount),
+                                                                              [Bool](repeating: false, count: merged.packCount)]))
+        let extra = rng.chunkID()
+        table.delta[extra] = BlobLocation(pack: rng.objectID(), entry: PackEntry(index: 0, type: .data, id: extra, compression: .none,
+                                                                                uncompressedLength: 1, offset: 0, length: 17))
+        var seen = 0
+        for (id, loc) in table {
+            seen += 1
+            if id == extra { continue }
+            #expect(all[id]?.0 == loc.pack && all[id]?.1 == loc.entry)
+        }
+        #expect(seen == all.count + 1)
         // Condemned packs are skipped: their blobs read as absent.
         var ex = [Bool](repeating: false, count: merged.packCount)
         ex[0] = true

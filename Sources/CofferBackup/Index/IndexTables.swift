@@ -13,8 +13,9 @@ struct IndexRuns: Sendable {
 }
 
 /// Blob id → location: the mapped runs first (first run, first pack that is not condemned), then
-/// the blobs indexed since the index was loaded (a small in-memory delta).
-struct BlobTable: Sendable {
+/// the blobs indexed since the index was loaded (a small in-memory delta). Iterating yields
+/// `(key, value)` pairs like a dictionary, each id once, streaming through the runs (check, prune).
+struct BlobTable: Sequence, Sendable {
     var disk = IndexRuns()
     var delta: [ChunkID: BlobLocation] = [:]
 
@@ -29,6 +30,36 @@ struct BlobTable: Sendable {
 
     /// Blobs in the runs (duplicates and condemned packs included) plus the delta.
     var approximateCount: Int { disk.runs.reduce(delta.count) { $0 + $1.count } }
+
+    func makeIterator() -> AnyIterator<(key: ChunkID, value: BlobLocation)> {
+        var k = 0, i = 0
+        var last: ChunkID? = nil
+        var deltaIterator = delta.makeIterator()
+        return AnyIterator {
+            while k < self.disk.runs.count {
+                let r = self.disk.runs[k]
+                while i < r.count {
+                    let rec = r.record(i)
+                    i += 1
+                    if rec.id == last { continue }
+                    let o = Int(rec.pack)
+                    if o < self.disk.excluded[k].count, self.disk.excluded[k][o] { continue }
+                    last = rec.id
+                    // The same id in an earlier run: that one is the answer, already given.
+                    if self.disk.runs[..<k].enumerated().contains(where: { $0.element.find(rec.id, excluded: self.disk.excluded[$0.offset]) != nil }) { continue }
+                    return (key: rec.id, value: BlobLocation(pack: r.packID(o), entry: rec.entry))
+                }
+                k += 1
+                i = 0
+                last = nil
+            }
+            while let (id, loc) = deltaIterator.next() {
+                if self.disk.runs.enumerated().contains(where: { $0.element.find(id, excluded: self.disk.excluded[$0.offset]) != nil }) { continue }
+                return (key: id, value: loc)
+            }
+            return nil
+        }
+    }
 }
 
 /// Pack id → pack (with its entries, read from the run when asked for), for packs not condemned.
@@ -55,6 +86,7 @@ struct PackTable: Sequence, Sendable {
     func contains(_ id: ObjectID) -> Bool { delta[id] != nil || located[id] != nil }
 
     var keys: Set<ObjectID> { Set(located.keys).union(delta.keys) }
+    var values: [IndexedPack] { map(\.value) }
     var count: Int { keys.count }
 
     func makeIterator() -> AnyIterator<(key: ObjectID, value: IndexedPack)> {
