@@ -8,7 +8,7 @@ struct Coffer: AsyncParsableCommand {
         subcommands: [
             InitCommand.self, BackupCommand.self, SnapshotsCommand.self, LsCommand.self, RestoreCommand.self,
             CheckCommand.self, ForgetCommand.self, PruneCommand.self, KeyCommand.self,
-            VaultCommand.self, RealmCommand.self, DemoCommand.self,
+            VaultCommand.self, RealmCommand.self, DemoCommand.self, DebugScaleCommand.self,
         ])
 
     static func main() async {

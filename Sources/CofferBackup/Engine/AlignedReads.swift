@@ -27,7 +27,7 @@ extension Engine {
 
     /// The indexed size of a pack, when known.
     func packLength(of pack: ObjectID) -> Int? {
-        index.withLock { $0.packs[pack]?.length }
+        index.withLock { $0.packs.length(of: pack) }
     }
 
     /// Reads the aligned part of `pack` that covers `range` (the whole pack when its size is not

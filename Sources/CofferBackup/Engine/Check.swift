@@ -49,7 +49,7 @@ extension Engine {
             report.problems.append(CheckProblem(kind: k, object: e.object ?? "?", detail: e.message))
         }
         // Index (fresh, tolerant of damage).
-        try await loadIndex()
+        try await loadIndex(useCache: false)
         let state = index.withLock { $0 }
         for e in state.damagedIndexObjects { problem(e) }
         report.indexObjectsChecked = state.indexObjects.count + state.damagedIndexObjects.count

@@ -14,11 +14,12 @@ struct BlobLocation: Sendable, Hashable {
     var entry: PackEntry
 }
 
-/// The in-memory index: every blob of every indexed pack (packs condemned by a prune mark are left
-/// out, so backups upload their blobs again rather than depend on them).
+/// The index: every blob of every indexed pack (packs condemned by a prune mark are left out, so
+/// backups upload their blobs again rather than depend on them). Blobs and packs live in the
+/// device's memory-mapped cache (Index/), plus an in-memory delta of what this process indexed.
 struct IndexState: Sendable {
-    var blobs: [ChunkID: BlobLocation] = [:]
-    var packs: [ObjectID: IndexedPack] = [:]
+    var blobs = BlobTable()
+    var packs = PackTable()
     /// Index objects read (live ones; superseded ones are skipped).
     var indexObjects: Set<ObjectID> = []
     /// Packs listed by pending prune marks.
@@ -31,9 +32,9 @@ struct IndexState: Sendable {
     var supersededIndexObjects: Set<ObjectID> = []
 
     mutating func add(_ pack: IndexedPack) {
-        packs[pack.id] = pack
+        packs.delta[pack.id] = pack
         for e in pack.entries where blobs[e.id] == nil {
-            blobs[e.id] = BlobLocation(pack: pack.id, entry: e)
+            blobs.delta[e.id] = BlobLocation(pack: pack.id, entry: e)
         }
     }
 }
@@ -51,6 +52,8 @@ final class Engine: Sendable {
     let treeCache = Mutex([ChunkID: Tree]())
     /// Heads learnt from outside the storage (the vault's anchored heads), checked with the device's.
     let adoptedHeads = Mutex([DeviceHead]())
+    /// The device's index cache (memory-mapped runs; see Index/IndexCache.swift).
+    let indexCache: IndexCache
 
     init(storage: any Storage, keys: RepositoryKeys, config: RepositoryConfig, deviceStore: DeviceKeyStore?) {
         self.storage = storage
@@ -59,6 +62,7 @@ final class Engine: Sendable {
         self.policy = ChunkingPolicy(parameters: config.parameters)
         self.deviceStore = deviceStore
         self.repositoryID = config.repositoryID.map { String(format: "%02x", $0) }.joined()
+        self.indexCache = IndexCache(deviceStore: deviceStore, repositoryIDHex: repositoryID, keys: keys)
     }
 
     /// The config allows compression of compressible blobs (database chunks, trees).
@@ -196,28 +200,11 @@ final class Engine: Sendable {
 
     // MARK: Index
 
-    /// Reads every index object and every prune mark. A damaged index object stops the open: the
-    /// error names it (check reports it too).
-    func loadIndex() async throws(BackupError) {
+    /// Reads every prune mark, then the index through the device cache (only index objects the
+    /// cache does not cover are read; `useCache: false` reads and verifies them all again).
+    /// A damaged index object does not stop the open: the error names it (check reports it too).
+    func loadIndex(useCache: Bool = true) async throws(BackupError) {
         var state = IndexState()
-        var files: [(ObjectID, IndexFile)] = []
-        for info in try await listObjects("index/") {
-            guard let id = Self.objectID(fromName: info.name, prefix: "index/") else { continue }
-            // A damaged index object does not stop the repository from opening: its packs look
-            // unindexed (backups re-adopt them from their headers), check names it, prune refuses.
-            do {
-                let plain = try await readSealed(info.name, id: id, type: .index)
-                files.append((id, try IndexFile.decode(plain, what: info.name)))
-            } catch let e as BackupError {
-                if e.code == .storage { throw e }
-                state.damagedIndexObjects.append(e)
-            } catch {
-                state.damagedIndexObjects.append(BackupError(.dataDamaged, object: info.name, message: "\(info.name) is damaged: \(error)"))
-            }
-        }
-        let present = Set(files.map(\.0))
-        var superseded = Set<ObjectID>()
-        for (_, f) in files { for s in f.supersedes where present.contains(s) { superseded.insert(s) } }
         for info in try await listObjects("marks/") {
             guard let id = Self.objectID(fromName: info.name, prefix: "marks/") else { continue }
             let plain = try await readSealed(info.name, id: id, type: .pruneMark)
@@ -230,13 +217,7 @@ final class Engine: Sendable {
                 throw BackupError(.dataDamaged, object: info.name, message: "\(info.name) is damaged: \(error)")
             }
         }
-        state.supersededIndexObjects = superseded
-        for (id, f) in files where !superseded.contains(id) {
-            state.indexObjects.insert(id)
-            for p in f.packs {
-                if state.condemned.contains(p.id) { state.condemnedButIndexed[p.id] = p } else { state.add(p) }
-            }
-        }
+        try await loadIndexObjects(into: &state, useCache: useCache)
         index.withLock { $0 = state }
     }
 
@@ -245,7 +226,7 @@ final class Engine: Sendable {
     }
 
     func salt(of pack: ObjectID) -> Data? {
-        index.withLock { $0.packs[pack]?.salt }
+        index.withLock { $0.packs.salt(of: pack) }
     }
 
     // MARK: Blobs and trees
