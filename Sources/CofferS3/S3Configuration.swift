@@ -86,8 +86,17 @@ public struct S3Configuration: Sendable, CustomStringConvertible {
         if !prefix.isEmpty && !ObjectName.isValid(prefix) {
             throw StorageError(.invalidName, message: "\"\(prefix)\" is not a valid repository prefix (segments of a-z, 0-9, '.', '_', '-')")
         }
-        for key in params.keys where !["endpoint", "region", "addressing"].contains(key) {
-            throw StorageError(.invalidName, message: "unknown S3 URL option \"\(key)\" (known: endpoint, region, addressing)")
+        for key in params.keys where !["endpoint", "region", "addressing", "multipart-mib"].contains(key) {
+            throw StorageError(.invalidName, message: "unknown S3 URL option \"\(key)\" (known: endpoint, region, addressing, multipart-mib)")
+        }
+        var options = S3Options()
+        if let m = params["multipart-mib"] {
+            // Objects above this many MiB go up in parts of this size (S3's minimum part is 5 MiB).
+            guard let mib = Int(m), (5...5120).contains(mib) else {
+                throw StorageError(.invalidName, message: "multipart-mib must be a whole number of MiB from 5 to 5120, not \"\(m)\"")
+            }
+            options.multipartThreshold = mib << 20
+            options.partSize = mib << 20
         }
 
         let profileName = environment["AWS_PROFILE"] ?? environment["AWS_DEFAULT_PROFILE"] ?? "default"
@@ -135,7 +144,7 @@ public struct S3Configuration: Sendable, CustomStringConvertible {
         }
 
         return S3Configuration(bucket: bucket, prefix: prefix, endpoint: endpoint, region: region,
-                               credentials: credentials, addressing: addressing)
+                               credentials: credentials, addressing: addressing, options: options)
     }
 
     static func isValidBucketName(_ name: String) -> Bool {

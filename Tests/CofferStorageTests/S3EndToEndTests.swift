@@ -21,9 +21,9 @@ import Darwin
             defer { world.remove() }
             try await S3Storage.with(moto.configuration(bucket: "coffer-e2e")) { try await $0.createBucket() }
 
-            // Packs of 20 MiB, over the default 16 MiB multipart threshold: the binary's packs go
-            // up as multipart uploads.
-            try world.coffer(["init", "--pack-size", "20"])
+            // Packs of 8 MiB over a 5 MiB multipart threshold (URL option multipart-mib): the
+            // binary's larger packs go up as multipart uploads of two parts.
+            try world.coffer(["init", "--pack-size", "8"])
             try ChatData.make(at: world.data, messages: 20_000, mediaMiB: 26, seed: 1)
             let day1Digest = try ChatData.databaseDigest(world.data.appendingPathComponent("Databases/msgstore.db"))
             let first = try world.backup()
@@ -86,7 +86,7 @@ import Darwin
         #expect(listed == expected, "aws s3 ls lists the same objects with the same sizes as S3Storage.list:\n\(listing)")
 
         let pack = try #require(objects.filter { $0.name.hasPrefix("data/") }.max { $0.size < $1.size })
-        #expect(pack.size > 16 << 20, "the largest pack went up as a multipart upload: \(pack)")
+        #expect(pack.size > 5 << 20, "the largest pack went up as a multipart upload: \(pack)")
         let local = world.root.appendingPathComponent("fetched-pack").path
         _ = try capture(aws, ["--endpoint-url", moto.endpoint, "s3", "cp", "s3://\(world.bucket)/\(world.prefix)/\(pack.name)", local],
                         world.environment)
@@ -169,7 +169,7 @@ struct CofferWorld {
         var env = ProcessInfo.processInfo.environment
         for key in env.keys where key.hasPrefix("AWS_") || key.hasPrefix("COFFER_") { env[key] = nil }
         env["COFFER_HOME"] = self.home.path
-        env["COFFER_REPO"] = "s3://\(bucket)/\(prefix)"
+        env["COFFER_REPO"] = "s3://\(bucket)/\(prefix)?multipart-mib=5"
         env["AWS_ENDPOINT_URL"] = endpoint ?? moto.endpoint
         env["AWS_REGION"] = "us-east-1"
         env["AWS_DEFAULT_REGION"] = "us-east-1"
