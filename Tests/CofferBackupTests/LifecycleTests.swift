@@ -33,7 +33,8 @@ import CofferStorage
         #expect(storedAtStop >= 6 << 20)
         // Let the cancelled run wind down.
         try await Task.sleep(for: .milliseconds(500))
-        #expect(try await t.repo.snapshots().count == 1)
+        let afterStop = try await t.repo.snapshots()
+        #expect(afterStop.count == 1, "the interrupted backup wrote no snapshot: \(afterStop.map(\.id))")
         let indexes = try await t.storage.list(prefix: "index/")
         #expect(indexes.count >= 3, "checkpoints were written")
 

@@ -203,6 +203,9 @@ final class BackupRun: @unchecked Sendable {
         let rootID = try storeTree(rootTree, deflater: treeDeflater)
         try packs.flush()
         try uploader.drain()
+        if isCancelled {
+            throw BackupError(.cancelled, message: "the backup was cancelled; what was uploaded is indexed and will not be uploaded again")
+        }
         // Nothing the snapshot needs may lie only in a pack a prune marked or deleted meanwhile.
         let commitCheck = CommitCheck(run: self)
         let checkedAt: Date

@@ -208,13 +208,27 @@ final class CommitCheck: @unchecked Sendable {
         // One index for the new packs and this run's packs that are still live; it supersedes this
         // run's earlier index objects, which may list packs a prune has deleted since. Written even
         // when the backup cannot commit, so that no index is left naming a deleted pack.
+        // This run's packs are read back from its own index objects (not kept in memory: a first
+        // backup's index can be large). One that a prune deleted was read by that prune, whose
+        // complete index lists every pack of it that it kept; the others are marked or gone.
         repairPacks += newPacks
-        let own = run.uploader.indexed
+        let ownObjects = run.uploader.indexObjects
+        var ownPacks: [IndexedPack] = []
+        for id in ownObjects {
+            let plain: [UInt8]
+            do { plain = try await engine.readSealed(id.indexName, id: id, type: .index) } catch {
+                if error.code == .dataMissing { continue }
+                throw error
+            }
+            do { ownPacks += try IndexFile.decode(plain, what: id.indexName).packs } catch {
+                throw BackupError(.dataDamaged, object: id.indexName, message: "\(id.indexName) is damaged: \(error)")
+            }
+        }
         var listed: [ObjectID: IndexedPack] = [:]
-        for p in own.packs + repairPacks where view.present.contains(p.id) || newPacks.contains(where: { $0.id == p.id }) {
+        for p in ownPacks + repairPacks where view.present.contains(p.id) || newPacks.contains(where: { $0.id == p.id }) {
             if !view.condemned.contains(p.id) { listed[p.id] = p }
         }
-        let superseded = Array(Set(own.objects + repairIndexes))
+        let superseded = Array(Set(ownObjects + repairIndexes))
         if !superseded.isEmpty || !listed.isEmpty {
             let index = IndexFile(supersedes: superseded, packs: Array(listed.values))
             let (indexID, _) = try await engine.writeSealed(index.encoded(), type: .index) { $0.indexName }

@@ -25,8 +25,6 @@ final class Uploader: @unchecked Sendable {
     private(set) var metadataBytes: Int64 = 0
     private(set) var packsWritten = 0
     private(set) var indexObjectsWritten: [ObjectID] = []
-    /// Every pack this run indexed (its own and adopted ones): the pre-commit check re-indexes them.
-    private(set) var packsIndexed: [IndexedPack] = []
     /// Test hook: `COFFER_TEST_STOP_AFTER_PACKS=N` makes the process stop itself (SIGSTOP) once N
     /// packs are uploaded, so tests can suspend a real backup at a known point and resume it with SIGCONT.
     private let stopAfterPacks = ProcessInfo.processInfo.environment["COFFER_TEST_STOP_AFTER_PACKS"].flatMap { Int($0) }
@@ -113,18 +111,17 @@ final class Uploader: @unchecked Sendable {
         return (out, packsWritten)
     }
 
-    private func indexWritten(_ id: ObjectID, size: Int, packs: [IndexedPack]) {
+    private func indexWritten(_ id: ObjectID, size: Int) {
         cond.lock()
         metadataBytes += Int64(size)
         indexObjectsWritten.append(id)
-        packsIndexed += packs
         cond.unlock()
     }
 
-    /// The index objects and packs this run indexed so far.
-    var indexed: (objects: [ObjectID], packs: [IndexedPack]) {
+    /// The index objects this run wrote so far (the commit check may supersede them).
+    var indexObjects: [ObjectID] {
         cond.lock(); defer { cond.unlock() }
-        return (indexObjectsWritten, packsIndexed)
+        return indexObjectsWritten
     }
 
     private func finishOne() {
@@ -136,7 +133,7 @@ final class Uploader: @unchecked Sendable {
 
     private func writeIndex(_ packs: [IndexedPack]) async throws(BackupError) {
         let (id, size) = try await engine.writeSealed(IndexFile(packs: packs).encoded(), type: .index) { $0.indexName }
-        indexWritten(id, size: size, packs: packs)
+        indexWritten(id, size: size)
         engine.index.withLock { state in
             state.indexObjects.insert(id)
             for p in packs { state.add(p) }
