@@ -123,6 +123,14 @@ public enum KeyRotation {
     static let rotationPrefix = "rotation/"
     static let retiredPrefix = "retired/"
 
+    /// Crash injection for the tests: with `COFFER_TEST_CRASH_AT=<step>` in the environment the
+    /// process kills itself (SIGKILL, as `kill -9` would) at that step. Steps: `staged`, `recorded`,
+    /// `committed`, `cleaning` (half of the old generation deleted).
+    static func crashPoint(_ step: String) {
+        guard ProcessInfo.processInfo.environment["COFFER_TEST_CRASH_AT"] == step else { return }
+        kill(getpid(), SIGKILL)
+    }
+
     /// The new key of a rotation this device started for repository `repositoryID` and has not
     /// committed yet, if any (a vault check accepts it as well as the current key).
     public static func pendingNewKey(repositoryID: String, deviceStore: DeviceKeyStore) -> BackupKey? {
@@ -204,6 +212,7 @@ public enum KeyRotation {
         try await newEngine.loadIndex()
         let copier = GenerationCopier(old: repo.engine, new: newEngine)
         let snapshotCount = try await copier.copyAllSnapshots(progress: progress)
+        crashPoint("staged")
 
         // The staged generation is complete: say so (record under K'), and leave the old key a note.
         let configBytes = [UInt8](newConfig.encoded(with: newKeys))
@@ -217,12 +226,14 @@ public enum KeyRotation {
                       SealedObject.seal(type: .retiredKey, plaintext: RetiredKeyRecord(newRepositoryID: [UInt8](newConfig.repositoryID), timeSec: now).encoded(),
                                         keys: repo.engine.keys, compress: false))
 
+        crashPoint("recorded")
         progress("new generation complete (\(snapshotCount) snapshots)")
         try await beforeCommit(newKey, newID)
 
         // The commit point: one atomic replacement of the root config.
         progress("committing: the repository now opens with the new key only")
         try await put(storage, "config", Data(configBytes))
+        crashPoint("committed")
 
         let deleted = try await cleanUp(storage: storage, record: record, newEngine: newEngine, deviceStore: deviceStore)
         return KeyRotationReport(oldRepositoryID: rootID, newRepositoryID: newID, newKey: newKey, snapshots: snapshotCount,
@@ -274,6 +285,7 @@ public enum KeyRotation {
                 let batch = Array(names[i..<min(names.count, i + 500)])
                 try await storage.delete(batch)
                 i += batch.count
+                if i >= names.count / 2 { crashPoint("cleaning") }
             }
             try await storage.delete(rotationPrefix + newID)
         } catch {
