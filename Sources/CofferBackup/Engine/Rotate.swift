@@ -125,7 +125,7 @@ public enum KeyRotation {
 
     /// Crash injection for the tests: with `COFFER_TEST_CRASH_AT=<step>` in the environment the
     /// process kills itself (SIGKILL, as `kill -9` would) at that step. Steps: `staged`, `recorded`,
-    /// `committed`, `cleaning` (half of the old generation deleted).
+    /// `registered` (after `beforeCommit`), `committed`, `cleaning` (half of the old generation deleted).
     static func crashPoint(_ step: String) {
         guard ProcessInfo.processInfo.environment["COFFER_TEST_CRASH_AT"] == step else { return }
         kill(getpid(), SIGKILL)
@@ -229,6 +229,7 @@ public enum KeyRotation {
         crashPoint("recorded")
         progress("new generation complete (\(snapshotCount) snapshots)")
         try await beforeCommit(newKey, newID)
+        crashPoint("registered")
 
         // The commit point: one atomic replacement of the root config.
         progress("committing: the repository now opens with the new key only")
