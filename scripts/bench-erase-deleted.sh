@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What `coffer backup --erase-deleted` (VACUUM INTO capture) costs beside the default page copy,
-# on the shared chat dataset: day-1 and day-2 bytes added to the repository and wall time.
+# on the shared chat dataset: day-1 and day-2 bytes added to the repository and wall time; then
+# what `coffer key rotate` of the page-copy repository (three snapshots) takes.
 #
 #   scripts/bench-erase-deleted.sh [--messages N] [--media-mb M] [--coffer PATH] [--keep]
 #
@@ -56,3 +57,9 @@ for k in plain-day1 erase-day1 plain-day2 erase-day2 plain-again erase-again; do
   set -- ${res[$k]}
   printf "%-22s %12.2f %14d\n" "$k" "$1" "$2"
 done
+size=$(du -sb "$work/repo-plain" | cut -f1)
+t0=$(date +%s.%N)
+"$coffer" key rotate --repo "$work/repo-plain" -q --no-vault >/dev/null
+t1=$(date +%s.%N)
+after=$(du -sb "$work/repo-plain" | cut -f1)
+printf "%-22s %12.2f %14s\n" "key rotate" "$(echo "$t1 - $t0" | bc -l)" "$size -> $after"
