@@ -91,6 +91,17 @@ import Darwin
                     "killed at \(step): the repository does not open whole with the device's key:\n\(check)")
             try box.ok(["key", "rotate", "-q"])
         }
+        // Last, a kill in the middle of the copy, so that the generation checked below comes from a
+        // resumed run (packs uploaded after its last checkpoint must not be left behind).
+        var midCopy = false
+        for _ in 0..<5 where !midCopy {
+            let configBefore = try Data(contentsOf: box.repo.appendingPathComponent("config"))
+            let r = try box.run(["key", "rotate", "-q"], killAfter: duration * 0.5)
+            let configAfter = try Data(contentsOf: box.repo.appendingPathComponent("config"))
+            midCopy = r.signalled && configAfter == configBefore
+            if r.signalled { try box.ok(["key", "rotate", "-q"]) }
+        }
+        #expect(midCopy, "no kill landed in the copy")
         #expect(killed >= 6, "only \(killed) of \(attempts + 4) rotations were killed mid-way")
         print("key rotate: \(killed) kills, \(beforeCommit) before the commit, \(afterCommit) after it")
 
@@ -102,8 +113,10 @@ import Darwin
             let diffs = TreeCompare.differences(expected[i], try TreeCompare.read(target.appendingPathComponent("src")))
             #expect(diffs.isEmpty, "snapshot \(i) after the rotations: \(diffs.prefix(5))")
         }
-        let check = try box.run(["check", "--read-data"])
+        let check = try box.run(["check", "--read-data", "--json"])
         #expect(check.status == 0, "\(check)")
+        let report = try #require(try check.json() as? [String: Any])
+        #expect((report["unindexedPacks"] as? [Any])?.isEmpty == true, "resumed rotations leave no stray packs: \(check.stdout)")
         let objects = Self.allObjects(box)
         let gens = Set(objects.filter { $0.hasPrefix("gen/") }.map { $0.split(separator: "/")[1] })
         #expect(gens.count == 1, "exactly one generation is left: \(gens)")

@@ -210,6 +210,18 @@ public enum KeyRotation {
         let newKeys = newConfig.keys(for: newKey)
         let newEngine = Engine(storage: storage, keys: newKeys, config: newConfig, deviceStore: deviceStore)
         try await newEngine.loadIndex()
+        if resumed {
+            // Packs uploaded after the last checkpoint of the interrupted run are not indexed: the
+            // copy writes their blobs again, so they go (only this job writes under gen/<R'>/).
+            do {
+                for info in try await newEngine.storage.list(prefix: "data/") {
+                    guard let id = Engine.objectID(fromName: info.name, prefix: "data/"), newEngine.salt(of: id) == nil else { continue }
+                    try await newEngine.storage.delete(info.name)
+                }
+            } catch {
+                throw Engine.storageError(error, doing: "removing unindexed packs of the staged generation")
+            }
+        }
         let copier = GenerationCopier(old: repo.engine, new: newEngine)
         let snapshotCount = try await copier.copyAllSnapshots(progress: progress)
         crashPoint("staged")
