@@ -57,10 +57,13 @@ public struct BackupOptions: Sendable {
     public var time: Date? = nil
     /// How many packs may be uploading at once (a slow backend must not stall chunking).
     public var uploadConcurrency: Int = 3
+    /// How SQLite databases are captured. ``DatabaseCapture/compacted`` keeps deleted messages out
+    /// of the snapshot (no freelist pages, no slack bytes), at some cost in bytes stored per run.
+    public var databaseCapture: DatabaseCapture = .pageCopy
 
     public init(parent: String? = nil, force: Bool = false, hostname: String? = nil, tags: [String] = [],
                 checkpointBytes: Int = 64 << 20, checkpointInterval: Duration = .seconds(60),
-                time: Date? = nil, uploadConcurrency: Int = 3) {
+                time: Date? = nil, uploadConcurrency: Int = 3, databaseCapture: DatabaseCapture = .pageCopy) {
         self.parent = parent
         self.force = force
         self.hostname = hostname
@@ -69,7 +72,20 @@ public struct BackupOptions: Sendable {
         self.checkpointInterval = checkpointInterval
         self.time = time
         self.uploadConcurrency = uploadConcurrency
+        self.databaseCapture = databaseCapture
     }
+}
+
+/// How a backup captures a live SQLite database (always consistently, in one read transaction).
+public enum DatabaseCapture: String, Sendable, Hashable, CaseIterable {
+    /// SQLite's online backup API in one step: an exact page-for-page copy. Unchanged pages keep
+    /// their ids from one snapshot to the next (the best deduplication), but the freelist and the
+    /// unused bytes inside pages can still hold the text of deleted rows.
+    case pageCopy = "page-copy"
+    /// `VACUUM INTO`: a freshly built copy with no freelist pages and no leftover bytes of deleted
+    /// rows, so a message deleted before the backup is not in its snapshot. Pages are renumbered,
+    /// which costs deduplication (docs/ENGINE.md has the figures).
+    case compacted = "compacted"
 }
 
 /// How a restore runs.

@@ -13,7 +13,11 @@ enum SQLiteCapture {
     static let tempPrefix = "coffer-capture"
 
     /// Returns a read-only descriptor of the captured copy (already unlinked).
-    static func capture(path: String) throws -> Int32 {
+    /// - Parameter mode: ``DatabaseCapture/pageCopy`` copies every page as it is (freelist and
+    ///   slack bytes included, so deleted rows may survive in them); ``DatabaseCapture/compacted``
+    ///   writes a fresh database with `VACUUM INTO` (one read transaction too), which carries no
+    ///   freelist page and no leftover bytes of deleted rows.
+    static func capture(path: String, mode: DatabaseCapture = .pageCopy) throws -> Int32 {
         let dir = try Posix.makePrivateTempDirectory(prefix: tempPrefix)
         let copy = dir + "/capture.db"
         defer {
@@ -40,9 +44,17 @@ enum SQLiteCapture {
         }
         do {
             let source = try DatabaseQueue(path: path, configuration: sourceConfig)
-            let dest = try DatabaseQueue(path: copy, configuration: destConfig)
-            try source.backup(to: dest, pagesPerStep: -1)
-            try dest.close()
+            switch mode {
+            case .pageCopy:
+                let dest = try DatabaseQueue(path: copy, configuration: destConfig)
+                try source.backup(to: dest, pagesPerStep: -1)
+                try dest.close()
+            case .compacted:
+                // VACUUM INTO builds the copy from the rows inside one read transaction of the
+                // source (an app committing meanwhile does not make it restart); it accepts the
+                // empty 0600 file created above and keeps the source's page size.
+                try source.inDatabase { db in try db.execute(sql: "VACUUM INTO ?", arguments: [copy]) }
+            }
             try source.close()
         }
         let fd = open(copy, O_RDONLY)

@@ -56,7 +56,8 @@ final class Engine: Sendable {
     let indexCache: IndexCache
 
     init(storage: any Storage, keys: RepositoryKeys, config: RepositoryConfig, deviceStore: DeviceKeyStore?) {
-        self.storage = storage
+        // A key-rotated generation keeps its objects under gen/<id>/ (docs/KEY-ROTATION.md).
+        self.storage = config.usesGenerationPrefix ? PrefixedStorage(base: storage, prefix: config.objectPrefix) : storage
         self.keys = keys
         self.config = config
         self.policy = ChunkingPolicy(parameters: config.parameters)
@@ -145,7 +146,9 @@ final class Engine: Sendable {
             config = try unverified.verify(with: keys)
         } catch {
             if case .wrongKey = error {
-                throw BackupError(.wrongKey, object: "config", message: error.description, underlying: error)
+                // A rotation may have replaced this key, or staged a generation this key opens.
+                return try await KeyRotation.openAfterWrongKey(storage: storage, key: key, deviceStore: deviceStore,
+                    original: BackupError(.wrongKey, object: "config", message: error.description, underlying: error))
             }
             throw BackupError(.repositoryDamaged, object: "config", message: error.description, underlying: error)
         }

@@ -31,25 +31,54 @@ public struct RepositoryConfig: Sendable, Hashable {
     public let repositoryID: Data
     public let formatVersion: UInt16
     public let parameters: RepositoryParameters
+    /// Feature flags (docs/FORMAT.md, "Config"): only ``featureGenerationPrefix`` is defined.
+    public let featureFlags: UInt32
 
-    /// A new config with a fresh random repository id.
-    /// - Throws: ``ConfigError/parameterOutOfBounds(name:value:allowed:)``.
-    public init(parameters: RepositoryParameters = .default) throws(ConfigError) {
-        var rng = SystemRandomNumberGenerator()
-        let id = Data((0..<Self.repositoryIDLength).map { _ in UInt8.random(in: 0...255, using: &rng) })
-        try self.init(repositoryID: id, parameters: parameters)
+    /// Feature flag bit 0: the repository's objects live under `gen/<repository id>/` instead of
+    /// the storage's root (set by key rotation, whose commit point is replacing the root `config`).
+    public static let featureGenerationPrefix: UInt32 = 1
+    /// Every feature flag this build understands; a config with any other bit set is rejected.
+    public static let knownFeatures: UInt32 = featureGenerationPrefix
+
+    /// True when objects live under ``objectPrefix`` (`gen/<repository id>/`).
+    public var usesGenerationPrefix: Bool { featureFlags & Self.featureGenerationPrefix != 0 }
+
+    /// The prefix of every object name of this repository except `config`: `""` or `gen/<32 hex>/`.
+    public var objectPrefix: String {
+        usesGenerationPrefix ? Self.generationPrefix(repositoryID: repositoryID) : ""
     }
 
-    /// A config with a given repository id (tests and vectors).
-    @_spi(Testing)
-    public init(repositoryID: Data, parameters: RepositoryParameters) throws(ConfigError) {
+    /// `gen/<32 lowercase hex digits of the repository id>/`.
+    public static func generationPrefix(repositoryID: Data) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var hex: [UInt8] = []
+        for b in repositoryID { hex.append(digits[Int(b >> 4)]); hex.append(digits[Int(b & 15)]) }
+        return "gen/" + String(decoding: hex, as: UTF8.self) + "/"
+    }
+
+    /// A new config with a fresh random repository id.
+    /// - Parameter featureFlags: ``featureGenerationPrefix`` for a generation made by key rotation.
+    /// - Throws: ``ConfigError/parameterOutOfBounds(name:value:allowed:)``.
+    public init(parameters: RepositoryParameters = .default, featureFlags: UInt32 = 0) throws(ConfigError) {
+        var rng = SystemRandomNumberGenerator()
+        let id = Data((0..<Self.repositoryIDLength).map { _ in UInt8.random(in: 0...255, using: &rng) })
+        try self.init(repositoryID: id, parameters: parameters, featureFlags: featureFlags)
+    }
+
+    /// A config with a given repository id: a key rotation resuming its staged generation, tests
+    /// and vectors. Never reuse an id for another repository (it salts every subkey).
+    public init(repositoryID: Data, parameters: RepositoryParameters, featureFlags: UInt32 = 0) throws(ConfigError) {
         guard repositoryID.count == Self.repositoryIDLength else {
             throw .parameterOutOfBounds(name: "repository id length", value: repositoryID.count, allowed: "16")
+        }
+        guard featureFlags & ~Self.knownFeatures == 0 else {
+            throw .parameterOutOfBounds(name: "feature flags", value: Int(featureFlags), allowed: "bit 0 (generation prefix) only")
         }
         try parameters.validate()
         self.repositoryID = repositoryID
         self.formatVersion = FormatVersion.current
         self.parameters = parameters
+        self.featureFlags = featureFlags
     }
 
     /// The subkeys for this repository under `key`.
@@ -64,7 +93,7 @@ public struct RepositoryConfig: Sendable, Hashable {
         w.raw(Self.magic)
         w.u16(formatVersion)
         w.raw(repositoryID)
-        w.u32(0)  // feature flags: none defined in version 1
+        w.u32(featureFlags)
         w.u32(UInt32(parameters.fileChunkSize))
         w.u32(UInt32(parameters.sqliteGroupSize))
         w.u32(UInt32(parameters.targetPackSize))
@@ -147,8 +176,8 @@ public struct UnverifiedConfig: Sendable {
         guard HMAC<SHA256>.isValidAuthenticationCode(tag, authenticating: body, using: keys.configKey) else {
             throw .wrongKey
         }
-        guard featureFlags == 0 else {
-            throw .parameterOutOfBounds(name: "feature flags", value: Int(featureFlags), allowed: "none in format version 1")
+        guard featureFlags & ~RepositoryConfig.knownFeatures == 0 else {
+            throw .parameterOutOfBounds(name: "feature flags", value: Int(featureFlags), allowed: "bit 0 (generation prefix) only")
         }
         guard let compression = Compression(rawValue: fields.compression) else {
             throw .parameterOutOfBounds(name: "compression", value: Int(fields.compression), allowed: "0 (none) or 1 (deflate)")
@@ -163,6 +192,6 @@ public struct UnverifiedConfig: Sendable {
             fileChunkSize: Int(fields.fileChunkSize), sqliteGroupSize: Int(fields.sqliteGroupSize),
             targetPackSize: Int(fields.targetPackSize), compression: compression,
             compressionLevel: Int(fields.compressionLevel), padding: padding, paddingFloor: Int(fields.paddingFloor))
-        return try RepositoryConfig(repositoryID: repositoryID, parameters: p)
+        return try RepositoryConfig(repositoryID: repositoryID, parameters: p, featureFlags: featureFlags)
     }
 }

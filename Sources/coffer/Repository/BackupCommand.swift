@@ -42,6 +42,9 @@ struct BackupCommand: AsyncParsableCommand, Sendable {
         "Write an index checkpoint after this many MiB of new data (1-64), so an interrupted backup resumes.", valueName: "MiB"))
     var checkpointMiB: Int = 64
 
+    @Flag(name: .customLong("erase-deleted"), help: "Capture SQLite databases with VACUUM INTO, so that rows deleted before this backup leave no trace in its snapshot (costs more bytes per run; also $COFFER_ERASE_DELETED=1).")
+    var eraseDeleted = false
+
     func validate() throws {
         guard !paths.isEmpty else { throw ValidationError("give at least one path to back up") }
         guard (1...64).contains(checkpointMiB) else { throw ValidationError("--checkpoint-mib must be between 1 and 64") }
@@ -57,6 +60,7 @@ struct BackupCommand: AsyncParsableCommand, Sendable {
                 opts.tags = tag
                 opts.hostname = host
                 opts.checkpointBytes = checkpointMiB << 20
+                if eraseDeleted || ProcessInfo.processInfo.environment["COFFER_ERASE_DELETED"] == "1" { opts.databaseCapture = .compacted }
                 let logger = access.logger
                 let options = opts
                 let anchor = try await HeadAnchor.checkIfConfigured(repo, access: access, doing: "the backup", action: "back up onto this repository")

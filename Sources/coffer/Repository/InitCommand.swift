@@ -76,8 +76,8 @@ struct InitCommand: AsyncParsableCommand {
 struct KeyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "key",
-        abstract: "Show the repository's backup key.",
-        subcommands: [KeyShowCommand.self])
+        abstract: "Show or rotate the repository's backup key.",
+        subcommands: [KeyShowCommand.self, KeyRotateCommand.self])
 }
 
 /// `coffer key show`: the 64 digits, for writing down or moving to another device.

@@ -115,6 +115,7 @@ enum ErrorReport {
     static func classify(backup e: BackupError) -> (code: CofferExitCode, message: String, hint: String?) {
         switch e.code {
         case .wrongKey:
+            if e.message.contains("replaced by a key rotation") { return (.wrongKey, e.message, nil) }
             return (.wrongKey, e.message, "Check --key-file / COFFER_KEY, or that --repo names the repository you mean.")
         case .notARepository:
             return (.repositoryNotFound, e.message, "Check --repo / COFFER_REPO, or create a repository with `coffer init`.")

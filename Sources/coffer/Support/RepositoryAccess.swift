@@ -88,6 +88,9 @@ struct RepositoryAccess {
             logger.debug("using the device key file \(deviceStore.keyFileURL(repositoryID: id).path)")
             return key
         }
+        if let replaced = await KeyRotation.replacedDeviceKeyMessage(storage: storage, deviceStore: deviceStore) {
+            throw CLIError(.wrongKey, replaced, hint: "Get the new key: `coffer vault recover --repo \(storage.location)`, or --key-file FILE with the new 64 digits.")
+        }
         throw CLIError(.keyMissing, "this device has no key for repository \(id) at \(storage.location)",
                        hint: "Give the key with --key-file FILE or COFFER_KEY (64 digits). Looked in \(deviceStore.home.path)/keys.")
     }
@@ -98,6 +101,10 @@ struct RepositoryAccess {
             let key = try await key(for: storage)
             let repo = try await Repository.open(storage: storage, key: key, deviceStore: deviceStore)
             logger.debug("opened repository \(repo.repositoryID)")
+            if KeyRotation.isUnfinished(repositoryID: repo.repositoryID, deviceStore: deviceStore) {
+                throw CLIError(.failure, "a key rotation of repository \(repo.repositoryID) is unfinished on this device",
+                               hint: "Run `coffer key rotate` to finish it first: what is backed up before that would not be carried over.")
+            }
             return try await body(repo)
         }
     }

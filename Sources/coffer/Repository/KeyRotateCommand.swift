@@ -1,0 +1,97 @@
+import ArgumentParser
+import CofferBackup
+import CofferCore
+import CofferVault
+import Foundation
+
+/// `coffer key rotate`: a new backup key; every snapshot re-encrypted; the vault re-registered.
+struct KeyRotateCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rotate",
+        abstract: "Replace the backup key: re-encrypt every snapshot under a new key and retire the old one.",
+        discussion: """
+        Makes a new random key and repository id, re-encrypts every snapshot into a new generation of the \
+        repository, commits it by replacing the repository's config, then deletes the old generation and \
+        this device's old key file. Copies of the old data that the storage provider may keep become \
+        unreadable once the old key is gone from this device and the vault. With --vault/--user (or \
+        COFFER_VAULT/COFFER_USER) the new key replaces the old one in the vault behind the same password, \
+        which is checked first. Safe to interrupt: run it again to finish (docs/KEY-ROTATION.md). No other \
+        device should back up to the repository until it has finished.
+        """)
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup(title: "Vault") var vault: VaultOptions
+
+    @Flag(name: .customLong("no-vault"), help: "Do not touch the vault even if COFFER_VAULT is set.")
+    var noVault = false
+
+    @Flag(name: .long, help: "Print the new 64 digits without spaces.")
+    var plain = false
+
+    @Flag(name: .shortAndLong, help: "No progress lines.")
+    var quiet = false
+
+    var vaultConfigured: Bool {
+        if noVault { return false }
+        let v = vault.vault ?? ProcessInfo.processInfo.environment["COFFER_VAULT"]
+        return !(v ?? "").isEmpty
+    }
+
+    func run() async throws {
+        let access = RepositoryAccess(global)
+        try await ErrorReport.run(logger: access.logger) {
+            try await access.withStorage { storage in
+                let key = try await access.key(for: storage)
+                let rootID = try await Repository.readRepositoryID(storage: storage)
+                let prepared = try await prepareVault(currentKey: key, repositoryID: rootID, deviceStore: access.deviceStore)
+                if prepared == nil && !noVault {
+                    Terminal.err("note: no vault configured (--vault or COFFER_VAULT): if this key is in the vault, stop now and run again with --vault and --user, or the vault keeps the old key, which stops opening the repository\n")
+                }
+                let quiet = self.quiet
+                let report = try await KeyRotation.rotate(
+                    storage: storage, key: key, deviceStore: access.deviceStore,
+                    beforeCommit: { newKey, _ in
+                        // The new generation is complete: the vault gets K' before the commit, so a crash in
+                        // between leaves the vault with a key that opens the staged generation (rolled forward).
+                        guard let prepared else { return }
+                        let r = try await prepared.client.register(key: newKey, password: prepared.password, user: prepared.user)
+                        printRegistration(r, client: prepared.client, what: "The vault now holds the new key for \(prepared.user) (same password).")
+                    },
+                    progress: { line in if !quiet { Terminal.err("  \(line)\n") } })
+                let keyFile = access.deviceStore.keyFileURL(repositoryID: report.newRepositoryID).path
+                Terminal.line("Rotated the key of repository \(report.oldRepositoryID): it is now repository \(report.newRepositoryID) at \(storage.location).")
+                Terminal.line("\(report.snapshots) snapshots re-encrypted (\(report.blobsWritten) blobs, \(report.bytesWritten) bytes written); \(report.oldObjectsDeleted) objects of the old generation deleted.")
+                Terminal.line("""
+
+                Your new backup key (shown once; `coffer key show` prints it again on this device):
+
+                    \(plain ? report.newKey.digits : report.newKey.groupedDigits)
+
+                Keep it somewhere safe that is not this device: a password manager, or written down and
+                stored offline. Anyone with this key and access to the storage can read your backups;
+                without it, nobody can restore them, not even you.
+                The old key no longer opens this repository: destroy every copy of it you kept.
+                This device keeps a copy of the new key in \(keyFile) (readable only by you).
+                """)
+                return .ok
+            }
+        }
+    }
+
+    /// With a vault configured: the password, checked by recovering the key it protects, which must
+    /// be this repository's key (or the new key of this device's unfinished rotation). A wrong
+    /// password stops here, before anything is written.
+    private func prepareVault(currentKey: BackupKey, repositoryID: String, deviceStore: DeviceKeyStore) async throws -> PreparedVault? {
+        guard vaultConfigured else { return nil }
+        let user = try vault.account()
+        let client = try await vault.client()
+        let password = try readPassword(prompt: "Vault password for \(user) (the new key goes behind it): ", confirm: false)
+        let recovered = try await client.recover(password: password, user: user)
+        let accepted = [currentKey.digits, KeyRotation.pendingNewKey(repositoryID: repositoryID, deviceStore: deviceStore)?.digits]
+        guard accepted.contains(recovered.key.digits) else {
+            throw CLIError(.failure, "the vault holds another key for \(user), not the key of this repository; nothing was changed",
+                           hint: "Check --user, or rotate with --no-vault and protect the new key with `coffer vault enable` afterwards.")
+        }
+        return PreparedVault(client: client, user: user, password: password)
+    }
+}
