@@ -503,9 +503,7 @@ final class GenerationCopier {
         guard w.blobCount > 0 else { return }
         let f = w.finish()
         let name = f.id.packName
-        do { try await new.storage.put(name, data: f.bytes) } catch {
-            throw Engine.storageError(error, doing: "writing \(name)")
-        }
+        try await new.createWithRetry(name, data: f.bytes, id: f.id)
         unindexed.append(IndexedPack(id: f.id, salt: f.salt, length: f.bytes.count, entries: f.entries))
         unindexedBytes += f.bytes.count
         bytesWritten += Int64(f.bytes.count)
