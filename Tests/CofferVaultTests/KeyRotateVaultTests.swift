@@ -62,6 +62,8 @@ struct KeyRotateVaultTests {
         let out = root.appendingPathComponent("out")
         r = try await Self.coffer(["restore", "latest", "--target", out.path], env: tablet)
         #expect(r.status == 0, "\(r.stderr)")
+        // The rotation anchored the re-encrypted snapshot's head under the new repository id.
+        #expect(r.stderr.contains("latest backup: ") && r.stderr.contains("anchored in the vault)"), "\(r.stderr)")
         #expect(try String(contentsOf: out.appendingPathComponent("data/note.txt"), encoding: .utf8) == "message 1\n")
 
         // Crash after the vault registration, before the commit.

@@ -58,6 +58,16 @@ struct KeyRotateCommand: AsyncParsableCommand {
                         printRegistration(r, client: prepared.client, what: "The vault now holds the new key for \(prepared.user) (same password).")
                     },
                     progress: { line in if !quiet { Terminal.err("  \(line)\n") } })
+                if let prepared {
+                    // The rotated repository has a new id: remember its vault, and anchor every writer's
+                    // newest (re-encrypted, so renamed) snapshot so a new device checks it at once.
+                    if let path = prepared.configPath {
+                        VaultLink.save(access.deviceStore, repositoryID: report.newRepositoryID, vault: path, user: prepared.user)
+                    }
+                    if let repo = try? await Repository.open(storage: storage, key: report.newKey, deviceStore: access.deviceStore) {
+                        await HeadAnchor(client: prepared.client, user: prepared.user, key: report.newKey).anchorEveryWriter(in: repo)
+                    }
+                }
                 let keyFile = access.deviceStore.keyFileURL(repositoryID: report.newRepositoryID).path
                 Terminal.line("Rotated the key of repository \(report.oldRepositoryID): it is now repository \(report.newRepositoryID) at \(storage.location).")
                 Terminal.line("\(report.snapshots) snapshots re-encrypted (\(report.blobsWritten) blobs, \(report.bytesWritten) bytes written); \(report.oldObjectsDeleted) objects of the old generation deleted.")
@@ -92,6 +102,6 @@ struct KeyRotateCommand: AsyncParsableCommand {
             throw CLIError(.failure, "the vault holds another key for \(user), not the key of this repository; nothing was changed",
                            hint: "Check --user, or rotate with --no-vault and protect the new key with `coffer vault enable` afterwards.")
         }
-        return PreparedVault(client: client, user: user, password: password)
+        return PreparedVault(client: client, user: user, password: password, configPath: vault.configPath)
     }
 }

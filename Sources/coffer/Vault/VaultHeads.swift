@@ -104,6 +104,15 @@ struct HeadAnchor {
         await store(mine, repositoryID: repo.repositoryID)
     }
 
+    /// After a key rotation: anchors every writer's newest snapshot of the new generation (their ids
+    /// all changed with the key), so a device that recovers the new key checks the repository at once.
+    func anchorEveryWriter(in repo: Repository) async {
+        guard let all = try? await repo.snapshots() else { return }
+        var newest: [String: SnapshotInfo] = [:]
+        for s in all where (newest[s.writerID]?.seq ?? 0) < s.seq { newest[s.writerID] = s }
+        for s in newest.values.sorted(by: { $0.writerID < $1.writerID }) { await store(s, repositoryID: repo.repositoryID) }
+    }
+
     private func store(_ info: SnapshotInfo, repositoryID: String) async {
         guard let head = AnchoredHead(repositoryIDHex: repositoryID, writerIDHex: info.writerID, seq: info.seq,
                                       snapshotIDHex: info.id, time: info.time) else { return }
