@@ -147,6 +147,29 @@ print(h.hexdigest())" "$1"; }
   || { echo "bench: coffer's restored message database differs from the source" >&2; exit 1; }
 rm -rf "$restore_dir"
 
+echo "== floor: the server taking in the dataset's bytes from curl (4 parallel plain PUTs, nothing else)" >&2
+aws --endpoint-url "$endpoint" s3 mb s3://floor-bench > /dev/null
+s0=$(server_cpu); t0=$(date +%s.%N)
+python3 - "$data" "$port" <<'PY'
+# Plain HTTP PUTs of every file (a few lines of Python hand the bytes to the socket; the server
+# does the rest), four connections in parallel.
+import http.client, os, sys, threading
+root, port = sys.argv[1], int(sys.argv[2])
+files = [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs]
+def worker(k):
+    c = http.client.HTTPConnection("127.0.0.1", port)
+    for i in range(k, len(files), 4):
+        with open(files[i], "rb") as fh: body = fh.read()
+        c.request("PUT", f"/floor-bench/f{i}", body=body)
+        r = c.getresponse(); r.read()
+        if r.status != 200: sys.exit(f"PUT answered {r.status}")
+ts = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+[t.start() for t in ts]; [t.join() for t in ts]
+PY
+floor_secs=$(python3 -c "import sys; print(f'{float(sys.argv[2])-float(sys.argv[1]):.2f}')" "$t0" "$(date +%s.%N)")
+floor_scpu=$(python3 -c "import sys; print(f'{float(sys.argv[2])-float(sys.argv[1]):.2f}')" "$s0" "$(server_cpu)")
+echo "   floor: $floor_secs s, server CPU $floor_scpu s" >&2
+
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.3f}' if b else 'n/a')" "$1" "$2"; }
 verdict() { python3 -c "import sys; print('yes' if float(sys.argv[1]) <= float(sys.argv[2]) else 'NO')" "$1" "$2"; }
 mib() { python3 -c "import sys; print(f'{int(sys.argv[1])/1048576:.1f} MiB')" "$1"; }
@@ -164,3 +187,7 @@ for m in initial day2 restore; do
   printf '%-34s %14s %14s %9s\n' "CPU s (tool / moto), $m" "${cpu[restic_$m]} / ${scpu[restic_$m]}" "${cpu[coffer_$m]} / ${scpu[coffer_$m]}" "$(ratio "${cpu[coffer_$m]}" "${cpu[restic_$m]}")"
 done
 printf '%-34s %14s %14s\n' "bucket size (end)" "$(mib "$(s3_bytes s3://restic-bench/repo/)")" "$(mib "$(s3_bytes s3://coffer-bench/repo/)")"
+echo
+echo "Floor on this machine (a target below it cannot be met with this server on these cores):"
+printf '%-58s %9s %12s %14s\n' "floor" "wall" "server CPU" "/ restic's"
+printf '%-58s %9s %12s %14s\n' "moto storing the dataset's files (4 parallel plain PUTs)" "$floor_secs s" "$floor_scpu s" "$(ratio "$floor_secs" "${secs[restic_initial]}")"
