@@ -88,6 +88,11 @@ final class PackWindowCache: Sendable {
         }
     }
 
+    /// A window of `pack` that holds `offset` (the beginning of a blob it does not wholly hold).
+    func find(_ pack: ObjectID, holding offset: Int) -> Window? {
+        windows.withLock { w in w.last { $0.pack == pack && $0.start <= offset && offset < $0.end } }
+    }
+
     func insert(_ window: Window) {
         windows.withLock { w in
             w.append(window)
@@ -124,23 +129,29 @@ final class BlobWindowReader {
         }
         let name = loc.pack.packName
         let range = loc.entry.range
-        let w: PackWindowCache.Window
+        let damaged = BackupError(.dataDamaged, object: name, message: "\(name) is damaged: shorter than its index says")
+        let sealed: Data
         if let hit = cache.find(loc.pack, covering: range) {
-            w = hit
+            guard let s = Engine.slice(hit.bytes, start: hit.start, entry: loc.entry) else { throw damaged }
+            sealed = s
         } else {
+            // A cached window may hold the blob's beginning (a blob straddling a window's end):
+            // read on from that window's end instead of reading its last MiB again.
+            let head = cache.find(loc.pack, holding: range.lowerBound)
+            let start = head?.end ?? range.lowerBound / Engine.readAlignment * Engine.readAlignment
             // Reach ahead over the next chunks stored after this one in the same pack.
-            let start = range.lowerBound / Engine.readAlignment * Engine.readAlignment
             var end = range.upperBound
             var j = ids.index(after: i)
             var looked = 0
             while j < ids.endIndex, looked < 4096 {
-                if let l = engine.location(of: ids[j]), l.pack == loc.pack, l.entry.offset >= start,
+                if let l = engine.location(of: ids[j]), l.pack == loc.pack, l.entry.offset >= range.lowerBound,
                    l.entry.range.upperBound <= start + Self.maxWindow {
                     end = max(end, l.entry.range.upperBound)
                 }
                 j = ids.index(after: j)
                 looked += 1
             }
+            let w: PackWindowCache.Window
             do {
                 let (bytes, s) = try await engine.readAligned(loc.pack, covering: start..<end)
                 w = PackWindowCache.Window(pack: loc.pack, start: s, bytes: bytes)
@@ -151,9 +162,16 @@ final class BlobWindowReader {
                 throw Engine.storageError(error, doing: "reading blob \(id.hex) from \(name)")
             }
             cache.insert(w)
-        }
-        guard let sealed = Engine.slice(w.bytes, start: w.start, entry: loc.entry) else {
-            throw BackupError(.dataDamaged, object: name, message: "\(name) is damaged: shorter than its index says")
+            if let head, w.start <= head.end, range.upperBound <= w.end {
+                // The blob's first part from the cached window, the rest from the new one.
+                let b0 = head.bytes.startIndex, b1 = w.bytes.startIndex
+                var joined = Data(head.bytes[(b0 + range.lowerBound - head.start)..<(b0 + head.end - head.start)])
+                joined.append(w.bytes[(b1 + head.end - w.start)..<(b1 + range.upperBound - w.start)])
+                sealed = joined
+            } else {
+                guard let s = Engine.slice(w.bytes, start: w.start, entry: loc.entry) else { throw damaged }
+                sealed = s
+            }
         }
         do {
             return try opener.open(sealed, entry: loc.entry, salt: salt)
