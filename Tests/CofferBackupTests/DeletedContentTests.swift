@@ -105,24 +105,14 @@ import CofferStorage
                 try db.execute(sql: "INSERT INTO messages(body, ts) VALUES (?, ?)", arguments: ["message number \(i) lol see you tomorrow", i])
             }
         }
-        let flags = WriterFlags()
-        let writer = Thread {
-            var i = 100_000
-            while !flags.stop.load(ordering: .relaxed) {
-                try? pool.write { db in
-                    try db.execute(sql: "INSERT INTO messages(body, ts) VALUES (?, ?)", arguments: ["live \(i)", i])
-                    try db.execute(sql: "DELETE FROM messages WHERE id = ?", arguments: [i % 20_000 + 1])
-                }
-                i += 1
-                flags.commits.add(1, ordering: .relaxed)
-                usleep(10_000)
-            }
-        }
-        writer.start()
+        let flags = WriterFlags.start(pool, then: "DELETE FROM messages WHERE id = ?")
         defer { flags.stop.store(true, ordering: .relaxed) }
         while flags.commits.load(ordering: .relaxed) < 5 { try await Task.sleep(for: .milliseconds(10)) }
         var opts = BackupOptions()
         opts.databaseCapture = .compacted
+        let captures = s.path("captures")  // this test's own: other tests capture at the same time
+        try FileManager.default.createDirectory(atPath: captures, withIntermediateDirectories: true)
+        opts.captureDirectory = captures
         let before = flags.commits.load(ordering: .relaxed)
         let first: BackupSummary = try await t.repo.backup(paths: [src], options: opts)
         let second: BackupSummary = try await t.repo.backup(paths: [src], options: opts)
@@ -141,7 +131,7 @@ import CofferStorage
         #expect(check == "ok")
         #expect(count == 20_000, "each commit inserts one row and deletes one")
         #expect(freelist == 0, "a compacted capture has no freelist")
-        let leftovers = try FileManager.default.contentsOfDirectory(atPath: NSTemporaryDirectory())
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: captures)
             .filter { $0.hasPrefix(SQLiteCapture.tempPrefix) }
         #expect(leftovers.isEmpty)
     }

@@ -26,29 +26,22 @@ import CofferStorage
         write(randomBytes(2 << 20, seed: 9), to: src + "/Media/IMG-1.jpg")
 
         // The writer: one commit every 10 ms until told to stop.
-        let flags = WriterFlags()
-        let writer = Thread {
-            var i = 100_000
-            while !flags.stop.load(ordering: .relaxed) {
-                try? pool.write { db in
-                    try db.execute(sql: "INSERT INTO messages(body, ts) VALUES (?, ?)", arguments: ["live \(i)", i])
-                    try db.execute(sql: "UPDATE messages SET body = body || '!' WHERE id = ?", arguments: [i % 20_000 + 1])
-                }
-                i += 1
-                flags.commits.add(1, ordering: .relaxed)
-                usleep(10_000)
-            }
-        }
-        writer.start()
+        let flags = WriterFlags.start(pool, then: "UPDATE messages SET body = body || '!' WHERE id = ?")
         defer { flags.stop.store(true, ordering: .relaxed) }
         while flags.commits.load(ordering: .relaxed) < 5 { try await Task.sleep(for: .milliseconds(10)) }
         #expect(FileManager.default.fileExists(atPath: dbPath + "-wal"))
 
         let before = flags.commits.load(ordering: .relaxed)
-        let summary: BackupSummary = try await t.repo.backup(paths: [src])
+        // Captures go to a folder of this test's own, so that other tests' captures running at the
+        // same time cannot be mistaken for leftovers.
+        let captures = s.path("captures")
+        try FileManager.default.createDirectory(atPath: captures, withIntermediateDirectories: true)
+        var opts = BackupOptions()
+        opts.captureDirectory = captures
+        let summary: BackupSummary = try await t.repo.backup(paths: [src], options: opts)
         let after = flags.commits.load(ordering: .relaxed)
         // Run a second backup while the writer goes on: captured again (never skipped by metadata).
-        let second: BackupSummary = try await t.repo.backup(paths: [src])
+        let second: BackupSummary = try await t.repo.backup(paths: [src], options: opts)
         flags.stop.store(true, ordering: .relaxed)
         #expect(after > before, "the app kept committing during the backup")
         #expect(summary.databasesCaptured == 1)
@@ -70,7 +63,7 @@ import CofferStorage
         #expect((count ?? 0) >= 20_000 + before)
 
         // No capture copy left behind.
-        let leftovers = try FileManager.default.contentsOfDirectory(atPath: NSTemporaryDirectory())
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: captures)
             .filter { $0.hasPrefix(SQLiteCapture.tempPrefix) }
         #expect(leftovers.isEmpty)
     }
@@ -100,4 +93,24 @@ import CofferStorage
 final class WriterFlags: Sendable {
     let stop = Atomic(false)
     let commits = Atomic(0)
+
+    /// The app at work: a thread that commits every 10 ms (a new message, then `then` on an older
+    /// row's id) until `stop` is set.
+    static func start(_ pool: DatabasePool, then: String) -> WriterFlags {
+        let flags = WriterFlags()
+        let writer = Thread {
+            var i = 100_000
+            while !flags.stop.load(ordering: .relaxed) {
+                try? pool.write { db in
+                    try db.execute(sql: "INSERT INTO messages(body, ts) VALUES (?, ?)", arguments: ["live \(i)", i])
+                    try db.execute(sql: then, arguments: [i % 20_000 + 1])
+                }
+                i += 1
+                flags.commits.add(1, ordering: .relaxed)
+                usleep(10_000)
+            }
+        }
+        writer.start()
+        return flags
+    }
 }

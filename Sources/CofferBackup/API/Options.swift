@@ -60,6 +60,9 @@ public struct BackupOptions: Sendable {
     /// How SQLite databases are captured. ``DatabaseCapture/compacted`` keeps deleted messages out
     /// of the snapshot (no freelist pages, no slack bytes), at some cost in bytes stored per run.
     public var databaseCapture: DatabaseCapture = .pageCopy
+    /// Where the private (0700) folder of a database capture is made; `nil` is the system's
+    /// temporary directory. An app may point it at a folder with its own data protection class.
+    public var captureDirectory: String? = nil
 
     public init(parent: String? = nil, force: Bool = false, hostname: String? = nil, tags: [String] = [],
                 checkpointBytes: Int = 64 << 20, checkpointInterval: Duration = .seconds(60),

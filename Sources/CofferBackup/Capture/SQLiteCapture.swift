@@ -17,8 +17,9 @@ enum SQLiteCapture {
     ///   slack bytes included, so deleted rows may survive in them); ``DatabaseCapture/compacted``
     ///   writes a fresh database with `VACUUM INTO` (one read transaction too), which carries no
     ///   freelist page and no leftover bytes of deleted rows.
-    static func capture(path: String, mode: DatabaseCapture = .pageCopy) throws -> Int32 {
-        let dir = try Posix.makePrivateTempDirectory(prefix: tempPrefix)
+    ///   `directory`: where the private folder is made (the system's temporary directory by default).
+    static func capture(path: String, mode: DatabaseCapture = .pageCopy, in directory: String? = nil) throws -> Int32 {
+        let dir = try Posix.makePrivateTempDirectory(prefix: tempPrefix, in: directory)
         let copy = dir + "/capture.db"
         defer {
             unlink(copy)

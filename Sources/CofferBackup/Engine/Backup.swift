@@ -503,7 +503,7 @@ final class BackupRun: @unchecked Sendable {
     func capture(_ job: FileJob) {
         counters.withLock { $0.currentPath = job.path }
         let fd: Int32
-        do { fd = try SQLiteCapture.capture(path: job.path, mode: options.databaseCapture) } catch {
+        do { fd = try SQLiteCapture.capture(path: job.path, mode: options.databaseCapture, in: options.captureDirectory) } catch {
             failJob(job, "cannot capture the SQLite database: \(error)")
             return
         }

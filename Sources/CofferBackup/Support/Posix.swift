@@ -151,8 +151,8 @@ enum Posix {
     }
 
     /// A new private (0700) directory under the system temporary directory.
-    static func makePrivateTempDirectory(prefix: String) throws(Errno) -> String {
-        let base = NSTemporaryDirectory()
+    static func makePrivateTempDirectory(prefix: String, in parent: String? = nil) throws(Errno) -> String {
+        let base = parent ?? NSTemporaryDirectory()
         var template = Array((base.hasSuffix("/") ? base : base + "/").utf8CString.dropLast())
         template.append(contentsOf: Array("\(prefix)-XXXXXX".utf8CString))
         let ok = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) != nil }
