@@ -83,12 +83,17 @@ import CofferStorage
         var table = BlobTable(disk: IndexRuns(runs: [r1, merged], excluded: [[Bool](repeating: false, count: r1.packCount),
                                                                               [Bool](repeating: false, count: merged.packCount)]))
         let extra = rng.chunkID()
-        table.delta[extra] = BlobLocation(pack: rng.objectID(), entry: PackEntry(index: 0, type: .data, id: extra, compression: .none,
-                                                                                uncompressedLength: 1, offset: 0, length: 17))
+        let extraEntry = PackEntry(index: 0, type: .data, id: extra, compression: .none, uncompressedLength: 1, offset: 0, length: 17)
+        let extraPack = IndexedPack(id: rng.objectID(), salt: Data(count: 32), length: 4096, entries: [extraEntry])
+        table.addDelta(extraPack)
+        #expect(table[extra] == BlobLocation(pack: extraPack.id, entry: extraEntry), "a delta blob is found")
         var seen = 0
         for (id, loc) in table {
             seen += 1
-            if id == extra { continue }
+            if id == extra {
+                #expect(loc == BlobLocation(pack: extraPack.id, entry: extraEntry))
+                continue
+            }
             #expect(all[id]?.0 == loc.pack && all[id]?.1 == loc.entry)
         }
         #expect(seen == all.count + 1)

@@ -33,9 +33,7 @@ struct IndexState: Sendable {
 
     mutating func add(_ pack: IndexedPack) {
         packs.delta[pack.id] = pack
-        for e in pack.entries where blobs[e.id] == nil {
-            blobs.delta[e.id] = BlobLocation(pack: pack.id, entry: e)
-        }
+        blobs.addDelta(pack)
     }
 }
 

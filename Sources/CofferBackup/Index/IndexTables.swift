@@ -17,7 +17,11 @@ struct IndexRuns: Sendable {
 /// `(key, value)` pairs like a dictionary, each id once, streaming through the runs (check, prune).
 struct BlobTable: Sequence, Sendable {
     var disk = IndexRuns()
-    var delta: [ChunkID: BlobLocation] = [:]
+    /// Blobs indexed since the index was loaded: id → pack (in `deltaPacks`) << 32 | entry index.
+    /// A first backup indexes every blob here, so a reference (8 bytes) instead of a whole location
+    /// (the pack id and the entry again, about 110 bytes) keeps its memory small.
+    var delta: [ChunkID: UInt64] = [:]
+    var deltaPacks: [IndexedPack] = []
 
     subscript(id: ChunkID) -> BlobLocation? {
         for (k, r) in disk.runs.enumerated() {
@@ -25,7 +29,21 @@ struct BlobTable: Sequence, Sendable {
                 return BlobLocation(pack: r.packID(Int(rec.pack)), entry: rec.entry)
             }
         }
-        return delta[id]
+        return delta[id].map(deltaLocation)
+    }
+
+    func deltaLocation(_ ref: UInt64) -> BlobLocation {
+        let p = deltaPacks[Int(ref >> 32)]
+        return BlobLocation(pack: p.id, entry: p.entries[Int(ref & 0xffff_ffff)])
+    }
+
+    /// Adds the blobs of a pack indexed during this process (those not already located).
+    mutating func addDelta(_ pack: IndexedPack) {
+        let p = UInt64(deltaPacks.count)
+        deltaPacks.append(pack)
+        for (i, e) in pack.entries.enumerated() where self[e.id] == nil {
+            delta[e.id] = p << 32 | UInt64(i)
+        }
     }
 
     /// Blobs in the runs (duplicates and condemned packs included) plus the delta.
@@ -53,9 +71,9 @@ struct BlobTable: Sequence, Sendable {
                 i = 0
                 last = nil
             }
-            while let (id, loc) = deltaIterator.next() {
+            while let (id, ref) = deltaIterator.next() {
                 if self.disk.runs.enumerated().contains(where: { $0.element.find(id, excluded: self.disk.excluded[$0.offset]) != nil }) { continue }
-                return (key: id, value: loc)
+                return (key: id, value: self.deltaLocation(ref))
             }
             return nil
         }
