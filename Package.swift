@@ -84,7 +84,7 @@ let package = Package(
         .target(
             name: "CofferRealm",
             dependencies: [
-                "CofferVault",
+                "CofferCore", "CofferVault",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "JWTKit", package: "jwt-kit"),

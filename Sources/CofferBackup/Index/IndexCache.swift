@@ -76,7 +76,7 @@ final class IndexCache: @unchecked Sendable {
         func bad() -> [IndexRun] { clear(); return [] }
         guard b.count >= 12 + 32, Array(b[0..<4]) == Array("CFXM".utf8), b[4] == 1, b[5] == 0 else { return bad() }
         let body = Array(b[0..<(b.count - 32)])
-        guard DeviceCacheMAC.equal(body.withUnsafeBytes { mac.tag($0) }, Array(b[(b.count - 32)...])) else { return bad() }
+        guard constantTimeEqual(body.withUnsafeBytes { mac.tag($0) }, Array(b[(b.count - 32)...])) else { return bad() }
         guard Array(b[8..<24]) == Array(repositoryID.prefix(16)) else { return bad() }
         let n = Int(b[24]) | Int(b[25]) << 8 | Int(b[26]) << 16 | Int(b[27]) << 24
         guard body.count == 28 + n * 48 else { return bad() }

@@ -243,7 +243,7 @@ final class IndexRun: @unchecked Sendable {
         self.name = name
         if !verified {
             guard let t = RunTag.compute(path: path, mac: mac) else { throw RunError.invalid("cannot read \(path)") }
-            guard DeviceCacheMAC.equal(t, expected) else { throw RunError.invalid("\(name) fails its authentication tag") }
+            guard constantTimeEqual(t, expected) else { throw RunError.invalid("\(name) fails its authentication tag") }
         }
         tag = expected
         map = try MappedFile(path: path)

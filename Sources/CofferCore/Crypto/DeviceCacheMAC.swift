@@ -32,13 +32,6 @@ public struct DeviceCacheMAC: Sendable, CustomStringConvertible {
         public func finalize() -> [UInt8] { Array(h.finalize()) }
     }
 
-    /// Constant-time comparison of two tags.
-    public static func equal(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        guard a.count == b.count else { return false }
-        var d: UInt8 = 0
-        for i in a.indices { d |= a[i] ^ b[i] }
-        return d == 0
-    }
 
     public var description: String { "DeviceCacheMAC(<redacted>)" }
 }

@@ -2,6 +2,7 @@ import CofferVault
 import Crypto
 import Foundation
 import GRDB
+import CofferCore
 
 /// Why a head write was refused; each is answered sealed and changes nothing (the ticket stays unspent).
 public enum HeadRefusal: Error, Sendable, Equatable, CustomStringConvertible {

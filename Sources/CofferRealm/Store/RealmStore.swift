@@ -4,6 +4,7 @@ import CryptoExtras
 import Foundation
 import GRDB
 import Synchronization
+import CofferCore
 
 /// What Q0 learns about a user's record.
 public enum RecordStatus: Sendable, Equatable {

@@ -186,11 +186,3 @@ enum StoreError: Error, CustomStringConvertible {
     case corrupt
     var description: String { "a stored value failed authentication (database altered or wrong key file)" }
 }
-
-/// Constant-time equality for secrets of public length.
-func constantTimeEqual(_ a: Data, _ b: Data) -> Bool {
-    guard a.count == b.count else { return false }
-    var diff: UInt8 = 0
-    for (x, y) in zip(a, b) { diff |= x ^ y }
-    return diff == 0
-}

@@ -4,6 +4,7 @@ import FoundationEssentials
 import Foundation
 #endif
 import Crypto
+import CofferCore
 
 /// Recovery as a state machine with no I/O (Q0 → Q1 → Q2).
 ///
@@ -257,12 +258,6 @@ public struct RecoveryMachine {
     var secretForTesting: SymmetricKey? { secret }
 }
 
-func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-    guard a.count == b.count else { return false }
-    var d: UInt8 = 0
-    for i in 0..<a.count { d |= a[i] ^ b[i] }
-    return d == 0
-}
 
 /// All k-element subsets, in order.
 func combinations<T>(_ items: [T], _ k: Int) -> [[T]] {

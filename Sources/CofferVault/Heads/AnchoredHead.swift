@@ -124,15 +124,8 @@ public struct HeadKeys: Sendable {
               let plain = try? AES.GCM.open(box, using: seal, authenticating: Self.aadLabel + slotID),
               let head = AnchoredHead.decode(Array(plain)) else { return nil }
         let expected = self.slotID(repositoryID: head.repositoryID, writerID: head.writerID)
-        guard constantTimeEqualBytes(expected, slotID) else { return nil }
+        guard constantTimeEqual(expected, slotID) else { return nil }
         return head
     }
 }
 
-/// Constant-time comparison of two byte arrays (length is not secret).
-func constantTimeEqualBytes(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-    guard a.count == b.count else { return false }
-    var d: UInt8 = 0
-    for i in a.indices { d |= a[i] ^ b[i] }
-    return d == 0
-}
