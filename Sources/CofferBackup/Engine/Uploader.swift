@@ -162,12 +162,6 @@ final class Uploader: @unchecked Sendable {
 }
 
 extension Engine {
-    /// Creates a content-addressed object (``createWithRetry(_:data:)``). Kept under its old name
-    /// for callers written before every creation became conditional.
-    func putWithRetry(_ name: String, data: Data) async throws(BackupError) {
-        try await createWithRetry(name, data: data)
-    }
-
     /// Conditional create (`Storage.create`: S3 `If-None-Match: *`, a hard link locally) with a few
     /// retries on transient failures (a retried upload resends identical bytes, and identical bytes
     /// already stored count as success). Every object the engine writes is named by the hash of its
