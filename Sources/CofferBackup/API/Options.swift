@@ -13,10 +13,11 @@ public struct RepositoryOptions: Sendable, Hashable {
     /// of a chat database touch single pages, and measured on the benchmark dataset a day's
     /// changes stored 8.9 MB with 4 KiB groups against 14.3 MB with 16 KiB and 27.1 MB with 64 KiB.
     public var sqliteGroupSize: Int = 4 << 10
-    /// Packs are closed once they hold about this many bytes. 4 MiB by default: a backup holds
+    /// Packs are closed once they hold about this many bytes. 2 MiB by default: a backup holds
     /// several pack buffers at once (open packs and uploads in flight), so this sets most of its
     /// memory; on the chat dataset peak RSS was 139-142 MiB with 16 MiB packs, 88-101 MiB with
-    /// 8 MiB and 68-88 MiB with 4 MiB, at the same speed. Phones cap background memory.
+    /// 8 MiB, 66-78 MiB with 4 MiB and 58-62 MiB with 2 MiB, at the same speed. Phones cap
+    /// background memory. Remote storage may prefer ``defaultRemotePackSize`` (fewer requests).
     public var targetPackSize: Int = RepositoryOptions.defaultTargetPackSize
     /// Size padding of everything stored (packs, index, snapshots): Padmé by default, so the storage
     /// provider cannot tell blob or object lengths (docs/THREAT_MODEL.md). ``PaddingScheme/none``
@@ -25,8 +26,11 @@ public struct RepositoryOptions: Sendable, Hashable {
     /// Smallest stored object with padding (1 MiB by default; 0 without padding).
     public var paddingFloor: Int = PaddingPolicy.defaultFloor
 
-    /// The default target pack size (4 MiB).
-    public static let defaultTargetPackSize = 4 << 20
+    /// The default target pack size (2 MiB).
+    public static let defaultTargetPackSize = 2 << 20
+    /// The target pack size the `coffer` CLI uses for S3 repositories (4 MiB): half as many
+    /// requests, each with a network round trip and a per-request price, for 8 MiB more memory.
+    public static let defaultRemotePackSize = 4 << 20
 
     public init(fileChunkSize: Int = 1 << 20, sqliteGroupSize: Int = 4 << 10, targetPackSize: Int = RepositoryOptions.defaultTargetPackSize,
                 padding: PaddingScheme = .padme, paddingFloor: Int? = nil) {

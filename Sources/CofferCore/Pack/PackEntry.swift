@@ -8,27 +8,48 @@ public enum BlobType: UInt8, Sendable, Hashable, CaseIterable {
 
 /// One blob of a pack, as listed in the pack header and copied into the index.
 public struct PackEntry: Sendable, Hashable {
-    /// Position in the pack (0-based); also the blob's AES-GCM nonce.
-    public var index: Int
-    public var type: BlobType
+    // Stored compactly (56 bytes instead of 80): a first backup keeps one entry per new blob in
+    // memory until the end of the run, so this is part of its peak memory. Every field fits in 32
+    // bits by the format's limits (``PackFormat``: packs of at most 4 GiB, at most 2^32 blobs).
     public var id: ChunkID
+    private var index32: UInt32
+    private var uncompressedLength32: UInt32
+    private var offset32: UInt32
+    private var length32: UInt32
+    public var type: BlobType
     public var compression: Compression
-    /// Length of the plaintext after decompression.
-    public var uncompressedLength: Int
-    /// Offset of the blob's stored bytes (`ciphertext ‖ tag`) from the start of the pack.
-    public var offset: Int
-    /// Length of the stored bytes, including the 16-byte tag.
-    public var length: Int
 
+    /// Position in the pack (0-based); also the blob's AES-GCM nonce.
+    public var index: Int {
+        get { Int(index32) }
+        set { index32 = UInt32(newValue) }
+    }
+    /// Length of the plaintext after decompression.
+    public var uncompressedLength: Int {
+        get { Int(uncompressedLength32) }
+        set { uncompressedLength32 = UInt32(newValue) }
+    }
+    /// Offset of the blob's stored bytes (`ciphertext ‖ tag`) from the start of the pack.
+    public var offset: Int {
+        get { Int(offset32) }
+        set { offset32 = UInt32(newValue) }
+    }
+    /// Length of the stored bytes, including the 16-byte tag.
+    public var length: Int {
+        get { Int(length32) }
+        set { length32 = UInt32(newValue) }
+    }
+
+    /// - Precondition: every number is within the format's 32-bit limits (``PackFormat``).
     public init(index: Int, type: BlobType, id: ChunkID, compression: Compression,
                 uncompressedLength: Int, offset: Int, length: Int) {
-        self.index = index
-        self.type = type
         self.id = id
+        self.index32 = UInt32(index)
+        self.uncompressedLength32 = UInt32(uncompressedLength)
+        self.offset32 = UInt32(offset)
+        self.length32 = UInt32(length)
+        self.type = type
         self.compression = compression
-        self.uncompressedLength = uncompressedLength
-        self.offset = offset
-        self.length = length
     }
 
     /// The byte range of the stored blob within its pack (for a ranged read).

@@ -22,15 +22,15 @@ struct InitCommand: AsyncParsableCommand {
 
     @OptionGroup(title: "Vault (with --password)") var vault: VaultOptions
 
-    @Option(name: .customLong("pack-size"), help: ArgumentHelp("Target pack size in MiB (1-128, default \(RepositoryOptions.defaultTargetPackSize >> 20)).", valueName: "MiB"))
-    var packSizeMiB: Int = RepositoryOptions.defaultTargetPackSize >> 20
+    @Option(name: .customLong("pack-size"), help: ArgumentHelp("Target pack size in MiB (1-128; default \(RepositoryOptions.defaultTargetPackSize >> 20) for a folder, \(RepositoryOptions.defaultRemotePackSize >> 20) for S3).", valueName: "MiB"))
+    var packSizeMiB: Int?
 
     @Option(name: .customLong("padding"), help: ArgumentHelp("Size padding of stored objects: padme (Padmé sizes, 1 MiB floor; hides blob and object lengths from the storage provider) or none (only for comparison).", valueName: "padme|none"))
     var padding: String = "padme"
 
     func validate() throws {
         guard ["padme", "none"].contains(padding) else { throw ValidationError("--padding must be padme or none") }
-        guard (1...128).contains(packSizeMiB) else { throw ValidationError("--pack-size must be between 1 and 128 MiB") }
+        if let packSizeMiB, !(1...128).contains(packSizeMiB) { throw ValidationError("--pack-size must be between 1 and 128 MiB") }
     }
 
     func run() async throws {
@@ -40,7 +40,9 @@ struct InitCommand: AsyncParsableCommand {
             let given = try access.explicitKey()
             let key = given ?? BackupKey()
             var options = RepositoryOptions()
-            options.targetPackSize = packSizeMiB << 20
+            let remote = try access.location().hasPrefix("s3://")
+            options.targetPackSize = packSizeMiB.map { $0 << 20 }
+                ?? (remote ? RepositoryOptions.defaultRemotePackSize : RepositoryOptions.defaultTargetPackSize)
             if padding == "none" {
                 options.padding = .none
                 options.paddingFloor = 0
