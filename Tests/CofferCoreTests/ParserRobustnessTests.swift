@@ -65,15 +65,17 @@ import Foundation
             let mb = mutate(blob, &rng)
             if mb != blob { #expect(throws: FormatError.self) { try opener.open(mb, entry: e, salt: pack.salt) } }
         }
-        // Hostile entries (as a corrupt index might hold) are rejected, not trapped on.
+        // Hostile entries (as a corrupt index might hold: any 32-bit values, which is all an index
+        // or pack header can encode, so negative ones cannot occur) are rejected, not trapped on.
         var e = pack.entries[0]
-        for (offset, length) in [(Int.max - 10, 100), (-1, 10), (0, -5), (pack.bytes.count, 17)] {
+        let top = Int(UInt32.max)
+        for (offset, length) in [(top - 10, 100), (top, top), (0, top), (pack.bytes.count, 17), (pack.bytes.count - 5, 17)] {
             e.offset = offset; e.length = length
             #expect(throws: FormatError.self) { try opener.open(blob: e, inPack: pack.bytes, salt: pack.salt) }
         }
-        e = pack.entries[0]; e.uncompressedLength = Int.max
+        e = pack.entries[0]; e.uncompressedLength = top
         #expect(throws: FormatError.self) { try opener.open(blob: e, inPack: pack.bytes, salt: pack.salt) }
-        e = pack.entries[0]; e.index = -1
+        e = pack.entries[0]; e.index = top
         #expect(throws: FormatError.self) { try opener.open(blob: e, inPack: pack.bytes, salt: pack.salt) }
         #expect(throws: FormatError.self) { try opener.open(blob: pack.entries[0], inPack: pack.bytes, salt: Data([1])) }
     }

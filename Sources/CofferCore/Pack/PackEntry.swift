@@ -10,7 +10,9 @@ public enum BlobType: UInt8, Sendable, Hashable, CaseIterable {
 public struct PackEntry: Sendable, Hashable {
     // Stored compactly (56 bytes instead of 80): a first backup keeps one entry per new blob in
     // memory until the end of the run, so this is part of its peak memory. Every field fits in 32
-    // bits by the format's limits (``PackFormat``: packs of at most 4 GiB, at most 2^32 blobs).
+    // bits by the format's limits (``PackFormat``: packs of at most 4 GiB, at most 2^32 blobs),
+    // and an index or pack header cannot encode anything else; setting a number outside
+    // 0...UInt32.max is a programming error and traps.
     public var id: ChunkID
     private var index32: UInt32
     private var uncompressedLength32: UInt32
