@@ -103,6 +103,7 @@ secs[coffer_unchanged]=$(median3 "${c[@]}")
 
 echo "== day 2" >&2
 before_media=$(du -sb "$data/Media" | cut -f1)
+cp "$data/Databases/msgstore.db" "$work/day1.db"   # for the day-2 floor (pages that changed)
 python3 "$bench/mutate-chat-dataset" "$data" >&2
 new_media_bytes=$(( $(du -sb "$data/Media" | cut -f1) - before_media ))
 restic_before=$(repo_bytes "$restic_repo"); coffer_before=$(repo_bytes "$coffer_repo")
@@ -154,7 +155,7 @@ floor_dir="$work/floor"; mkdir -p "$floor_dir"
 floor_write=$(python3 - "$floor_dir" "$initial_bytes" <<'PY'
 import os, sys, time, threading
 d, total = sys.argv[1], int(sys.argv[2])
-size = 4 << 20
+size = 2 << 20   # the default pack size for a folder
 block = os.urandom(size)
 n = (total + size - 1) // size
 def writer(k):
@@ -189,6 +190,18 @@ start = time.monotonic(); shutil.copytree(sys.argv[1], sys.argv[2]); print(f"{ti
 PY
 )
 rm -rf "$work/copy-floor"
+# 4. CPU of the hashing and compression every initial backup needs, over the cores; the bytes of the
+#    database pages that changed on day 2 (page-aligned deduplication stores at least these); CPU of
+#    a restore's verification, inflation and writes, over the cores (scripts/bench-floors.py).
+floors="$root/scripts/bench-floors.py"
+fl() { awk -v k="$1" '$1 == k { print $2 }' "$2"; }
+python3 "$floors" initial "$data" > "$work/floor-initial"
+python3 "$floors" restore "$data" > "$work/floor-restore"
+python3 "$floors" day2 "$work/day1.db" "$data/Databases/msgstore.db" > "$work/floor-day2"
+floor_initial_cpu=$(fl wall_floor "$work/floor-initial")
+floor_restore_cpu=$(fl wall_floor "$work/floor-restore")
+floor_day2_db=$(fl changed_bytes_deflated "$work/floor-day2")
+floor_day2=$(( new_media_bytes + floor_day2_db ))
 
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.3f}' if b else 'n/a')" "$1" "$2"; }
 verdict() { python3 -c "import sys; print('yes' if float(sys.argv[1]) <= float(sys.argv[2]) else 'NO')" "$1" "$2"; }
@@ -218,3 +231,7 @@ printf '%-58s %9s %14s\n' "write the initial repository's bytes with fsync (2 wr
 printf '%-58s %9s %14s\n' "capture the live database (SQLite backup API) alone" "$floor_capture s" "$(ratio "$floor_capture" "${secs[restic_unchanged]}")"
 printf '%-58s %9s %14s\n' "day-2 new media bytes (incompressible, must be stored)" "$(mib "$new_media_bytes")" "$(ratio "$new_media_bytes" "$restic_added")"
 printf '%-58s %9s %14s\n' "copy the dataset into a new folder (restore's writes)" "$floor_copy s" "$(ratio "$floor_copy" "${secs[restic_restore]}")"
+printf '%-58s %9s %14s\n' "initial: hash every byte twice + deflate the db, CPU/$(fl cores "$work/floor-initial") cores" "$floor_initial_cpu s" "$(ratio "$floor_initial_cpu" "${secs[restic_initial]}")"
+printf '%-58s %9s %14s\n' "  (hashing $(fl hash_cpu "$work/floor-initial") CPU-s, deflate $(fl compress_cpu "$work/floor-initial") CPU-s)" "" ""
+printf '%-58s %9s %14s\n' "day 2: new media + changed db pages ($(fl changed_pages "$work/floor-day2")) deflated" "$(mib "$floor_day2")" "$(ratio "$floor_day2" "$restic_added")"
+printf '%-58s %9s %14s\n' "restore: verify ids + inflate + write, CPU/$(fl cores "$work/floor-restore") cores" "$floor_restore_cpu s" "$(ratio "$floor_restore_cpu" "${secs[restic_restore]}")"
