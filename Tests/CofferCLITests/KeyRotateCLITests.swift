@@ -79,7 +79,7 @@ import Darwin
             }
         }
         // And at each step around the commit point, where a random kill rarely lands.
-        for step in ["staged", "recorded", "committed", "cleaning"] {
+        for step in ["job-saved", "staged", "recorded", "committed", "cleaning"] {
             let r = try box.run(["key", "rotate", "-q"], env: ["COFFER_TEST_CRASH_AT": step])
             #expect(r.signalled, "\(step): \(r)")
             killed += 1
@@ -102,7 +102,7 @@ import Darwin
             if r.signalled { try box.ok(["key", "rotate", "-q"]) }
         }
         #expect(midCopy, "no kill landed in the copy")
-        #expect(killed >= 6, "only \(killed) of \(attempts + 4) rotations were killed mid-way")
+        #expect(killed >= 6, "only \(killed) of \(attempts + 5) rotations were killed mid-way")
         print("key rotate: \(killed) kills, \(beforeCommit) before the commit, \(afterCommit) after it")
 
         // Everything is there, under the newest key only.

@@ -124,7 +124,8 @@ public enum KeyRotation {
     static let retiredPrefix = "retired/"
 
     /// Crash injection for the tests: with `COFFER_TEST_CRASH_AT=<step>` in the environment the
-    /// process kills itself (SIGKILL, as `kill -9` would) at that step. Steps: `staged`, `recorded`,
+    /// process kills itself (SIGKILL, as `kill -9` would) at that step. Steps: `job-saved` (the job record
+    /// written, the new key not yet), `staged`, `recorded`,
     /// `registered` (after `beforeCommit`), `committed`, `cleaning` (half of the old generation deleted).
     static func crashPoint(_ step: String) {
         guard ProcessInfo.processInfo.environment["COFFER_TEST_CRASH_AT"] == step else { return }
@@ -197,10 +198,14 @@ public enum KeyRotation {
         }
         let newID = Hex.string(newConfig.repositoryID)
         if !resumed {
-            // The new key reaches the device (0600) before anything is written for it.
+            // The job record (ids only) first, then the new key (0600), both before anything is
+            // written for it. In this order a kill between the two leaves a job without its key,
+            // which the next run replaces (above, `resumed` stays false); in the other order it left
+            // a key file that nothing referred to, kept on the device for ever.
             do {
-                try deviceStore.saveKey(newKey, repositoryID: newID)
                 try RotationJob(oldRepositoryID: rootID, newRepositoryID: newID, started: Date()).save(deviceStore)
+                crashPoint("job-saved")
+                try deviceStore.saveKey(newKey, repositoryID: newID)
             } catch {
                 throw BackupError(.fileSystem, message: "cannot save the new key on this device; nothing was changed: \(error)")
             }
