@@ -191,7 +191,8 @@ public final class BlobOpener {
     /// - Throws: ``FormatError``: `.truncated` (wrong length), `.authenticationFailed` (wrong key,
     ///   modified bytes, or bytes of another blob), `.decompressionFailed`, `.idMismatch`.
     public func open(_ sealed: UnsafeRawBufferPointer, entry: PackEntry, salt: Data) throws(FormatError) -> Data {
-        let what = "blob \(entry.id)"
+        // Only for errors: formatting the id for every blob opened cost a string per blob.
+        var what: String { "blob \(entry.id)" }
         guard sealed.count == entry.length else {
             throw FormatError(.truncated, "stored blob is \(sealed.count) bytes, expected \(entry.length)", object: what)
         }
