@@ -69,6 +69,7 @@ measure() {
   local name="$1"; shift
   local log="$work/time-$name.log"
   cat "$data"/Databases/* > /dev/null 2>&1 || true   # same warm page cache for both tools
+  sync   # no writeback of the previous command's files (a restore's 947 MiB) during this one
   /usr/bin/time -v "$@" > "$work/out-$name.log" 2> "$log" || { echo "bench: $name failed:" >&2; tail -20 "$log" >&2; exit 1; }
   local wall
   wall=$(grep "Elapsed (wall clock)" "$log" | awk '{print $NF}')
@@ -148,6 +149,7 @@ measure coffer_big "$coffer" backup --repo "$coffer_repo" "$big"
 rm -rf "$big"
 
 echo "== floors (the required work alone, without coffer)" >&2
+sync
 # 1. Durably storing the initial backup's bytes: files of the repository's pack size, each written,
 #    fsynced and renamed, then the directory fsynced (the local storage's protocol), two writers.
 initial_bytes=$(cat "$work/initial-bytes")

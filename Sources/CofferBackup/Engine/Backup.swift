@@ -193,6 +193,8 @@ final class BackupRun: @unchecked Sendable {
             throw BackupError(.cancelled, message: "the backup was cancelled; what was uploaded is indexed and will not be uploaded again")
         }
 
+        FreedMemory.release()  // the workers' buffers, before the trees and the snapshot need new ones
+
         // Trees, bottom-up, into the same open packs as the data (at random), then the last packs.
         let treeDeflater = Deflater(level: engine.config.parameters.compressionLevel)
         var rootNodes: [TreeNode] = []

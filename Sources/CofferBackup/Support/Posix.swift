@@ -172,3 +172,23 @@ enum Posix {
         return "/" + parts.joined(separator: "/")
     }
 }
+
+/// Gives memory the allocator keeps after `free` back to the system, where the C library can
+/// (glibc's `malloc_trim`, looked up at run time; nothing elsewhere: Darwin's allocator returns
+/// freed pages by itself). Called between a backup's phases: the data phase's buffers, freed in
+/// the middle of glibc's heaps, otherwise stay resident through the trees and the snapshot.
+enum FreedMemory {
+    static func release() {
+        #if canImport(Glibc)
+        _ = mallocTrim?(0)
+        #endif
+    }
+
+    #if canImport(Glibc)
+    private typealias MallocTrim = @convention(c) (Int) -> Int32
+    private static let mallocTrim: MallocTrim? = {
+        guard let symbol = dlsym(nil, "malloc_trim") else { return nil }
+        return unsafeBitCast(symbol, to: MallocTrim.self)
+    }()
+    #endif
+}
