@@ -68,7 +68,10 @@ declare -A secs rss
 measure() {
   local name="$1"; shift
   local log="$work/time-$name.log"
-  cat "$data"/Databases/* > /dev/null 2>&1 || true   # same warm page cache for both tools
+  # The same warm page cache for both tools: the dataset and both repositories (this machine's
+  # kernel drops cached files freely, so a tool could otherwise read from disk what the other
+  # read from memory).
+  find "$data" "$restic_repo" "$coffer_repo" -type f -exec cat {} + > /dev/null 2>&1 || true
   sync   # no writeback of the previous command's files (a restore's 947 MiB) during this one
   /usr/bin/time -v "$@" > "$work/out-$name.log" 2> "$log" || { echo "bench: $name failed:" >&2; tail -20 "$log" >&2; exit 1; }
   local wall
