@@ -107,7 +107,7 @@ let package = Package(
         .testTarget(name: "CofferCoreTests", dependencies: ["CofferCore"],
                     resources: [.copy("Vectors")], swiftSettings: strict),
         .testTarget(name: "CofferStorageTests",
-                    dependencies: ["CofferStorage", "CofferS3", .product(name: "Crypto", package: "swift-crypto")],
+                    dependencies: ["CofferStorage", "CofferS3", "CofferCore", .product(name: "Crypto", package: "swift-crypto")],
                     swiftSettings: strict),
         .testTarget(name: "CofferBackupTests",
                     dependencies: ["CofferBackup", .product(name: "GRDB", package: "GRDB.swift")],

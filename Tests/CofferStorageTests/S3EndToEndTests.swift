@@ -1,3 +1,4 @@
+import CofferCore
 import CofferS3
 import CofferStorage
 import Foundation
@@ -134,6 +135,27 @@ import Darwin
             defer { direct.remove(keepHome: true) }
             let directCheck = try direct.checkJSON()
             #expect(directCheck["clean"] as? Bool == true, "\(directCheck)")
+        }
+    }
+}
+
+extension S3EndToEndTests {
+    @Test("init without --pack-size: 4 MiB packs on S3 (fewer requests), 2 MiB in a folder, as each config records")
+    func defaultPackSizeFollowsTheStorage() async throws {
+        try await MotoServer.with { moto in
+            let world = try CofferWorld(moto: moto, bucket: "coffer-packsize", prefix: "phone")
+            defer { world.remove() }
+            try await S3Storage.with(moto.configuration(bucket: "coffer-packsize")) { try await $0.createBucket() }
+            let key = BackupKey()
+            var env = world.environment
+            env["COFFER_KEY"] = key.digits
+            _ = try capture(CofferWorld.binary.path, ["init"], env)
+            let onS3 = try await world.storage { try await $0.get("config") }
+            #expect(try RepositoryConfig.open(onS3, key: key).config.parameters.targetPackSize == 4 << 20)
+            let folder = world.root.appendingPathComponent("folder")
+            _ = try capture(CofferWorld.binary.path, ["init", "--repo", folder.path], env)
+            let inFolder = try Data(contentsOf: folder.appendingPathComponent("config"))
+            #expect(try RepositoryConfig.open(inFolder, key: key).config.parameters.targetPackSize == 2 << 20)
         }
     }
 }

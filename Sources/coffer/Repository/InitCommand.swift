@@ -1,6 +1,7 @@
 import ArgumentParser
 import CofferBackup
 import CofferCore
+import CofferS3
 import Foundation
 
 /// `coffer init`: a new repository and a new key.
@@ -40,15 +41,15 @@ struct InitCommand: AsyncParsableCommand {
             let given = try access.explicitKey()
             let key = given ?? BackupKey()
             var options = RepositoryOptions()
-            let remote = try access.location().hasPrefix("s3://")
-            options.targetPackSize = packSizeMiB.map { $0 << 20 }
-                ?? (remote ? RepositoryOptions.defaultRemotePackSize : RepositoryOptions.defaultTargetPackSize)
             if padding == "none" {
                 options.padding = .none
                 options.paddingFloor = 0
             }
             let repo = try await access.withStorage(create: true) { storage in
-                try await Repository.initialize(storage: storage, key: key, options: options, deviceStore: access.deviceStore)
+                // The default follows the storage that was opened: S3 gets bigger packs (fewer requests).
+                options.targetPackSize = packSizeMiB.map { $0 << 20 }
+                    ?? (storage is S3Storage ? RepositoryOptions.defaultRemotePackSize : RepositoryOptions.defaultTargetPackSize)
+                return try await Repository.initialize(storage: storage, key: key, options: options, deviceStore: access.deviceStore)
             }
             let keyFile = access.deviceStore.keyFileURL(repositoryID: repo.repositoryID).path
             try await NewKeyHook.keyCreated(key, repositoryID: repo.repositoryID, location: repo.storage.location,
