@@ -17,7 +17,7 @@ coordination are left out, and the cores are assumed perfectly shared).
 
 Prints "name value" lines.
 """
-import hashlib, hmac, os, resource, shutil, sys, tempfile, time, zlib
+import hashlib, hmac, os, resource, shutil, sys, tempfile, zlib
 
 PAGE_DEFAULT = 4096
 FILE_CHUNK = 1 << 20
@@ -27,11 +27,6 @@ KEY = b"k" * 32
 def cpu():
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
-
-
-def is_sqlite(path):
-    with open(path, "rb") as f:
-        return f.read(16) == b"SQLite format 3\x00"
 
 
 def page_size(head):
