@@ -1,10 +1,12 @@
 import ArgumentParser
+import CofferCore
 
 @main
 struct Coffer: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "coffer",
         abstract: "End-to-end encrypted, deduplicating backups with a password-protected key vault.",
+        version: CofferVersion.description,
         subcommands: [
             InitCommand.self, BackupCommand.self, SnapshotsCommand.self, LsCommand.self, RestoreCommand.self,
             CheckCommand.self, ForgetCommand.self, PruneCommand.self, KeyCommand.self,

@@ -123,7 +123,45 @@ import Darwin
         // A malformed key is a usage error that says where.
         let bad = try box.run(["snapshots"], env: ["COFFER_KEY": "0123x"])
         #expect(bad.status == 64, "\(bad)")
-        #expect(bad.stderr.contains("position 5"), "\(bad)")
+        #expect(bad.stderr.contains("digit 5"), "\(bad)")
+    }
+
+    /// A key typed from paper with one slip: the digit (counted in digits, with its group) and the
+    /// correction are named; a swap of two neighbours too. A key of another repository gets no hint.
+    @Test func oneMistypedDigitIsLocated() throws {
+        let box = try Sandbox()
+        let right = Array(try box.initRepository())
+        let hex = Array("0123456789abcdef")
+        var typed = right
+        typed[22] = hex[(hex.firstIndex(of: right[22])! + 7) % 16]
+        let grouped = { (d: [Character]) in stride(from: 0, to: 64, by: 4).map { String(d[$0..<$0 + 4]) }.joined(separator: " ") }
+        let sub = try box.run(["snapshots"], env: ["COFFER_KEY": grouped(typed)])
+        #expect(sub.status == 12, "\(sub)")
+        #expect(sub.stderr.contains("digit 23 (group 6) looks mistyped: did you mean \(right[22])?"), "\(sub)")
+        #expect(!sub.stderr.contains(String(typed)) && !sub.stderr.contains(String(right)), "no key is echoed")
+
+        let at = try #require((0..<63).first { right[$0] != right[$0 + 1] && $0 >= 30 })
+        var swapped = right
+        swapped.swapAt(at, at + 1)
+        let keyFile = box.path("typed.key")
+        try Data((grouped(swapped) + "\n").utf8).write(to: keyFile)
+        let sw = try box.run(["snapshots", "--key-file", keyFile.path])
+        #expect(sw.status == 12, "\(sw)")
+        #expect(sw.stderr.contains("digits \(at + 1) and \(at + 2)"), "\(sw)")
+        #expect(sw.stderr.contains("look swapped: did you mean \(String(right[at...at + 1]))?"), "\(sw)")
+
+        // COFFER_KEY_FILE, like --key-file, and -r for --repo.
+        let viaEnvFile = try box.run(["snapshots"], env: ["COFFER_KEY_FILE": keyFile.path])
+        #expect(viaEnvFile.status == 12 && viaEnvFile.stderr.contains("look swapped"), "\(viaEnvFile)")
+        try Data((grouped(right) + "\n").utf8).write(to: keyFile)
+        try box.ok(["snapshots", "-r", box.repo.path], env: ["COFFER_KEY_FILE": keyFile.path, "COFFER_REPO": ""])
+        let version = try box.ok(["--version"])
+        #expect(version.stdout.contains("coffer ") && version.stdout.contains("repository format 1"), "\(version)")
+
+        let other = try box.run(["snapshots"], env: ["COFFER_KEY": String(repeating: "0123456789abcdef", count: 4)])
+        #expect(other.status == 12 && !other.stderr.contains("mistyped") && !other.stderr.contains("swapped"), "\(other)")
+        // With the slip corrected, the same command works.
+        try box.ok(["snapshots"], env: ["COFFER_KEY": grouped(right)])
     }
 
     @Test func initWithGivenKeyAndMissingThings() throws {

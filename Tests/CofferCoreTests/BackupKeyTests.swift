@@ -25,19 +25,25 @@ import Foundation
         #expect(try BackupKey(digits: "  " + grouped + "\n").constantTimeEquals(fixedKey))
     }
 
-    @Test func rejectsBadCharacterWithPosition() {
+    @Test func rejectsBadCharacterWithItsDigitNumber() {
         var chars = Array(digits)
         chars[10] = "g"
-        #expect(throws: BackupKeyError.invalidCharacter(position: 11)) { try BackupKey(digits: String(chars)) }
-        #expect(throws: BackupKeyError.invalidCharacter(position: 6)) { try BackupKey(digits: "0001 x" + digits) }
-        // Position counts user-visible characters, also after a non-ASCII one.
-        #expect(throws: BackupKeyError.invalidCharacter(position: 1)) { try BackupKey(digits: "é" + digits) }
-        // A decomposed "é" (two scalars) is still one character for the user.
-        #expect(throws: BackupKeyError.invalidCharacter(position: 2)) { try BackupKey(digits: "0e\u{301}1" + digits) }
+        #expect(throws: BackupKeyError.invalidCharacter(digit: 11)) { try BackupKey(digits: String(chars)) }
+        // Digits are counted, separators are not: "0001 x" has its "x" where digit 5 belongs.
+        #expect(throws: BackupKeyError.invalidCharacter(digit: 5)) { try BackupKey(digits: "0001 x" + digits) }
+        #expect(throws: BackupKeyError.invalidCharacter(digit: 5)) { try BackupKey(digits: "0 0 - 0 1\u{00A0}x" + digits) }
+        #expect(throws: BackupKeyError.invalidCharacter(digit: 1)) { try BackupKey(digits: "é" + digits) }
+        // A decomposed "é" (two scalars) is one character, standing where digit 2 belongs.
+        #expect(throws: BackupKeyError.invalidCharacter(digit: 2)) { try BackupKey(digits: "0e\u{301}1" + digits) }
         // The invalid character wins over a wrong count, wherever it is.
-        #expect(throws: BackupKeyError.invalidCharacter(position: 66)) { try BackupKey(digits: digits + "0z") }
-        #expect(throws: BackupKeyError.invalidCharacter(position: 3)) { try BackupKey(digits: "01+2") }
-        #expect(throws: BackupKeyError.invalidCharacter(position: 2)) { try BackupKey(digits: "0_" + digits) }
+        #expect(throws: BackupKeyError.invalidCharacter(digit: 66)) { try BackupKey(digits: digits + "0z") }
+        #expect(throws: BackupKeyError.invalidCharacter(digit: 3)) { try BackupKey(digits: "01+2") }
+        #expect(throws: BackupKeyError.invalidCharacter(digit: 2)) { try BackupKey(digits: "0_" + digits) }
+        let grouped = Array(digits).enumerated().map { ($0.offset % 4 == 0 && $0.offset > 0 ? " " : "") + String($0.element) }.joined()
+        var typed = Array(grouped)
+        typed[27] = "?"  // "dddd dddd dddd dddd dddd dd?d": digit 23, group 6
+        #expect(throws: BackupKeyError.invalidCharacter(digit: 23)) { try BackupKey(digits: String(typed)) }
+        #expect("\(BackupKeyError.invalidCharacter(digit: 23))".contains("digit 23 (group 6)"))
     }
 
     @Test func toleratesCopyPasteSeparators() throws {
@@ -67,7 +73,7 @@ import Foundation
         dump(k, to: &dumped)
         dump(fixedKeys, to: &dumped)
         #expect(!dumped.contains("0a0b0c") && !dumped.contains("10, 11, 12"))
-        #expect(!"\(BackupKeyError.invalidCharacter(position: 3))".contains("0a0b"))
+        #expect(!"\(BackupKeyError.invalidCharacter(digit: 3))".contains("0a0b"))
     }
 
     @Test func randomKeysDiffer() {

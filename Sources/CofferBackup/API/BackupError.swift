@@ -3,6 +3,7 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import CofferCore
 
 /// A failure of a repository operation, with enough context to act on (which object, which file)
 /// and nothing secret in it. The CLI maps ``Code`` to its exit codes in one place.
@@ -51,6 +52,9 @@ public struct BackupError: Error, Sendable, CustomStringConvertible {
     public var message: String
     /// The underlying error, for logs.
     public var underlying: (any Error & Sendable)?
+    /// With ``Code/wrongKey``: the single mistyped or swapped digit that explains the failure, when
+    /// one does (the key was typed from paper or a password manager with one slip).
+    public var keyTypo: KeyTypo?
 
     public init(_ code: Code, object: String? = nil, path: String? = nil, message: String,
                 underlying: (any Error & Sendable)? = nil) {

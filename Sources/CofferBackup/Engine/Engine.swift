@@ -144,6 +144,12 @@ final class Engine: Sendable {
             config = try unverified.verify(with: keys)
         } catch {
             if case .wrongKey = error {
+                // One mistyped or swapped digit? The corrected key authenticates this very config.
+                if let typo = unverified.locateTypo(in: key) {
+                    var e = BackupError(.wrongKey, object: "config", message: "wrong key for this repository: \(typo)", underlying: error)
+                    e.keyTypo = typo
+                    throw e
+                }
                 // A rotation may have replaced this key, or staged a generation this key opens.
                 return try await KeyRotation.openAfterWrongKey(storage: storage, key: key, deviceStore: deviceStore,
                     original: BackupError(.wrongKey, object: "config", message: error.description, underlying: error))

@@ -10,6 +10,13 @@ public enum FormatVersion {
     public static let current: UInt16 = 1
 }
 
+/// The version of this Coffer build, as `coffer --version` prints it beside the format version.
+public enum CofferVersion {
+    public static let tool = "0.4.0"
+    /// "coffer 0.4.0 (repository format 1)".
+    public static var description: String { "coffer \(tool) (repository format \(FormatVersion.current))" }
+}
+
 /// A repository's config: its id, format version and parameters.
 ///
 /// Stored as `body ‖ HMAC-SHA256(K_config, body) ‖ SHA-256(body ‖ tag)` (docs/FORMAT.md, "Config").

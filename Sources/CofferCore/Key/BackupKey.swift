@@ -31,18 +31,19 @@ public struct BackupKey: Sendable, CustomStringConvertible, CustomDebugStringCon
 
     /// Parses the 64-digit form. Case is ignored, and so are spaces and dashes (including the
     /// Unicode spaces, tabs, line breaks and dash variants that copy-paste and phone keyboards bring).
-    /// Any other character is rejected with its 1-based position counted in characters as the user
-    /// sees them; an invalid character is reported before a wrong digit count.
+    /// Any other character is rejected with the 1-based number of the digit it stands in place of
+    /// (separators are not counted, so "digit 23" is the 23rd hex digit whatever the grouping); an
+    /// invalid character is reported before a wrong digit count.
     public init(digits: String) throws(BackupKeyError) {
         var nibbles = [UInt8]()
         nibbles.reserveCapacity(64)
         // Best effort against key material lingering in freed memory.
         defer { for i in nibbles.indices { nibbles[i] = 0 } }
-        for (offset, character) in digits.enumerated() {
+        for character in digits {
             if let n = Self.nibble(character) {
                 nibbles.append(n)
             } else if !Self.isSeparator(character) {
-                throw .invalidCharacter(position: offset + 1)
+                throw .invalidCharacter(digit: nibbles.count + 1)
             }
         }
         guard nibbles.count == 64 else { throw .wrongDigitCount(count: nibbles.count) }
@@ -100,6 +101,11 @@ public struct BackupKey: Sendable, CustomStringConvertible, CustomDebugStringCon
         symmetricKey == other.symmetricKey  // SymmetricKey's == is constant-time
     }
 
+    /// " (group G)" for a digit number inside the 64 digits, shown in 16 groups of 4.
+    static func groupNote(_ digit: Int) -> String {
+        (1...64).contains(digit) ? " (group \((digit - 1) / 4 + 1))" : ""
+    }
+
     public var description: String { "BackupKey(<redacted>)" }
     public var debugDescription: String { description }
     /// No children: `dump` and debuggers' reflection must not reach the key bytes.
@@ -108,14 +114,16 @@ public struct BackupKey: Sendable, CustomStringConvertible, CustomDebugStringCon
 
 /// Why a 64-digit key was not accepted.
 public enum BackupKeyError: Error, Sendable, Equatable, CustomStringConvertible {
-    case invalidCharacter(position: Int)
+    /// A character that is neither a hex digit nor a separator, standing where digit `digit`
+    /// (1-based, separators not counted) would be.
+    case invalidCharacter(digit: Int)
     case wrongDigitCount(count: Int)
     case wrongLength(Int)
 
     public var description: String {
         switch self {
-        case .invalidCharacter(let position):
-            return "the 64-digit key has an invalid character at position \(position): only 0-9, a-f, spaces and dashes are allowed"
+        case .invalidCharacter(let digit):
+            return "the 64-digit key has an invalid character where digit \(digit)\(BackupKey.groupNote(digit)) should be: only 0-9, a-f, spaces and dashes are allowed"
         case .wrongDigitCount(let count):
             return "the 64-digit key must have exactly 64 hex digits; this one has \(count)"
         case .wrongLength(let n):

@@ -37,15 +37,18 @@ public struct RepositoryKeys: Sendable, CustomStringConvertible, CustomReflectab
     ///     accepted by the derivation but rejected by the config parser).
     public init(key: BackupKey, repositoryID: Data) {
         self.repositoryID = repositoryID
-        func derive(_ p: Purpose) -> SymmetricKey {
-            HKDF<SHA256>.deriveKey(inputKeyMaterial: key.symmetricKey, salt: repositoryID,
-                                   info: Array(("coffer/v1/" + p.rawValue).utf8), outputByteCount: 32)
-        }
+        func derive(_ p: Purpose) -> SymmetricKey { Self.derive(p, from: key.symmetricKey, repositoryID: repositoryID) }
         chunkIDKey = derive(.chunkID)
         dataKey = derive(.data)
         packHeaderKey = derive(.packHeader)
         metadataKey = derive(.metadata)
         configKey = derive(.config)
+    }
+
+    /// The one derivation of every subkey (see the type's documentation).
+    static func derive(_ purpose: Purpose, from key: SymmetricKey, repositoryID: Data) -> SymmetricKey {
+        HKDF<SHA256>.deriveKey(inputKeyMaterial: key, salt: repositoryID,
+                               info: Array(("coffer/v1/" + purpose.rawValue).utf8), outputByteCount: 32)
     }
 
     /// `HMAC-SHA256(K_id, plaintext)`: the id of a chunk or tree blob.

@@ -116,6 +116,7 @@ enum ErrorReport {
         switch e.code {
         case .wrongKey:
             if e.message.contains("replaced by a key rotation") { return (.wrongKey, e.message, nil) }
+            if e.keyTypo != nil { return (.wrongKey, e.message, "Correct that digit in COFFER_KEY or the --key-file, then run the command again.") }
             return (.wrongKey, e.message, "Check --key-file / COFFER_KEY, or that --repo names the repository you mean.")
         case .notARepository:
             return (.repositoryNotFound, e.message, "Check --repo / COFFER_REPO, or create a repository with `coffer init`.")

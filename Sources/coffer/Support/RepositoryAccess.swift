@@ -8,13 +8,13 @@ import Logging
 
 /// Options every repository command takes.
 struct GlobalOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp(
+    @Option(name: [.customShort("r"), .long], help: ArgumentHelp(
         "The repository: a folder path, file:///path, or s3://BUCKET/PREFIX. Default: $COFFER_REPO.",
         valueName: "location"))
     var repo: String?
 
     @Option(name: .customLong("key-file"), help: ArgumentHelp(
-        "A file holding the 64-digit key (instead of the device key file or $COFFER_KEY).", valueName: "file"))
+        "A file holding the 64-digit key (instead of the device key file, $COFFER_KEY_FILE or $COFFER_KEY).", valueName: "file"))
     var keyFile: String?
 
     @Flag(name: [.short, .long], help: "Write internal details (the log) to stderr.")
@@ -63,9 +63,13 @@ struct RepositoryAccess {
         return try await body(local)
     }
 
-    /// A key given explicitly: `--key-file`, else `$COFFER_KEY`; `nil` when neither is set.
+    /// A key given explicitly: `--key-file`, else `$COFFER_KEY_FILE`, else `$COFFER_KEY`; `nil` when
+    /// none is set. A file keeps the key out of the environment of every process the shell starts.
     func explicitKey() throws -> BackupKey? {
         if let path = options.keyFile {
+            return try DeviceKeyStore.readKeyFile(at: URL(fileURLWithPath: path))
+        }
+        if let path = environment["COFFER_KEY_FILE"], !path.isEmpty {
             return try DeviceKeyStore.readKeyFile(at: URL(fileURLWithPath: path))
         }
         if let digits = environment["COFFER_KEY"], !digits.isEmpty {

@@ -66,6 +66,7 @@ final class Sandbox: @unchecked Sendable {
         env["COFFER_HOME"] = home.path
         env["COFFER_REPO"] = repo.path
         env.removeValue(forKey: "COFFER_KEY")
+        env.removeValue(forKey: "COFFER_KEY_FILE")
         for (k, v) in extraEnvironment { env[k] = v }
         return env
     }
