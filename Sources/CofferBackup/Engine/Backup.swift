@@ -56,6 +56,7 @@ struct BackupCounters {
     var currentPath: String?
     var unreadable: [UnreadableFile] = []
     var databasesCaptured = 0
+    var changedWhileRead: [UnreadableFile] = []
 }
 
 /// One backup run: walk, read/chunk/hash/compress/encrypt/pack on worker threads, upload with
@@ -77,7 +78,9 @@ final class BackupRun: @unchecked Sendable {
     // Walk results.
     var filesTotal = 0
     var bytesTotal: Int64 = 0
-    var filesNew = 0, filesSkipped = 0, directories = 0, symlinks = 0
+    var filesNew = 0, filesSkipped = 0, directories = 0, symlinks = 0, fifos = 0
+    /// Sockets and devices met by the walk (reported, not stored).
+    var notStored: [UnreadableFile] = []
     var jobs: [FileJob] = []
     var parentTime: Int64 = Int64.min
     /// Files taken over from the parent unread, and every tree this run encoded: the commit check
@@ -101,6 +104,10 @@ final class BackupRun: @unchecked Sendable {
     }
 
     var isCancelled: Bool { cancelled.load(ordering: .relaxed) }
+
+    /// Tests only: run after a file's data has been read and before it is checked for changes, keyed
+    /// by the file's path (a deterministic point at which a test changes a file "while it is read").
+    static let afterFileRead = Mutex<[String: @Sendable () -> Void]>([:])
 
     func unreadable(_ path: String, _ reason: String) {
         let u = UnreadableFile(path: path, reason: reason)
@@ -248,7 +255,7 @@ final class BackupRun: @unchecked Sendable {
             guard let p = j.parentNode else { continue }
             if p.content == j.node.content && p.kind == .file { unchangedRead += 1 } else { changed += 1 }
         }
-        return BackupSummary(
+        var result = BackupSummary(
             snapshotID: snapID.hex, parentID: parent?.0.hex, filesNew: filesNew, filesChanged: changed,
             filesUnchanged: filesSkipped + unchangedRead, filesSkippedByMetadata: filesSkipped,
             databasesCaptured: c.databasesCaptured, directories: directories, symlinks: symlinks, bytesTotal: bytesTotal,
@@ -256,6 +263,10 @@ final class BackupRun: @unchecked Sendable {
             metadataBytesStored: uploader.metadataBytes + Int64(snapSize), blobsNew: c.blobsNew,
             packsWritten: uploader.packsWritten, unreadable: c.unreadable, duration: ContinuousClock.now - started,
             blobsUploadedAgain: commitCheck.copied + commitCheck.reread)
+        result.fifos = fifos
+        result.notStored = notStored
+        result.changedWhileRead = c.changedWhileRead
+        return result
     }
 
     static func wrap(_ error: any Error) -> BackupError {
@@ -291,8 +302,13 @@ final class BackupRun: @unchecked Sendable {
             }
         case .directory:
             return walkDirectory(path: path, name: name, st: st, parentNode: parentNode?.kind == .directory ? parentNode : nil)
+        case .other where st.isFIFO:
+            fifos += 1
+            return .symlink(makeNode(name, .fifo, st))  // an entry without content, like a symlink
         case .other:
-            return nil  // sockets, fifos, devices hold no data to back up
+            // Sockets and devices hold no data to back up; say so instead of dropping them silently.
+            notStored.append(UnreadableFile(path: path, reason: "a socket or device file is not backed up"))
+            return nil
         }
     }
 
@@ -351,6 +367,7 @@ final class BackupRun: @unchecked Sendable {
     func walkFile(path: String, name: [UInt8], st: FileStat, parentNode p: TreeNode?) -> ScanEntry? {
         var node = makeNode(name, .file, st)
         node.size = UInt64(st.size)
+        node.links = st.links
         filesTotal += 1
         bytesTotal += st.size
         if p == nil { filesNew += 1 }
@@ -558,9 +575,15 @@ final class BackupRun: @unchecked Sendable {
             if isCancelled { return }
             let r = ranges[i]
             let n: Int
-            do { n = try Posix.preadFully(fd, buffer.baseAddress!, count: r.count, offset: Int64(r.lowerBound)) } catch {
-                failJob(job, "read error: \(error)")
-                return
+            if ownFD, Self.isHole(fd, r) {
+                // A hole (SEEK_DATA): zeros, known without reading them.
+                buffer.baseAddress!.initializeMemory(as: UInt8.self, repeating: 0, count: r.count)
+                n = r.count
+            } else {
+                do { n = try Posix.preadFully(fd, buffer.baseAddress!, count: r.count, offset: Int64(r.lowerBound)) } catch {
+                    failJob(job, "read error: \(error)")
+                    return
+                }
             }
             guard n == r.count else {
                 failJob(job, "the file shrank while it was being read; it will be backed up next time")
@@ -595,6 +618,15 @@ final class BackupRun: @unchecked Sendable {
         }
     }
 
+    /// True when `range` of the file lies wholly in a hole: the file system says the next data is at
+    /// or after its end, and the file still reaches its end (a file that shrank is read, and reported).
+    static func isHole(_ fd: Int32, _ range: Range<Int>) -> Bool {
+        guard let next = Posix.nextData(fd, from: Int64(range.lowerBound)), next >= Int64(range.upperBound) else { return false }
+        if next != Int64.max { return true }
+        guard case .success(let st) = FileStat.fstat(fd) else { return false }
+        return st.size >= Int64(range.upperBound)
+    }
+
     /// True when adding a blob of at most `n` plaintext bytes could make the finished pack (blobs,
     /// then the header with one 48-byte entry per blob, its tag and the 44-byte trailer) outgrow the
     /// `target + 64 KiB` the writer reserved. Counting the header matters for the database's small
@@ -619,6 +651,15 @@ final class BackupRun: @unchecked Sendable {
         if job.captureFD >= 0 {
             close(job.captureFD)
             job.captureFD = -1
+        }
+        if !job.isDatabase, job.failure == nil {
+            if let hook = Self.afterFileRead.withLock({ $0[job.path] }) { hook() }
+            // Compared with what the walk saw: a file written meanwhile is stored as read, with a warning.
+            if case .success(let now) = FileStat.lstat(job.path),
+               UInt64(now.size) != job.node.size || now.mtimeSec != job.node.mtimeSec || now.mtimeNsec != job.node.mtimeNsec {
+                let w = UnreadableFile(path: job.path, reason: "the file changed while it was read (size \(job.node.size) -> \(now.size)); it was stored as read and is read again next time")
+                counters.withLock { $0.changedWhileRead.append(w) }
+            }
         }
         job.lock.lock()
         job.done = true
@@ -665,11 +706,16 @@ final class BackupRun: @unchecked Sendable {
             return job.node
         case .directory(let dir):
             var nodes: [TreeNode] = []
+            var below: UInt64 = 0
             for c in dir.children {
-                if let n = try node(for: c, deflater: deflater) { nodes.append(n) }
+                guard let n = try node(for: c, deflater: deflater) else { continue }
+                nodes.append(n)
+                // Counted so that a restore that cannot read this listing still knows what it held.
+                below += n.kind == .directory ? (n.entriesBelow ?? 0) : 1
             }
             var n = dir.node
             n.subtree = try storeTree(Tree(nodes: nodes), deflater: deflater)
+            n.entriesBelow = below
             return n
         }
     }
