@@ -349,4 +349,48 @@ import Darwin
         #expect(r.isComplete && r.filesRestored == 1)
         #expect(allFiles(under: out) == ["data", "data/d1", "data/d1/d2", "data/d1/d2/d3", "data/d1/d2/d3/deep.txt"])
     }
+
+    /// Two sources with the same last name were refused; now the snapshot stores full paths, and
+    /// `ls`, `--include` and the unchanged-file shortcut work with them.
+    @Test func sourcesSharingALastNameAreStoredByFullPath() async throws {
+        let s = Scratch()
+        let t = try await TestRepo.make(s)
+        let one = s.path("src/work/docs"), two = s.path("src/home/docs")
+        let old = Date().timeIntervalSince1970 - 3600
+        write(Data("work notes\n".utf8), to: one + "/notes.txt", mtime: old)
+        write(Data("home notes\n".utf8), to: two + "/notes.txt", mtime: old)
+        write(Data("list\n".utf8), to: two + "/sub/list.txt", mtime: old)
+        let first: BackupSummary = try await t.repo.backup(paths: [one, two])
+        #expect(!first.isPartial && first.filesNew == 3)
+
+        let listed = try await t.repo.list(snapshot: "latest", path: two, recursive: true)
+        let rel = String(two.dropFirst())
+        #expect(Set(listed.map(\.path)) == [rel + "/notes.txt", rel + "/sub", rel + "/sub/list.txt"])
+
+        let out = s.path("out")
+        let r: RestoreSummary = try await t.repo.restore(snapshot: "latest", target: URL(fileURLWithPath: out))
+        #expect(r.isComplete && r.filesRestored == 3)
+        #expect(FileManager.default.contents(atPath: out + one + "/notes.txt") == Data("work notes\n".utf8))
+        #expect(FileManager.default.contents(atPath: out + two + "/notes.txt") == Data("home notes\n".utf8))
+        expectSameTree(two, out + two)
+
+        let out2 = s.path("out2")
+        let r2: RestoreSummary = try await t.repo.restore(snapshot: "latest", target: URL(fileURLWithPath: out2),
+                                                          options: RestoreOptions(include: [two + "/sub"]))
+        #expect(r2.filesRestored == 1)
+        #expect(FileManager.default.contents(atPath: out2 + two + "/sub/list.txt") == Data("list\n".utf8))
+
+        // The next backup finds its parent's files by the same full paths (nothing is read again).
+        let second: BackupSummary = try await t.repo.backup(paths: [one, two])
+        #expect(second.parentID == first.snapshotID)
+        #expect(second.filesSkippedByMetadata == 3)
+
+        // A source inside another, when names collide, is named (not stored twice under one name).
+        do {
+            _ = try await t.repo.backup(paths: [one, two, two + "/sub"]) as BackupSummary
+            Issue.record("nested sources with a shared last name were accepted")
+        } catch {
+            #expect(error.code == .invalidArgument)
+        }
+    }
 }

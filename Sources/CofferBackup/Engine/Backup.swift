@@ -136,14 +136,23 @@ final class BackupRun: @unchecked Sendable {
             writerHex = Hex.string((0..<16).map { _ in UInt8.random(in: 0...255) })
         }
         let writer = Hex.bytes(writerHex) ?? []
-        let absPaths = paths.map { Posix.absolute($0) }
+        var absPaths: [String] = []
+        for p in paths.map({ Posix.absolute($0) }) where !absPaths.contains(p) { absPaths.append(p) }
         guard !absPaths.isEmpty else { throw BackupError(.invalidArgument, message: "nothing to back up: give at least one path") }
         var names = Set<String>()
+        var fullPaths = false
         for p in absPaths {
             guard p != "/" else { throw BackupError(.invalidArgument, path: p, message: "cannot back up / as a whole; name the folders to back up") }
-            let name = String(p.split(separator: "/").last!)
-            guard names.insert(name).inserted else {
-                throw BackupError(.invalidArgument, path: p, message: "two paths end in \"\(name)\": each backed-up path must have a distinct last component")
+            if !names.insert(String(p.split(separator: "/").last!)).inserted { fullPaths = true }
+        }
+        // Sources whose last names differ are stored under those names (TARGET/<name> on restore);
+        // when two share a last name, the root mirrors the absolute paths instead (TARGET/<path>).
+        if fullPaths {
+            for a in absPaths {
+                if let b = absPaths.first(where: { $0.hasPrefix(a + "/") }) {
+                    throw BackupError(.invalidArgument, path: b, message: "\(b) is inside \(a), and two paths share a last name: "
+                                      + "with sources stored by their full paths, give \(a) alone (it holds \(b))")
+                }
             }
         }
 
@@ -180,7 +189,10 @@ final class BackupRun: @unchecked Sendable {
 
         // Walk.
         var top: [ScanEntry] = []
-        for p in absPaths {
+        if fullPaths {
+            top = try walkFullPaths(absPaths, parentRoot: parentRoot)
+        }
+        for p in absPaths where !fullPaths {
             let name = Array(p.split(separator: "/").last!.utf8)
             let parentNode = parentRoot?.nodes.first { $0.name == name }
             switch FileStat.lstat(p) {
@@ -232,7 +244,7 @@ final class BackupRun: @unchecked Sendable {
                                       bytesStored: UInt64(uploader.stored), unreadable: UInt64(c.unreadable.count))
         let snap = Snapshot(writerID: writer, seq: finalSeq, prev: prev, parent: parent?.0, timeSec: timeSec, timeNsec: timeNsec,
                             root: rootID, hostname: options.hostname ?? ProcessInfo.processInfo.hostName,
-                            paths: absPaths, tags: options.tags, summary: summary)
+                            paths: absPaths, tags: options.tags, summary: summary, fullPaths: fullPaths)
         let (snapID, snapSize): (ObjectID, Int)
         do {
             (snapID, snapSize) = try runBlocking {
@@ -310,6 +322,54 @@ final class BackupRun: @unchecked Sendable {
             notStored.append(UnreadableFile(path: path, reason: "a socket or device file is not backed up"))
             return nil
         }
+    }
+
+    /// The root when sources share a last name: one entry per first component of their absolute
+    /// paths, folders down to each source (with the metadata of the folders on this machine, not
+    /// their other contents), and each source walked as usual; the parent snapshot (same paths, so
+    /// the same layout) is followed down the same way for the unchanged-file shortcut.
+    func walkFullPaths(_ absPaths: [String], parentRoot: Tree?) throws(BackupError) -> [ScanEntry] {
+        let root = ScanDir(node: TreeNode(name: [0x2f], kind: .directory))
+        for p in absPaths {
+            let comps = p.split(separator: "/").map { Array($0.utf8) }
+            var container = root
+            var parentTree = parentRoot
+            var prefix = ""
+            for (i, c) in comps.enumerated() {
+                prefix += "/" + String(decoding: c, as: UTF8.self)
+                let pn = parentTree?.nodes.first { $0.name == c }
+                if i == comps.count - 1 {
+                    switch FileStat.lstat(p) {
+                    case .failure(let e):
+                        throw BackupError(.invalidArgument, path: p, message: "cannot back up \(p): \(e)")
+                    case .success(let st):
+                        if let entry = walkEntry(path: p, name: c, st: st, parentNode: pn) { container.children.append(entry) }
+                    }
+                    break
+                }
+                let existing = container.children.lazy.compactMap { e -> ScanDir? in
+                    if case .directory(let d) = e, d.node.name == c { return d }
+                    return nil
+                }.first
+                if let existing {
+                    container = existing
+                } else {
+                    guard case .success(let st) = FileStat.lstat(prefix), st.kind == .directory else {
+                        throw BackupError(.invalidArgument, path: p, message: "cannot back up \(p): \(prefix) is not a folder")
+                    }
+                    directories += 1
+                    let d = ScanDir(node: makeNode(c, .directory, st))
+                    container.children.append(.directory(d))
+                    container = d
+                }
+                if let sub = pn?.kind == .directory ? pn?.subtree : nil {
+                    parentTree = try? runBlocking { try await self.engine.readTree(sub) }
+                } else {
+                    parentTree = nil
+                }
+            }
+        }
+        return root.children
     }
 
     func walkDirectory(path: String, name: [UInt8], st: FileStat, parentNode: TreeNode?) -> ScanEntry? {

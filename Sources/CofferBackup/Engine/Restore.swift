@@ -51,7 +51,7 @@ extension Engine {
 
     func list(snapshot: String, path: String?, recursive: Bool) async throws(BackupError) -> [NodeInfo] {
         let (_, snap) = try resolve(snapshot, in: try await loadSnapshots())
-        let comps = try Self.snapshotComponents(path, paths: snap.paths)
+        let comps = try Self.snapshotComponents(path, in: snap)
         let (node, tree) = try await lookup(root: snap.root, components: comps)
         let base = comps.joined(separator: "/")
         if let node, node.kind != .directory { return [Self.nodeInfo(base, node)] }
@@ -144,7 +144,7 @@ extension Engine {
             }
         }
         let includes = options.include.isEmpty ? [[]] : try options.include.map { p throws(BackupError) in
-            try Self.snapshotComponents(p, paths: snap.paths)
+            try Self.snapshotComponents(p, in: snap)
         }
         for inc in includes {
             let (node, tree) = try await lookup(root: snap.root, components: inc)
@@ -201,9 +201,12 @@ extension Engine {
     /// A path inside the snapshot as `ls` and `restore --include` accept it: relative to the root
     /// (`data/sub/file`), or absolute as it was on the machine that made the snapshot
     /// (`/home/me/data/sub/file`, when `/home/me/data` is one of the snapshot's paths).
-    static func snapshotComponents(_ path: String?, paths: [String]) throws(BackupError) -> [String] {
+    static func snapshotComponents(_ path: String?, in snap: Snapshot) throws(BackupError) -> [String] {
         guard let path, path.hasPrefix("/") else { return components(path) }
         let given = components(path)
+        let paths = snap.paths
+        // A root that mirrors the absolute paths takes them as they are.
+        if snap.fullPaths { return given }
         // The longest source path that contains the given one (sources may nest).
         var best: [String]?
         for p in paths {
