@@ -254,7 +254,11 @@ import Darwin
         #expect(mkfifo(src + "/pipe", 0o600) == 0)
         #expect(chmod(src + "/pipe", 0o620) == 0)  // mkfifo is subject to the umask
         let sock = src + "/sock"
+        #if canImport(Glibc)
         let sfd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        #else
+        let sfd = socket(AF_UNIX, SOCK_STREAM, 0)
+        #endif
         defer { close(sfd) }
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)

@@ -408,7 +408,8 @@ final class BackupRun: @unchecked Sendable {
     }
 
     static func isSQLiteFile(_ path: String) -> Bool {
-        let fd = open(path, O_RDONLY)
+        // Non-blocking and not following: `path` may be a named pipe (an open would wait for a writer).
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW)
         guard fd >= 0 else { return false }
         defer { close(fd) }
         var buf = [UInt8](repeating: 0, count: 100)
@@ -445,7 +446,7 @@ final class BackupRun: @unchecked Sendable {
             }
             return .reused(node)
         }
-        let fd = open(path, O_RDONLY)
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW)  // replaced by a pipe or a symlink since the walk: never block or follow
         guard fd >= 0 else {
             unreadable(path, String(cString: strerror(errno)))
             filesTotal -= 1
@@ -623,7 +624,7 @@ final class BackupRun: @unchecked Sendable {
         job.lock.unlock()
         if skip { return }
         let ownFD = job.captureFD < 0
-        let fd = ownFD ? open(job.path, O_RDONLY) : job.captureFD
+        let fd = ownFD ? open(job.path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW) : job.captureFD
         guard fd >= 0 else {
             failJob(job, String(cString: strerror(errno)))
             return
