@@ -131,7 +131,7 @@ extension Engine {
                     do { await walk(try await readTree(sub), p) } catch {
                         // Every entry the listing held counts as not restored (the count is kept in
                         // the parent listing since tree version 2).
-                        let held = n.entriesBelow.map { "its \($0) file\($0 == 1 ? "" : "s") are" } ?? "nothing below it is"
+                        let held = n.entriesBelow.map { "its \($0) file\($0 == 1 ? " is" : "s are")" } ?? "nothing below it is"
                         let f = RestoreFailure(path: p, object: error.object, code: error.code,
                                                message: "the listing of \(p) cannot be read, \(held) not restored: \(error.message)",
                                                files: n.entriesBelow.map { Int(clamping: $0) } ?? 1)
