@@ -185,10 +185,12 @@ enum Posix {
     /// (`SEEK_DATA`); `nil` when unknown. Returns `Int64.max` when only a hole follows.
     static func nextData(_ fd: Int32, from offset: Int64) -> Int64? {
         #if os(Linux) || canImport(Darwin)
+        // SEEK_DATA: 3 on Linux (<unistd.h> with _GNU_SOURCE, which the Glibc module does not
+        // export), 4 on Darwin (<sys/unistd.h>); spelled out so both build the same way.
         #if os(Linux)
-        let seekData: Int32 = 3  // SEEK_DATA (<unistd.h> with _GNU_SOURCE; not exported by the Glibc module)
+        let seekData: Int32 = 3
         #else
-        let seekData = SEEK_DATA
+        let seekData: Int32 = 4
         #endif
         let r = lseek(fd, off_t(offset), seekData)
         if r >= 0 { return Int64(r) }
