@@ -152,6 +152,28 @@ import Darwin
         #expect(r.failures.first?.message.contains("its 36 files are not restored") == true, "\(r.failures)")
         #expect(r.filesRestored == 1)
         #expect(FileManager.default.contents(atPath: s.path("out/data/other.txt")) == Data("fine\n".utf8))
+
+        // The CLI's closing line, where the issue saw "3 files were NOT restored" for 36 (the real
+        // binary, as the CLI tests run it).
+        let binary = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent(".build/debug/coffer").path
+        try #require(FileManager.default.isExecutableFile(atPath: binary), "build the coffer binary first (swift build)")
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: binary)
+        p.arguments = ["restore", "latest", "--target", s.path("out-cli"), "-q"]
+        p.environment = ["COFFER_REPO": s.path("repo"), "COFFER_KEY": t.key.digits, "COFFER_HOME": s.path("cli-home"),
+                         "PATH": "/usr/bin:/bin"]
+        let errURL = URL(fileURLWithPath: s.path("cli-stderr"))
+        FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        let err = try FileHandle(forWritingTo: errURL)
+        p.standardError = err
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        try err.close()
+        let stderr = try String(contentsOf: errURL, encoding: .utf8)
+        #expect(p.terminationStatus == 13, "\(stderr)")
+        #expect(stderr.contains("coffer: 36 files were NOT restored"), "\(stderr)")
     }
 
     // MARK: Problem 6: symlinks in the target, sparse files

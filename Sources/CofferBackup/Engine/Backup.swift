@@ -354,7 +354,7 @@ final class BackupRun: @unchecked Sendable {
                 if let existing {
                     container = existing
                 } else {
-                    guard case .success(let st) = FileStat.lstat(prefix), st.kind == .directory else {
+                    guard case .success(let st) = FileStat.statFollowing(prefix), st.kind == .directory else {
                         throw BackupError(.invalidArgument, path: p, message: "cannot back up \(p): \(prefix) is not a folder")
                     }
                     directories += 1

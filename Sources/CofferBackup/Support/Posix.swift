@@ -78,6 +78,14 @@ struct FileStat: Sendable, Hashable {
         return rc == 0 ? .success(FileStat(st)) : .failure(Errno(errno))
     }
 
+    /// `stat`: follows symlinks (for the folders on the way to a source, which may be links such as
+    /// Darwin's `/tmp` -> `/private/tmp`).
+    static func statFollowing(_ path: String) -> Result<FileStat, Errno> {
+        var st = stat()
+        let rc = fstatat(AT_FDCWD, path, &st, 0)
+        return rc == 0 ? .success(FileStat(st)) : .failure(Errno(errno))
+    }
+
     /// `fstatat(dirfd, name, AT_SYMLINK_NOFOLLOW)`.
     static func lstat(at dirfd: Int32, _ name: String) -> Result<FileStat, Errno> {
         var st = stat()
