@@ -94,6 +94,15 @@ public struct BackupSummary: Sendable, Hashable {
     /// Blobs uploaded again just before the snapshot was written because a prune had marked or
     /// deleted the packs holding them while this backup ran or was suspended (0 normally).
     public var blobsUploadedAgain: Int
+    /// Named pipes stored (as entries; they hold no data).
+    public var fifos: Int = 0
+    /// Sockets and devices found in the sources: reported, never stored (they hold no data a restore
+    /// could recreate). Not a partial backup.
+    public var notStored: [UnreadableFile] = []
+    /// Files whose size or modification time changed while they were read: stored as read (the
+    /// content may mix old and new data, or be cut short of a file that grew); the next backup reads
+    /// them again. Not a partial backup.
+    public var changedWhileRead: [UnreadableFile] = []
 
     /// True when some files could not be read (the CLI exits with the "partial backup" code).
     public var isPartial: Bool { !unreadable.isEmpty }
@@ -161,12 +170,17 @@ public struct RestoreFailure: Sendable, Hashable {
     public var object: String?
     public var code: BackupError.Code
     public var message: String
+    /// How many files (non-directory entries) this failure leaves unrestored: 1 for a file, every
+    /// entry below a folder whose listing cannot be read, 0 for a folder that could not be created
+    /// (the files below it fail, and count, on their own).
+    public var files: Int
 
-    public init(path: String, object: String?, code: BackupError.Code, message: String) {
+    public init(path: String, object: String?, code: BackupError.Code, message: String, files: Int = 1) {
         self.path = path
         self.object = object
         self.code = code
         self.message = message
+        self.files = files
     }
 }
 
@@ -178,11 +192,21 @@ public struct RestoreSummary: Sendable, Hashable {
     public var bytesRestored: Int64
     public var failures: [RestoreFailure]
     public var duration: Duration
+    /// Named pipes recreated.
+    public var fifosRestored: Int
+    /// Files restored as hard links to another restored file (they are also in `filesRestored`).
+    public var hardLinksRestored: Int
 
     public var isComplete: Bool { failures.isEmpty }
+    /// Every file (non-directory entry) of the selection that was not restored, those below a folder
+    /// listing that cannot be read included.
+    public var filesNotRestored: Int { failures.reduce(0) { $0 + $1.files } }
 
     public init(snapshotID: String = "", filesRestored: Int = 0, directoriesRestored: Int = 0, symlinksRestored: Int = 0,
-                bytesRestored: Int64 = 0, failures: [RestoreFailure] = [], duration: Duration = .zero) {
+                bytesRestored: Int64 = 0, failures: [RestoreFailure] = [], duration: Duration = .zero,
+                fifosRestored: Int = 0, hardLinksRestored: Int = 0) {
+        self.fifosRestored = fifosRestored
+        self.hardLinksRestored = hardLinksRestored
         self.snapshotID = snapshotID
         self.filesRestored = filesRestored
         self.directoriesRestored = directoriesRestored

@@ -98,7 +98,8 @@ public enum DatabaseCapture: String, Sendable, Hashable, CaseIterable {
 /// How a restore runs.
 public struct RestoreOptions: Sendable {
     /// Restore only these snapshot paths (and everything below them), e.g. `["Media/Images"]`.
-    /// Paths are relative to the snapshot root as ``Repository/list(snapshot:path:recursive:)`` shows them.
+    /// Paths are relative to the snapshot root as ``Repository/list(snapshot:path:recursive:)`` shows them,
+    /// or absolute as they were on the machine backed up (below one of the snapshot's paths).
     public var include: [String] = []
     /// Allow restoring into a non-empty target; existing files with the same names are replaced
     /// (each only after its new content is fully verified).

@@ -62,6 +62,8 @@ public struct SnapshotSummary: Sendable, Hashable {
 public struct NodeInfo: Sendable, Hashable {
     public enum Kind: String, Sendable, Hashable, Codable {
         case file, directory, symlink
+        /// A named pipe.
+        case fifo
     }
 
     /// Path inside the snapshot (`name/sub/file`), `/`-separated, no leading slash.

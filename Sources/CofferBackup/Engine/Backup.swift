@@ -56,6 +56,7 @@ struct BackupCounters {
     var currentPath: String?
     var unreadable: [UnreadableFile] = []
     var databasesCaptured = 0
+    var changedWhileRead: [UnreadableFile] = []
 }
 
 /// One backup run: walk, read/chunk/hash/compress/encrypt/pack on worker threads, upload with
@@ -77,7 +78,9 @@ final class BackupRun: @unchecked Sendable {
     // Walk results.
     var filesTotal = 0
     var bytesTotal: Int64 = 0
-    var filesNew = 0, filesSkipped = 0, directories = 0, symlinks = 0
+    var filesNew = 0, filesSkipped = 0, directories = 0, symlinks = 0, fifos = 0
+    /// Sockets and devices met by the walk (reported, not stored).
+    var notStored: [UnreadableFile] = []
     var jobs: [FileJob] = []
     var parentTime: Int64 = Int64.min
     /// Files taken over from the parent unread, and every tree this run encoded: the commit check
@@ -101,6 +104,10 @@ final class BackupRun: @unchecked Sendable {
     }
 
     var isCancelled: Bool { cancelled.load(ordering: .relaxed) }
+
+    /// Tests only: run after a file's data has been read and before it is checked for changes, keyed
+    /// by the file's path (a deterministic point at which a test changes a file "while it is read").
+    static let afterFileRead = Mutex<[String: @Sendable () -> Void]>([:])
 
     func unreadable(_ path: String, _ reason: String) {
         let u = UnreadableFile(path: path, reason: reason)
@@ -129,14 +136,23 @@ final class BackupRun: @unchecked Sendable {
             writerHex = Hex.string((0..<16).map { _ in UInt8.random(in: 0...255) })
         }
         let writer = Hex.bytes(writerHex) ?? []
-        let absPaths = paths.map { Posix.absolute($0) }
+        var absPaths: [String] = []
+        for p in paths.map({ Posix.absolute($0) }) where !absPaths.contains(p) { absPaths.append(p) }
         guard !absPaths.isEmpty else { throw BackupError(.invalidArgument, message: "nothing to back up: give at least one path") }
         var names = Set<String>()
+        var fullPaths = false
         for p in absPaths {
             guard p != "/" else { throw BackupError(.invalidArgument, path: p, message: "cannot back up / as a whole; name the folders to back up") }
-            let name = String(p.split(separator: "/").last!)
-            guard names.insert(name).inserted else {
-                throw BackupError(.invalidArgument, path: p, message: "two paths end in \"\(name)\": each backed-up path must have a distinct last component")
+            if !names.insert(String(p.split(separator: "/").last!)).inserted { fullPaths = true }
+        }
+        // Sources whose last names differ are stored under those names (TARGET/<name> on restore);
+        // when two share a last name, the root mirrors the absolute paths instead (TARGET/<path>).
+        if fullPaths {
+            for a in absPaths {
+                if let b = absPaths.first(where: { $0.hasPrefix(a + "/") }) {
+                    throw BackupError(.invalidArgument, path: b, message: "\(b) is inside \(a), and two paths share a last name: "
+                                      + "with sources stored by their full paths, give \(a) alone (it holds \(b))")
+                }
             }
         }
 
@@ -173,7 +189,10 @@ final class BackupRun: @unchecked Sendable {
 
         // Walk.
         var top: [ScanEntry] = []
-        for p in absPaths {
+        if fullPaths {
+            top = try walkFullPaths(absPaths, parentRoot: parentRoot)
+        }
+        for p in absPaths where !fullPaths {
             let name = Array(p.split(separator: "/").last!.utf8)
             let parentNode = parentRoot?.nodes.first { $0.name == name }
             switch FileStat.lstat(p) {
@@ -225,7 +244,7 @@ final class BackupRun: @unchecked Sendable {
                                       bytesStored: UInt64(uploader.stored), unreadable: UInt64(c.unreadable.count))
         let snap = Snapshot(writerID: writer, seq: finalSeq, prev: prev, parent: parent?.0, timeSec: timeSec, timeNsec: timeNsec,
                             root: rootID, hostname: options.hostname ?? ProcessInfo.processInfo.hostName,
-                            paths: absPaths, tags: options.tags, summary: summary)
+                            paths: absPaths, tags: options.tags, summary: summary, fullPaths: fullPaths)
         let (snapID, snapSize): (ObjectID, Int)
         do {
             (snapID, snapSize) = try runBlocking {
@@ -248,7 +267,7 @@ final class BackupRun: @unchecked Sendable {
             guard let p = j.parentNode else { continue }
             if p.content == j.node.content && p.kind == .file { unchangedRead += 1 } else { changed += 1 }
         }
-        return BackupSummary(
+        var result = BackupSummary(
             snapshotID: snapID.hex, parentID: parent?.0.hex, filesNew: filesNew, filesChanged: changed,
             filesUnchanged: filesSkipped + unchangedRead, filesSkippedByMetadata: filesSkipped,
             databasesCaptured: c.databasesCaptured, directories: directories, symlinks: symlinks, bytesTotal: bytesTotal,
@@ -256,6 +275,10 @@ final class BackupRun: @unchecked Sendable {
             metadataBytesStored: uploader.metadataBytes + Int64(snapSize), blobsNew: c.blobsNew,
             packsWritten: uploader.packsWritten, unreadable: c.unreadable, duration: ContinuousClock.now - started,
             blobsUploadedAgain: commitCheck.copied + commitCheck.reread)
+        result.fifos = fifos
+        result.notStored = notStored
+        result.changedWhileRead = c.changedWhileRead
+        return result
     }
 
     static func wrap(_ error: any Error) -> BackupError {
@@ -291,9 +314,62 @@ final class BackupRun: @unchecked Sendable {
             }
         case .directory:
             return walkDirectory(path: path, name: name, st: st, parentNode: parentNode?.kind == .directory ? parentNode : nil)
+        case .other where st.isFIFO:
+            fifos += 1
+            return .symlink(makeNode(name, .fifo, st))  // an entry without content, like a symlink
         case .other:
-            return nil  // sockets, fifos, devices hold no data to back up
+            // Sockets and devices hold no data to back up; say so instead of dropping them silently.
+            notStored.append(UnreadableFile(path: path, reason: "a socket or device file is not backed up"))
+            return nil
         }
+    }
+
+    /// The root when sources share a last name: one entry per first component of their absolute
+    /// paths, folders down to each source (with the metadata of the folders on this machine, not
+    /// their other contents), and each source walked as usual; the parent snapshot (same paths, so
+    /// the same layout) is followed down the same way for the unchanged-file shortcut.
+    func walkFullPaths(_ absPaths: [String], parentRoot: Tree?) throws(BackupError) -> [ScanEntry] {
+        let root = ScanDir(node: TreeNode(name: [0x2f], kind: .directory))
+        for p in absPaths {
+            let comps = p.split(separator: "/").map { Array($0.utf8) }
+            var container = root
+            var parentTree = parentRoot
+            var prefix = ""
+            for (i, c) in comps.enumerated() {
+                prefix += "/" + String(decoding: c, as: UTF8.self)
+                let pn = parentTree?.nodes.first { $0.name == c }
+                if i == comps.count - 1 {
+                    switch FileStat.lstat(p) {
+                    case .failure(let e):
+                        throw BackupError(.invalidArgument, path: p, message: "cannot back up \(p): \(e)")
+                    case .success(let st):
+                        if let entry = walkEntry(path: p, name: c, st: st, parentNode: pn) { container.children.append(entry) }
+                    }
+                    break
+                }
+                let existing = container.children.lazy.compactMap { e -> ScanDir? in
+                    if case .directory(let d) = e, d.node.name == c { return d }
+                    return nil
+                }.first
+                if let existing {
+                    container = existing
+                } else {
+                    guard case .success(let st) = FileStat.statFollowing(prefix), st.kind == .directory else {
+                        throw BackupError(.invalidArgument, path: p, message: "cannot back up \(p): \(prefix) is not a folder")
+                    }
+                    directories += 1
+                    let d = ScanDir(node: makeNode(c, .directory, st))
+                    container.children.append(.directory(d))
+                    container = d
+                }
+                if let sub = pn?.kind == .directory ? pn?.subtree : nil {
+                    parentTree = try? runBlocking { try await self.engine.readTree(sub) }
+                } else {
+                    parentTree = nil
+                }
+            }
+        }
+        return root.children
     }
 
     func walkDirectory(path: String, name: [UInt8], st: FileStat, parentNode: TreeNode?) -> ScanEntry? {
@@ -332,7 +408,8 @@ final class BackupRun: @unchecked Sendable {
     }
 
     static func isSQLiteFile(_ path: String) -> Bool {
-        let fd = open(path, O_RDONLY)
+        // Non-blocking and not following: `path` may be a named pipe (an open would wait for a writer).
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW)
         guard fd >= 0 else { return false }
         defer { close(fd) }
         var buf = [UInt8](repeating: 0, count: 100)
@@ -351,6 +428,7 @@ final class BackupRun: @unchecked Sendable {
     func walkFile(path: String, name: [UInt8], st: FileStat, parentNode p: TreeNode?) -> ScanEntry? {
         var node = makeNode(name, .file, st)
         node.size = UInt64(st.size)
+        node.links = st.links
         filesTotal += 1
         bytesTotal += st.size
         if p == nil { filesNew += 1 }
@@ -368,7 +446,7 @@ final class BackupRun: @unchecked Sendable {
             }
             return .reused(node)
         }
-        let fd = open(path, O_RDONLY)
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW)  // replaced by a pipe or a symlink since the walk: never block or follow
         guard fd >= 0 else {
             unreadable(path, String(cString: strerror(errno)))
             filesTotal -= 1
@@ -546,7 +624,7 @@ final class BackupRun: @unchecked Sendable {
         job.lock.unlock()
         if skip { return }
         let ownFD = job.captureFD < 0
-        let fd = ownFD ? open(job.path, O_RDONLY) : job.captureFD
+        let fd = ownFD ? open(job.path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW) : job.captureFD
         guard fd >= 0 else {
             failJob(job, String(cString: strerror(errno)))
             return
@@ -558,9 +636,15 @@ final class BackupRun: @unchecked Sendable {
             if isCancelled { return }
             let r = ranges[i]
             let n: Int
-            do { n = try Posix.preadFully(fd, buffer.baseAddress!, count: r.count, offset: Int64(r.lowerBound)) } catch {
-                failJob(job, "read error: \(error)")
-                return
+            if ownFD, Self.isHole(fd, r) {
+                // A hole (SEEK_DATA): zeros, known without reading them.
+                buffer.baseAddress!.initializeMemory(as: UInt8.self, repeating: 0, count: r.count)
+                n = r.count
+            } else {
+                do { n = try Posix.preadFully(fd, buffer.baseAddress!, count: r.count, offset: Int64(r.lowerBound)) } catch {
+                    failJob(job, "read error: \(error)")
+                    return
+                }
             }
             guard n == r.count else {
                 failJob(job, "the file shrank while it was being read; it will be backed up next time")
@@ -595,6 +679,15 @@ final class BackupRun: @unchecked Sendable {
         }
     }
 
+    /// True when `range` of the file lies wholly in a hole: the file system says the next data is at
+    /// or after its end, and the file still reaches its end (a file that shrank is read, and reported).
+    static func isHole(_ fd: Int32, _ range: Range<Int>) -> Bool {
+        guard let next = Posix.nextData(fd, from: Int64(range.lowerBound)), next >= Int64(range.upperBound) else { return false }
+        if next != Int64.max { return true }
+        guard case .success(let st) = FileStat.fstat(fd) else { return false }
+        return st.size >= Int64(range.upperBound)
+    }
+
     /// True when adding a blob of at most `n` plaintext bytes could make the finished pack (blobs,
     /// then the header with one 48-byte entry per blob, its tag and the 44-byte trailer) outgrow the
     /// `target + 64 KiB` the writer reserved. Counting the header matters for the database's small
@@ -619,6 +712,15 @@ final class BackupRun: @unchecked Sendable {
         if job.captureFD >= 0 {
             close(job.captureFD)
             job.captureFD = -1
+        }
+        if !job.isDatabase, job.failure == nil {
+            if let hook = Self.afterFileRead.withLock({ $0[job.path] }) { hook() }
+            // Compared with what the walk saw: a file written meanwhile is stored as read, with a warning.
+            if case .success(let now) = FileStat.lstat(job.path),
+               UInt64(now.size) != job.node.size || now.mtimeSec != job.node.mtimeSec || now.mtimeNsec != job.node.mtimeNsec {
+                let w = UnreadableFile(path: job.path, reason: "the file changed while it was read (size \(job.node.size) -> \(now.size)); it was stored as read and is read again next time")
+                counters.withLock { $0.changedWhileRead.append(w) }
+            }
         }
         job.lock.lock()
         job.done = true
@@ -665,11 +767,16 @@ final class BackupRun: @unchecked Sendable {
             return job.node
         case .directory(let dir):
             var nodes: [TreeNode] = []
+            var below: UInt64 = 0
             for c in dir.children {
-                if let n = try node(for: c, deflater: deflater) { nodes.append(n) }
+                guard let n = try node(for: c, deflater: deflater) else { continue }
+                nodes.append(n)
+                // Counted so that a restore that cannot read this listing still knows what it held.
+                below += n.kind == .directory ? (n.entriesBelow ?? 0) : 1
             }
             var n = dir.node
             n.subtree = try storeTree(Tree(nodes: nodes), deflater: deflater)
+            n.entriesBelow = below
             return n
         }
     }

@@ -33,7 +33,7 @@ extension Engine {
                             if needed[s] == nil { needed[s] = sid }
                             stack.append(s)
                         }
-                    case .symlink:
+                    case .symlink, .fifo:
                         break
                     }
                 }

@@ -8,28 +8,57 @@ import CofferStorage
 /// the file gets its name only when every blob has been written and verified.
 final class FileRestore: @unchecked Sendable {
     let item: RestoreItem
+    /// The directory below the target (`""` = the target) and the name in it.
+    let dir: String
+    let name: String
+    let tmpName: String
+    /// For messages: where the file goes.
     let dest: String
-    let tmp: String
     // Guarded by `lock`.
     let lock = NSLock()
     var created = false
     var remaining = 0
     var failure: RestoreFailure?
+    var restored = false
 
-    init(item: RestoreItem, dest: String) {
+    init(item: RestoreItem, target: String) {
         self.item = item
-        self.dest = dest
-        let slash = dest.lastIndex(of: "/")!
-        let dir = String(dest[..<slash])
-        let name = String(dest[dest.index(after: slash)...])
-        tmp = dir + "/.\(name).coffer-restore-\(UInt32.random(in: 0...UInt32.max))"
+        (dir, name) = Engine.split(item.path)
+        dest = target + "/" + item.path
+        tmpName = ".\(name).coffer-restore-\(UInt32.random(in: 0...UInt32.max))"
     }
+
+    var tmpDisplay: String { (dest as NSString).deletingLastPathComponent + "/" + tmpName }
 
     /// Records the first failure; later blobs for this file are then skipped.
     func fail(_ f: RestoreFailure) {
         lock.lock()
         if failure == nil { failure = f }
         lock.unlock()
+    }
+
+    /// Opens the temporary file (creating it, sized to the file so that zero runs never written stay
+    /// holes, when `create`), through its directory's handle and without following a symlink.
+    func openTemporary(_ handles: TargetDirectories, create: Bool) -> Result<Int32, Errno> {
+        let r = handles.withDirectory(dir, create: true) { dfd -> Result<Int32, Errno> in
+            let fd = Posix.openNoFollow(at: dfd, tmpName, create ? (O_WRONLY | O_CREAT | O_EXCL) : O_WRONLY, 0o600)
+            guard fd >= 0 else { return .failure(Errno(errno)) }
+            if create, ftruncate(fd, off_t(clamping: item.node.size)) != 0 {
+                let e = errno
+                close(fd)
+                _ = unlinkat(dfd, tmpName, 0)
+                return .failure(Errno(e))
+            }
+            return .success(fd)
+        }
+        switch r {
+        case .success(let inner): return inner
+        case .failure(let e): return .failure(e)
+        }
+    }
+
+    func removeTemporary(_ handles: TargetDirectories) {
+        _ = handles.withDirectory(dir, create: false) { unlinkat($0, tmpName, 0) }
     }
 }
 
@@ -91,7 +120,7 @@ extension Engine {
     /// once (in 1 MiB-aligned ranges), each blob verified once and written to every place that needs
     /// it. Packs are processed `concurrency` at a time, so one large file (the database) uses every
     /// core and a remote storage sees a few large reads instead of one per run of blobs.
-    func restoreFiles(_ items: [RestoreItem], target: String, overwrite: Bool, fileCount: Int, totalBytes: Int64,
+    func restoreFiles(_ items: [RestoreItem], target: String, handles: TargetDirectories, overwrite: Bool, fileCount: Int, totalBytes: Int64,
                       started: ContinuousClock.Instant,
                       events: AsyncThrowingStream<RestoreEvent, any Error>.Continuation) async -> RestoreState {
         let state = RestoreState()
@@ -109,14 +138,25 @@ extension Engine {
         }
 
         // Plan: locate every chunk of every file before anything is written.
+        // Hard links: a file whose device and inode (with more than one link) were seen before, with
+        // the same content, is linked to the first one once that is restored.
+        struct LinkKey: Hashable { let device: UInt64, inode: UInt64 }
+        var firstOfInode: [LinkKey: FileRestore] = [:]
+        var hardLinks: [(RestoreItem, FileRestore)] = []
         for item in items {
             switch item.node.kind {
             case .symlink:
-                if let f = Self.restoreSymlink(item, to: target + "/" + item.path, overwrite: overwrite) {
-                    state.progress.withLock { $0.failures.append(f) }
-                    events.yield(.fileFailed(f))
+                if let f = Self.restoreSymlink(item, handles: handles, overwrite: overwrite) {
+                    report(f)
                 } else {
                     state.progress.withLock { $0.symlinks += 1 }
+                }
+                continue
+            case .fifo:
+                if let f = Self.restoreFIFO(item, handles: handles, overwrite: overwrite) {
+                    report(f)
+                } else {
+                    state.progress.withLock { $0.fifos += 1 }
                 }
                 continue
             case .directory:
@@ -124,7 +164,15 @@ extension Engine {
             case .file:
                 break
             }
-            let file = FileRestore(item: item, dest: target + "/" + item.path)
+            let key = LinkKey(device: item.node.device, inode: item.node.inode)
+            let linkable = item.node.links > 1 && item.node.inode != 0 && !item.node.isDatabase
+            if linkable, let first = firstOfInode[key], first.item.node.content == item.node.content,
+               first.item.node.size == item.node.size {
+                hardLinks.append((item, first))
+                continue
+            }
+            let file = FileRestore(item: item, target: target)
+            if linkable, firstOfInode[key] == nil { firstOfInode[key] = file }
             var located: [(BlobLocation, Int)] = []
             located.reserveCapacity(item.node.content.count)
             var offset = 0
@@ -170,7 +218,7 @@ extension Engine {
 
         // Empty files have nothing to wait for.
         for file in files where file.remaining == 0 {
-            finishFile(file, overwrite: overwrite, state: state, events: events)
+            finishFile(file, handles: handles, overwrite: overwrite, state: state, events: events)
         }
 
         let concurrency = max(4, 2 * ProcessInfo.processInfo.activeProcessorCount)
@@ -184,7 +232,7 @@ extension Engine {
                 }
                 running += 1
                 group.addTask {
-                    await self.restorePack(plan, overwrite: overwrite, state: state, events: events)
+                    await self.restorePack(plan, handles: handles, overwrite: overwrite, state: state, events: events)
                     let emit = state.lastEmit.withLock { last -> Bool in
                         if ContinuousClock.now - last > .milliseconds(200) { last = .now; return true }
                         return false
@@ -204,14 +252,66 @@ extension Engine {
                 (file.remaining > 0 || file.failure != nil, file.created, file.failure)
             }
             guard unfinished else { continue }
-            if created { unlink(file.tmp) }
+            if created { file.removeTemporary(handles) }
             if let failure, !Task.isCancelled { report(failure) }
+        }
+        if Task.isCancelled { return state }
+        for (item, first) in hardLinks {
+            if let f = Self.restoreHardLink(item, to: first, handles: handles, overwrite: overwrite) {
+                report(f)
+            } else {
+                state.progress.withLock {
+                    $0.files += 1
+                    $0.restored += 1
+                    $0.links += 1
+                    $0.bytes += Int64(clamping: item.node.size)
+                }
+            }
         }
         return state
     }
 
+    /// Links `item` to the already restored `first` (same device and inode in the snapshot): through
+    /// both directories' handles, never following a symlink. With overwrite, the link is made under
+    /// a temporary name and renamed over whatever had the name.
+    static func restoreHardLink(_ item: RestoreItem, to first: FileRestore, handles: TargetDirectories,
+                                overwrite: Bool) -> RestoreFailure? {
+        let done = first.lock.withLock { first.restored }
+        guard done else {
+            return RestoreFailure(path: item.path, object: nil, code: first.failure?.code ?? .fileSystem,
+                                  message: "\(item.path) was not restored: it is a hard link to \(first.item.path), which was not restored")
+        }
+        let (dir, name) = split(item.path)
+        let r = handles.withDirectory(first.dir, create: false) { from -> Result<Void, Errno> in
+            let inner = handles.withDirectory(dir, create: true) { to -> Result<Void, Errno> in
+                if overwrite {
+                    let tmp = ".\(name).coffer-restore-\(UInt32.random(in: 0...UInt32.max))"
+                    guard linkat(from, first.name, to, tmp, 0) == 0 else { return .failure(Errno(errno)) }
+                    guard renameat(to, tmp, to, name) == 0 else {
+                        let e = errno
+                        _ = unlinkat(to, tmp, 0)
+                        return .failure(Errno(e))
+                    }
+                    return .success(())
+                }
+                return linkat(from, first.name, to, name, 0) == 0 ? .success(()) : .failure(Errno(errno))
+            }
+            switch inner {
+            case .success(let r): return r
+            case .failure(let e): return .failure(e)
+            }
+        }
+        let why: Errno
+        switch r {
+        case .success(.success): return nil
+        case .success(.failure(let e)), .failure(let e): why = e
+        }
+        return RestoreFailure(path: item.path, object: nil, code: why.code == EEXIST ? .targetNotEmpty : .fileSystem,
+                              message: "cannot link \(item.path) to \(first.item.path): \(why)")
+    }
+
     /// Reads the planned ranges of one pack, verifies each blob, writes it to every destination.
-    private func restorePack(_ plan: PackRestorePlan, overwrite: Bool, state: RestoreState,
+    private func restorePack(_ plan: PackRestorePlan, handles: TargetDirectories, overwrite: Bool, state: RestoreState,
                              events: AsyncThrowingStream<RestoreEvent, any Error>.Continuation) async {
         let name = plan.pack.packName
         let opener = BlobOpener(keys: keys)
@@ -248,7 +348,7 @@ extension Engine {
                     continue
                 }
                 for d in blob.destinations {
-                    writeBlob(plain, to: d, fds: &fds, overwrite: overwrite, state: state, events: events)
+                    writeBlob(plain, to: d, handles: handles, fds: &fds, overwrite: overwrite, state: state, events: events)
                 }
             }
         }
@@ -261,28 +361,15 @@ extension Engine {
         }
     }
 
-    private func writeBlob(_ plain: Data, to d: BlobDestination, fds: inout [ObjectIdentifier: Int32], overwrite: Bool,
-                           state: RestoreState, events: AsyncThrowingStream<RestoreEvent, any Error>.Continuation) {
-        let file = d.file
-        let key = ObjectIdentifier(file)
-        var fd = fds[key] ?? -1
-        if fd < 0 {
-            file.lock.lock()
-            if file.failure != nil { file.lock.unlock(); return }
-            fd = Posix.open(file.tmp, file.created ? O_WRONLY : (O_WRONLY | O_CREAT | O_EXCL), 0o600)
-            if fd >= 0 { file.created = true }
-            file.lock.unlock()
-            guard fd >= 0 else {
-                file.fail(RestoreFailure(path: file.item.path, object: nil, code: .fileSystem,
-                                         message: "cannot create \(file.tmp): \(String(cString: strerror(errno)))"))
-                return
-            }
-            fds[key] = fd
-        }
-        let err: Int32? = plain.withUnsafeBytes { b -> Int32? in
-            var done = 0
-            while done < b.count {
-                let n = pwrite(fd, b.baseAddress! + done, b.count - done, off_t(d.offset + done))
+    /// Writes the parts of `plain` (destined for file offset `offset`) that are not whole zero
+    /// blocks of 4 KiB (aligned to the file): the file was sized when it was created, so the blocks
+    /// skipped read as zeros and stay holes (sparse files come back sparse). Returns an errno.
+    static func writeSkippingZeros(_ fd: Int32, _ plain: UnsafeRawBufferPointer, at offset: Int) -> Int32? {
+        let block = 4096
+        func put(_ r: Range<Int>) -> Int32? {
+            var done = r.lowerBound
+            while done < r.upperBound {
+                let n = pwrite(fd, plain.baseAddress! + done, r.upperBound - done, off_t(offset + done))
                 if n < 0 {
                     if errno == EINTR { continue }
                     return errno
@@ -291,9 +378,51 @@ extension Engine {
             }
             return nil
         }
+        var run: Int?
+        var i = 0
+        while i < plain.count {
+            let next = min(plain.count, ((offset + i) / block + 1) * block - offset)
+            let zero = Self.zeroBlock.withUnsafeBytes { memcmp(plain.baseAddress! + i, $0.baseAddress!, next - i) == 0 }
+            if zero {
+                if let start = run {
+                    if let e = put(start..<i) { return e }
+                    run = nil
+                }
+            } else if run == nil {
+                run = i
+            }
+            i = next
+        }
+        if let start = run { return put(start..<plain.count) }
+        return nil
+    }
+
+    private static let zeroBlock = [UInt8](repeating: 0, count: 4096)
+
+    private func writeBlob(_ plain: Data, to d: BlobDestination, handles: TargetDirectories, fds: inout [ObjectIdentifier: Int32],
+                           overwrite: Bool, state: RestoreState, events: AsyncThrowingStream<RestoreEvent, any Error>.Continuation) {
+        let file = d.file
+        let key = ObjectIdentifier(file)
+        var fd = fds[key] ?? -1
+        if fd < 0 {
+            file.lock.lock()
+            if file.failure != nil { file.lock.unlock(); return }
+            let opened = file.openTemporary(handles, create: !file.created)
+            if case .success = opened { file.created = true }
+            file.lock.unlock()
+            switch opened {
+            case .success(let f): fd = f
+            case .failure(let e):
+                file.fail(RestoreFailure(path: file.item.path, object: nil, code: .fileSystem,
+                                         message: "cannot create \(file.tmpDisplay): \(e)"))
+                return
+            }
+            fds[key] = fd
+        }
+        let err: Int32? = plain.withUnsafeBytes { Self.writeSkippingZeros(fd, $0, at: d.offset) }
         if let err {
             file.fail(RestoreFailure(path: file.item.path, object: nil, code: .fileSystem,
-                                     message: "cannot write \(file.tmp): \(String(cString: strerror(err)))"))
+                                     message: "cannot write \(file.tmpDisplay): \(String(cString: strerror(err)))"))
             return
         }
         state.progress.withLock { $0.written += Int64(plain.count) }
@@ -303,43 +432,61 @@ extension Engine {
         file.lock.unlock()
         if last {
             if let fd = fds.removeValue(forKey: key) { close(fd) }
-            finishFile(file, overwrite: overwrite, state: state, events: events)
+            finishFile(file, handles: handles, overwrite: overwrite, state: state, events: events)
         }
     }
 
-    /// Every blob is in place: permissions, times, then the name.
-    private func finishFile(_ file: FileRestore, overwrite: Bool, state: RestoreState,
-                            events: AsyncThrowingStream<RestoreEvent, any Error>.Continuation) {
+    /// Every blob is in place: owner (as root), permissions, times, then the name, all through the
+    /// directory's handle (the final rename replaces a symlink at the name; it never follows one).
+    func finishFile(_ file: FileRestore, handles: TargetDirectories, overwrite: Bool, state: RestoreState,
+                    events: AsyncThrowingStream<RestoreEvent, any Error>.Continuation) {
         let node = file.item.node
         file.lock.lock()
         let needsCreate = !file.created
-        file.created = true
+        let opened = file.openTemporary(handles, create: needsCreate)
+        if case .success = opened { file.created = true }
         file.lock.unlock()
-        let fd = Posix.open(file.tmp, needsCreate ? (O_WRONLY | O_CREAT | O_EXCL) : O_WRONLY, 0o600)
-        guard fd >= 0 else {
+        let fd: Int32
+        switch opened {
+        case .success(let f): fd = f
+        case .failure(let e):
             file.fail(RestoreFailure(path: file.item.path, object: nil, code: .fileSystem,
-                                     message: "cannot open \(file.tmp): \(String(cString: strerror(errno)))"))
+                                     message: "cannot open \(file.tmpDisplay): \(e)"))
             return
         }
+        if Posix.restoresOwners { _ = fchown(fd, uid_t(node.uid), gid_t(node.gid)) }
         fchmod(fd, mode_t(node.mode))
         _ = Posix.setTimes(fd: fd, sec: node.mtimeSec, nsec: node.mtimeNsec)
         close(fd)
-        if !overwrite, FileManager.default.fileExists(atPath: file.dest) {
-            file.fail(RestoreFailure(path: file.item.path, object: nil, code: .targetNotEmpty, message: "\(file.dest) already exists"))
-            return
+        let moved = handles.withDirectory(file.dir, create: false) { dfd -> RestoreFailure? in
+            if !overwrite, case .success = FileStat.lstat(at: dfd, file.name) {
+                return RestoreFailure(path: file.item.path, object: nil, code: .targetNotEmpty, message: "\(file.dest) already exists")
+            }
+            guard renameat(dfd, file.tmpName, dfd, file.name) == 0 else {
+                return RestoreFailure(path: file.item.path, object: nil, code: .fileSystem,
+                                      message: "cannot move \(file.dest) into place: \(String(cString: strerror(errno)))")
+            }
+            return nil
         }
-        guard rename(file.tmp, file.dest) == 0 else {
-            file.fail(RestoreFailure(path: file.item.path, object: nil, code: .fileSystem,
-                                     message: "cannot move \(file.dest) into place: \(String(cString: strerror(errno)))"))
+        switch moved {
+        case .success(let f?):
+            file.fail(f)
             return
+        case .failure(let e):
+            file.fail(RestoreFailure(path: file.item.path, object: nil, code: .fileSystem,
+                                     message: "cannot move \(file.dest) into place: \(e)"))
+            return
+        case .success(nil):
+            break
         }
         file.lock.lock()
         file.created = false  // the temporary name no longer exists
+        file.restored = true
         file.lock.unlock()
         state.progress.withLock {
             $0.files += 1
             $0.restored += 1
-            $0.bytes += Int64(node.size)
+            $0.bytes += Int64(clamping: node.size)
             $0.lastPath = file.item.path
         }
     }

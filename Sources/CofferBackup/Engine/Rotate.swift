@@ -448,7 +448,7 @@ final class GenerationCopier {
             switch nodes[i].kind {
             case .file: nodes[i].content = try await content(nodes[i].content)
             case .directory: if let sub = nodes[i].subtree { nodes[i].subtree = try await tree(sub) }
-            case .symlink: break
+            case .symlink, .fifo: break
             }
         }
         var nt = t

@@ -66,7 +66,10 @@ struct IndexFile: Sendable {
         for _ in 0..<packCount {
             let id = try r.objectID()
             let salt = Data(try r.take(32))
-            let length = Int(try r.u64())
+            let rawLength = try r.u64()
+            // Bounded before it becomes an Int: no pack is larger than the format allows.
+            guard rawLength <= UInt64(PackFormat.maxPackLength) else { throw r.fail("impossible pack length \(rawLength)") }
+            let length = Int(rawLength)
             let n = Int(try r.u32())
             guard n <= r.remaining / 52 else { throw r.fail("impossible blob count") }
             var entries: [PackEntry] = []

@@ -25,6 +25,9 @@ struct Snapshot: Sendable, Hashable {
     var paths: [String]
     var tags: [String]
     var summary: SnapshotSummary
+    /// The root tree mirrors the absolute source paths (`home/me/docs/...`) instead of holding one
+    /// entry per source named by its last component: written when two sources share a last name.
+    var fullPaths = false
 
     var time: Date { Date(timeIntervalSince1970: Double(timeSec) + Double(timeNsec) / 1e9) }
 
@@ -35,7 +38,7 @@ struct Snapshot: Sendable, Hashable {
         w.u16(0)
         w.raw(writerID)
         w.u64(seq)
-        w.u8((prev != nil ? 1 : 0) | (parent != nil ? 2 : 0))
+        w.u8((prev != nil ? 1 : 0) | (parent != nil ? 2 : 0) | (fullPaths ? 4 : 0))
         w.raw(prev?.bytes ?? [UInt8](repeating: 0, count: 32))
         w.raw(parent?.bytes ?? [UInt8](repeating: 0, count: 32))
         w.i64(timeSec)
@@ -61,7 +64,7 @@ struct Snapshot: Sendable, Hashable {
         let writer = Array(try r.take(16))
         let seq = try r.u64()
         let flags = try r.u8()
-        guard flags & ~3 == 0 else { throw r.fail("unknown flags") }
+        guard flags & ~7 == 0 else { throw r.fail("unknown flags") }
         let prevBytes = Array(try r.take(32))
         let parentBytes = Array(try r.take(32))
         let timeSec = try r.i64()
@@ -85,7 +88,7 @@ struct Snapshot: Sendable, Hashable {
         }
         return Snapshot(writerID: writer, seq: seq, prev: try id(prevBytes, flags & 1 != 0),
                         parent: try id(parentBytes, flags & 2 != 0), timeSec: timeSec, timeNsec: timeNsec,
-                        root: root, hostname: host, paths: paths, tags: tags, summary: s)
+                        root: root, hostname: host, paths: paths, tags: tags, summary: s, fullPaths: flags & 4 != 0)
     }
 }
 

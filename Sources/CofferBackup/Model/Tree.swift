@@ -11,6 +11,8 @@ struct TreeNode: Sendable, Hashable {
         case file = 1
         case directory = 2
         case symlink = 3
+        /// A named pipe (tree version 2): no content, recreated empty on restore.
+        case fifo = 4
     }
 
     /// The file name's raw bytes (POSIX names need not be UTF-8); never empty, `.`, `..` or containing `/` or NUL.
@@ -36,6 +38,13 @@ struct TreeNode: Sendable, Hashable {
     var subtree: ChunkID?
     /// Symlink target, raw bytes.
     var linkTarget: [UInt8] = []
+    /// Hard link count of a file when it was read (`st_nlink`); 0 in version-1 trees. Restore links
+    /// files with the same device and inode again only when this is above 1.
+    var links: UInt32 = 0
+    /// Directories: the number of non-directory entries (files, symlinks, fifos) in the whole subtree,
+    /// so that a listing that cannot be read still counts what it held. `nil`: not recorded (a
+    /// version-1 tree, or one rewritten from it).
+    var entriesBelow: UInt64?
 
     var nameString: String { String(decoding: name, as: UTF8.self) }
 
@@ -53,7 +62,13 @@ struct TreeNode: Sendable, Hashable {
 /// so identical directories deduplicate.
 struct Tree: Sendable, Hashable {
     static let magic = "CFTR"
-    static let version: UInt16 = 1
+    /// Version written. Readers accept 1 (no fifo kind, no link count, no entry counts) and 2.
+    static let version: UInt16 = 2
+    /// The largest file size a tree may claim: sizes are converted to `Int64`/`Int`, and no file is
+    /// larger than 2^62 bytes (4 EiB). A larger value is damage (or a hostile writer), named as such.
+    static let maxFileSize: UInt64 = 1 << 62
+    /// Written for `entriesBelow == nil` in a version-2 tree.
+    static let unknownCount = UInt64.max
 
     /// Sorted by name bytes, unique.
     var nodes: [TreeNode]
@@ -82,14 +97,18 @@ struct Tree: Sendable, Hashable {
             w.u64(n.inode)
             w.u64(n.device)
             w.u64(n.size)
+            w.u32(n.links)
             switch n.kind {
             case .file:
                 w.u32(UInt32(n.content.count))
                 for c in n.content { w.id(c) }
             case .directory:
                 w.id(n.subtree!)
+                w.u64(n.entriesBelow ?? Self.unknownCount)
             case .symlink:
                 w.bytes16(n.linkTarget)
+            case .fifo:
+                break
             }
         }
         return w.bytes
@@ -97,7 +116,7 @@ struct Tree: Sendable, Hashable {
 
     static func decode(_ bytes: [UInt8], what: String) throws(WireError) -> Tree {
         var r = WireReader(bytes, what: what)
-        try r.expectMagic(magic, version: version)
+        let v = try r.expectMagic(magic, versions: 1...version)
         let count = Int(try r.u32())
         guard count <= r.remaining / 60 else { throw r.fail("impossible entry count") }
         var nodes: [TreeNode] = []
@@ -105,7 +124,9 @@ struct Tree: Sendable, Hashable {
         for _ in 0..<count {
             let name = try r.bytes16()
             guard TreeNode.validName(name) else { throw r.fail("invalid entry name") }
-            guard let kind = TreeNode.Kind(rawValue: try r.u8()) else { throw r.fail("unknown entry kind") }
+            guard let kind = TreeNode.Kind(rawValue: try r.u8()), v >= 2 || kind != .fifo else {
+                throw r.fail("unknown entry kind")
+            }
             let flags = try r.u8()
             guard flags & ~1 == 0 else { throw r.fail("unknown entry flags") }
             var n = TreeNode(name: name, kind: kind)
@@ -123,6 +144,10 @@ struct Tree: Sendable, Hashable {
             guard n.mode <= 0o7777, n.mtimeNsec < 1_000_000_000, n.ctimeNsec < 1_000_000_000 else {
                 throw r.fail("field out of range")
             }
+            guard n.size <= maxFileSize, kind == .file || n.size == 0 else {
+                throw r.fail("entry \(String(decoding: name, as: UTF8.self)) claims an impossible size \(n.size)")
+            }
+            if v >= 2 { n.links = try r.u32() }
             switch kind {
             case .file:
                 let c = Int(try r.u32())
@@ -131,8 +156,14 @@ struct Tree: Sendable, Hashable {
                 for _ in 0..<c { n.content.append(try r.chunkID()) }
             case .directory:
                 n.subtree = try r.chunkID()
+                if v >= 2 {
+                    let below = try r.u64()
+                    n.entriesBelow = below == unknownCount ? nil : below
+                }
             case .symlink:
                 n.linkTarget = try r.bytes16()
+            case .fifo:
+                break
             }
             if let last = nodes.last, !last.name.lexicographicallyPrecedes(n.name) {
                 throw r.fail("entries not sorted or not unique")

@@ -91,6 +91,15 @@ struct WireReader {
         let flags = try u16()
         guard flags == 0 else { throw fail("unknown flags \(flags)") }
     }
+    /// Like `expectMagic(_:version:)` for objects whose readers accept several versions; returns the version.
+    mutating func expectMagic(_ magic: String, versions: ClosedRange<UInt16>) throws(WireError) -> UInt16 {
+        guard Array(try take(4)) == Array(magic.utf8) else { throw fail("bad magic (not a \(magic) object)") }
+        let v = try u16()
+        guard versions.contains(v) else { throw fail("unsupported version \(v)") }
+        let flags = try u16()
+        guard flags == 0 else { throw fail("unknown flags \(flags)") }
+        return v
+    }
     func expectEnd() throws(WireError) {
         guard atEnd else { throw fail("\(remaining) trailing bytes") }
     }

@@ -125,7 +125,18 @@ struct BackupCommand: AsyncParsableCommand, Sendable {
             text += "\n  unreadable: \(s.unreadable.count) file\(s.unreadable.count == 1 ? "" : "s") NOT backed up:"
             for u in s.unreadable { text += "\n    \(u.path): \(u.reason)" }
         }
+        if s.fifos > 0 { text += "\n  named pipes: \(s.fifos) (stored as entries)" }
         Terminal.line(text)
+        // Warnings, not failures: sockets and devices are never stored; a file written while it was
+        // read is stored as read.
+        if !s.notStored.isEmpty {
+            Terminal.err("coffer: warning: \(s.notStored.count) socket\(s.notStored.count == 1 ? "" : "s") or device\(s.notStored.count == 1 ? "" : "s") not backed up (they hold no data):\n")
+            for u in s.notStored { Terminal.err("  \(u.path)\n") }
+        }
+        if !s.changedWhileRead.isEmpty {
+            Terminal.err("coffer: warning: \(s.changedWhileRead.count) file\(s.changedWhileRead.count == 1 ? "" : "s") changed while being read (stored as read):\n")
+            for u in s.changedWhileRead { Terminal.err("  \(u.path): \(u.reason)\n") }
+        }
         if s.isPartial {
             Terminal.err("coffer: the backup is incomplete: \(s.unreadable.count) file\(s.unreadable.count == 1 ? "" : "s") could not be read (exit code 3)\n")
         }
@@ -152,6 +163,9 @@ struct BackupJSON: Encodable {
     var packsWritten: Int
     var blobsUploadedAgain: Int
     var unreadable: [UnreadableFile]
+    var fifos: Int
+    var notStored: [UnreadableFile]
+    var changedWhileRead: [UnreadableFile]
     var partial: Bool
     var durationSeconds: Double
 
@@ -174,6 +188,9 @@ struct BackupJSON: Encodable {
         packsWritten = s.packsWritten
         blobsUploadedAgain = s.blobsUploadedAgain
         unreadable = s.unreadable
+        fifos = s.fifos
+        notStored = s.notStored
+        changedWhileRead = s.changedWhileRead
         partial = s.isPartial
         durationSeconds = s.duration.seconds
     }

@@ -7,7 +7,7 @@ struct LsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ls",
         abstract: "List the files in a snapshot.",
-        discussion: "SNAPSHOT is `latest`, a snapshot id or a unique prefix of one (at least 4 digits). PATH is a path inside the snapshot, as this command shows them.")
+        discussion: "SNAPSHOT is `latest`, a snapshot id or a unique prefix of one (at least 4 digits). PATH is a path inside the snapshot, as this command shows them, or an absolute path as it was on the machine backed up (below one of the snapshot's paths).")
 
     @OptionGroup var global: GlobalOptions
 
@@ -47,6 +47,7 @@ struct LsCommand: AsyncParsableCommand {
                 case .file: type = "-"
                 case .directory: type = "d"
                 case .symlink: type = "l"
+                case .fifo: type = "p"
                 }
                 let mode = type + permissionString(n.mode)
                 var line = "\(mode)  \(lpad(n.kind == .file ? "\(n.size)" : "", 12))  \(Units.localTime(n.modified))  \(n.path)"

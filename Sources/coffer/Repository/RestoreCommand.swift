@@ -23,7 +23,7 @@ struct RestoreCommand: AsyncParsableCommand, Sendable {
     @Option(name: [.short, .long], help: ArgumentHelp("The folder to restore into (created when missing).", valueName: "dir"))
     var target: String
 
-    @Option(name: [.short, .long], help: ArgumentHelp("Restore only this path inside the snapshot and what is below it (repeatable).", valueName: "path"))
+    @Option(name: [.short, .long], help: ArgumentHelp("Restore only this path and what is below it (repeatable): as `ls` shows it, or absolute as it was on the machine backed up.", valueName: "path"))
     var include: [String] = []
 
     @Flag(name: .long, help: "Allow a non-empty target; files with the same names are replaced once their new content is verified.")
@@ -81,14 +81,18 @@ struct RestoreCommand: AsyncParsableCommand, Sendable {
             Terminal.line("""
             restored snapshot \(String(summary.snapshotID.prefix(8))) into \(targetURL.path)
               \(plural(summary.filesRestored, "file")), \(plural(summary.directoriesRestored, "folder")), \(plural(summary.symlinksRestored, "symlink")), \
-            \(Units.bytes(summary.bytesRestored)) in \(Units.seconds(summary.duration.seconds))
+            \(summary.fifosRestored > 0 ? plural(summary.fifosRestored, "named pipe") + ", " : "")\
+            \(Units.bytes(summary.bytesRestored)) in \(Units.seconds(summary.duration.seconds))\
+            \(summary.hardLinksRestored > 0 ? " (\(plural(summary.hardLinksRestored, "file")) as hard links)" : "")
             """)
         }
         guard summary.isComplete else {
             // The worst failure decides the exit code (damage before anything else).
             let codes = summary.failures.map { ErrorReport.classify(backup: BackupError($0.code, message: $0.message)).code }
             let code = codes.contains(.damaged) ? .damaged : (codes.first ?? .failure)
-            Terminal.err("coffer: \(summary.failures.count) file\(summary.failures.count == 1 ? " was" : "s were") NOT restored; no file with wrong content was written\n")
+            // Every file counts, those below a folder listing that cannot be read included.
+            let n = summary.filesNotRestored
+            Terminal.err("coffer: \(n) file\(n == 1 ? " was" : "s were") NOT restored; no file with wrong content was written\n")
             return code
         }
         return .ok
@@ -101,6 +105,8 @@ struct RestoreJSON: Encodable {
         var path: String
         var object: String?
         var message: String
+        /// Files this failure leaves unrestored (every file below an unreadable folder listing).
+        var files: Int
     }
     var snapshotID: String
     var target: String
@@ -108,6 +114,9 @@ struct RestoreJSON: Encodable {
     var directoriesRestored: Int
     var symlinksRestored: Int
     var bytesRestored: Int64
+    var fifosRestored: Int
+    var hardLinksRestored: Int
+    var filesNotRestored: Int
     var failures: [Failure]
     var durationSeconds: Double
 
@@ -118,7 +127,10 @@ struct RestoreJSON: Encodable {
         directoriesRestored = s.directoriesRestored
         symlinksRestored = s.symlinksRestored
         bytesRestored = s.bytesRestored
-        failures = s.failures.map { Failure(path: $0.path, object: $0.object, message: $0.message) }
+        fifosRestored = s.fifosRestored
+        hardLinksRestored = s.hardLinksRestored
+        filesNotRestored = s.filesNotRestored
+        failures = s.failures.map { Failure(path: $0.path, object: $0.object, message: $0.message, files: $0.files) }
         durationSeconds = s.duration.seconds
     }
 }
