@@ -218,6 +218,7 @@ extension Engine {
             }
             try await flush()
             report.packsRepacked = toRepack.count
+            TestHooks.crashPoint("prune-repacked")
         }
         toMark += toRepack
         report.packsKept = keepPacks.count
@@ -230,6 +231,7 @@ extension Engine {
             if !rescue.isEmpty { idx.packs += rescue.compactMap { markedPacks[$0] } }
             try await writeSealed(idx.encoded(), type: .index) { $0.indexName }
             wroteIndex = true
+            TestHooks.crashPoint("prune-indexed")
         }
         // Without a new index the one read is still the live one: it must stay.
         if !wroteIndex { oldIndexes = [] }
@@ -238,6 +240,7 @@ extension Engine {
             let mark = PruneMark(packs: toMark, orphans: orphans)
             newMark = try await writeSealed(mark.encoded(), type: .pruneMark) { $0.markName }.0
             report.objectsMarked = toMark.count + orphans.count
+            TestHooks.crashPoint("prune-marked")
         }
         // Superseded index objects go now: the new index holds every live entry.
         for o in oldIndexes {
@@ -266,6 +269,10 @@ extension Engine {
             }
         }
         do {
+            if TestHooks.armed("prune-deleting"), pendingDeletes.count > 1 {
+                try await storage.delete(Array(pendingDeletes.prefix(pendingDeletes.count / 2)))
+                TestHooks.crashPoint("prune-deleting")
+            }
             try await storage.delete(pendingDeletes)
             try await storage.delete(doneMarks.map(\.markName))
         } catch {
