@@ -7,7 +7,7 @@ struct Coffer: AsyncParsableCommand {
         abstract: "End-to-end encrypted, deduplicating backups with a password-protected key vault.",
         subcommands: [
             InitCommand.self, BackupCommand.self, SnapshotsCommand.self, LsCommand.self, RestoreCommand.self,
-            CheckCommand.self, ForgetCommand.self, PruneCommand.self, KeyCommand.self,
+            CheckCommand.self, ForgetCommand.self, PruneCommand.self, RepairCommand.self, KeyCommand.self,
             VaultCommand.self, RealmCommand.self, DemoCommand.self, DebugScaleCommand.self,
         ])
 

@@ -126,7 +126,8 @@ extension Engine {
         for (blob, sid) in needed where state.blobs[blob] == nil {
             if let p = condemnedBlobs[blob] { rescue.insert(p); continue }
             throw BackupError(.dataMissing, object: "blob \(blob.hex)",
-                              message: "prune stopped before changing anything: blob \(blob.hex) needed by snapshot \(sid.hex.prefix(8)) is missing. Run check")
+                              message: "prune stopped before changing anything: blob \(blob.hex) needed by snapshot \(sid.hex.prefix(8)) is missing. "
+                                + "Run `coffer check`; after damage, `coffer repair index`, a backup and `coffer repair snapshots` get the repository going again")
         }
         if !rescue.isEmpty {
             // A snapshot made after the mark needs these packs: index them again, before any deletion.
@@ -207,7 +208,8 @@ extension Engine {
                     let plain: Data
                     do { plain = try opener.open(blob: e, inPack: bytes, salt: p.salt) } catch {
                         throw BackupError(.dataDamaged, object: p.id.packName,
-                                          message: "prune stopped before deleting anything: blob \(e.id.hex) in \(p.id.packName) is damaged: \(error.message)")
+                                          message: "prune stopped before deleting anything: blob \(e.id.hex) in \(p.id.packName) is damaged: \(error.message). "
+                                            + "Run `coffer repair index` (it sets the damaged packs aside), then a backup and `coffer repair snapshots`")
                     }
                     if writer == nil { writer = PackWriter(keys: keys, parameters: config.parameters) }
                     do { try writer!.add(type: e.type, id: e.id, plaintext: plain, compress: e.compression != .none && compresses) } catch {

@@ -42,7 +42,8 @@ struct CheckCommand: AsyncParsableCommand {
                 Terminal.line("no errors found")
                 return .ok
             }
-            Terminal.err("coffer: \(report.problems.count) damaged or missing object\(report.problems.count == 1 ? "" : "s") found (listed above)\n")
+            Terminal.err("coffer: \(report.problems.count) damaged or missing object\(report.problems.count == 1 ? "" : "s") found (listed above)\n"
+                         + "  To get going again: `coffer repair index`, then a backup of the same sources, then `coffer repair snapshots` (docs/CLI.md)\n")
             return .damaged
         }
     }
