@@ -282,6 +282,14 @@ extension Engine {
         }
         report.objectsDeleted += pendingDeletes.count + doneMarks.count
         report.bytesFreed = bytesFreed
+        // Temporary files of writes that never finished (a killed or interrupted writer), once as
+        // old as the grace period by the storage's clock (never one begun after this prune started).
+        if let folder = localFolder {
+            for t in try temporaryFiles() where now.timeIntervalSince(t.modified) >= graceSeconds {
+                do { try folder.removeTemporaryFile(t.name) } catch { throw Self.storageError(error, doing: "removing \(t.name)") }
+                report.temporaryFilesRemoved += 1
+            }
+        }
         try await loadIndex()
         treeCache.withLock { $0.removeAll() }
         return report
