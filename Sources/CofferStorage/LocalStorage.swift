@@ -137,8 +137,26 @@ public struct LocalStorage: Storage {
     @discardableResult
     public func removeTemporaryFiles() throws(StorageError) -> Int {
         var removed = 0
-        try walkTemporaries(relative: "", removed: &removed)
+        for t in try temporaryFiles() where unlink("\(root)/\(t.name)") == 0 { removed += 1 }
         return removed
+    }
+
+    /// The temporary files of unfinished writes (`.NAME.RANDOM~tmp` beside the object being
+    /// written): a writer that was killed, or one still writing. `name` is the path relative to the
+    /// root, `modified` the file's timestamp (the same clock as the objects').
+    public func temporaryFiles() throws(StorageError) -> [ObjectInfo] {
+        var out: [ObjectInfo] = []
+        try walkTemporaries(relative: "", into: &out)
+        return out
+    }
+
+    /// Removes one temporary file listed by ``temporaryFiles()`` (missing: no error).
+    public func removeTemporaryFile(_ name: String) throws(StorageError) {
+        let last = Self.basename(name)
+        guard last.hasPrefix("."), last.hasSuffix("~tmp"), !name.contains(".."), !name.hasPrefix("/") else {
+            throw StorageError.invalidName(name)
+        }
+        if unlink("\(root)/\(name)") != 0, errno != ENOENT { throw Self.error(errno, name: name, doing: "delete") }
     }
 
     // MARK: Writing
@@ -179,6 +197,7 @@ public struct LocalStorage: Storage {
             return nil
         }
         if let writeError { throw fail(writeError, "write") }
+        if Self.crashAfterTemporaryWrite { kill(getpid(), SIGKILL) }
         if Glue.fsync(fd) != 0 { throw fail(errno, "flush") }
         // close can report a deferred write error (NFS, some FUSE drives): do not ignore it.
         fdOpen = false
@@ -289,16 +308,21 @@ public struct LocalStorage: Storage {
         }
     }
 
-    private func walkTemporaries(relative: String, removed: inout Int) throws(StorageError) {
+    private func walkTemporaries(relative: String, into out: inout [ObjectInfo]) throws(StorageError) {
         let dirPath = relative.isEmpty ? root : "\(root)/\(relative)"
-        for entry in try Self.readDirectory(dirPath) {
+        let entries: [String]
+        do { entries = try Self.readDirectory(dirPath) } catch {
+            if error.code == .notFound { return }  // removed while walking
+            throw error
+        }
+        for entry in entries {
             let rel = relative.isEmpty ? entry : "\(relative)/\(entry)"
             var st = FileStatus()
             guard posixLstat("\(root)/\(rel)", &st) == 0 else { continue }
             if (st.st_mode & S_IFMT) == S_IFDIR {
-                if ObjectName.isValid(rel) { try walkTemporaries(relative: rel, removed: &removed) }
-            } else if entry.hasPrefix(".") && entry.hasSuffix("~tmp") {
-                if unlink("\(root)/\(rel)") == 0 { removed += 1 }
+                if ObjectName.isValid(rel) { try walkTemporaries(relative: rel, into: &out) }
+            } else if (st.st_mode & S_IFMT) == S_IFREG, entry.hasPrefix("."), entry.hasSuffix("~tmp") {
+                out.append(ObjectInfo(name: rel, size: Int(st.st_size), modified: Self.mtime(st)))
             }
         }
     }
@@ -329,6 +353,12 @@ public struct LocalStorage: Storage {
     }
 
     // MARK: Helpers
+
+    /// Crash injection for the tests (as the engine's `COFFER_TEST_CRASH_AT` points):
+    /// `storage-temporary-written` kills the process (SIGKILL) in its first write, right after the
+    /// bytes went to the temporary file, leaving that file behind as a crash mid-write does.
+    private static let crashAfterTemporaryWrite =
+        ProcessInfo.processInfo.environment["COFFER_TEST_CRASH_AT"] == "storage-temporary-written"
 
     private func check(_ name: String) throws(StorageError) {
         guard ObjectName.isValid(name) else { throw StorageError.invalidName(name) }

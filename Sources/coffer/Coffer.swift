@@ -9,7 +9,7 @@ struct Coffer: AsyncParsableCommand {
         version: CofferVersion.description,
         subcommands: [
             InitCommand.self, BackupCommand.self, SnapshotsCommand.self, LsCommand.self, RestoreCommand.self,
-            CheckCommand.self, ForgetCommand.self, PruneCommand.self, KeyCommand.self,
+            CheckCommand.self, ForgetCommand.self, PruneCommand.self, RepairCommand.self, KeyCommand.self,
             VaultCommand.self, RealmCommand.self, DemoCommand.self, DebugScaleCommand.self,
         ])
 

@@ -6,16 +6,16 @@ import Glibc
 import Darwin
 #endif
 
-/// Real crashes: `kill -9` of `coffer backup` and `coffer prune` at random moments. After each,
-/// every earlier snapshot restores byte-identically, `check` is clean, the next run succeeds, and an
-/// interrupted backup resumes from its index checkpoints instead of uploading everything again.
-/// Serialized: the kill moments are drawn within measured durations, which parallel load would skew.
+/// Real crashes: `kill -9` of `coffer backup` and `coffer prune`, first at injected points (the
+/// process kills itself with SIGKILL when it reaches a named step: `COFFER_TEST_CRASH_AT`, see
+/// `TestHooks` in the engine), so that every step is crashed at on every machine whatever its speed,
+/// then at random moments. After each, every earlier snapshot restores byte-identically, `check` is
+/// clean, the next run succeeds, and an interrupted backup resumes from what it stored instead of
+/// uploading everything again. Each round asserts on what the crash actually left (packs, index
+/// objects, snapshots), never on how many random kills happened to land.
 @Suite(.serialized) struct CrashTests {
-    static let kills = 10
-    /// Bounds on each test's wall time (the runs stop early rather than run long on a slow machine;
-    /// together under two minutes).
-    static let budget: TimeInterval = 50
-    static let backupBudget: TimeInterval = 60
+    /// Random kills after the injected ones (each round asserts on what happened, killed or not).
+    static let randomKills = 4
 
     /// Restores `snapshot` and expects it to equal `expected` (relative path → entry) exactly.
     static func expectRestores(_ box: Sandbox, _ snapshot: String, equals expected: [String: Entry], root: String,
@@ -40,53 +40,74 @@ import Darwin
         let s0 = try #require(try box.backupJSON([base.path])["snapshotID"] as? String)
         let baseTree = try TreeCompare.read(base)
 
-        // A dataset that takes a second or two to back up; every round writes new content into it.
+        // Every round writes new content (1 MiB chunks, 2 MiB packs, a checkpoint every 4 MiB).
         let bulk = box.path("bulk")
-        let files = 48, size = 4 << 20
+        let files = 8, size = 4 << 20
         let bulkBytes = files * size
-        // Calibrate: how long does a whole backup of it take here?
+        let chunk = 1 << 20
         try Fixtures.makeBulk(at: bulk, files: files, size: size, seed: 100)
         let t0 = Date()
-        let calibrated = try box.backupJSON([bulk.path], extra: ["--checkpoint-mib", "4"])
+        let first = try box.backupJSON([bulk.path], extra: ["--checkpoint-mib", "4"])
         var duration = Date().timeIntervalSince(t0)
-        var previous: (id: String, tree: [String: Entry]) = (try #require(calibrated["snapshotID"] as? String), try TreeCompare.read(bulk))
+        var previous: (id: String, tree: [String: Entry]) = (try #require(first["snapshotID"] as? String), try TreeCompare.read(bulk))
 
+        let injected = ["backup-pack:1", "backup-index:1", "backup-pack:6", "backup-index:3", "backup-packed", "backup-snapshot"]
         var rng = SystemRandomNumberGenerator()
-        let start = Date()
-        var killed = 0, resumed = 0, round = 0
-        while killed < Self.kills, Date().timeIntervalSince(start) < Self.backupBudget {
-            round += 1
+        var killedAtRandom = 0
+        for round in 1...(injected.count + Self.randomKills) {
             try Fixtures.makeBulk(at: bulk, files: files, size: size, seed: UInt64(100 + round))
-            let indexesBefore = box.objects("index").count
-            let delay = Double.random(in: 0.05...0.95, using: &rng) * duration
+            let tree = try TreeCompare.read(bulk)
+            let point: String? = round <= injected.count ? injected[round - 1] : nil
+            let packsBefore = Set(box.objects("data")), indexesBefore = Set(box.objects("index"))
+            let snapshotsBefore = try box.snapshotIDs()
             let started = Date()
-            let r = try box.run(["backup", "--json", "--checkpoint-mib", "4", bulk.path], killAfter: delay)
-            let checkpointed = box.objects("index").count > indexesBefore
-            if r.signalled { killed += 1 } else {
-                #expect(r.status == 0, "round \(round): \(r)")
+            let r: RunResult
+            if let point {
+                r = try box.run(["backup", "--json", "--checkpoint-mib", "4", bulk.path], env: ["COFFER_TEST_CRASH_AT": point])
+                #expect(r.signalled, "round \(round): the backup never reached \(point):\n\(r)")
+            } else {
+                let delay = Double.random(in: 0.05...0.95, using: &rng) * duration
+                r = try box.run(["backup", "--json", "--checkpoint-mib", "4", bulk.path], killAfter: delay)
+                if r.signalled { killedAtRandom += 1 }
+            }
+            let what = "round \(round) (\(point ?? "random kill"))"
+            let newPacks = Set(box.objects("data")).subtracting(packsBefore)
+            let newIndexes = Set(box.objects("index")).subtracting(indexesBefore)
+            let snapshotsAfter = try box.snapshotIDs()
+            if !r.signalled {
+                #expect(r.status == 0, "\(what): \(r)")
                 duration = Date().timeIntervalSince(started)  // a whole backup of new data: recalibrate
             }
+            // What the crash left, as the write order (packs, index, snapshot) says it must be.
+            let finished = !r.signalled || point == "backup-snapshot"
+            #expect(snapshotsAfter.count == snapshotsBefore.count + (finished ? 1 : 0),
+                    "\(what): \(snapshotsBefore.count) snapshots before, \(snapshotsAfter.count) after")
+            if point?.hasPrefix("backup-index") == true { #expect(!newIndexes.isEmpty, "\(what): no index object was written") }
+            if point != nil { #expect(!newPacks.isEmpty, "\(what): no pack was stored before the crash") }
 
-            // Earlier snapshots intact, check clean.
-            try Self.expectCheckClean(box, "round \(round) after kill at \(String(format: "%.2f", delay)) s")
-            try Self.expectRestores(box, s0, equals: baseTree, root: "base", "round \(round)")
-            try Self.expectRestores(box, previous.id, equals: previous.tree, root: "bulk", "round \(round)")
-
-            // The next backup succeeds, and does not upload again what the killed one checkpointed.
-            let next = try box.backupJSON([bulk.path], extra: ["--checkpoint-mib", "4"])
-            if !r.signalled { continue }
-            let bytesNew = next["bytesNew"] as? Int ?? -1
-            #expect(bytesNew >= 0 && bytesNew <= bulkBytes)
-            if checkpointed {
-                resumed += 1
-                #expect(bytesNew < bulkBytes - (2 << 20),
-                        "round \(round): the killed backup had written an index checkpoint, yet the next one stored \(bytesNew) of \(bulkBytes) bytes anew")
+            // Earlier snapshots intact, check clean; a snapshot the crash left restores too.
+            try Self.expectCheckClean(box, what)
+            try Self.expectRestores(box, s0, equals: baseTree, root: "base", what)
+            try Self.expectRestores(box, previous.id, equals: previous.tree, root: "bulk", what)
+            if finished, let made = snapshotsAfter.last {
+                try Self.expectRestores(box, made, equals: tree, root: "bulk", "\(what), its own snapshot")
             }
-            previous = (try #require(next["snapshotID"] as? String), try TreeCompare.read(bulk))
+
+            // The next backup succeeds and does not upload again what the crashed one stored.
+            let next = try box.backupJSON([bulk.path], extra: ["--checkpoint-mib", "4"])
+            let bytesNew = next["bytesNew"] as? Int ?? -1
+            #expect(bytesNew >= 0 && bytesNew <= bulkBytes, "\(what): \(next)")
+            if r.signalled {
+                if point == "backup-packed" || point == "backup-snapshot" {
+                    #expect(bytesNew == 0, "\(what): everything was stored and indexed, yet the next backup stored \(bytesNew) bytes anew")
+                } else if !newPacks.isEmpty {
+                    #expect(bytesNew <= bulkBytes - chunk,
+                            "\(what): the crashed backup left \(newPacks.count) packs (\(newIndexes.count) index objects), yet the next one stored \(bytesNew) of \(bulkBytes) bytes anew")
+                }
+            }
+            previous = (try #require(next["snapshotID"] as? String), tree)
         }
-        print("kill -9 backup: \(round) rounds, \(killed) killed, \(resumed) resumed from a checkpoint, backup takes ~\(String(format: "%.2f", duration)) s")
-        #expect(killed >= Self.kills, "only \(killed) backups were killed within the time budget")
-        #expect(resumed >= 1, "no killed backup had reached an index checkpoint: resume was never exercised")
+        print("kill -9 backup: \(injected.count) crashes at injected points, \(Self.randomKills) random kill moments of which \(killedAtRandom) landed before the end, a backup takes ~\(String(format: "%.2f", duration)) s")
         // Every snapshot made along the way, and all their data, still verify.
         let finalCheck = try box.run(["check", "--read-data"])
         #expect(finalCheck.status == 0, "\(finalCheck)")
@@ -102,8 +123,9 @@ import Darwin
         try Fixtures.makeBulk(at: data.appendingPathComponent("small"), files: 300, size: 3000, seed: 499)
         var truth: [(id: String, tree: [String: Entry])] = []
         // Each round adds a set of small files (packed together) and removes every other file of the
-        // previous set, backs up, forgets all but the newest two snapshots, and prunes (killed at a
-        // random moment). The removed halves leave packs partly dead, so prune must repack.
+        // previous set, backs up, forgets all but the newest two snapshots, and prunes (crashed at an
+        // injected step, or killed at a random moment). The removed halves leave packs partly dead,
+        // so prune must repack.
         func step(_ round: Int) throws {
             try Fixtures.makeBulk(at: sets.appendingPathComponent("set-\(round)"), files: 60, size: 40_000, seed: UInt64(500 + round))
             let previous = sets.appendingPathComponent("set-\(round - 1)")
@@ -125,27 +147,46 @@ import Darwin
         var duration = max(0.02, Date().timeIntervalSince(t0))
         #expect((calibration["packsRepacked"] as? Int ?? 0) >= 1, "the scenario should make prune repack: \(calibration)")
 
+        let injected = ["prune-repacked", "prune-indexed", "prune-marked", "prune-deleting"]
         var rng = SystemRandomNumberGenerator()
-        let start = Date()
-        var killed = 0, round = 2, repacked = 0
-        while killed < Self.kills, Date().timeIntervalSince(start) < Self.budget {
-            round += 1
+        var killedAtRandom = 0, repacked = 0
+        for round in 3..<(3 + injected.count + Self.randomKills) {
             try step(round)
-            let delay = Double.random(in: 0.02...0.98, using: &rng) * duration
-            t0 = Date()
-            let r = try box.run(["prune", "--now", "--json"], killAfter: delay)
-            if !r.signalled, let report = try? r.json() as? [String: Any] { repacked += report["packsRepacked"] as? Int ?? 0 }
-            if r.signalled { killed += 1 } else {
-                #expect(r.status == 0, "round \(round): \(r)")
+            let point: String? = round - 3 < injected.count ? injected[round - 3] : nil
+            let marksBefore = box.objects("marks"), packsBefore = Set(box.objects("data"))
+            let r: RunResult
+            if let point {
+                r = try box.run(["prune", "--now", "--json"], env: ["COFFER_TEST_CRASH_AT": point])
+                #expect(r.signalled, "round \(round): the prune never reached \(point):\n\(r)")
+            } else {
+                let delay = Double.random(in: 0.02...0.98, using: &rng) * duration
+                t0 = Date()
+                r = try box.run(["prune", "--now", "--json"], killAfter: delay)
+                if r.signalled { killedAtRandom += 1 }
+            }
+            let what = "round \(round) (\(point ?? "random kill"))"
+            if r.signalled {
+                // Nothing is deleted before the mark exists; a crash while deleting leaves the mark.
+                let packsAfter = Set(box.objects("data"))
+                if point == "prune-repacked" || point == "prune-indexed" {
+                    #expect(packsBefore.isSubset(of: packsAfter), "\(what): packs were deleted before the mark was written")
+                    #expect(box.objects("marks") == marksBefore, "\(what)")
+                }
+                if point == "prune-marked" || point == "prune-deleting" {
+                    #expect(box.objects("marks").count == marksBefore.count + 1, "\(what): the mark is not there")
+                }
+                if point == "prune-deleting" { #expect(!packsBefore.isSubset(of: packsAfter), "\(what): nothing was deleted yet") }
+            } else {
+                #expect(r.status == 0, "\(what): \(r)")
+                if let report = try? r.json() as? [String: Any] { repacked += report["packsRepacked"] as? Int ?? 0 }
                 duration = max(0.02, Date().timeIntervalSince(t0))
             }
-            try Self.expectCheckClean(box, "round \(round) after prune killed at \(String(format: "%.2f", delay)) s")
+            try Self.expectCheckClean(box, what)
             for (id, tree) in truth {
-                try Self.expectRestores(box, id, equals: tree, root: "data", "round \(round)")
+                try Self.expectRestores(box, id, equals: tree, root: "data", what)
             }
         }
-        print("kill -9 prune: \(round - 2) rounds, \(killed) killed, prune takes ~\(String(format: "%.2f", duration)) s, \(repacked) packs repacked by the prunes that finished")
-        #expect(killed >= Self.kills, "only \(killed) prunes were killed within the time budget")
+        print("kill -9 prune: \(injected.count) crashes at injected points, \(Self.randomKills) random kill moments of which \(killedAtRandom) landed, prune takes ~\(String(format: "%.2f", duration)) s, \(repacked) packs repacked by the prunes that finished")
         // After all that, a full prune and a backup still work and everything verifies.
         try box.ok(["prune", "--now"])
         try box.backupJSON([data.path])

@@ -101,6 +101,10 @@ public struct CheckReport: Sendable, Hashable {
     /// Packs present in storage that no index lists (left by an interrupted backup or prune; not
     /// an error: prune removes them after the grace period).
     public var unindexedPacks: [String] = []
+    /// Temporary files of unfinished writes in a local repository folder (`data/3f/.3fa1….~tmp`):
+    /// left by a writer that was killed or interrupted, or of a write in progress. Not an error:
+    /// prune removes those older than its grace period.
+    public var temporaryFiles: [String] = []
     /// Every damaged or missing object, each named.
     public var problems: [CheckProblem] = []
 
@@ -160,6 +164,8 @@ public struct PruneReport: Sendable, Hashable {
     public var objectsPending: Int = 0
     /// Marked packs that a snapshot made after the mark turned out to need, and that were kept.
     public var packsRescued: Int = 0
+    /// Temporary files of unfinished writes removed (local folders; those older than the grace period).
+    public var temporaryFilesRemoved: Int = 0
 
     public init() {}
 }

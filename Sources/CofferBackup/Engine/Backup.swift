@@ -227,6 +227,7 @@ final class BackupRun: @unchecked Sendable {
         if isCancelled {
             throw BackupError(.cancelled, message: "the backup was cancelled; what was uploaded is indexed and will not be uploaded again")
         }
+        TestHooks.crashPoint("backup-packed")
         // Nothing the snapshot needs may lie only in a pack a prune marked or deleted meanwhile.
         let commitCheck = CommitCheck(run: self)
         let checkedAt: Date
@@ -251,6 +252,7 @@ final class BackupRun: @unchecked Sendable {
                 try await self.engine.writeSealed(snap.encoded(), type: .snapshot) { $0.snapshotName }
             }
         } catch { throw Self.wrap(error) }
+        TestHooks.crashPoint("backup-snapshot")
         do {
             try runBlocking {
                 try await commitCheck.confirm(snapshotName: snapID.snapshotName, checkedAt: checkedAt)

@@ -3,6 +3,19 @@ import CofferCore
 import CofferStorage
 
 extension Engine {
+    /// The local folder behind this repository, when it is one: only there can writes leave
+    /// temporary files (an S3 object appears whole or not at all).
+    var localFolder: LocalStorage? {
+        if let l = storage as? LocalStorage { return l }
+        return (storage as? PrefixedStorage)?.base as? LocalStorage
+    }
+
+    /// Temporary files of unfinished writes anywhere in the repository folder (none on S3).
+    func temporaryFiles() throws(BackupError) -> [ObjectInfo] {
+        guard let folder = localFolder else { return [] }
+        do { return try folder.temporaryFiles() } catch { throw Self.storageError(error, doing: "listing temporary files") }
+    }
+
     /// Walks every tree of `snapshots`, collecting the blobs they need. Problems (unreadable trees)
     /// are returned, not thrown; `needed` maps each blob to a snapshot that needs it.
     func collectNeeded(_ snapshots: [(ObjectID, Snapshot)]) async -> (needed: [ChunkID: ObjectID], trees: Int, problems: [BackupError]) {
@@ -151,6 +164,7 @@ extension Engine {
             }
         }
         report.unindexedPacks.sort()
+        report.temporaryFiles = try temporaryFiles().map(\.name).sorted()
         return report
     }
 }

@@ -126,7 +126,8 @@ extension Engine {
         for (blob, sid) in needed where state.blobs[blob] == nil {
             if let p = condemnedBlobs[blob] { rescue.insert(p); continue }
             throw BackupError(.dataMissing, object: "blob \(blob.hex)",
-                              message: "prune stopped before changing anything: blob \(blob.hex) needed by snapshot \(sid.hex.prefix(8)) is missing. Run check")
+                              message: "prune stopped before changing anything: blob \(blob.hex) needed by snapshot \(sid.hex.prefix(8)) is missing. "
+                                + "Run `coffer check`; after damage, `coffer repair index`, a backup and `coffer repair snapshots` get the repository going again")
         }
         if !rescue.isEmpty {
             // A snapshot made after the mark needs these packs: index them again, before any deletion.
@@ -207,7 +208,8 @@ extension Engine {
                     let plain: Data
                     do { plain = try opener.open(blob: e, inPack: bytes, salt: p.salt) } catch {
                         throw BackupError(.dataDamaged, object: p.id.packName,
-                                          message: "prune stopped before deleting anything: blob \(e.id.hex) in \(p.id.packName) is damaged: \(error.message)")
+                                          message: "prune stopped before deleting anything: blob \(e.id.hex) in \(p.id.packName) is damaged: \(error.message). "
+                                            + "Run `coffer repair index` (it sets the damaged packs aside), then a backup and `coffer repair snapshots`")
                     }
                     if writer == nil { writer = PackWriter(keys: keys, parameters: config.parameters) }
                     do { try writer!.add(type: e.type, id: e.id, plaintext: plain, compress: e.compression != .none && compresses) } catch {
@@ -218,6 +220,7 @@ extension Engine {
             }
             try await flush()
             report.packsRepacked = toRepack.count
+            TestHooks.crashPoint("prune-repacked")
         }
         toMark += toRepack
         report.packsKept = keepPacks.count
@@ -230,6 +233,7 @@ extension Engine {
             if !rescue.isEmpty { idx.packs += rescue.compactMap { markedPacks[$0] } }
             try await writeSealed(idx.encoded(), type: .index) { $0.indexName }
             wroteIndex = true
+            TestHooks.crashPoint("prune-indexed")
         }
         // Without a new index the one read is still the live one: it must stay.
         if !wroteIndex { oldIndexes = [] }
@@ -238,6 +242,7 @@ extension Engine {
             let mark = PruneMark(packs: toMark, orphans: orphans)
             newMark = try await writeSealed(mark.encoded(), type: .pruneMark) { $0.markName }.0
             report.objectsMarked = toMark.count + orphans.count
+            TestHooks.crashPoint("prune-marked")
         }
         // Superseded index objects go now: the new index holds every live entry.
         for o in oldIndexes {
@@ -266,6 +271,10 @@ extension Engine {
             }
         }
         do {
+            if TestHooks.armed("prune-deleting"), pendingDeletes.count > 1 {
+                try await storage.delete(Array(pendingDeletes.prefix(pendingDeletes.count / 2)))
+                TestHooks.crashPoint("prune-deleting")
+            }
             try await storage.delete(pendingDeletes)
             try await storage.delete(doneMarks.map(\.markName))
         } catch {
@@ -273,6 +282,14 @@ extension Engine {
         }
         report.objectsDeleted += pendingDeletes.count + doneMarks.count
         report.bytesFreed = bytesFreed
+        // Temporary files of writes that never finished (a killed or interrupted writer), once as
+        // old as the grace period by the storage's clock (never one begun after this prune started).
+        if let folder = localFolder {
+            for t in try temporaryFiles() where now.timeIntervalSince(t.modified) >= graceSeconds {
+                do { try folder.removeTemporaryFile(t.name) } catch { throw Self.storageError(error, doing: "removing \(t.name)") }
+                report.temporaryFilesRemoved += 1
+            }
+        }
         try await loadIndex()
         treeCache.withLock { $0.removeAll() }
         return report

@@ -86,6 +86,7 @@ final class Uploader: @unchecked Sendable {
                 self.finishOne()
                 return
             }
+            TestHooks.crashPoint("backup-pack")
             let (checkpoint, count) = self.uploaded(pack)
             if let checkpoint {
                 do { try await self.writeIndex(checkpoint) } catch { self.fail(BackupRun.wrap(error)) }
@@ -133,6 +134,7 @@ final class Uploader: @unchecked Sendable {
 
     private func writeIndex(_ packs: [IndexedPack]) async throws(BackupError) {
         let (id, size) = try await engine.writeSealed(IndexFile(packs: packs).encoded(), type: .index) { $0.indexName }
+        TestHooks.crashPoint("backup-index")
         indexWritten(id, size: size)
         engine.index.withLock { state in
             state.indexObjects.insert(id)

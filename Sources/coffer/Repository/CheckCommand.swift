@@ -38,11 +38,18 @@ struct CheckCommand: AsyncParsableCommand {
             if !report.unindexedPacks.isEmpty {
                 Terminal.line("\(report.unindexedPacks.count) pack\(report.unindexedPacks.count == 1 ? "" : "s") not in any index (left by an interrupted backup or prune; harmless, `coffer prune` removes them)")
             }
+            if !report.temporaryFiles.isEmpty {
+                let n = report.temporaryFiles.count
+                Terminal.line("\(n) temporary file\(n == 1 ? "" : "s") of unfinished writes (left by an interrupted or killed command, or a write in progress; harmless, `coffer prune` removes them once older than its grace period):")
+                for t in report.temporaryFiles.prefix(20) { Terminal.line("  \(t)") }
+                if n > 20 { Terminal.line("  … and \(n - 20) more") }
+            }
             if report.isClean {
                 Terminal.line("no errors found")
                 return .ok
             }
-            Terminal.err("coffer: \(report.problems.count) damaged or missing object\(report.problems.count == 1 ? "" : "s") found (listed above)\n")
+            Terminal.err("coffer: \(report.problems.count) damaged or missing object\(report.problems.count == 1 ? "" : "s") found (listed above)\n"
+                         + "  To get going again: `coffer repair index`, then a backup of the same sources, then `coffer repair snapshots` (docs/CLI.md)\n")
             return .damaged
         }
     }
@@ -63,6 +70,7 @@ struct CheckJSON: Encodable {
     var packsChecked: Int
     var blobsVerified: Int
     var unindexedPacks: [String]
+    var temporaryFiles: [String]
     var problems: [Problem]
 
     init(_ r: CheckReport, readData: Bool) {
@@ -74,6 +82,7 @@ struct CheckJSON: Encodable {
         packsChecked = r.packsChecked
         blobsVerified = r.blobsVerified
         unindexedPacks = r.unindexedPacks
+        temporaryFiles = r.temporaryFiles
         problems = r.problems.map { Problem(kind: $0.kind.rawValue, object: $0.object, detail: $0.detail) }
     }
 }

@@ -82,7 +82,8 @@ func printPrune(_ r: PruneReport) {
     Terminal.line("""
     prune: \(r.liveSnapshots) live snapshots checked; \(r.packsKept) packs kept, \(r.packsRepacked) repacked
       \(r.objectsMarked) objects marked, \(r.objectsDeleted) deleted (\(Units.bytes(r.bytesFreed)) freed), \(r.objectsPending) waiting for the grace period\
-    \(r.packsRescued > 0 ? "\n  \(r.packsRescued) marked packs kept because a newer snapshot needs them" : "")
+    \(r.packsRescued > 0 ? "\n  \(r.packsRescued) marked packs kept because a newer snapshot needs them" : "")\
+    \(r.temporaryFilesRemoved > 0 ? "\n  \(r.temporaryFilesRemoved) temporary files of interrupted writes removed" : "")
     """)
 }
 
@@ -96,6 +97,7 @@ struct PruneJSON: Encodable {
     var bytesFreed: Int64
     var objectsPending: Int
     var packsRescued: Int
+    var temporaryFilesRemoved: Int
 
     init(_ r: PruneReport) {
         liveSnapshots = r.liveSnapshots
@@ -106,6 +108,7 @@ struct PruneJSON: Encodable {
         bytesFreed = r.bytesFreed
         objectsPending = r.objectsPending
         packsRescued = r.packsRescued
+        temporaryFilesRemoved = r.temporaryFilesRemoved
     }
 }
 

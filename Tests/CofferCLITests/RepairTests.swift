@@ -1,0 +1,113 @@
+import Foundation
+import Testing
+
+/// `coffer repair index` and `coffer repair snapshots` (issue 12, problem 2): after packs are
+/// damaged, a repository must not stay stuck. Before: `backup --force` stored nothing (the damaged
+/// blobs were still indexed), `restore` kept failing and `prune` refused.
+@Suite struct RepairTests {
+    /// Flips one byte at `offset` of a stored object (inside the first blob of a pack).
+    static func flip(_ url: URL, at offset: Int = 100) throws {
+        var d = try Data(contentsOf: url)
+        d[offset] ^= 0x5a
+        try d.write(to: url)
+    }
+
+    /// A repository of small packs holding one backup of `data`: a tree plus eight 700 kB files.
+    static func repository(_ name: String = #function) throws -> (Sandbox, URL, String) {
+        let box = try Sandbox(name)
+        try box.initRepository(["--pack-size", "1"])
+        let data = box.path("data")
+        try Fixtures.makeTree(at: data)
+        try Fixtures.makeBulk(at: data.appendingPathComponent("bulk"), files: 8, size: 700_000, seed: 12)
+        let id = try #require(try box.backupJSON([data.path])["snapshotID"] as? String)
+        return (box, data, id)
+    }
+
+    @Test func damagedPacksAreUploadedAgainAfterRepairIndex() throws {
+        let (box, data, first) = try Self.repository()
+        let packs = box.objects("data")
+        #expect(packs.count >= 6, "\(packs)")
+        let damaged = Array(packs.prefix(4))
+        for name in damaged { try Self.flip(box.repo.appendingPathComponent(name)) }
+
+        // What was broken: the damaged blobs are still indexed, so a forced backup stores nothing
+        // again and the new snapshot cannot be restored either.
+        let forced = try box.backupJSON([data.path], extra: ["--force"])
+        #expect(forced["bytesNew"] as? Int == 0, "\(forced)")
+        let before = try box.run(["restore", "latest", "--target", box.path("before").path])
+        #expect(before.status == 13, "\(before)")
+
+        let repair = try #require(try box.ok(["repair", "index", "--json"]).json() as? [String: Any])
+        #expect(Set(repair["damagedPacks"] as? [String] ?? []) == Set(damaged), "\(repair)")
+        #expect((repair["blobsLost"] as? Int ?? 0) >= 4, "\(repair)")
+        #expect(repair["packsIndexed"] as? Int == packs.count - 4, "\(repair)")
+        // The damaged packs are now condemned: check names the blobs the snapshots miss.
+        let missing = try box.run(["check"])
+        #expect(missing.status == 13 && missing.stdout.contains("missing"), "\(missing)")
+
+        // A backup uploads the lost blobs again (the unchanged-file shortcut does not apply to
+        // files whose chunks are gone), and every snapshot restores.
+        let next = try box.backupJSON([data.path])
+        #expect((next["bytesNew"] as? Int ?? 0) >= 4 * 700_000 / 2, "\(next)")
+        let truth = try TreeCompare.read(data)
+        for snapshot in [first, "latest"] {
+            let target = try box.restore(snapshot, into: "after-\(snapshot.prefix(6))")
+            let diffs = TreeCompare.differences(truth, try TreeCompare.read(target.appendingPathComponent("data")))
+            #expect(diffs.isEmpty, "\(snapshot): \(diffs.prefix(5))")
+        }
+        let check = try box.run(["check", "--read-data"])
+        #expect(check.status == 0, "\(check)")
+
+        // prune deletes the damaged packs.
+        try box.ok(["prune", "--now"])
+        let left = Set(box.objects("data"))
+        #expect(left.isDisjoint(with: damaged), "damaged packs left after prune: \(left.intersection(damaged))")
+        let final = try box.run(["check", "--read-data"])
+        #expect(final.status == 0, "\(final)")
+    }
+
+    @Test func repairSnapshotsDropsTheLostFilesSoTheRestRestores() throws {
+        let (box, data, first) = try Self.repository()
+        let truth = try TreeCompare.read(data)
+        let packs = box.objects("data")
+        let damaged = [packs[1], packs[packs.count / 2]]
+        for name in damaged { try Self.flip(box.repo.appendingPathComponent(name)) }
+        // The sources are gone too: what the damaged packs held cannot be uploaded again.
+        try FileManager.default.removeItem(at: data)
+        let stuck = try box.run(["restore", "latest", "--target", box.path("before").path])
+        #expect(stuck.status == 13, "\(stuck)")
+
+        try box.ok(["repair", "index"])
+        let dry = try #require(try box.ok(["repair", "snapshots", "--dry-run", "--json"]).json() as? [String: Any])
+        let planned = try #require(dry["repaired"] as? [[String: Any]])
+        #expect(planned.count == 1 && planned.first?["newID"] == nil, "\(dry)")
+        #expect(try box.snapshotIDs() == [first], "a dry run changed the snapshots")
+
+        let r = try #require(try box.ok(["repair", "snapshots", "--json"]).json() as? [String: Any])
+        let repaired = try #require((r["repaired"] as? [[String: Any]])?.first, "\(r)")
+        let lost = try #require(repaired["lost"] as? [String])
+        #expect(!lost.isEmpty && lost == planned.first?["lost"] as? [String], "\(r)")
+        let newID = try #require(repaired["newID"] as? String)
+        #expect(try box.snapshotIDs() == [newID], "the old snapshot should be replaced")
+        let listed = try #require(try box.ok(["snapshots", "--json"]).json() as? [[String: Any]])
+        #expect((listed.first?["tags"] as? [String])?.contains("repaired") == true, "\(listed)")
+
+        // The new snapshot restores completely (exit 0): every file not listed as lost, byte for byte.
+        let target = try box.restore("latest", into: "restored")
+        let restored = try TreeCompare.read(target.appendingPathComponent("data"))
+        let lostFiles = Set(lost.filter { !$0.hasSuffix("/") }.map { String($0.dropFirst("data/".count)) })
+        for (path, entry) in truth {
+            if lostFiles.contains(path) {
+                #expect(restored[path] == nil, "\(path) is listed as lost but was restored")
+            } else if case .file = entry.kind, !lost.contains(where: { $0.hasSuffix("/") && ("data/" + path).hasPrefix($0) }) {
+                #expect(restored[path] == entry, "\(path) was not lost but does not restore identically")
+            }
+        }
+        let check = try box.run(["check", "--read-data"])
+        #expect(check.status == 0, "\(check)")
+        // And prune works again.
+        try box.ok(["prune", "--now"])
+        let final = try box.run(["check", "--read-data"])
+        #expect(final.status == 0, "\(final)")
+    }
+}
