@@ -65,7 +65,8 @@ public final class RealmService: Sendable {
             return .undecryptable
         }
         observer?(type, opened.body)
-        let answer = await answer(type: type, body: opened.body)
+        let requestID = RequestMark.id(ofSealedRequest: request, prefixLength: VaultChannel.keyIDSize + VaultChannel.encapsulatedKeySize)
+        let answer = await answer(type: type, body: opened.body, requestID: requestID)
         if case .error(let e) = answer {
             metrics.refusals.increment()
             logger.debug("refused", metadata: ["type": "\(type)", "code": "\(e.code)"])
@@ -81,7 +82,7 @@ public final class RealmService: Sendable {
         }
     }
 
-    private func answer(type: VaultMessageType, body: [UInt8]) async -> VaultAnswer {
+    private func answer(type: VaultMessageType, body: [UInt8], requestID: Data) async -> VaultAnswer {
         let request: VaultRequest
         do {
             request = try VaultRequest.decode(body, type: type)
@@ -89,8 +90,9 @@ public final class RealmService: Sendable {
             return .error(RealmErrorAnswer(code: .malformed))
         }
         let token: VerifiedToken
+        let tokenExpires: Date
         do {
-            token = try await verifier.verify(request.token, for: type)
+            (token, tokenExpires) = try await verifier.verifyWithExpiry(request.token, for: type)
         } catch let e as TokenError {
             logger.info("token refused", metadata: ["type": "\(type)", "reason": "\(e)"])
             return .error(RealmErrorAnswer(code: e == .wrongScope ? .scopeNotAllowed : .badToken))
@@ -98,7 +100,17 @@ public final class RealmService: Sendable {
             return .error(RealmErrorAnswer(code: .badToken))
         }
         do {
-            return try await perform(request, token: token)
+            // A replay of a request this realm already served is refused before any curve operation
+            // (a read); the mark inserted with the request's first write closes the race with a
+            // concurrent copy, and holds across restarts until the token (or single-use value) expires.
+            if try await store.hasServed(requestID: requestID) { throw ReplayedRequest() }
+            let mark = RequestMark(id: requestID, expires: markExpiry(type: type, tokenExpires: tokenExpires))
+            return try await RequestMark.$current.withValue(mark) {
+                try await perform(request, token: token)
+            }
+        } catch is ReplayedRequest {
+            metrics.replays.increment()
+            return await replayAnswer(type: type, token: token)
         } catch let refusal as RealmRefusal {
             return await refusalAnswer(refusal, token: token)
         } catch let refusal as HeadRefusal {
@@ -106,6 +118,35 @@ public final class RealmService: Sendable {
         } catch {
             logger.error("request failed", metadata: ["type": "\(type)", "error": "\(error)"])
             return .error(RealmErrorAnswer(code: .internalError))
+        }
+    }
+
+    /// Until when a served request must be remembered: its token's expiry, or sooner when the
+    /// request spends a single-use value that expires sooner (a ticket, pending id or challenge was
+    /// issued before this request, so it is dead by now + its lifetime; a replay after that is
+    /// refused by the dead value and changes nothing).
+    func markExpiry(type: VaultMessageType, tokenExpires: Date) -> Date {
+        let now = store.now()
+        let valueLifetime: TimeInterval?
+        switch type {
+        case .q1, .delete, .headWrite: valueLifetime = store.limits.ticketLifetime
+        case .r2: valueLifetime = store.limits.pendingLifetime
+        case .q2: valueLifetime = store.limits.challengeLifetime
+        case .q0, .r1, .headRead: valueLifetime = nil
+        }
+        guard let valueLifetime else { return tokenExpires }
+        return min(tokenExpires, now.addingTimeInterval(valueLifetime))
+    }
+
+    /// A replay's answer: the refusal its spent single-use value would get (the request's
+    /// encapsulation is single-use too). Nothing was done.
+    private func replayAnswer(type: VaultMessageType, token: VerifiedToken) async -> VaultAnswer {
+        logger.debug("replayed request refused", metadata: ["type": "\(type)"])
+        switch type {
+        case .headRead, .headWrite: return .error(RealmErrorAnswer(code: .badTicket))
+        case .r2: return await refusalAnswer(.badPending, token: token)
+        case .q2: return await refusalAnswer(.noChallenge, token: token)
+        case .q0, .r1, .q1, .delete: return await refusalAnswer(.badTicket, token: token)
         }
     }
 
