@@ -69,6 +69,7 @@ struct RealmCrashTests {
         let dir = layout.realmDirectory(1)
         var config = try RealmConfig.load(from: dir.configFile)
         config.guessLimit = 100
+        config.limits = .unlimitedForBenchmarks   // a flood at one user, well above the default request limits
         try config.save(to: dir.configFile)
         let (keys, _) = try dir.load()
         let descriptor = keys.descriptor(url: "http://127.0.0.1:0")

@@ -2,6 +2,7 @@ import CofferRealm
 import CofferVault
 import Foundation
 import GRDB
+import Logging
 import Testing
 
 /// Realm hardening (issue 11, problems 5 and 6): replays of every message type change nothing,
@@ -127,5 +128,137 @@ struct RealmHardeningTests {
         #expect(try await realm.send(.q1(q1)) == .q1(answer))
         #expect(store.oprfEvaluations == before + 1)
         #expect(try await realm.attemptsLeft("dan") == 9)
+    }
+
+    /// One realm served in-process (the same `handle` the HTTP edge calls) with a hand-moved clock,
+    /// so limits are tested by counts, never by timing.
+    struct InProcessRealm {
+        let root: URL
+        let service: RealmService
+        let probe: RealmProbe
+        let tenant: DevelopmentTenant
+        let clock: RealmStoreTests.TestClock
+        let databaseFile: URL
+
+        init(logger: Logger? = nil, limits: RealmConfig.Limits? = nil) async throws {
+            root = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-realm-limits-\(UUID().uuidString)")
+            let layout = RealmClusterLayout(directory: root, count: 1, limits: limits)
+            try layout.prepare()
+            databaseFile = layout.realmDirectory(1).databaseFile
+            let clock = RealmStoreTests.TestClock()
+            self.clock = clock
+            service = try await RealmService(directory: layout.realmDirectory(1), logger: logger, now: { clock.now })
+            let k = service.keys.hpkeKeys[0]
+            probe = RealmProbe(realmID: service.realmID, key: try RealmPublicKey(id: k.id, rawRepresentation: Array(k.publicKey.rawRepresentation)))
+            tenant = try await DevelopmentTenant(tenant: VaultConfiguration.developmentTenantName,
+                                                 privateKeyPEM: try String(contentsOf: layout.tenantKeyURL, encoding: .utf8))
+        }
+
+        func token(_ user: String, _ scope: VaultScope = .status) async throws -> String {
+            try await tenant.token(user: user, realmID: service.realmID, scope: scope)
+        }
+
+        /// Sends Q0s with `token()` for each; returns (served, busy).
+        func q0s(_ n: Int, token: () async throws -> String) async throws -> (served: Int, busy: Int) {
+            var served = 0, busy = 0
+            for _ in 0..<n {
+                switch try await probe.exchange(.q0(Q0Request(token: try await token())), with: service) {
+                case .q0: served += 1
+                case .error(let e) where e.code == .busy: busy += 1
+                case let other: Issue.record("Q0 answered \(other)")
+                }
+            }
+            return (served, busy)
+        }
+
+        func tickets() throws -> Int {
+            let db = try DatabaseQueue(path: databaseFile.path,
+                                       configuration: { var c = Configuration(); c.readonly = true; return c }())
+            return try db.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM ticket") ?? 0 }
+        }
+
+        func metric(_ name: String) -> Double? {
+            service.metrics.render().split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ").last!) }
+        }
+
+        func remove() { try? FileManager.default.removeItem(at: root) }
+    }
+
+    @Test("a flood of Q0 under one token is limited: 30 durable tickets, then busy; the budget refills with time")
+    func q0FloodUnderOneToken() async throws {
+        let r = try await InProcessRealm()
+        defer { r.remove() }
+        let token = try await r.token("flo")
+        let flood = try await r.q0s(100) { token }
+        #expect(flood.served == 30 && flood.busy == 70, "\(flood)")
+        #expect(try r.tickets() == 30, "a busy Q0 must not write a ticket")
+        #expect(r.metric("coffer_realm_busy_total") == 70)
+        // 10 seconds at 30 a minute: 5 more.
+        r.clock.advance(10)
+        let later = try await r.q0s(20) { token }
+        #expect(later.served == 5 && later.busy == 15, "\(later)")
+        #expect(try r.tickets() == 35)
+        // Another user's token is not affected.
+        let other = try await r.token("gil")
+        #expect(try await r.q0s(3) { other }.served == 3)
+    }
+
+    @Test("a user's tokens share one limit: fresh tokens for each request stop at 120")
+    func perUserLimit() async throws {
+        let r = try await InProcessRealm()
+        defer { r.remove() }
+        let flood = try await r.q0s(130) { try await r.token("hal") }
+        #expect(flood.served == 120 && flood.busy == 10, "\(flood)")
+        #expect(try r.tickets() == 120)
+    }
+
+    @Test("limits come from realm.json; busy costs nothing: no evaluation, no ticket, no guess")
+    func configuredLimits() async throws {
+        let limits = RealmConfig.Limits(perToken: .init(burst: 3, perMinute: 1), perUser: .init(burst: 4, perMinute: 1),
+                                        refusedTokenLogLinesPerMinute: 10)
+        let r = try await InProcessRealm(limits: limits)
+        defer { r.remove() }
+        #expect(r.service.config.effectiveLimits == limits)
+        // Register (Q0, R1, R2: 3 of the user's 4), then a recover token: its Q0 takes the last one.
+        let reg = try await r.token("ida", .register)
+        guard case .q0(let q) = try await r.probe.exchange(.q0(Q0Request(token: reg)), with: r.service),
+              case .r1(let r1) = try await r.probe.exchange(.r1(R1Request(token: reg, blindedElement: try VaultOPRF.blind(rnd(8)).blindedElementBytes)), with: r.service)
+        else { Issue.record("registration failed"); return }
+        let version = RecordVersion.random()
+        let r2 = R2Request(token: reg, pendingID: r1.pendingID, expectedVersion: q.version, version: version,
+                           maskedShare: rnd(32), commitment: rnd(32), verificationKey: rnd(32), signature: rnd(64),
+                           unlockTag: rnd(32), wrappedKey: rnd(60), policy: try VaultPolicy(log2N: 15, guessLimit: 10))
+        #expect(try await r.probe.exchange(.r2(r2), with: r.service) == .r2(R2Answer(version: version)))
+        let rec = try await r.token("ida", .recover)
+        guard case .q0(let q2) = try await r.probe.exchange(.q0(Q0Request(token: rec)), with: r.service) else { Issue.record("Q0"); return }
+        // The user's budget is spent: the Q1 is busy, and it cost no evaluation and no guess.
+        let evaluations = r.service.store.oprfEvaluations
+        let q1 = Q1Request(token: rec, ticket: q2.ticket, version: version, blindedElement: try VaultOPRF.blind(rnd(8)).blindedElementBytes)
+        #expect(try await r.probe.exchange(.q1(q1), with: r.service) == .error(RealmErrorAnswer(code: .busy)))
+        #expect(r.service.store.oprfEvaluations == evaluations)
+        // A minute later the same Q1 (its ticket unspent) is served, with its first guess.
+        r.clock.advance(60)
+        guard case .q1(let a) = try await r.probe.exchange(.q1(q1), with: r.service) else { Issue.record("Q1 after refill"); return }
+        #expect(a.attemptsLeft == 9)
+    }
+
+    @Test("refused tokens are logged at most N lines a minute; the rest are counted and summed up")
+    func refusedTokenLogIsLimited() async throws {
+        let capture = RealmLogTests.Capture()
+        let logger = Logger(label: "test") { _ in RealmLogTests.CaptureHandler(capture: capture) }
+        let r = try await InProcessRealm(logger: logger)
+        defer { r.remove() }
+        for _ in 0..<25 {
+            #expect(try await r.probe.exchange(.q0(Q0Request(token: "not.a.token")), with: r.service) == .error(RealmErrorAnswer(code: .badToken)))
+        }
+        func lines(_ text: String) -> [String] { capture.lines.withLock { $0 }.filter { $0.contains(text) } }
+        #expect(lines("token refused").count == 10)
+        #expect(lines("token refusals not logged").isEmpty)
+        r.clock.advance(61)
+        _ = try await r.probe.exchange(.q0(Q0Request(token: "not.a.token")), with: r.service)
+        #expect(lines("token refused").count == 11)
+        let summary = lines("token refusals not logged")
+        #expect(summary.count == 1 && summary.first?.contains("count=15") == true, "\(summary)")
+        #expect(r.metric("coffer_realm_token_refusals_total") == 26)
     }
 }

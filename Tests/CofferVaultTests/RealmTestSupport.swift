@@ -16,9 +16,9 @@ final class RealmTestCluster: Sendable {
     let tenant: DevelopmentTenant
     let requests: RequestRecorder
 
-    static func start(count: Int = 1, guessLimit: Int? = nil) async throws -> RealmTestCluster {
+    static func start(count: Int = 1, guessLimit: Int? = nil, limits: RealmConfig.Limits? = nil) async throws -> RealmTestCluster {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-realm-test-\(UUID().uuidString)")
-        let layout = RealmClusterLayout(directory: root, count: count)
+        let layout = RealmClusterLayout(directory: root, count: count, limits: limits)
         if let guessLimit {
             // Prepare first so the realms exist, then raise the maximum guess limit.
             try layout.prepare()

@@ -16,12 +16,16 @@ public struct RealmClusterLayout: Sendable {
     public var directory: URL
     public var count: Int
     public var threshold: Int
+    /// Request limits written into every realm's `realm.json` by `prepare` (nil: leave them as
+    /// they are; new realms get the defaults). Benchmarks and flood tests raise them.
+    public var limits: RealmConfig.Limits?
 
     /// `threshold` defaults to the smallest majority (3 of 5).
-    public init(directory: URL, count: Int = 5, threshold: Int? = nil) {
+    public init(directory: URL, count: Int = 5, threshold: Int? = nil, limits: RealmConfig.Limits? = nil) {
         self.directory = directory
         self.count = count
         self.threshold = threshold ?? (count / 2 + 1)
+        self.limits = limits
     }
 
     public func realmDirectory(_ i: Int) -> RealmDirectory { RealmDirectory(directory.appendingPathComponent("realm-\(i)")) }
@@ -73,6 +77,14 @@ public struct RealmClusterLayout: Sendable {
             } else {
                 let (keys, _) = try dir.initialize(x: UInt8(i), tenants: [tenant])
                 did.append("initialised realm \(i) (id \(keys.realmIDHex), x = \(i)) in \(dir.url.path)")
+            }
+            if let limits {
+                var config = try RealmConfig.load(from: dir.configFile)
+                if config.limits != limits {
+                    config.limits = limits
+                    try config.validate(path: dir.configFile.path)
+                    try config.save(to: dir.configFile)
+                }
             }
         }
         return did

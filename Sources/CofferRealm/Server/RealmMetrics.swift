@@ -18,6 +18,8 @@ public final class RealmMetrics: Sendable {
     let refusals: CoreMetrics.Counter
     let undecryptable: CoreMetrics.Counter
     let replays: CoreMetrics.Counter
+    let busy: CoreMetrics.Counter
+    let tokenRefusals: CoreMetrics.Counter
     private let factory: PrometheusMetricsFactory
 
     public init() {
@@ -41,6 +43,8 @@ public final class RealmMetrics: Sendable {
         refusals = CoreMetrics.Counter(label: "coffer_realm_refusals_total", factory: factory)
         undecryptable = CoreMetrics.Counter(label: "coffer_realm_undecryptable_requests_total", factory: factory)
         replays = CoreMetrics.Counter(label: "coffer_realm_replays_refused_total", factory: factory)
+        busy = CoreMetrics.Counter(label: "coffer_realm_busy_total", factory: factory)
+        tokenRefusals = CoreMetrics.Counter(label: "coffer_realm_token_refusals_total", factory: factory)
     }
 
     /// Records one request's latency, by endpoint.

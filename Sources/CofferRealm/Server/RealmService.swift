@@ -19,19 +19,26 @@ public final class RealmService: Sendable {
     let logger: Logger
     let privateKeys: [UInt32: XWingMLKEM768X25519.PrivateKey]
     let observer: RealmRequestObserver?
+    let limiter: RequestLimiter
+    let tokenRefusalLog: LogLimiter
 
     /// Opens the realm in `directory` (key file, configuration, store).
-    public convenience init(directory: RealmDirectory, logger: Logger? = nil, observer: RealmRequestObserver? = nil) async throws {
+    /// - Parameter now: the realm's clock (store lifetimes, rate limits, log limits); tests move it by hand.
+    public convenience init(directory: RealmDirectory, logger: Logger? = nil, observer: RealmRequestObserver? = nil,
+                            now: @escaping @Sendable () -> Date = { Date() }) async throws {
         let (keys, config) = try directory.load()
-        try await self.init(keys: keys, config: config, databaseURL: directory.databaseFile, logger: logger, observer: observer)
+        try await self.init(keys: keys, config: config, databaseURL: directory.databaseFile, logger: logger, observer: observer, now: now)
     }
 
     public init(keys: RealmKeys, config: RealmConfig, databaseURL: URL, logger: Logger? = nil,
-                observer: RealmRequestObserver? = nil) async throws {
+                observer: RealmRequestObserver? = nil, now: @escaping @Sendable () -> Date = { Date() }) async throws {
         self.keys = keys
         self.config = config
         self.realmID = try RealmID(bytes: Array(keys.realmID))
-        self.store = try RealmStore(url: databaseURL, keys: keys, config: config)
+        self.store = try RealmStore(url: databaseURL, keys: keys, config: config, now: now)
+        let limits = config.effectiveLimits
+        self.limiter = RequestLimiter(limits: limits, now: now)
+        self.tokenRefusalLog = LogLimiter(perMinute: limits.refusedTokenLogLinesPerMinute, now: now)
         self.metrics = RealmMetrics()
         self.verifier = try await TokenVerifier(config: config, realmID: realmID)
         var l = logger ?? Logger(label: "coffer.realm")
@@ -94,9 +101,16 @@ public final class RealmService: Sendable {
         do {
             (token, tokenExpires) = try await verifier.verifyWithExpiry(request.token, for: type)
         } catch let e as TokenError {
-            logger.info("token refused", metadata: ["type": "\(type)", "reason": "\(e)"])
+            metrics.tokenRefusals.increment()
+            // Rate-limited: a flood of bad tokens must not flood the operator's log.
+            let (log, suppressed) = tokenRefusalLog.next()
+            if suppressed > 0 {
+                logger.info("token refusals not logged", metadata: ["count": "\(suppressed)", "perMinute": "\(tokenRefusalLog.perMinute)"])
+            }
+            if log { logger.info("token refused", metadata: ["type": "\(type)", "reason": "\(e)"]) }
             return .error(RealmErrorAnswer(code: e == .wrongScope ? .scopeNotAllowed : .badToken))
         } catch {
+            metrics.tokenRefusals.increment()
             return .error(RealmErrorAnswer(code: .badToken))
         }
         do {
@@ -104,6 +118,12 @@ public final class RealmService: Sendable {
             // (a read); the mark inserted with the request's first write closes the race with a
             // concurrent copy, and holds across restarts until the token (or single-use value) expires.
             if try await store.hasServed(requestID: requestID) { throw ReplayedRequest() }
+            // Per-token and per-user limits, before any curve operation or durable write.
+            guard limiter.admit(tokenKey: RequestLimiter.tokenKey(request.token),
+                                userKey: store.recordKey(tenant: token.tenant, user: token.user)) else {
+                metrics.busy.increment()
+                return .error(RealmErrorAnswer(code: .busy))
+            }
             let mark = RequestMark(id: requestID, expires: markExpiry(type: type, tokenExpires: tokenExpires))
             return try await RequestMark.$current.withValue(mark) {
                 try await perform(request, token: token)
