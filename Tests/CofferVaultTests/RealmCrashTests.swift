@@ -43,14 +43,14 @@ struct RealmCrashTests {
         }
     }
 
-    /// Starts `coffer realm serve` and waits until it answers /health.
+    /// Starts `coffer realm serve` and waits until it answers /v1/descriptor (health is on the admin listener).
     static func startServer(binary: URL, dir: URL, port: Int?, client: (Int) -> RealmClient) async throws -> Server {
         for _ in 0..<5 {
             let p = port ?? freePort()
             let server = try Server(binary: binary, dir: dir, port: p)
             for _ in 0..<200 {
                 if !server.process.isRunning { break }
-                if let (status, _) = try? await client(p).get("/health"), status == 200 { return server }
+                if let (status, _) = try? await client(p).get("/v1/descriptor"), status == 200 { return server }
                 try await Task.sleep(for: .milliseconds(25))
             }
             if server.process.isRunning { server.kill9() }

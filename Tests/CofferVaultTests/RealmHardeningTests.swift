@@ -261,4 +261,103 @@ struct RealmHardeningTests {
         #expect(summary.count == 1 && summary.first?.contains("count=15") == true, "\(summary)")
         #expect(r.metric("coffer_realm_token_refusals_total") == 26)
     }
+
+    @Test("in-process realms: /health and /metrics answer on the admin listener only, the protocol on the public one only")
+    func adminListenerInProcess() async throws {
+        let t = try await RealmTestCluster.start()
+        defer { Task { await t.stop() } }
+        let realm = t.realm()
+        let admin = try #require(realm.adminURL)
+        #expect(admin != realm.url)
+        _ = try await realm.register("joy")
+        for path in ["/metrics", "/health", "/v1/health"] {
+            #expect(try await realm.get(path).0 == 404, "public \(path)")
+        }
+        let (hs, health) = try await realm.getAdmin("/health")
+        #expect(hs == 200 && health == "ok\n")
+        let (ms, metrics) = try await realm.getAdmin("/metrics")
+        #expect(ms == 200 && metrics.contains("coffer_realm_registrations_total 1"))
+        // The admin listener serves nothing else: no descriptor, no protocol endpoint.
+        #expect(try await realm.getAdmin("/v1/descriptor").0 == 404)
+        let (bytes, _) = try realm.probe.seal(.q0(Q0Request(token: try await realm.token("joy", .status))))
+        let atAdmin = RealmClient(url: admin, probe: realm.probe, tenant: realm.tenant, directory: realm.directory)
+        #expect(try await atAdmin.post("/v1/q0", bytes).0 == 404)
+    }
+
+    /// Runs `coffer realm serve` with `arguments`; returns the process (stdout and stderr to pipes).
+    static func serve(_ arguments: [String]) throws -> (Process, Pipe) {
+        let p = Process()
+        p.executableURL = try RealmCrashTests.cofferBinary()
+        p.arguments = ["realm", "serve"] + arguments
+        var env = ProcessInfo.processInfo.environment
+        env["COFFER_LOG_LEVEL"] = "error"
+        p.environment = env
+        let err = Pipe()
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = err
+        try p.run()
+        return (p, err)
+    }
+
+    /// Polls `url` until it answers 200 (the server is up), at most ~20 s.
+    static func waitUp(_ url: String, _ process: Process) async throws {
+        for _ in 0..<400 {
+            if !process.isRunning { throw TestFailure("coffer realm serve exited with \(process.terminationStatus)") }
+            if let (status, _) = try? await RealmClient.get(url), status == 200 { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw TestFailure("\(url) never answered")
+    }
+
+    static func twoPorts() -> (Int, Int) {
+        let a = RealmCrashTests.freePort()
+        var b = RealmCrashTests.freePort()
+        while b == a { b = RealmCrashTests.freePort() }
+        return (a, b)
+    }
+
+    @Test("coffer realm serve: the admin listener from --admin-listen or realm.json adminListen; none on the public port; a bad address is refused")
+    func serveAdminListener() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-realm-admin-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let layout = RealmClusterLayout(directory: root, count: 1)
+        try layout.prepare()
+        let dir = layout.realmDirectory(1)
+
+        // 1. --admin-listen.
+        let (port, adminPort) = Self.twoPorts()
+        let (p1, _) = try Self.serve(["--dir", dir.url.path, "--listen", "127.0.0.1:\(port)", "--admin-listen", "127.0.0.1:\(adminPort)"])
+        defer { if p1.isRunning { p1.terminate(); p1.waitUntilExit() } }
+        try await Self.waitUp("http://127.0.0.1:\(adminPort)/health", p1)
+        try await Self.waitUp("http://127.0.0.1:\(port)/v1/descriptor", p1)
+        #expect(try await RealmClient.get("http://127.0.0.1:\(port)/metrics").0 == 404)
+        #expect(try await RealmClient.get("http://127.0.0.1:\(port)/health").0 == 404)
+        let (ms, metrics) = try await RealmClient.get("http://127.0.0.1:\(adminPort)/metrics")
+        #expect(ms == 200 && metrics.contains("coffer_realm_busy_total"))
+        p1.terminate()
+        p1.waitUntilExit()
+
+        // 2. adminListen in realm.json (no flag).
+        let (port2, adminPort2) = Self.twoPorts()
+        var config = try RealmConfig.load(from: dir.configFile)
+        config.adminListen = "127.0.0.1:\(adminPort2)"
+        try config.save(to: dir.configFile)
+        let (p2, _) = try Self.serve(["--dir", dir.url.path, "--listen", "127.0.0.1:\(port2)"])
+        defer { if p2.isRunning { p2.terminate(); p2.waitUntilExit() } }
+        try await Self.waitUp("http://127.0.0.1:\(adminPort2)/health", p2)
+        #expect(try await RealmClient.get("http://127.0.0.1:\(port2)/metrics").0 == 404)
+        p2.terminate()
+        p2.waitUntilExit()
+
+        // 3. A bad --admin-listen: a clear error, nothing served.
+        let (p3, err) = try Self.serve(["--dir", dir.url.path, "--listen", "127.0.0.1:\(port2)", "--admin-listen", "localhost"])
+        p3.waitUntilExit()
+        let message = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(p3.terminationStatus != 0)
+        #expect(message.contains("--admin-listen must be HOST:PORT"), "\(message)")
+        // And a bad adminListen in realm.json is refused when the realm loads its configuration.
+        config.adminListen = "nonsense"
+        try config.save(to: dir.configFile)
+        #expect(throws: RealmFileError.self) { _ = try RealmConfig.load(from: dir.configFile) }
+    }
 }

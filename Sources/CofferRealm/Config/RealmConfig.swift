@@ -95,6 +95,9 @@ public struct RealmConfig: Codable, Sendable, Equatable {
     public var tenants: [Tenant]
     /// Request limits; absent: `Limits.default`.
     public var limits: Limits?
+    /// `HOST:PORT` of the admin listener (`/health`, `/metrics`) that `coffer realm serve` opens
+    /// unless `--admin-listen` overrides it; absent: no admin listener.
+    public var adminListen: String?
 
     public init(x: UInt8, guessLimit: Int = 10, url: String? = nil, tenants: [Tenant] = [], limits: Limits? = nil) {
         self.x = x
@@ -119,6 +122,11 @@ public struct RealmConfig: Codable, Sendable, Equatable {
         }
         guard Set(tenants.map(\.id)).count == tenants.count else { throw RealmFileError(path: path, message: "\(path): duplicate tenant id") }
         try limits?.validate(path: path)
+        if let adminListen {
+            do { _ = try RealmServer.parseListen(adminListen, option: "adminListen") } catch let e as RealmFileError {
+                throw RealmFileError(path: path, message: "\(path): \(e.message)")
+            }
+        }
     }
 
     public static func load(from url: URL) throws -> RealmConfig {
