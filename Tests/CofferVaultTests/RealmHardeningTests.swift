@@ -203,6 +203,29 @@ struct RealmHardeningTests {
         #expect(try await r.q0s(3) { other }.served == 3)
     }
 
+    @Test("a served request is remembered until its token expires, sweeps included, then forgotten")
+    func markLivesAsLongAsTheToken() async throws {
+        let r = try await InProcessRealm()
+        defer { r.remove() }
+        // Development tokens live 5 minutes (real time; the realm's store clock is moved by hand).
+        let (bytes, opener) = try r.probe.seal(.q0(Q0Request(token: try await r.token("kai"))))
+        func send() async throws -> VaultAnswer {
+            guard case .sealed(let a) = await r.service.handle(type: .q0, request: bytes) else { throw TestFailure("did not open") }
+            return try r.probe.open(a, opener: opener, type: .q0)
+        }
+        guard case .q0 = try await send() else { Issue.record("Q0 failed"); return }
+        #expect(try await r.service.store.servedCount() == 1)
+        r.clock.advance(4 * 60)
+        try await r.service.store.sweep()
+        #expect(try await send() == .error(RealmErrorAnswer(code: .badTicket)))
+        #expect(try await r.service.store.servedCount() == 1)
+        // Past the token's expiry the sweep forgets it (the token itself is refused by then).
+        r.clock.advance(2 * 60)
+        try await r.service.store.sweep()
+        #expect(try await r.service.store.servedCount() == 0)
+        #expect(try r.tickets() == 0)
+    }
+
     @Test("a user's tokens share one limit: fresh tokens for each request stop at 120")
     func perUserLimit() async throws {
         let r = try await InProcessRealm()
