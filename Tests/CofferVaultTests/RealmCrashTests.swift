@@ -43,14 +43,14 @@ struct RealmCrashTests {
         }
     }
 
-    /// Starts `coffer realm serve` and waits until it answers /health.
+    /// Starts `coffer realm serve` and waits until it answers /v1/descriptor (health is on the admin listener).
     static func startServer(binary: URL, dir: URL, port: Int?, client: (Int) -> RealmClient) async throws -> Server {
         for _ in 0..<5 {
             let p = port ?? freePort()
             let server = try Server(binary: binary, dir: dir, port: p)
             for _ in 0..<200 {
                 if !server.process.isRunning { break }
-                if let (status, _) = try? await client(p).get("/health"), status == 200 { return server }
+                if let (status, _) = try? await client(p).get("/v1/descriptor"), status == 200 { return server }
                 try await Task.sleep(for: .milliseconds(25))
             }
             if server.process.isRunning { server.kill9() }
@@ -69,6 +69,7 @@ struct RealmCrashTests {
         let dir = layout.realmDirectory(1)
         var config = try RealmConfig.load(from: dir.configFile)
         config.guessLimit = 100
+        config.limits = .unlimitedForBenchmarks   // a flood at one user, well above the default request limits
         try config.save(to: dir.configFile)
         let (keys, _) = try dir.load()
         let descriptor = keys.descriptor(url: "http://127.0.0.1:0")

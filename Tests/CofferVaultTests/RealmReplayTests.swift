@@ -3,11 +3,12 @@ import CofferVault
 import Foundation
 import Testing
 
-/// Replays of state-changing requests: refused, and they spend nothing, except that a byte-identical
-/// retried guess gets its stored answer again (a lost response costs no guess).
+/// Replays of state-changing requests: refused, and they spend nothing. A client's retried guess
+/// (the same Q1 sealed afresh) gets its stored answer again (a lost response costs no guess); a
+/// byte-identical copy of a served request is refused (RealmHardeningTests covers every type).
 @Suite("Realm replays", .serialized)
 struct RealmReplayTests {
-    @Test("a replayed guess gets the stored answer without a second increment; any other ticket reuse is refused")
+    @Test("a replayed guess is refused, a retried one gets the stored answer without a second increment; any other ticket reuse is refused")
     func guessReplay() async throws {
         let t = try await RealmTestCluster.start()
         defer { Task { await t.stop() } }
@@ -23,7 +24,9 @@ struct RealmReplayTests {
         let first = try await realm.sendSealed(bytes, opener: opener, type: .q1)
         let replayed = try await realm.sendSealed(bytes, opener: opener, type: .q1)
         guard case .q1(let a) = first else { Issue.record("Q1 answered \(first)"); return }
-        #expect(replayed == first)
+        // A byte-identical replay is refused (the realm remembers the request's encapsulation);
+        // only the client's own retry, sealed afresh, gets the stored answer.
+        #expect(replayed == .error(RealmErrorAnswer(code: .badTicket, currentVersion: reg.version)))
         #expect(a.attemptsLeft == 9)
         // A fresh sealing of the identical request (a client retry): the same stored answer.
         #expect(try await realm.send(.q1(q1)) == first)

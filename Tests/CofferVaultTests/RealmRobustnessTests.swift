@@ -45,7 +45,7 @@ struct RealmRobustnessTests {
         }
         // Still serving, and the good request's own answer opens.
         guard case .q0 = try realm.probe.open(goodAnswer.1, opener: goodOpener, type: .q0) else { Issue.record("good Q0 failed"); return }
-        #expect(try await realm.get("/health").0 == 200)
+        #expect(try await realm.getAdmin("/health").0 == 200)
         #expect(try await realm.q0("kim").state == .active)
     }
 
@@ -124,7 +124,7 @@ struct RealmRobustnessTests {
         _ = try await realm.unlock("pia", version: reg2.version, challenge: a.challenge, proof: realm.proof(tag: reg2.tag, version: reg2.version, challenge: a.challenge))
         let dq = try await realm.q0("pia", scope: .delete)
         _ = try await realm.send(.delete(DeleteRequest(token: try await realm.token("pia", .delete), ticket: dq.ticket, expectedVersion: reg2.version)))
-        let (status, text) = try await realm.get("/metrics")
+        let (status, text) = try await realm.getAdmin("/metrics")
         #expect(status == 200)
         func value(_ name: String) -> Double? {
             text.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ").last!) }

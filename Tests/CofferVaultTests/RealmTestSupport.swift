@@ -16,9 +16,9 @@ final class RealmTestCluster: Sendable {
     let tenant: DevelopmentTenant
     let requests: RequestRecorder
 
-    static func start(count: Int = 1, guessLimit: Int? = nil) async throws -> RealmTestCluster {
+    static func start(count: Int = 1, guessLimit: Int? = nil, limits: RealmConfig.Limits? = nil) async throws -> RealmTestCluster {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-realm-test-\(UUID().uuidString)")
-        let layout = RealmClusterLayout(directory: root, count: count)
+        let layout = RealmClusterLayout(directory: root, count: count, limits: limits)
         if let guessLimit {
             // Prepare first so the realms exist, then raise the maximum guess limit.
             try layout.prepare()
@@ -29,7 +29,8 @@ final class RealmTestCluster: Sendable {
             }
         }
         let recorder = RequestRecorder()
-        let cluster = try await RealmCluster.start(layout: layout, observer: { type, body in recorder.record(type, body) })
+        // Admin listeners (/health, /metrics) on free ports, apart from the public ones.
+        let cluster = try await RealmCluster.start(layout: layout, adminBasePort: 0, observer: { type, body in recorder.record(type, body) })
         let tenant = try await DevelopmentTenant.forConfiguration(cluster.vaultConfiguration, at: layout.vaultConfigURL)
         return RealmTestCluster(root: root, cluster: cluster, tenant: tenant, recorder: recorder)
     }
@@ -49,7 +50,7 @@ final class RealmTestCluster: Sendable {
     func realm(_ i: Int = 1) -> RealmClient {
         let r = cluster.vaultConfiguration.realms[i - 1]
         return RealmClient(url: r.url, probe: try! RealmProbe(descriptor: r.descriptor), tenant: tenant,
-                           directory: cluster.realms[i - 1].directory)
+                           directory: cluster.realms[i - 1].directory, adminURL: cluster.realms[i - 1].adminURL)
     }
 }
 
@@ -78,6 +79,8 @@ struct RealmClient: Sendable {
     let probe: RealmProbe
     let tenant: DevelopmentTenant
     let directory: RealmDirectory
+    /// The realm's admin listener (`/health`, `/metrics`), if it has one.
+    var adminURL: String? = nil
 
     var realmID: RealmID { probe.realmID }
 
@@ -98,7 +101,16 @@ struct RealmClient: Sendable {
     }
 
     func get(_ path: String) async throws -> (Int, String) {
-        let (data, response) = try await Self.session.data(from: URL(string: url + path)!)
+        try await Self.get(url + path)
+    }
+
+    /// GET on the admin listener.
+    func getAdmin(_ path: String) async throws -> (Int, String) {
+        try await Self.get(try #require(adminURL, "this realm has no admin listener") + path)
+    }
+
+    static func get(_ url: String) async throws -> (Int, String) {
+        let (data, response) = try await session.data(from: URL(string: url)!)
         return ((response as! HTTPURLResponse).statusCode, String(decoding: data, as: UTF8.self))
     }
 

@@ -54,6 +54,11 @@ public enum RealmBenchmark {
         let dir = RealmDirectory(directory)
         let (keys, _) = try dir.initialize(x: 1, guessLimit: 100, tenants: [
             .init(id: tenantName, keys: [.init(kid: "b", alg: "ES256", publicKeyPEM: tenantKey.publicKey.pemRepresentation)])])
+        // 100 guesses per user and token, as fast as possible: far above the default request limits,
+        // which are raised so the benchmark measures the guess path.
+        var config = try RealmConfig.load(from: dir.configFile)
+        config.limits = .unlimitedForBenchmarks
+        try config.save(to: dir.configFile)
         var log = Logger(label: "coffer.realm.bench")
         log.logLevel = .warning
         let service = try await RealmService(directory: dir, logger: log)

@@ -16,12 +16,16 @@ public struct RealmClusterLayout: Sendable {
     public var directory: URL
     public var count: Int
     public var threshold: Int
+    /// Request limits written into every realm's `realm.json` by `prepare` (nil: leave them as
+    /// they are; new realms get the defaults). Benchmarks and flood tests raise them.
+    public var limits: RealmConfig.Limits?
 
     /// `threshold` defaults to the smallest majority (3 of 5).
-    public init(directory: URL, count: Int = 5, threshold: Int? = nil) {
+    public init(directory: URL, count: Int = 5, threshold: Int? = nil, limits: RealmConfig.Limits? = nil) {
         self.directory = directory
         self.count = count
         self.threshold = threshold ?? (count / 2 + 1)
+        self.limits = limits
     }
 
     public func realmDirectory(_ i: Int) -> RealmDirectory { RealmDirectory(directory.appendingPathComponent("realm-\(i)")) }
@@ -74,6 +78,14 @@ public struct RealmClusterLayout: Sendable {
                 let (keys, _) = try dir.initialize(x: UInt8(i), tenants: [tenant])
                 did.append("initialised realm \(i) (id \(keys.realmIDHex), x = \(i)) in \(dir.url.path)")
             }
+            if let limits {
+                var config = try RealmConfig.load(from: dir.configFile)
+                if config.limits != limits {
+                    config.limits = limits
+                    try config.validate(path: dir.configFile.path)
+                    try config.save(to: dir.configFile)
+                }
+            }
         }
         return did
     }
@@ -103,24 +115,30 @@ public final class RealmHandle: Sendable {
     let observer: RealmRequestObserver?
     private struct State {
         var port: Int
+        /// nil: no admin listener.
+        var adminPort: Int?
         var group: ServiceGroup?
         var task: Task<Void, any Error>?
         var service: RealmService?
     }
     private let state: Mutex<State>
 
-    init(number: Int, directory: RealmDirectory, host: String, port: Int, logger: Logger, observer: RealmRequestObserver?) {
+    init(number: Int, directory: RealmDirectory, host: String, port: Int, adminPort: Int? = nil, logger: Logger,
+         observer: RealmRequestObserver?) {
         self.number = number
         self.directory = directory
         self.host = host
         self.logger = logger
         self.observer = observer
-        self.state = Mutex(State(port: port))
+        self.state = Mutex(State(port: port, adminPort: adminPort))
     }
 
     /// The bound port (after `start`).
     public var port: Int { state.withLock { $0.port } }
     public var url: String { "http://\(host):\(port)" }
+    /// The admin listener's bound port (`/health`, `/metrics`), if the realm has one.
+    public var adminPort: Int? { state.withLock { $0.adminPort } }
+    public var adminURL: String? { adminPort.map { "http://\(host):\($0)" } }
     public var isRunning: Bool { state.withLock { $0.task != nil } }
     /// The running service (its store and metrics), if started.
     public var service: RealmService? { state.withLock { $0.service } }
@@ -134,10 +152,24 @@ public final class RealmHandle: Sendable {
             cont.yield(p)
             cont.finish()
         }
-        let group = ServiceGroup(configuration: .init(services: [app], logger: logger))
-        // If the server never comes up (port taken), ending the group ends the wait below.
+        var services: [any Service] = [app]
+        let (adminStream, adminCont) = AsyncStream<Int>.makeStream()
+        let adminPort = self.adminPort
+        if let adminPort {
+            services.append(RealmServer.adminApplication(service: service, host: host, port: adminPort, logger: logger) { p in
+                adminCont.yield(p)
+                adminCont.finish()
+            })
+        } else {
+            adminCont.finish()
+        }
+        let group = ServiceGroup(configuration: .init(services: services, logger: logger))
+        // If a server never comes up (port taken), ending the group ends the waits below.
         let task = Task {
-            defer { cont.finish() }
+            defer {
+                cont.finish()
+                adminCont.finish()
+            }
             try await group.run()
         }
         state.withLock {
@@ -147,13 +179,20 @@ public final class RealmHandle: Sendable {
         }
         var bound: Int?
         for await p in stream { bound = p }
-        guard let bound else {
-            state.withLock { $0 = State(port: $0.port) }
+        var adminBound: Int?
+        for await p in adminStream { adminBound = p }
+        guard let bound, adminPort == nil || adminBound != nil else {
+            await group.triggerGracefulShutdown()
+            state.withLock { $0 = State(port: $0.port, adminPort: $0.adminPort) }
             var reason = ""
             if case .failure(let error) = await task.result { reason = ": \(error)" }
-            throw RealmFileError(path: directory.url.path, message: "realm \(number) could not listen on \(host):\(port)\(reason)")
+            let which = bound == nil ? "\(host):\(port)" : "\(host):\(adminPort ?? 0) (admin)"
+            throw RealmFileError(path: directory.url.path, message: "realm \(number) could not listen on \(which)\(reason)")
         }
-        state.withLock { $0.port = bound }
+        state.withLock {
+            $0.port = bound
+            if adminBound != nil { $0.adminPort = adminBound }
+        }
     }
 
     /// Graceful stop: in-flight requests finish, the database closes.
@@ -189,8 +228,12 @@ public final class RealmCluster: Sendable {
 
     /// Prepares the folder and starts every realm on `host` (ports `basePort + i - 1`, or free ports
     /// when `basePort` is nil), then writes `vault.json`.
-    /// - Parameter observer: test hook, sees every decrypted request body at every realm.
+    /// - Parameters:
+    ///   - adminBasePort: each realm's admin listener (`/health`, `/metrics`) on `host`, port
+    ///     `adminBasePort + i - 1`; 0: free ports; nil (the default): no admin listeners.
+    ///   - observer: test hook, sees every decrypted request body at every realm.
     public static func start(layout: RealmClusterLayout, host: String = "127.0.0.1", basePort: Int? = nil,
+                             adminBasePort: Int? = nil,
                              logger: Logger? = nil, observer: RealmRequestObserver? = nil) async throws -> RealmCluster {
         let actions = try layout.prepare()
         var log = logger ?? Logger(label: "coffer.realm")
@@ -198,7 +241,8 @@ public final class RealmCluster: Sendable {
         var handles: [RealmHandle] = []
         for i in 1...layout.count {
             handles.append(RealmHandle(number: i, directory: layout.realmDirectory(i), host: host,
-                                       port: basePort.map { $0 + i - 1 } ?? 0, logger: log, observer: observer))
+                                       port: basePort.map { $0 + i - 1 } ?? 0,
+                                       adminPort: adminBasePort.map { $0 == 0 ? 0 : $0 + i - 1 }, logger: log, observer: observer))
         }
         do {
             for h in handles { try await h.start() }

@@ -30,6 +30,62 @@ public struct RealmConfig: Codable, Sendable, Equatable {
         }
     }
 
+    /// A token bucket: `burst` requests at once, refilled at `perMinute`.
+    public struct RateLimit: Codable, Sendable, Equatable {
+        public var burst: Int
+        public var perMinute: Double
+        public init(burst: Int, perMinute: Double) {
+            self.burst = burst
+            self.perMinute = perMinute
+        }
+    }
+
+    /// Request limits (`"limits"` in `realm.json`; every field optional, defaults below). A request
+    /// whose token verified takes one unit from its token's bucket and one from its user's; when
+    /// either is empty the answer is a sealed `busy` and nothing else happens.
+    public struct Limits: Codable, Sendable, Equatable {
+        /// Per token (the same JWT): default 30 at once, 30 a minute.
+        public var perToken: RateLimit
+        /// Per user (tenant and `sub`), over all their tokens: default 120 at once, 120 a minute.
+        public var perUser: RateLimit
+        /// Log lines per minute for refused tokens (the rest are counted, and summed up in one line).
+        public var refusedTokenLogLinesPerMinute: Int
+
+        public static let `default` = Limits(perToken: RateLimit(burst: 30, perMinute: 30),
+                                             perUser: RateLimit(burst: 120, perMinute: 120),
+                                             refusedTokenLogLinesPerMinute: 10)
+
+        /// Limits no benchmark or flood test reaches (1,000,000 at once and a minute).
+        public static let unlimitedForBenchmarks = Limits(perToken: RateLimit(burst: 1_000_000, perMinute: 1_000_000),
+                                                          perUser: RateLimit(burst: 1_000_000, perMinute: 1_000_000),
+                                                          refusedTokenLogLinesPerMinute: 10)
+
+        public init(perToken: RateLimit, perUser: RateLimit, refusedTokenLogLinesPerMinute: Int) {
+            self.perToken = perToken
+            self.perUser = perUser
+            self.refusedTokenLogLinesPerMinute = refusedTokenLogLinesPerMinute
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            let d = Limits.default
+            perToken = try c.decodeIfPresent(RateLimit.self, forKey: .perToken) ?? d.perToken
+            perUser = try c.decodeIfPresent(RateLimit.self, forKey: .perUser) ?? d.perUser
+            refusedTokenLogLinesPerMinute = try c.decodeIfPresent(Int.self, forKey: .refusedTokenLogLinesPerMinute) ?? d.refusedTokenLogLinesPerMinute
+        }
+
+        func validate(path: String) throws {
+            for (name, r) in [("perToken", perToken), ("perUser", perUser)] {
+                guard (1...1_000_000).contains(r.burst), r.perMinute.isFinite, r.perMinute > 0, r.perMinute <= 60_000_000 else {
+                    throw RealmFileError(path: path, message: "\(path): limits.\(name) needs burst 1...1000000 and perMinute above 0 (at most 60000000)")
+                }
+            }
+            guard (0...100_000).contains(refusedTokenLogLinesPerMinute) else {
+                throw RealmFileError(path: path, message: "\(path): limits.refusedTokenLogLinesPerMinute must be 0...100000")
+            }
+        }
+    }
+
     /// This realm's Shamir x-coordinate (1...255), stored in each record at registration.
     public var x: UInt8
     /// Wrong guesses before a record is destroyed (the design's L).
@@ -37,13 +93,22 @@ public struct RealmConfig: Codable, Sendable, Equatable {
     /// The URL clients reach this realm at (informational; printed in the descriptor).
     public var url: String?
     public var tenants: [Tenant]
+    /// Request limits; absent: `Limits.default`.
+    public var limits: Limits?
+    /// `HOST:PORT` of the admin listener (`/health`, `/metrics`) that `coffer realm serve` opens
+    /// unless `--admin-listen` overrides it; absent: no admin listener.
+    public var adminListen: String?
 
-    public init(x: UInt8, guessLimit: Int = 10, url: String? = nil, tenants: [Tenant] = []) {
+    public init(x: UInt8, guessLimit: Int = 10, url: String? = nil, tenants: [Tenant] = [], limits: Limits? = nil) {
         self.x = x
         self.guessLimit = guessLimit
         self.url = url
         self.tenants = tenants
+        self.limits = limits
     }
+
+    /// The limits in force (`limits`, or the defaults).
+    public var effectiveLimits: Limits { limits ?? .default }
 
     /// Checks the values a realm cannot run with.
     public func validate(path: String = "realm.json") throws {
@@ -56,6 +121,12 @@ public struct RealmConfig: Codable, Sendable, Equatable {
             }
         }
         guard Set(tenants.map(\.id)).count == tenants.count else { throw RealmFileError(path: path, message: "\(path): duplicate tenant id") }
+        try limits?.validate(path: path)
+        if let adminListen {
+            do { _ = try RealmServer.parseListen(adminListen, option: "adminListen") } catch let e as RealmFileError {
+                throw RealmFileError(path: path, message: "\(path): \(e.message)")
+            }
+        }
     }
 
     public static func load(from url: URL) throws -> RealmConfig {

@@ -17,6 +17,9 @@ public final class RealmMetrics: Sendable {
     let headWrites: CoreMetrics.Counter
     let refusals: CoreMetrics.Counter
     let undecryptable: CoreMetrics.Counter
+    let replays: CoreMetrics.Counter
+    let busy: CoreMetrics.Counter
+    let tokenRefusals: CoreMetrics.Counter
     private let factory: PrometheusMetricsFactory
 
     public init() {
@@ -39,6 +42,9 @@ public final class RealmMetrics: Sendable {
         headWrites = CoreMetrics.Counter(label: "coffer_realm_head_writes_total", factory: factory)
         refusals = CoreMetrics.Counter(label: "coffer_realm_refusals_total", factory: factory)
         undecryptable = CoreMetrics.Counter(label: "coffer_realm_undecryptable_requests_total", factory: factory)
+        replays = CoreMetrics.Counter(label: "coffer_realm_replays_refused_total", factory: factory)
+        busy = CoreMetrics.Counter(label: "coffer_realm_busy_total", factory: factory)
+        tokenRefusals = CoreMetrics.Counter(label: "coffer_realm_token_refusals_total", factory: factory)
     }
 
     /// Records one request's latency, by endpoint.

@@ -4,8 +4,10 @@ import Hummingbird
 import Logging
 import ServiceLifecycle
 
-/// The HTTP edge of a realm: the protocol endpoints (`POST /v1/q0` … one path per message type,
-/// bodies sealed both ways), `GET /v1/descriptor`, `GET /health` and `GET /metrics`.
+/// The HTTP edge of a realm. The public listener serves the protocol endpoints (`POST /v1/q0` …
+/// one path per message type, bodies sealed both ways) and `GET /v1/descriptor`, nothing else; the
+/// operator's endpoints, `GET /health` and `GET /metrics`, are on a separate admin listener
+/// (`adminApplication`), which an operator binds to a private address.
 public enum RealmServer {
     /// Largest request body accepted: key id + X-Wing encapsulation + padded body + GCM tag, with room.
     static let maxRequestSize = 16 * 1024
@@ -42,15 +44,6 @@ public enum RealmServer {
             return Response(status: .ok, headers: [.contentType: "application/json"],
                             body: ResponseBody(byteBuffer: ByteBuffer(bytes: Array(json))))
         }
-        for path in ["/health", "/v1/health"] {
-            router.get(RouterPath(path)) { _, _ -> Response in
-                Response(status: .ok, headers: [.contentType: "text/plain"], body: ResponseBody(byteBuffer: ByteBuffer(string: "ok\n")))
-            }
-        }
-        router.get("/metrics") { _, _ -> Response in
-            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
-                     body: ResponseBody(byteBuffer: ByteBuffer(string: service.metrics.render())))
-        }
         var l = logger ?? Logger(label: "coffer.realm.http")
         l[metadataKey: "realm"] = .string(service.keys.realmIDHex)
         return Application(
@@ -61,6 +54,63 @@ public enum RealmServer {
                 await onListening?(channel.localAddress?.port ?? port)
             },
             logger: l)
+    }
+}
+
+extension RealmServer {
+    /// The admin listener of `service`: `GET /health` (`ok`) and `GET /metrics` (Prometheus text),
+    /// nothing else, on `host:port` (port 0: any free port; `onListening` receives the bound port).
+    /// Serve it on an address only the operator's monitoring reaches (e.g. 127.0.0.1 or a private
+    /// network): the metrics say how many guesses, unlocks and refusals a realm sees.
+    public static func adminApplication(
+        service: RealmService, host: String, port: Int, logger: Logger? = nil,
+        onListening: (@Sendable (Int) async -> Void)? = nil
+    ) -> some ApplicationProtocol {
+        let router = Router()
+        router.get("/health") { _, _ -> Response in
+            Response(status: .ok, headers: [.contentType: "text/plain"], body: ResponseBody(byteBuffer: ByteBuffer(string: "ok\n")))
+        }
+        router.get("/metrics") { _, _ -> Response in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                     body: ResponseBody(byteBuffer: ByteBuffer(string: service.metrics.render())))
+        }
+        var l = logger ?? Logger(label: "coffer.realm.admin")
+        l[metadataKey: "realm"] = .string(service.keys.realmIDHex)
+        return Application(
+            router: router,
+            configuration: .init(address: .hostname(host, port: port), serverName: "coffer-realm-admin"),
+            onServerRunning: { channel in
+                await onListening?(channel.localAddress?.port ?? port)
+            },
+            logger: l)
+    }
+
+    /// Serves `service` on `host:port` and, when `admin` is set, its admin listener there, until
+    /// SIGTERM or SIGINT (then both stop gracefully). `coffer realm serve` runs this.
+    public static func serve(service: RealmService, host: String, port: Int, admin: (host: String, port: Int)?, logger: Logger,
+                             onListening: @escaping @Sendable (Int) async -> Void,
+                             onAdminListening: @escaping @Sendable (String, Int) async -> Void) async throws {
+        var services: [any Service] = [application(service: service, host: host, port: port, logger: logger, onListening: onListening)]
+        if let admin {
+            let adminHost = admin.host
+            services.append(adminApplication(service: service, host: adminHost, port: admin.port, logger: logger) { bound in
+                await onAdminListening(adminHost, bound)
+            })
+        }
+        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+
+    /// Parses `HOST:PORT` (`[v6]:PORT` too) as `--listen`, `--admin-listen` and `adminListen` take it.
+    public static func parseListen(_ s: String, option: String = "--listen") throws -> (host: String, port: Int) {
+        guard let colon = s.lastIndex(of: ":"), let port = Int(s[s.index(after: colon)...]), (0...65535).contains(port),
+              colon > s.startIndex
+        else {
+            throw RealmFileError(path: "", message: "\(option) must be HOST:PORT, e.g. 127.0.0.1:7301 (got '\(s)')")
+        }
+        var host = String(s[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host, port)
     }
 }
 

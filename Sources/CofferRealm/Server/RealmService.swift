@@ -19,19 +19,26 @@ public final class RealmService: Sendable {
     let logger: Logger
     let privateKeys: [UInt32: XWingMLKEM768X25519.PrivateKey]
     let observer: RealmRequestObserver?
+    let limiter: RequestLimiter
+    let tokenRefusalLog: LogLimiter
 
     /// Opens the realm in `directory` (key file, configuration, store).
-    public convenience init(directory: RealmDirectory, logger: Logger? = nil, observer: RealmRequestObserver? = nil) async throws {
+    /// - Parameter now: the realm's clock (store lifetimes, rate limits, log limits); tests move it by hand.
+    public convenience init(directory: RealmDirectory, logger: Logger? = nil, observer: RealmRequestObserver? = nil,
+                            now: @escaping @Sendable () -> Date = { Date() }) async throws {
         let (keys, config) = try directory.load()
-        try await self.init(keys: keys, config: config, databaseURL: directory.databaseFile, logger: logger, observer: observer)
+        try await self.init(keys: keys, config: config, databaseURL: directory.databaseFile, logger: logger, observer: observer, now: now)
     }
 
     public init(keys: RealmKeys, config: RealmConfig, databaseURL: URL, logger: Logger? = nil,
-                observer: RealmRequestObserver? = nil) async throws {
+                observer: RealmRequestObserver? = nil, now: @escaping @Sendable () -> Date = { Date() }) async throws {
         self.keys = keys
         self.config = config
         self.realmID = try RealmID(bytes: Array(keys.realmID))
-        self.store = try RealmStore(url: databaseURL, keys: keys, config: config)
+        self.store = try RealmStore(url: databaseURL, keys: keys, config: config, now: now)
+        let limits = config.effectiveLimits
+        self.limiter = RequestLimiter(limits: limits, now: now)
+        self.tokenRefusalLog = LogLimiter(perMinute: limits.refusedTokenLogLinesPerMinute, now: now)
         self.metrics = RealmMetrics()
         self.verifier = try await TokenVerifier(config: config, realmID: realmID)
         var l = logger ?? Logger(label: "coffer.realm")
@@ -65,7 +72,8 @@ public final class RealmService: Sendable {
             return .undecryptable
         }
         observer?(type, opened.body)
-        let answer = await answer(type: type, body: opened.body)
+        let requestID = RequestMark.id(ofSealedRequest: request, prefixLength: VaultChannel.keyIDSize + VaultChannel.encapsulatedKeySize)
+        let answer = await answer(type: type, body: opened.body, requestID: requestID)
         if case .error(let e) = answer {
             metrics.refusals.increment()
             logger.debug("refused", metadata: ["type": "\(type)", "code": "\(e.code)"])
@@ -81,7 +89,7 @@ public final class RealmService: Sendable {
         }
     }
 
-    private func answer(type: VaultMessageType, body: [UInt8]) async -> VaultAnswer {
+    private func answer(type: VaultMessageType, body: [UInt8], requestID: Data) async -> VaultAnswer {
         let request: VaultRequest
         do {
             request = try VaultRequest.decode(body, type: type)
@@ -89,16 +97,40 @@ public final class RealmService: Sendable {
             return .error(RealmErrorAnswer(code: .malformed))
         }
         let token: VerifiedToken
+        let tokenExpires: Date
         do {
-            token = try await verifier.verify(request.token, for: type)
+            (token, tokenExpires) = try await verifier.verifyWithExpiry(request.token, for: type)
         } catch let e as TokenError {
-            logger.info("token refused", metadata: ["type": "\(type)", "reason": "\(e)"])
+            metrics.tokenRefusals.increment()
+            // Rate-limited: a flood of bad tokens must not flood the operator's log.
+            let (log, suppressed) = tokenRefusalLog.next()
+            if suppressed > 0 {
+                logger.info("token refusals not logged", metadata: ["count": "\(suppressed)", "perMinute": "\(tokenRefusalLog.perMinute)"])
+            }
+            if log { logger.info("token refused", metadata: ["type": "\(type)", "reason": "\(e)"]) }
             return .error(RealmErrorAnswer(code: e == .wrongScope ? .scopeNotAllowed : .badToken))
         } catch {
+            metrics.tokenRefusals.increment()
             return .error(RealmErrorAnswer(code: .badToken))
         }
         do {
-            return try await perform(request, token: token)
+            // A replay of a request this realm already served is refused before any curve operation
+            // (a read); the mark inserted with the request's first write closes the race with a
+            // concurrent copy, and holds across restarts until the token (or single-use value) expires.
+            if try await store.hasServed(requestID: requestID) { throw ReplayedRequest() }
+            // Per-token and per-user limits, before any curve operation or durable write.
+            guard limiter.admit(tokenKey: RequestLimiter.tokenKey(request.token),
+                                userKey: store.recordKey(tenant: token.tenant, user: token.user)) else {
+                metrics.busy.increment()
+                return .error(RealmErrorAnswer(code: .busy))
+            }
+            let mark = RequestMark(id: requestID, expires: markExpiry(type: type, tokenExpires: tokenExpires))
+            return try await RequestMark.$current.withValue(mark) {
+                try await perform(request, token: token)
+            }
+        } catch is ReplayedRequest {
+            metrics.replays.increment()
+            return await replayAnswer(type: type, token: token)
         } catch let refusal as RealmRefusal {
             return await refusalAnswer(refusal, token: token)
         } catch let refusal as HeadRefusal {
@@ -106,6 +138,35 @@ public final class RealmService: Sendable {
         } catch {
             logger.error("request failed", metadata: ["type": "\(type)", "error": "\(error)"])
             return .error(RealmErrorAnswer(code: .internalError))
+        }
+    }
+
+    /// Until when a served request must be remembered: its token's expiry, or sooner when the
+    /// request spends a single-use value that expires sooner (a ticket, pending id or challenge was
+    /// issued before this request, so it is dead by now + its lifetime; a replay after that is
+    /// refused by the dead value and changes nothing).
+    func markExpiry(type: VaultMessageType, tokenExpires: Date) -> Date {
+        let now = store.now()
+        let valueLifetime: TimeInterval?
+        switch type {
+        case .q1, .delete, .headWrite: valueLifetime = store.limits.ticketLifetime
+        case .r2: valueLifetime = store.limits.pendingLifetime
+        case .q2: valueLifetime = store.limits.challengeLifetime
+        case .q0, .r1, .headRead: valueLifetime = nil
+        }
+        guard let valueLifetime else { return tokenExpires }
+        return min(tokenExpires, now.addingTimeInterval(valueLifetime))
+    }
+
+    /// A replay's answer: the refusal its spent single-use value would get (the request's
+    /// encapsulation is single-use too). Nothing was done.
+    private func replayAnswer(type: VaultMessageType, token: VerifiedToken) async -> VaultAnswer {
+        logger.debug("replayed request refused", metadata: ["type": "\(type)"])
+        switch type {
+        case .headRead, .headWrite: return .error(RealmErrorAnswer(code: .badTicket))
+        case .r2: return await refusalAnswer(.badPending, token: token)
+        case .q2: return await refusalAnswer(.noChallenge, token: token)
+        case .q0, .r1, .q1, .delete: return await refusalAnswer(.badTicket, token: token)
         }
     }
 

@@ -105,6 +105,12 @@ public struct TokenVerifier: Sendable {
     /// Verifies `token` for a request that needs `scope`.
     /// - Throws: `TokenError`; nothing about the token's contents beyond that.
     public func verify(_ token: String, for type: VaultMessageType) async throws -> VerifiedToken {
+        try await verifyWithExpiry(token, for: type).token
+    }
+
+    /// `verify(_:for:)`, also returning the token's signed `exp` (the realm remembers a request it
+    /// served until then, so a replay of it is refused for as long as its token could be used).
+    func verifyWithExpiry(_ token: String, for type: VaultMessageType) async throws -> (token: VerifiedToken, expires: Date) {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3, token.utf8.count <= 8192,
               let headerData = Self.base64URL(parts[0]),
@@ -140,7 +146,7 @@ public struct TokenVerifier: Sendable {
         let t = now().timeIntervalSince1970
         guard t < claims.exp else { throw TokenError.expired }
         guard claims.iat <= t + skew else { throw TokenError.notYetValid }
-        return VerifiedToken(tenant: claims.iss, user: claims.sub, scope: scope)
+        return (VerifiedToken(tenant: claims.iss, user: claims.sub, scope: scope), Date(timeIntervalSince1970: claims.exp))
     }
 
     static func base64URL(_ s: Substring) -> Data? {

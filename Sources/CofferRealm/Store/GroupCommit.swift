@@ -36,9 +36,13 @@ final class GroupCommit: Sendable {
     func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { (cont: CheckedContinuation<T, any Error>) in
             let box = ResultBox<T>()
+            // The replay mark of the request this write serves (RealmReplay.swift), inserted once,
+            // outside the job's savepoint: a refusal that rolls the job back still keeps it.
+            let mark = RequestMark.current?.take()
             let job = Job(
                 run: { db in
                     do {
+                        if let mark { try RealmStore.insertMark(mark, db) }
                         var value: T?
                         try db.inSavepoint {
                             value = try body(db)

@@ -131,6 +131,12 @@ public final class RealmStore: Sendable {
     /// Parsed VOPRF keys of recently guessed records (parsing derives the public key: a P-384
     /// scalar multiplication that would otherwise be paid on every guess).
     let oprfKeys = OPRFKeyCache()
+    /// VOPRF evaluations performed (Q1 and R1): the expensive part of a request, counted so tests
+    /// and metrics can show that a refused request cost none.
+    let evaluationCounter = Atomic<Int>(0)
+
+    /// VOPRF evaluations performed since start.
+    public var oprfEvaluations: Int { evaluationCounter.load(ordering: .relaxed) }
 
     /// Opens (creating if needed) the store at `url`.
     public init(url: URL, keys: RealmKeys, config: RealmConfig, limits: Limits? = nil,
@@ -175,6 +181,7 @@ public final class RealmStore: Sendable {
                 CREATE INDEX head_record ON head(record);
                 """)
         }
+        registerReplayMigration(&m)
         return m
     }
 
@@ -278,14 +285,24 @@ public final class RealmStore: Sendable {
         let rk = recordKey(tenant: tenant, user: user)
         let t = now().timeIntervalSince1970
         let tid = Self.ticketID(ticket)
+        // Cheap refusals first: the ticket is checked (a read) before any curve operation, so a
+        // request with a made-up, expired, foreign or wrong-scope ticket costs no evaluation. A
+        // spent ticket needs none either (an identical retry gets its stored answer).
         // Evaluate outside the write transaction (it is the expensive part) on a snapshot; the
-        // transaction below re-checks that the record still has this version, hence this key.
-        let snapshot = try await pool.read { db in try self.loadRecord(db, rk) }
+        // transaction below re-checks the ticket, and that the record still has this version, hence this key.
+        let (ticketUnspent, snapshot) = try await pool.read { db -> (Bool, Row?) in
+            guard let trow = try GRDB.Row.fetchOne(db, sql: "SELECT record, scope, expires, sealed FROM ticket WHERE id = ?", arguments: [tid]),
+                  (trow["record"] as Data) == rk, (trow["scope"] as String) == VaultScope.recover.rawValue,
+                  (trow["expires"] as Double) > t
+            else { throw RealmRefusal.badTicket }
+            return ((trow["sealed"] as Data?) == nil, try self.loadRecord(db, rk))
+        }
         var computed: (element: Data, proof: Data)?
-        if let snap = snapshot, snap.record.kind == .active, snap.record.version == version {
+        if ticketUnspent, let snap = snapshot, snap.record.kind == .active, snap.record.version == version {
             let element: P384._VOPRF.BlindedElement
             do { element = try P384._VOPRF.BlindedElement(oprfRepresentation: blinded) } catch { throw RealmRefusal.badElement }
             let key = try oprfKeys.key(recordKey: rk, raw: snap.record.oprfKey)
+            evaluationCounter.add(1, ordering: .relaxed)
             let e = try key.evaluate(element)
             computed = (e.evaluatedElement.oprfRepresentation, e.proof.rawRepresentation)
         }
@@ -372,6 +389,7 @@ public final class RealmStore: Sendable {
         let element: P384._VOPRF.BlindedElement
         do { element = try P384._VOPRF.BlindedElement(oprfRepresentation: blinded) } catch { throw RealmRefusal.badElement }
         let key = P384._VOPRF.PrivateKey()
+        evaluationCounter.add(1, ordering: .relaxed)
         let e = try key.evaluate(element)
         let pendingID = Self.random(16)
         let keyBytes = Array(key.rawRepresentation)
@@ -458,6 +476,7 @@ public final class RealmStore: Sendable {
             try db.execute(sql: "DELETE FROM ticket WHERE expires <= ?", arguments: [t])
             try db.execute(sql: "DELETE FROM challenge WHERE expires <= ?", arguments: [t])
             try db.execute(sql: "DELETE FROM pending WHERE expires <= ?", arguments: [t])
+            try Self.sweepMarks(db, at: t)
             let due = try Data.fetchAll(db, sql: "SELECT id FROM record WHERE lockAt IS NOT NULL AND lockAt <= ?", arguments: [t])
             var n = 0
             for rk in due {

@@ -23,13 +23,12 @@ func realmLogger(_ label: String) -> Logger {
     return l
 }
 
-func parseListen(_ s: String) throws -> (String, Int) {
-    guard let colon = s.lastIndex(of: ":"), let port = Int(s[s.index(after: colon)...]), (0...65535).contains(port) else {
-        throw ValidationError("--listen must be HOST:PORT, e.g. 127.0.0.1:7301")
+func parseListen(_ s: String, option: String = "--listen") throws -> (String, Int) {
+    do {
+        return try RealmServer.parseListen(s, option: option)
+    } catch let e as RealmFileError {
+        throw ValidationError(e.message)
     }
-    var host = String(s[..<colon])
-    if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-    return (host, port)
 }
 
 /// Writes a line to standard output unbuffered (a parent process waits for these lines).
@@ -132,16 +131,24 @@ struct RealmServe: AsyncParsableCommand {
         abstract: "Serve a realm over HTTP until SIGINT/SIGTERM (graceful shutdown).")
 
     @Option(help: "The realm's folder (from `coffer realm init`).") var dir: String
-    @Option(help: "HOST:PORT to listen on.") var listen: String = "127.0.0.1:7301"
+    @Option(help: "HOST:PORT to listen on (the protocol endpoints and /v1/descriptor only).") var listen: String = "127.0.0.1:7301"
+    @Option(help: ArgumentHelp("HOST:PORT of the admin listener (/health, /metrics); overrides adminListen in realm.json.",
+                               discussion: "Bind it to an address only your monitoring reaches. Without either, no admin listener runs."))
+    var adminListen: String?
 
     func run() async throws {
         let (host, port) = try parseListen(listen)
         let logger = realmLogger("coffer.realm")
         let service = try await RealmService(directory: RealmDirectory(URL(fileURLWithPath: dir)), logger: logger)
-        let app = RealmServer.application(service: service, host: host, port: port, logger: logger) { bound in
-            say("realm \(service.keys.realmIDHex) listening on http://\(host):\(bound)")
+        var admin: (String, Int)?
+        if let a = adminListen ?? service.config.adminListen {
+            admin = try parseListen(a, option: adminListen != nil ? "--admin-listen" : "adminListen")
+        } else {
+            say("no admin listener (/health, /metrics): set adminListen in realm.json or pass --admin-listen HOST:PORT")
         }
-        try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+        try await RealmServer.serve(service: service, host: host, port: port, admin: admin, logger: logger,
+                                    onListening: { bound in say("realm \(service.keys.realmIDHex) listening on http://\(host):\(bound)") },
+                                    onAdminListening: { h, bound in say("realm \(service.keys.realmIDHex) admin (/health, /metrics) on http://\(h):\(bound)") })
     }
 }
 
@@ -154,14 +161,22 @@ struct RealmCluster_: AsyncParsableCommand {
     @Option(help: "Number of realms.") var count: Int = 5
     @Option(help: "Realms needed to recover (default: a majority).") var threshold: Int?
     @Option(help: "First port (realm i listens on base-port + i - 1); 0 picks free ports.") var basePort: Int = 7301
+    @Option(help: "First admin port (/health, /metrics of realm i on admin-base-port + i - 1, loopback); 0 picks free ports. Default: no admin listeners.")
+    var adminBasePort: Int?
+
+    func validate() throws {
+        if let adminBasePort, !(0...65535).contains(adminBasePort) { throw ValidationError("--admin-base-port must be 0...65535") }
+    }
 
     func run() async throws {
         let logger = realmLogger("coffer.realm")
         let layout = RealmClusterLayout(directory: URL(fileURLWithPath: dir), count: count, threshold: threshold)
-        let cluster = try await CofferRealm.RealmCluster.start(layout: layout, basePort: basePort == 0 ? nil : basePort, logger: logger)
+        let cluster = try await CofferRealm.RealmCluster.start(layout: layout, basePort: basePort == 0 ? nil : basePort,
+                                                               adminBasePort: adminBasePort, logger: logger)
         for line in cluster.actions { say(line) }
         for r in cluster.realms {
-            say("realm \(r.number): \(r.url)  id \(r.service?.keys.realmIDHex ?? "?")  x = \(r.number)  (\(r.directory.url.path))")
+            let admin = r.adminURL.map { "  admin \($0)" } ?? ""
+            say("realm \(r.number): \(r.url)  id \(r.service?.keys.realmIDHex ?? "?")  x = \(r.number)\(admin)  (\(r.directory.url.path))")
         }
         say("wrote \(layout.vaultConfigURL.path) (\(layout.count) realms, threshold \(layout.threshold), tenant '\(VaultConfiguration.developmentTenantName)')")
         say("Use it with: export COFFER_VAULT=\(layout.vaultConfigURL.path)")
