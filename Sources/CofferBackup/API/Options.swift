@@ -111,35 +111,6 @@ public struct RestoreOptions: Sendable {
     }
 }
 
-/// Which snapshots ``Repository/forget(policy:dryRun:)`` keeps. A snapshot is kept when any rule
-/// keeps it. The newest snapshot of every writer is always kept (it anchors that writer's chain and
-/// the devices' heads). A policy with no rule at all is rejected.
-public struct ForgetPolicy: Sendable, Hashable {
-    /// Keep the newest N snapshots.
-    public var keepLast: Int? = nil
-    /// Keep the newest snapshot of each of the last N hours / days / weeks / months / years
-    /// that have snapshots (UTC calendar).
-    public var keepHourly: Int? = nil
-    public var keepDaily: Int? = nil
-    public var keepWeekly: Int? = nil
-    public var keepMonthly: Int? = nil
-    public var keepYearly: Int? = nil
-
-    public init(keepLast: Int? = nil, keepHourly: Int? = nil, keepDaily: Int? = nil, keepWeekly: Int? = nil,
-                keepMonthly: Int? = nil, keepYearly: Int? = nil) {
-        self.keepLast = keepLast
-        self.keepHourly = keepHourly
-        self.keepDaily = keepDaily
-        self.keepWeekly = keepWeekly
-        self.keepMonthly = keepMonthly
-        self.keepYearly = keepYearly
-    }
-
-    public var isEmpty: Bool {
-        keepLast == nil && keepHourly == nil && keepDaily == nil && keepWeekly == nil && keepMonthly == nil && keepYearly == nil
-    }
-}
-
 /// How ``Repository/prune(mode:)`` deletes.
 public enum PruneMode: Sendable, Hashable {
     /// Two phases: this run marks what is no longer needed (and deletes what earlier marks made

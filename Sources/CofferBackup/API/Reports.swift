@@ -135,17 +135,6 @@ public struct CheckProblem: Sendable, Hashable {
     }
 }
 
-/// The outcome of ``Repository/forget(policy:dryRun:)``.
-public struct ForgetResult: Sendable, Hashable {
-    public var kept: [SnapshotInfo]
-    public var removed: [SnapshotInfo]
-
-    public init(kept: [SnapshotInfo], removed: [SnapshotInfo]) {
-        self.kept = kept
-        self.removed = removed
-    }
-}
-
 /// The outcome of ``Repository/prune(mode:)``.
 public struct PruneReport: Sendable, Hashable {
     /// Live snapshots whose every blob was located before anything was marked or deleted.
@@ -158,7 +147,8 @@ public struct PruneReport: Sendable, Hashable {
     public var objectsMarked: Int = 0
     /// Objects deleted by this run.
     public var objectsDeleted: Int = 0
-    /// Bytes freed by the deletions of this run.
+    /// Stored bytes of the objects this run deleted (packs, superseded index objects, marks of
+    /// earlier runs), at the sizes the storage listed: what really went.
     public var bytesFreed: Int64 = 0
     /// Marked objects still waiting for their grace period to pass.
     public var objectsPending: Int = 0

@@ -145,10 +145,19 @@ public final class Repository: Sendable {
         try await engine.check(readData: readData)
     }
 
-    /// Removes the snapshot objects that `policy` does not keep (data stays until ``prune(mode:)``).
+    /// Removes the snapshot objects that `policy` does not keep (data stays until ``prune(mode:)``):
+    /// restic's semantics, per group of snapshots (host and paths by default); each writer's newest
+    /// snapshot is always kept. `dryRun` only reports.
     /// - Throws: `.invalidArgument` for an empty policy, `.staleRepository`, `.storage`.
     public func forget(policy: ForgetPolicy, dryRun: Bool = false) async throws(BackupError) -> ForgetResult {
         try await engine.forget(policy: policy, dryRun: dryRun)
+    }
+
+    /// Removes the snapshots named by id (or a unique prefix of at least 4 hex digits).
+    /// - Throws: `.snapshotNotFound`; `.invalidArgument` for a writer's newest snapshot (kept so that
+    ///   a rollback stays detectable; nothing is removed then), `.staleRepository`, `.storage`.
+    public func forget(snapshots ids: [String], dryRun: Bool = false) async throws(BackupError) -> ForgetResult {
+        try await engine.forget(snapshots: ids, dryRun: dryRun)
     }
 
     /// Frees space no live snapshot needs. Every blob of every live snapshot is located first (any

@@ -3,58 +3,6 @@ import CofferCore
 import CofferStorage
 
 extension Engine {
-    // MARK: Forget
-
-    func forget(policy: ForgetPolicy, dryRun: Bool) async throws(BackupError) -> ForgetResult {
-        guard !policy.isEmpty else {
-            throw BackupError(.invalidArgument, message: "forget needs at least one keep rule (for example keep-last 7)")
-        }
-        let all = try await loadSnapshots()
-        try verifyHeads(all, doing: "forget snapshots in this repository")
-        let keep = Self.applyPolicy(policy, to: all)
-        let kept = all.filter { keep.contains($0.0) }
-        let removed = all.filter { !keep.contains($0.0) }
-        if !dryRun {
-            for (id, _) in removed {
-                do { try await storage.delete(id.snapshotName) } catch {
-                    throw Self.storageError(error, doing: "removing \(id.snapshotName)")
-                }
-                _ = snapshotCache.withLock { $0.removeValue(forKey: id) }
-            }
-        }
-        return ForgetResult(kept: kept.map { Self.info($0.0, $0.1) }, removed: removed.map { Self.info($0.0, $0.1) })
-    }
-
-    /// The snapshots a policy keeps: any rule keeping one keeps it; each writer's newest is always kept.
-    static func applyPolicy(_ policy: ForgetPolicy, to all: [(ObjectID, Snapshot)]) -> Set<ObjectID> {
-        let newestFirst = all.reversed()
-        var keep = Set<ObjectID>()
-        if let n = policy.keepLast { for (id, _) in newestFirst.prefix(max(0, n)) { keep.insert(id) } }
-        var calendar = Calendar(identifier: .iso8601)
-        calendar.timeZone = TimeZone(identifier: "UTC")!
-        func bucketRule(_ count: Int?, _ key: (Date) -> [Int]) {
-            guard let count, count > 0 else { return }
-            var seen: [[Int]] = []
-            for (id, s) in newestFirst {
-                let k = key(s.time)
-                if seen.last == k { continue }
-                if seen.contains(k) { continue }
-                guard seen.count < count else { break }
-                seen.append(k)
-                keep.insert(id)
-            }
-        }
-        bucketRule(policy.keepHourly) { let c = calendar.dateComponents([.year, .month, .day, .hour], from: $0); return [c.year!, c.month!, c.day!, c.hour!] }
-        bucketRule(policy.keepDaily) { let c = calendar.dateComponents([.year, .month, .day], from: $0); return [c.year!, c.month!, c.day!] }
-        bucketRule(policy.keepWeekly) { let c = calendar.dateComponents([.yearForWeekOfYear, .weekOfYear], from: $0); return [c.yearForWeekOfYear!, c.weekOfYear!] }
-        bucketRule(policy.keepMonthly) { let c = calendar.dateComponents([.year, .month], from: $0); return [c.year!, c.month!] }
-        bucketRule(policy.keepYearly) { let c = calendar.dateComponents([.year], from: $0); return [c.year!] }
-        var newestOfWriter: [[UInt8]: (ObjectID, UInt64)] = [:]
-        for (id, s) in all where (newestOfWriter[s.writerID]?.1 ?? 0) <= s.seq { newestOfWriter[s.writerID] = (id, s.seq) }
-        for (_, v) in newestOfWriter { keep.insert(v.0) }
-        return keep
-    }
-
     // MARK: Prune
 
     /// The storage's own idea of "now": the timestamp of a tiny object written for the purpose.
@@ -105,7 +53,12 @@ extension Engine {
 
         // Marks and their storage timestamps.
         var marks: [(ObjectID, PruneMark, Date)] = []
+        // Stored sizes of what this run may delete, from the listings: bytesFreed counts the bytes
+        // that really went (packs, superseded index objects, marks), not what an index claims.
+        var storedSize: [String: Int] = [:]
+        for info in try await listObjects("index/") { storedSize[info.name] = info.size }
         for info in try await listObjects("marks/") {
+            storedSize[info.name] = info.size
             guard let id = Self.objectID(fromName: info.name, prefix: "marks/") else { continue }
             let plain = try await readSealed(info.name, id: id, type: .pruneMark)
             do { marks.append((id, try PruneMark.decode(plain, what: info.name), info.modified)) } catch {
@@ -140,10 +93,8 @@ extension Engine {
         let liveIndexed = Set(state.packs.keys)
         var pendingDeletes: [String] = []
         var doneMarks: [ObjectID] = []
-        var bytesFreed: Int64 = 0
         let listing = try await listObjects("data/")
-        var sizes: [ObjectID: Int] = [:]
-        for info in listing { if let id = Self.objectID(fromName: info.name, prefix: "data/") { sizes[id] = info.size } }
+        for info in listing { storedSize[info.name] = info.size }
         for (mid, m, t) in marks {
             guard now.timeIntervalSince(t) >= graceSeconds else {
                 report.objectsPending += m.packs.count + m.orphans.count
@@ -151,11 +102,9 @@ extension Engine {
             }
             for p in m.packs where !rescue.contains(p.id) && !liveIndexed.contains(p.id) {
                 pendingDeletes.append(p.id.packName)
-                bytesFreed += Int64(sizes[p.id] ?? 0)
             }
             for o in m.orphans where !liveIndexed.contains(o) && !rescue.contains(o) {
                 pendingDeletes.append(o.packName)
-                bytesFreed += Int64(sizes[o] ?? 0)
             }
             doneMarks.append(mid)
         }
@@ -248,10 +197,11 @@ extension Engine {
         for o in oldIndexes {
             do { try await storage.delete(o.indexName) } catch { throw Self.storageError(error, doing: "deleting \(o.indexName)") }
             report.objectsDeleted += 1
+            report.bytesFreed += Int64(storedSize[o.indexName] ?? 0)
         }
         if case .singleWriterNow = mode, let newMark {
-            for p in toMark { pendingDeletes.append(p.id.packName); bytesFreed += Int64(p.length) }
-            for o in orphans { pendingDeletes.append(o.packName); bytesFreed += Int64(sizes[o] ?? 0) }
+            for p in toMark { pendingDeletes.append(p.id.packName) }
+            for o in orphans { pendingDeletes.append(o.packName) }
             doneMarks.append(newMark)
         } else {
             report.objectsPending += toMark.count + orphans.count
@@ -281,7 +231,9 @@ extension Engine {
             throw Self.storageError(error, doing: "deleting pruned packs")
         }
         report.objectsDeleted += pendingDeletes.count + doneMarks.count
-        report.bytesFreed = bytesFreed
+        // Each name once (a pack can be in two marks), at its listed size; this run's own mark (with
+        // --now) was not listed: it was written and deleted by this run, so it freed nothing.
+        report.bytesFreed += Set(pendingDeletes + doneMarks.map(\.markName)).reduce(Int64(0)) { $0 + Int64(storedSize[$1] ?? 0) }
         // Temporary files of writes that never finished (a killed or interrupted writer), once as
         // old as the grace period by the storage's clock (never one begun after this prune started).
         if let folder = localFolder {
