@@ -133,8 +133,14 @@ public final class S3Storage: Storage {
         let r = try await client.send(.HEAD, key: client.key(name), name: name,
                                       accept: { (200..<300).contains($0.code) || $0 == .notFound })
         if r.status == .notFound { return nil }
-        let size = r.headers.first(name: "content-length").flatMap { Int($0) } ?? 0
-        let modified = r.headers.first(name: "last-modified").flatMap(S3Date.parseHTTP) ?? Date(timeIntervalSince1970: 0)
+        // Both fields decide what prune and the commit check do (an object's age, a pack's size):
+        // a value the client cannot read is an error, never a guess such as 1970 or 0 bytes.
+        guard let sizeText = r.headers.first(name: "content-length"), let size = Self.byteCount(sizeText) else {
+            throw StorageError(.permanent, name: name, message: "S3 sent no valid Content-Length for \(name) in \(location) (\(Self.shown(r.headers.first(name: "content-length"))))")
+        }
+        guard let dateText = r.headers.first(name: "last-modified"), let modified = S3Date.parseHTTP(dateText) else {
+            throw StorageError(.permanent, name: name, message: "S3 sent no valid Last-Modified for \(name) in \(location) (\(Self.shown(r.headers.first(name: "last-modified")))); expected an HTTP date such as Sun, 29 Nov 2026 02:05:28 GMT")
+        }
         return ObjectInfo(name: name, size: size, modified: modified)
     }
 
@@ -154,8 +160,13 @@ public final class S3Storage: Storage {
                 let name = String(key.dropFirst(base.count))
                 // Keys that are not object names (a console's "folder/" markers, foreign files) are not ours.
                 guard ObjectName.isValid(name) else { continue }
-                let size = item["Size"].flatMap { Int($0) } ?? 0
-                let modified = item["LastModified"].flatMap(S3Date.parseISO8601) ?? Date(timeIntervalSince1970: 0)
+                guard let size = item["Size"].flatMap(Self.byteCount) else {
+                    throw StorageError(.permanent, name: name, message: "S3 listed \(name) in \(location) without a valid Size (\(Self.shown(item["Size"])))")
+                }
+                // A wrong date here would make prune take a fresh pack for an old orphan.
+                guard let modified = item["LastModified"].flatMap(S3Date.parseISO8601) else {
+                    throw StorageError(.permanent, name: name, message: "S3 listed \(name) in \(location) without a valid LastModified (\(Self.shown(item["LastModified"]))); expected a time such as 2026-11-29T02:05:28.000Z")
+                }
                 out.append(ObjectInfo(name: name, size: size, modified: modified))
             }
             if xml["IsTruncated"] == "true" {
@@ -351,5 +362,21 @@ extension String {
         if s.hasPrefix("\"") { s = s.dropFirst() }
         if s.hasSuffix("\"") { s = s.dropLast() }
         return String(s)
+    }
+}
+
+extension S3Storage {
+    /// A byte count a server sent: decimal digits only (no sign), at most 18 of them (so it fits an Int).
+    static func byteCount(_ text: String) -> Int? {
+        let bytes = Array(text.utf8)
+        guard (1...18).contains(bytes.count), bytes.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else { return nil }
+        return Int(text)
+    }
+
+    /// A server-sent value quoted in an error message: printable ASCII, at most 40 characters.
+    static func shown(_ value: String?) -> String {
+        guard let value else { return "missing" }
+        let printable = value.unicodeScalars.prefix(40).map { $0.isASCII && $0.value >= 0x20 && $0.value < 0x7F ? Character($0) : "?" }
+        return "\"" + String(printable) + (value.unicodeScalars.count > 40 ? "…" : "") + "\""
     }
 }

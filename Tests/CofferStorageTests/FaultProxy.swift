@@ -17,10 +17,14 @@ final class FaultProxy: @unchecked Sendable {
     var endpoint: String { "http://127.0.0.1:\(port)" }
 
     static let script = #"""
-    import random, socket, struct, sys, threading, time
+    import random, re, socket, struct, sys, threading, time
 
     listen_port, upstream_port, seed = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     rate, stall_seconds, forced = float(sys.argv[4]), float(sys.argv[5]), sys.argv[6] == "1"
+    # Optional rewrites of what moto answers: the Last-Modified header, and every <LastModified>
+    # of a listing ("" leaves them as moto sent them).
+    header_date = sys.argv[7].encode() if len(sys.argv) > 7 else b""
+    listing_date = sys.argv[8].encode() if len(sys.argv) > 8 else b""
     rng = random.Random(seed)
     lock = threading.Lock()
     counter = [0]
@@ -88,6 +92,19 @@ final class FaultProxy: @unchecked Sendable {
         up.close()
         return b"".join(chunks)
 
+    def rewrite(response):
+        if not header_date and not listing_date:
+            return response
+        head, sep, body = response.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        if header_date:
+            lines = [b"Last-Modified: " + header_date if l.lower().startswith(b"last-modified:") else l for l in lines]
+        if listing_date and b"<LastModified>" in body:
+            body = re.sub(rb"<LastModified>[^<]*</LastModified>", b"<LastModified>" + listing_date + b"</LastModified>", body)
+            lines = [b"Content-Length: %d" % len(body) if l.lower().startswith(b"content-length:") else l for l in lines]
+        log("rewrote")
+        return b"\r\n".join(lines) + sep + body
+
     def error_response(status, code):
         body = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>%s</Code><Message>injected</Message></Error>" % code).encode()
         return ("HTTP/1.1 %s\r\nContent-Type: application/xml\r\nContent-Length: %d\r\n\r\n" % (status, len(body))).encode() + body
@@ -116,7 +133,7 @@ final class FaultProxy: @unchecked Sendable {
                 if kind == "503":
                     client.sendall(error_response("503 Slow Down", "SlowDown"))
                     continue
-                response = forward(request)
+                response = rewrite(forward(request))
                 if kind == "midreset":
                     client.sendall(response[: max(1, len(response) // 2)])
                     reset(client)
@@ -148,8 +165,11 @@ final class FaultProxy: @unchecked Sendable {
     ///   - stallSeconds: how long a stalled request hangs before the proxy drops it (longer than
     ///     the client's read timeout, so the client gives up first).
     ///   - forceEachKind: give the first five requests one fault of each kind.
+    ///   - lastModified: when set, replaces the `Last-Modified` header of every answer.
+    ///   - listingLastModified: when set, replaces every `<LastModified>` of a listing.
     static func start(upstreamPort: Int, rate: Double = 0.15, stallSeconds: Double = 4, seed: Int = 7,
-                      forceEachKind: Bool = true) async throws -> FaultProxy {
+                      forceEachKind: Bool = true, lastModified: String = "",
+                      listingLastModified: String = "") async throws -> FaultProxy {
         let dir = NSTemporaryDirectory()
         let scriptPath = dir + "coffer-faultproxy-\(UUID().uuidString).py"
         try script.write(toFile: scriptPath, atomically: true, encoding: .utf8)
@@ -158,7 +178,7 @@ final class FaultProxy: @unchecked Sendable {
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", scriptPath, "\(port)", "\(upstreamPort)", "\(seed)", "\(rate)", "\(stallSeconds)", forceEachKind ? "1" : "0"]
+        p.arguments = ["python3", scriptPath, "\(port)", "\(upstreamPort)", "\(seed)", "\(rate)", "\(stallSeconds)", forceEachKind ? "1" : "0", lastModified, listingLastModified]
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         p.standardOutput = log
         p.standardError = log
