@@ -419,4 +419,23 @@ import Darwin
             #expect(error.code == .invalidArgument)
         }
     }
+
+    /// More folders than the restore keeps handles for (64 idle ones): handles are closed and
+    /// opened again (never by path), and every file lands in its own folder.
+    @Test func manyFoldersRestoreThroughReopenedHandles() async throws {
+        let s = Scratch()
+        let t = try await TestRepo.make(s)
+        let src = s.path("src/data")
+        let old = Date().timeIntervalSince1970 - 3600
+        for i in 0..<150 {
+            let dir = src + "/d\(i % 10)/e\(i)" + (i % 3 == 0 ? "/deeper/still" : "")
+            write(Data("file \(i)\n".utf8), to: dir + "/f.txt", mode: 0o600 + (i % 2) * 0o40, mtime: old + Double(i))
+            chmod(dir, 0o750)
+        }
+        _ = try await t.repo.backup(paths: [src]) as BackupSummary
+        let out = s.path("out")
+        let r: RestoreSummary = try await t.repo.restore(snapshot: "latest", target: URL(fileURLWithPath: out))
+        #expect(r.isComplete && r.filesRestored == 150, "\(r.failures)")
+        expectSameTree(src, out + "/data", checkDirTimes: true)
+    }
 }

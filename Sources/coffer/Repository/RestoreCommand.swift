@@ -12,7 +12,10 @@ struct RestoreCommand: AsyncParsableCommand, Sendable {
         Every piece of data is verified before it is written; each file is written under a temporary \
         name and renamed only when all of it verified, so a damaged object never leaves a file with \
         wrong content: the files it affects are reported (naming the object) and the exit code is 13. \
-        The target must be empty or missing unless --overwrite is given.
+        The target must be empty or missing unless --overwrite is given. Nothing outside the target is \
+        ever written: symlinks below it are never followed (with --overwrite, one where the snapshot has a \
+        folder is replaced by the folder). Sparse files stay sparse, hard links stay linked, named pipes \
+        are recreated, and owners are restored when run as root.
         """)
 
     @OptionGroup var global: GlobalOptions
