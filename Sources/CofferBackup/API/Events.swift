@@ -94,6 +94,9 @@ public struct BackupSummary: Sendable, Hashable {
     /// Blobs uploaded again just before the snapshot was written because a prune had marked or
     /// deleted the packs holding them while this backup ran or was suspended (0 normally).
     public var blobsUploadedAgain: Int
+    /// Set only by a dry run (``BackupOptions/dryRun``): every entry that would be stored, with
+    /// whether each file would be read. `snapshotID` is empty then; `bytesRead` is what would be read.
+    public var dryRunEntries: [BackupPlanEntry]? = nil
 
     /// True when some files could not be read (the CLI exits with the "partial backup" code).
     public var isPartial: Bool { !unreadable.isEmpty }

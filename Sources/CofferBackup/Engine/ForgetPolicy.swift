@@ -117,7 +117,8 @@ public struct ForgetPolicy: Sendable, Hashable {
     public var hosts: [String] = []
     /// Only snapshots that have all the tags of any of these lists (all when empty).
     public var tags: [[String]] = []
-    /// Only snapshots whose paths include all of these (all when empty).
+    /// Only snapshots whose paths include all of these (all when empty; relative ones are taken
+    /// from the current directory, as backup records them).
     public var paths: [String] = []
     /// The calendar of the hourly ... yearly rules and of ``keepWithin`` (UTC unless set; the CLI
     /// uses the local time zone, as restic does).
@@ -150,7 +151,8 @@ public struct ForgetPolicy: Sendable, Hashable {
     func selects(_ s: Snapshot) -> Bool {
         if !hosts.isEmpty, !hosts.contains(s.hostname) { return false }
         if !tags.isEmpty, !tags.contains(where: { Self.has(s.tags, all: $0) }) { return false }
-        if !paths.isEmpty, !paths.allSatisfy({ s.paths.contains($0) }) { return false }
+        // Snapshots record absolute paths: a relative one means the folder from here, as for backup.
+        if !paths.isEmpty, !paths.allSatisfy({ s.paths.contains(Posix.absolute($0)) }) { return false }
         return true
     }
 
