@@ -136,7 +136,7 @@ struct ForgetCommand: AsyncParsableCommand {
                         let s = k.snapshot
                         Terminal.line(pad(s.shortID, 8) + "  " + pad(Units.localTime(s.time), 19) + "  " + pad(s.hostname, 16) + "  "
                             + pad(k.reasons.first ?? "", 22) + "  " + s.paths.joined(separator: ", ") + Self.tagSuffix(s))
-                        for more in k.reasons.dropFirst() { Terminal.line(String(repeating: " ", count: 51) + more) }
+                        for more in k.reasons.dropFirst() { Terminal.line(String(repeating: " ", count: 49) + more) }
                     }
                 }
             }
