@@ -285,11 +285,17 @@ enum ForgetPlanner {
         // restic: latest.AddDate(-years, -months, -days).Add(-hours); kept when strictly after.
         var withinLimit: Date?
         if let w = policy.keepWithin, !w.isZero {
+            // Go's AddDate: year and month moved on the wall clock, the day then normalised (31 March
+            // minus one month is 3 March), so build from the 1st and add the days.
             var c = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second, .nanosecond], from: latest)
-            c.year! -= w.years
-            c.month! -= w.months
-            c.day! -= w.days
-            if let shifted = calendar.date(from: c) { withinLimit = shifted.addingTimeInterval(-3600 * Double(w.hours)) }
+            let months = c.year! * 12 + (c.month! - 1) - w.years * 12 - w.months
+            let day = c.day!
+            c.year = months >= 0 ? months / 12 : (months - 11) / 12
+            c.month = months - c.year! * 12 + 1
+            c.day = 1
+            if let first = calendar.date(from: c), let shifted = calendar.date(byAdding: .day, value: day - 1 - w.days, to: first) {
+                withinLimit = shifted.addingTimeInterval(-3600 * Double(w.hours))
+            }
         }
 
         var out: [Decision] = []
