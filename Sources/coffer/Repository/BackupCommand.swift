@@ -12,7 +12,8 @@ struct BackupCommand: AsyncParsableCommand, Sendable {
         Each PATH becomes an entry of the snapshot named by its last component. Files unchanged since \
         the parent snapshot (same size, mtime, inode and ctime) are not read again; SQLite databases \
         are captured consistently while in use. Unreadable files are reported and skipped: the snapshot \
-        is still made and the exit code is 3.
+        is still made and the exit code is 3. --exclude and the other filters follow restic's rules \
+        (docs/CLI.md, "Backup filters"); --dry-run lists what would be stored and writes nothing.
         """)
 
     @OptionGroup var global: GlobalOptions
