@@ -71,6 +71,39 @@ import CofferStorage
         await #expect(throws: BackupError.self) { try await t.repo.forget(policy: ForgetPolicy(hosts: ["x"])) }
     }
 
+    /// Synthetic snapshots of one writer at the given UTC times ("2024-03-31 12:00"), oldest first.
+    static func snapshots(_ times: [String]) throws -> [(ObjectID, Snapshot)] {
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.timeZone = TimeZone(identifier: "UTC")
+        f.dateFormat = "yyyy-MM-dd HH:mm"
+        return try times.enumerated().map { i, t in
+            let date = try #require(f.date(from: t), "\(t)")
+            let s = Snapshot(writerID: Array(repeating: 1, count: 16), seq: UInt64(i + 1), prev: nil, parent: nil,
+                             timeSec: Int64(date.timeIntervalSince1970), timeNsec: 0, root: ChunkID(hex: String(repeating: "ab", count: 32))!,
+                             hostname: "h", paths: ["/p"], tags: [], summary: SnapshotSummary())
+            return (ObjectID(hashing: Array(t.utf8)), s)
+        }
+    }
+
+    /// --keep-within on the calendar, as Go's AddDate: the day overflows into the next month (31
+    /// March minus one month is 2 March in a leap year), months cross year boundaries, and the limit
+    /// itself is not "within" (strictly after).
+    @Test func keepWithinCalendarEdges() throws {
+        func kept(_ within: CalendarSpan, _ times: [String]) throws -> [String] {
+            let all = try Self.snapshots(times)
+            let decisions = ForgetPlanner.apply(ForgetPolicy(keepWithin: within), newestFirst: all.reversed())
+            return decisions.filter(\.keep).map { d in times[all.firstIndex { $0.0 == d.id }!] }
+        }
+        #expect(try kept(CalendarSpan(months: 1), ["2024-03-02 11:00", "2024-03-02 12:00", "2024-03-02 13:00", "2024-03-31 12:00"])
+                == ["2024-03-31 12:00", "2024-03-02 13:00"])
+        #expect(try kept(CalendarSpan(months: 2), ["2023-11-14 23:59", "2023-11-15 00:01", "2024-01-15 00:00"])
+                == ["2024-01-15 00:00", "2023-11-15 00:01"])
+        #expect(try kept(CalendarSpan(years: 1, hours: 2), ["2023-02-28 21:59", "2023-02-28 22:01", "2024-02-29 00:00"])
+                == ["2024-02-29 00:00", "2023-02-28 22:01"], "29 Feb minus a year is 1 March, minus 2 h is 28 Feb 22:00")
+        #expect(try kept(CalendarSpan(days: 1), ["2024-01-01 00:00", "2024-01-02 00:00"]) == ["2024-01-02 00:00"])
+    }
+
     @Test func parsing() throws {
         #expect(try CalendarSpan(parsing: "1y6m") == CalendarSpan(years: 1, months: 6))
         #expect(try CalendarSpan(parsing: "36h") == CalendarSpan(hours: 36))

@@ -103,6 +103,9 @@ public struct BackupSummary: Sendable, Hashable {
     /// content may mix old and new data, or be cut short of a file that grew); the next backup reads
     /// them again. Not a partial backup.
     public var changedWhileRead: [UnreadableFile] = []
+    /// Set only by a dry run (``BackupOptions/dryRun``): every entry that would be stored, with
+    /// whether each file would be read. `snapshotID` is empty then; `bytesRead` is what would be read.
+    public var dryRunEntries: [BackupPlanEntry]? = nil
 
     /// True when some files could not be read (the CLI exits with the "partial backup" code).
     public var isPartial: Bool { !unreadable.isEmpty }

@@ -67,6 +67,11 @@ public struct BackupOptions: Sendable {
     /// Where the private (0700) folder of a database capture is made; `nil` is the system's
     /// temporary directory. An app may point it at a folder with its own data protection class.
     public var captureDirectory: String? = nil
+    /// What to leave out (`--exclude`, `--exclude-caches`, `--one-file-system`...): restic's rules.
+    public var filter: BackupFilter? = nil
+    /// Only walk the paths and report what would be stored (``BackupSummary/dryRunEntries``):
+    /// nothing is read, packed or written, and no snapshot is made.
+    public var dryRun: Bool = false
 
     public init(parent: String? = nil, force: Bool = false, hostname: String? = nil, tags: [String] = [],
                 checkpointBytes: Int = 64 << 20, checkpointInterval: Duration = .seconds(60),

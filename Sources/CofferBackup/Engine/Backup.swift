@@ -74,6 +74,8 @@ final class BackupRun: @unchecked Sendable {
     var packWriters: PackWriterFactory!
     /// The open packs every new blob (data and trees) is assigned to at random.
     var packs: PackPool!
+    /// --exclude and the other filters (BackupFilter.swift).
+    lazy var filterRun: FilterRun? = options.filter.map { FilterRun($0, targets: paths.map(Posix.absolute)) }
 
     // Walk results.
     var filesTotal = 0
@@ -203,6 +205,7 @@ final class BackupRun: @unchecked Sendable {
             }
         }
         continuation.yield(.scanned(files: filesTotal, bytes: bytesTotal))
+        if options.dryRun { return dryRunSummary(top, absPaths: absPaths, parentID: parent?.0.hex) }  // nothing written
 
         // Read, chunk, pack, upload.
         try runWorkers()
@@ -297,6 +300,11 @@ final class BackupRun: @unchecked Sendable {
     }
 
     func walkEntry(path: String, name: [UInt8], st: FileStat, parentNode: TreeNode?) -> ScanEntry? {
+        switch filterRun?.decide(path: path, st) ?? .include {
+        case .exclude: return nil
+        case .emptyDirectory: directories += 1; return .directory(ScanDir(node: makeNode(name, .directory, st)))
+        case .include: break
+        }
         guard TreeNode.validName(name) else {
             unreadable(path, "file name cannot be stored")
             return nil

@@ -117,7 +117,8 @@ public struct ForgetPolicy: Sendable, Hashable {
     public var hosts: [String] = []
     /// Only snapshots that have all the tags of any of these lists (all when empty).
     public var tags: [[String]] = []
-    /// Only snapshots whose paths include all of these (all when empty).
+    /// Only snapshots whose paths include all of these (all when empty; relative ones are taken
+    /// from the current directory, as backup records them).
     public var paths: [String] = []
     /// The calendar of the hourly ... yearly rules and of ``keepWithin`` (UTC unless set; the CLI
     /// uses the local time zone, as restic does).
@@ -150,7 +151,8 @@ public struct ForgetPolicy: Sendable, Hashable {
     func selects(_ s: Snapshot) -> Bool {
         if !hosts.isEmpty, !hosts.contains(s.hostname) { return false }
         if !tags.isEmpty, !tags.contains(where: { Self.has(s.tags, all: $0) }) { return false }
-        if !paths.isEmpty, !paths.allSatisfy({ s.paths.contains($0) }) { return false }
+        // Snapshots record absolute paths: a relative one means the folder from here, as for backup.
+        if !paths.isEmpty, !paths.allSatisfy({ s.paths.contains(Posix.absolute($0)) }) { return false }
         return true
     }
 
@@ -283,11 +285,17 @@ enum ForgetPlanner {
         // restic: latest.AddDate(-years, -months, -days).Add(-hours); kept when strictly after.
         var withinLimit: Date?
         if let w = policy.keepWithin, !w.isZero {
+            // Go's AddDate: year and month moved on the wall clock, the day then normalised (31 March
+            // minus one month is 3 March), so build from the 1st and add the days.
             var c = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second, .nanosecond], from: latest)
-            c.year! -= w.years
-            c.month! -= w.months
-            c.day! -= w.days
-            if let shifted = calendar.date(from: c) { withinLimit = shifted.addingTimeInterval(-3600 * Double(w.hours)) }
+            let months = c.year! * 12 + (c.month! - 1) - w.years * 12 - w.months
+            let day = c.day!
+            c.year = months >= 0 ? months / 12 : (months - 11) / 12
+            c.month = months - c.year! * 12 + 1
+            c.day = 1
+            if let first = calendar.date(from: c), let shifted = calendar.date(byAdding: .day, value: day - 1 - w.days, to: first) {
+                withinLimit = shifted.addingTimeInterval(-3600 * Double(w.hours))
+            }
         }
 
         var out: [Decision] = []

@@ -12,13 +12,14 @@ struct BackupCommand: AsyncParsableCommand, Sendable {
         Each PATH becomes an entry of the snapshot named by its last component. Files unchanged since \
         the parent snapshot (same size, mtime, inode and ctime) are not read again; SQLite databases \
         are captured consistently while in use. Unreadable files are reported and skipped: the snapshot \
-        is still made and the exit code is 3.
+        is still made and the exit code is 3. --exclude and the other filters follow restic's rules \
+        (docs/CLI.md, "Backup filters"); --dry-run lists what would be stored and writes nothing.
         """)
 
     @OptionGroup var global: GlobalOptions
 
     @Argument(help: ArgumentHelp("Files or folders to back up.", valueName: "path"))
-    var paths: [String]
+    var paths: [String] = []
 
     @Flag(name: .long, help: "Print the summary as JSON on stdout.")
     var json = false
@@ -42,19 +43,58 @@ struct BackupCommand: AsyncParsableCommand, Sendable {
         "Write an index checkpoint after this many MiB of new data (1-64), so an interrupted backup resumes.", valueName: "MiB"))
     var checkpointMiB: Int = 64
 
+    @Option(name: [.customShort("e"), .long], help: ArgumentHelp(
+        "Leave out files and folders matching this pattern (restic's rules; repeatable).", valueName: "pattern"))
+    var exclude: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("As --exclude, ignoring case (repeatable).", valueName: "pattern"))
+    var iexclude: [String] = []
+
+    @Option(name: .customLong("exclude-file"), help: ArgumentHelp(
+        "Read --exclude patterns from a file: one per line, # comments, $VAR expanded (repeatable).", valueName: "file"))
+    var excludeFile: [String] = []
+
+    @Option(name: .customLong("files-from"), help: ArgumentHelp(
+        "Read the paths to back up from a file (- for stdin): one per line, # comments, globs expanded (repeatable).", valueName: "file"))
+    var filesFrom: [String] = []
+
+    @Flag(name: .customLong("exclude-caches"), help: "Leave out the contents of folders holding a CACHEDIR.TAG with the standard signature.")
+    var excludeCaches = false
+
+    @Flag(name: [.customShort("x"), .customLong("one-file-system")], help: "Do not cross into other file systems (mount points are kept empty).")
+    var oneFileSystem = false
+
+    @Flag(name: [.customShort("n"), .customLong("dry-run")], help: "Only list what would be stored; read, write and upload nothing.")
+    var dryRun = false
+
     @Flag(name: .customLong("erase-deleted"), help: "Capture SQLite databases with VACUUM INTO, so that rows deleted before this backup leave no trace in its snapshot (costs more bytes per run; also $COFFER_ERASE_DELETED=1).")
     var eraseDeleted = false
 
     func validate() throws {
-        guard !paths.isEmpty else { throw ValidationError("give at least one path to back up") }
+        guard !paths.isEmpty || !filesFrom.isEmpty else { throw ValidationError("give at least one path to back up (or --files-from FILE)") }
+        do { _ = try BackupFilter(excludes: exclude, caseInsensitiveExcludes: iexclude) } catch { throw ValidationError(error.message) }
         guard (1...64).contains(checkpointMiB) else { throw ValidationError("--checkpoint-mib must be between 1 and 64") }
     }
 
     func run() async throws {
         let access = RepositoryAccess(global)
         try await ErrorReport.run(logger: access.logger) {
-            try await access.withRepository { repo in
+            // Paths and patterns from files first: a bad file stops the backup before the repository is opened.
+            var sources = paths
+            for file in filesFrom {
+                let (found, unmatched) = try BackupFilter.paths(fromFile: file)
+                for u in unmatched { Terminal.err("coffer: --files-from \(file): \"\(u)\" matches no file; skipped\n") }
+                sources += found
+            }
+            guard !sources.isEmpty else { throw CLIError(.usage, "nothing to back up: --files-from named no existing file") }
+            var patterns = exclude
+            for file in excludeFile { patterns += try BackupFilter.patterns(fromFile: file) }
+            let filter = try BackupFilter(excludes: patterns, caseInsensitiveExcludes: iexclude, excludeCaches: excludeCaches,
+                                          oneFileSystem: oneFileSystem)
+            return try await access.withRepository { repo in
                 var opts = BackupOptions()
+                opts.filter = filter
+                opts.dryRun = dryRun
                 opts.parent = parent
                 opts.force = force
                 opts.tags = tag
@@ -64,16 +104,16 @@ struct BackupCommand: AsyncParsableCommand, Sendable {
                 let logger = access.logger
                 let options = opts
                 let anchor = try await HeadAnchor.checkIfConfigured(repo, access: access, doing: "the backup", action: "back up onto this repository")
-                let code = try await Interrupts.cancellingOnSignals { [self] in
-                    try await runBackup(repo, options: options, logger: logger)
+                let code = try await Interrupts.cancellingOnSignals { [self, sources] in
+                    try await runBackup(repo, paths: sources, options: options, logger: logger)
                 }
-                await anchor?.anchorNewest(in: repo)
+                if !dryRun { await anchor?.anchorNewest(in: repo) }
                 return code
             }
         }
     }
 
-    private func runBackup(_ repo: Repository, options: BackupOptions, logger: Logger) async throws -> CofferExitCode {
+    private func runBackup(_ repo: Repository, paths: [String], options: BackupOptions, logger: Logger) async throws -> CofferExitCode {
         var line = ProgressLine(enabled: Terminal.stderrIsTTY && !quiet)
         var unreadable: [UnreadableFile] = []
         var summary: BackupSummary?
@@ -103,10 +143,31 @@ struct BackupCommand: AsyncParsableCommand, Sendable {
         }
         if json {
             try JSONOutput.print(BackupJSON(summary))
+        } else if let entries = summary.dryRunEntries {
+            printDryRun(summary, entries)
         } else {
             printSummary(summary)
         }
         return summary.isPartial ? .partialBackup : .ok
+    }
+
+    /// restic's dry-run listing: each entry with what would happen to it, then the totals.
+    private func printDryRun(_ s: BackupSummary, _ entries: [BackupPlanEntry]) {
+        var text = ""
+        for e in entries {
+            let what = e.kind == .file ? (e.status?.rawValue ?? "") : e.kind.rawValue
+            text += pad(what, 10) + " " + e.path + (e.kind == .file ? "  (\(Units.bytes(e.size)))" : "") + "\n"
+        }
+        text += """
+        dry run: nothing was read, stored or written. Would back up \(entries.filter { $0.kind == .file }.count) files \
+        (\(Units.bytes(s.bytesTotal))), \(s.directories) folders, \(s.symlinks) symlinks; would read \(s.filesNew) new and \
+        \(s.filesChanged) changed files (\(Units.bytes(s.bytesRead))), \(s.filesSkippedByMetadata) unchanged files not read again
+        """
+        if s.isPartial {
+            text += "\n  unreadable: \(s.unreadable.count) file\(s.unreadable.count == 1 ? "" : "s") would NOT be backed up:"
+            for u in s.unreadable { text += "\n    \(u.path): \(u.reason)" }
+        }
+        Terminal.line(text)
     }
 
     private func printSummary(_ s: BackupSummary) {
@@ -168,6 +229,9 @@ struct BackupJSON: Encodable {
     var changedWhileRead: [UnreadableFile]
     var partial: Bool
     var durationSeconds: Double
+    /// Only with --dry-run: true, and every entry that would be stored (`{path, kind, status, size}`).
+    var dryRun: Bool?
+    var entries: [BackupPlanEntry]?
 
     init(_ s: BackupSummary) {
         snapshotID = s.snapshotID
@@ -193,5 +257,9 @@ struct BackupJSON: Encodable {
         changedWhileRead = s.changedWhileRead
         partial = s.isPartial
         durationSeconds = s.duration.seconds
+        if let e = s.dryRunEntries {
+            dryRun = true
+            entries = e
+        }
     }
 }

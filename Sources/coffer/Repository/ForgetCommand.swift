@@ -68,15 +68,8 @@ struct ForgetCommand: AsyncParsableCommand {
                              keepMonthly: keepMonthly, keepYearly: keepYearly,
                              keepWithin: try keepWithin.map { try CalendarSpan(parsing: $0) },
                              keepTags: Self.tagLists(keepTag), groupBy: try SnapshotGrouping(parsing: groupBy),
-                             hosts: hosts, tags: Self.tagLists(tags), paths: paths.map { Self.absolute($0) })
+                             hosts: hosts, tags: Self.tagLists(tags), paths: paths)
         p.timeZone = .current  // restic's calendar: the local one
-        return p
-    }
-
-    /// Snapshots record absolute paths: a relative --path means the folder from here, as for backup.
-    static func absolute(_ path: String) -> String {
-        var p = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
-        while p.count > 1, p.hasSuffix("/") { p.removeLast() }
         return p
     }
 
@@ -143,7 +136,7 @@ struct ForgetCommand: AsyncParsableCommand {
                         let s = k.snapshot
                         Terminal.line(pad(s.shortID, 8) + "  " + pad(Units.localTime(s.time), 19) + "  " + pad(s.hostname, 16) + "  "
                             + pad(k.reasons.first ?? "", 22) + "  " + s.paths.joined(separator: ", ") + Self.tagSuffix(s))
-                        for more in k.reasons.dropFirst() { Terminal.line(String(repeating: " ", count: 51) + more) }
+                        for more in k.reasons.dropFirst() { Terminal.line(String(repeating: " ", count: 49) + more) }
                     }
                 }
             }
