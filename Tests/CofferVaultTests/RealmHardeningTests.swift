@@ -226,6 +226,33 @@ struct RealmHardeningTests {
         #expect(try r.tickets() == 0)
     }
 
+    @Test("over HTTP: limits from realm.json, busy sealed and padded like any answer, no ticket written")
+    func busyOverHTTP() async throws {
+        // Refill so slow (one unit in 1000 minutes) that the count cannot depend on how fast this runs.
+        let limits = RealmConfig.Limits(perToken: .init(burst: 2, perMinute: 0.001), perUser: .init(burst: 100, perMinute: 0.001),
+                                        refusedTokenLogLinesPerMinute: 10)
+        let t = try await RealmTestCluster.start(limits: limits)
+        defer { Task { await t.stop() } }
+        let realm = t.realm()
+        let token = try await realm.token("lea", .status)
+        let (good, goodOpener) = try realm.probe.seal(.q0(Q0Request(token: token)))
+        let (_, goodBody) = try await realm.post("/v1/q0", good)
+        guard case .q0 = try realm.probe.open(goodBody, opener: goodOpener, type: .q0) else { Issue.record("Q0 failed"); return }
+        guard case .q0 = try await realm.send(.q0(Q0Request(token: token))) else { Issue.record("second Q0 failed"); return }
+        let tickets = try Self.rows("ticket", realm)
+        for _ in 0..<5 {
+            let (bytes, opener) = try realm.probe.seal(.q0(Q0Request(token: token)))
+            let (status, body) = try await realm.post("/v1/q0", bytes)
+            #expect(status == 200 && body.count == goodBody.count)
+            #expect(try realm.probe.open(body, opener: opener, type: .q0) == .error(RealmErrorAnswer(code: .busy)))
+        }
+        #expect(try Self.rows("ticket", realm) == tickets)
+        let (_, metrics) = try await realm.getAdmin("/metrics")
+        #expect(metrics.contains("coffer_realm_busy_total 5"))
+        // Another token of the same user still has its own two.
+        #expect(try await realm.q0("lea", scope: .status).state == .none)
+    }
+
     @Test("a user's tokens share one limit: fresh tokens for each request stop at 120")
     func perUserLimit() async throws {
         let r = try await InProcessRealm()

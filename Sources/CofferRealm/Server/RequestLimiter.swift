@@ -8,7 +8,8 @@ import Synchronization
 ///
 /// In memory: a restart refills every bucket, which only an operator can cause. The tables are
 /// bounded: when one reaches `maxEntries`, buckets that have refilled completely (the same as
-/// absent) are dropped; if that frees nothing, new keys are answered `busy` rather than letting
+/// absent) are dropped (a scan, at most once a second, so a flood of new keys cannot make every
+/// request pay for one); if that frees nothing, new keys are answered `busy` rather than letting
 /// anyone start a fresh bucket by evicting a drained one.
 final class RequestLimiter: Sendable {
     private struct Bucket {
@@ -16,9 +17,14 @@ final class RequestLimiter: Sendable {
         var updated: Double
     }
 
+    private struct Table {
+        var buckets: [Data: Bucket] = [:]
+        var lastPrune = -Double.infinity
+    }
+
     private struct Tables {
-        var tokens: [Data: Bucket] = [:]
-        var users: [Data: Bucket] = [:]
+        var tokens = Table()
+        var users = Table()
     }
 
     let limits: RealmConfig.Limits
@@ -43,23 +49,25 @@ final class RequestLimiter: Sendable {
                   let user = Self.available(&tables.users, userKey, limits.perUser, at: t, capacity: maxEntries),
                   token.units >= 1, user.units >= 1
             else { return false }
-            tables.tokens[tokenKey] = Bucket(units: token.units - 1, updated: t)
-            tables.users[userKey] = Bucket(units: user.units - 1, updated: t)
+            tables.tokens.buckets[tokenKey] = Bucket(units: token.units - 1, updated: t)
+            tables.users.buckets[userKey] = Bucket(units: user.units - 1, updated: t)
             return true
         }
     }
 
     /// The bucket for `key` refilled up to `t`, or nil when the table is full of buckets in use.
-    private static func available(_ table: inout [Data: Bucket], _ key: Data, _ rate: RealmConfig.RateLimit,
+    private static func available(_ table: inout Table, _ key: Data, _ rate: RealmConfig.RateLimit,
                                   at t: Double, capacity: Int) -> Bucket? {
         let burst = Double(rate.burst)
         func refilled(_ b: Bucket) -> Double {
             min(burst, b.units + max(0, t - b.updated) * rate.perMinute / 60)
         }
-        if let b = table[key] { return Bucket(units: refilled(b), updated: t) }
-        if table.count >= capacity {
-            table = table.filter { refilled($0.value) < burst }
-            if table.count >= capacity { return nil }
+        if let b = table.buckets[key] { return Bucket(units: refilled(b), updated: t) }
+        if table.buckets.count >= capacity {
+            guard t - table.lastPrune >= 1 || t < table.lastPrune else { return nil }
+            table.lastPrune = t
+            table.buckets = table.buckets.filter { refilled($0.value) < burst }
+            if table.buckets.count >= capacity { return nil }
         }
         return Bucket(units: burst, updated: t)
     }
