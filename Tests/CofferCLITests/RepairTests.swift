@@ -110,4 +110,48 @@ import Testing
         let final = try box.run(["check", "--read-data"])
         #expect(final.status == 0, "\(final)")
     }
+
+    /// A crash at either commit step of a repair leaves a repository that the same command,
+    /// run again, finishes: no damaged pack trusted again, no duplicate snapshot.
+    @Test func crashedRepairsFinishWhenRunAgain() throws {
+        let (box, data, _) = try Self.repository()
+        let truth = try TreeCompare.read(data)
+        let packs = box.objects("data")
+        let damaged = [packs[0], packs[packs.count - 1]]
+        for name in damaged { try Self.flip(box.repo.appendingPathComponent(name)) }
+
+        let crashed = try box.run(["repair", "index"], env: ["COFFER_TEST_CRASH_AT": "repair-indexed"])
+        #expect(crashed.signalled, "repair index never reached its index write:\n\(crashed)")
+        #expect(box.objects("marks").count == 1, "the mark condemning the damaged packs comes first")
+        let again = try #require(try box.ok(["repair", "index", "--json"]).json() as? [String: Any])
+        #expect((again["damagedPacks"] as? [String] ?? []).isEmpty, "the damaged packs are condemned already: \(again)")
+        #expect(box.objects("index").count == 1, "\(box.objects("index"))")
+        // A backup makes everything whole again (the sources still exist).
+        try box.backupJSON([data.path])
+        #expect(try box.run(["check", "--read-data"]).status == 0)
+
+        // Now lose data for good and crash repair snapshots between its write and its delete.
+        try box.ok(["prune", "--now"])  // the condemned packs go: every pack left is needed
+        for name in box.objects("data").prefix(2) { try Self.flip(box.repo.appendingPathComponent(name)) }
+        try FileManager.default.removeItem(at: data)
+        try box.ok(["repair", "index"])
+        let before = try box.snapshotIDs()
+        let crashed2 = try box.run(["repair", "snapshots"], env: ["COFFER_TEST_CRASH_AT": "repair-snapshot"])
+        #expect(crashed2.signalled, "repair snapshots never wrote a snapshot:\n\(crashed2)")
+        #expect(try box.snapshotIDs().count == before.count + 1, "the new snapshot is written before the old one is removed")
+        let r = try #require(try box.ok(["repair", "snapshots", "--json"]).json() as? [String: Any])
+        let repaired = try #require(r["repaired"] as? [[String: Any]])
+        #expect(repaired.count == before.count, "\(r)")
+        let after = try box.snapshotIDs()
+        #expect(after.count == before.count && Set(after).isDisjoint(with: before), "\(before) -> \(after)")
+        let third = try #require(try box.ok(["repair", "snapshots", "--json"]).json() as? [String: Any])
+        #expect((third["repaired"] as? [[String: Any]])?.isEmpty == true, "nothing is left to repair: \(third)")
+        let target = try box.restore("latest", into: "restored")
+        for (path, entry) in try TreeCompare.read(target.appendingPathComponent("data")) {
+            guard case .file = entry.kind else { continue }
+            #expect(truth[path] == entry, "\(path) restored differently")
+        }
+        let check = try box.run(["check", "--read-data"])
+        #expect(check.status == 0, "\(check)")
+    }
 }

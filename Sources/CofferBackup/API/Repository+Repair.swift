@@ -23,4 +23,13 @@ extension Repository {
     public func repairSnapshots(dryRun: Bool = false) async throws(BackupError) -> RepairSnapshotsReport {
         try await engine.repairSnapshots(dryRun: dryRun)
     }
+
+    /// Frees space on a storage too full to write to: deletes packs no index lists and no snapshot
+    /// needs, and temporary files of unfinished writes, without writing anything first (no index,
+    /// no mark, no clock object). Unsafe with other writers: it has no grace period, so the
+    /// unindexed packs of a backup running elsewhere go too. Then run ``prune(mode:)`` as usual.
+    /// - Throws: `.dataMissing` / `.dataDamaged` (nothing changed), `.staleRepository`, `.storage`.
+    public func pruneUnindexedWithoutWriting() async throws(BackupError) -> PruneReport {
+        try await engine.pruneUnindexedWithoutWriting()
+    }
 }

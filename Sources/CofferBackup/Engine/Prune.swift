@@ -247,3 +247,67 @@ extension Engine {
         return report
     }
 }
+
+extension Engine {
+    /// `prune --unsafe-recover-no-free-space`: frees space on a full storage without writing anything
+    /// (no clock object, no index, no mark, whose writes would fail for want of space).
+    ///
+    /// It reads and checks what a prune reads first (heads, every snapshot and tree, every needed
+    /// blob located in the index or in a pack a mark lists), then deletes only packs that no index
+    /// lists and that hold nothing a snapshot needs (what a backup that failed for want of space
+    /// leaves), and every temporary file of an unfinished write. Unsafe because it has no grace
+    /// period: the packs of a backup running elsewhere, not yet indexed, are deleted too (that
+    /// backup then uploads them again before it commits, or fails), exactly as `--now` would.
+    func pruneUnindexedWithoutWriting() async throws(BackupError) -> PruneReport {
+        var report = PruneReport()
+        let all = try await loadSnapshots()
+        try verifyHeads(all, doing: "prune this repository")
+        try await loadIndex(useCache: false)
+        let state = index.withLock { $0 }
+        if let e = state.damagedIndexObjects.first {
+            // A damaged index object hides which packs are indexed: nothing can be told unused.
+            throw BackupError(e.code, object: e.object,
+                              message: "prune stopped before changing anything: \(e.message). Free some space, then run `coffer repair index`")
+        }
+        report.liveSnapshots = all.count
+        let (needed, _, problems) = await collectNeeded(all)
+        if let e = problems.first {
+            throw BackupError(e.code, object: e.object, message: "prune stopped before changing anything: \(e.message)")
+        }
+        // Blobs a snapshot needs that only a marked pack holds (a prune would rescue that pack): kept.
+        var markedBlobs: [ChunkID: ObjectID] = [:]
+        for info in try await listObjects("marks/") {
+            guard let id = Self.objectID(fromName: info.name, prefix: "marks/") else { continue }
+            let plain = try await readSealed(info.name, id: id, type: .pruneMark)
+            let mark: PruneMark
+            do { mark = try PruneMark.decode(plain, what: info.name) } catch {
+                throw BackupError(.dataDamaged, object: info.name, message: "prune stopped before changing anything: \(info.name) is damaged: \(error)")
+            }
+            for p in mark.packs { for e in p.entries { markedBlobs[e.id] = p.id } }
+        }
+        var keep = Set<ObjectID>()
+        for (blob, sid) in needed where state.blobs[blob] == nil {
+            if let p = markedBlobs[blob] { keep.insert(p); continue }
+            throw BackupError(.dataMissing, object: "blob \(blob.hex)",
+                              message: "prune stopped before changing anything: blob \(blob.hex) needed by snapshot \(sid.hex.prefix(8)) is missing. Run `coffer check`")
+        }
+        var deletes: [String] = []
+        for info in try await listObjects("data/") {
+            guard let id = Self.objectID(fromName: info.name, prefix: "data/"), info.name == id.packName,
+                  state.packs[id] == nil, state.condemnedButIndexed[id] == nil, !keep.contains(id) else { continue }
+            deletes.append(info.name)
+            report.bytesFreed += Int64(info.size)
+        }
+        do { try await storage.delete(deletes) } catch { throw Self.storageError(error, doing: "deleting unindexed packs") }
+        report.objectsDeleted = deletes.count
+        if let folder = localFolder {
+            for t in try temporaryFiles() {
+                do { try folder.removeTemporaryFile(t.name) } catch { throw Self.storageError(error, doing: "removing \(t.name)") }
+                report.temporaryFilesRemoved += 1
+                report.bytesFreed += Int64(t.size)
+            }
+        }
+        report.packsKept = state.packs.count
+        return report
+    }
+}

@@ -203,6 +203,17 @@ extension Engine {
             nextSeq[w] = max(seq, head) + 1
         }
         for item in plan {
+            // A repair interrupted after writing this snapshot's replacement: use that one.
+            if let (doneID, _) = all.first(where: { $0.1.root == item.root && $0.1.writerID == item.snapshot.writerID
+                    && $0.1.timeSec == item.snapshot.timeSec && $0.1.timeNsec == item.snapshot.timeNsec
+                    && $0.1.tags.contains("repaired") && $0.0 != item.old }) {
+                do { try await storage.delete(item.old.snapshotName) } catch {
+                    throw Self.storageError(error, doing: "removing \(item.old.snapshotName)")
+                }
+                _ = snapshotCache.withLock { $0.removeValue(forKey: item.old) }
+                report.repaired.append(RepairedSnapshot(oldID: item.old.hex, newID: doneID.hex, lost: item.lost))
+                continue
+            }
             var s = item.snapshot
             s.root = item.root
             s.summary.files = s.summary.files >= UInt64(item.dropped) ? s.summary.files - UInt64(item.dropped) : 0

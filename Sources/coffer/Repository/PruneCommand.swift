@@ -61,8 +61,16 @@ struct PruneCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Print the report as JSON on stdout.")
     var json = false
 
+    @Flag(name: .customLong("unsafe-recover-no-free-space"), help: ArgumentHelp(
+        "UNSAFE (read docs/CLI.md first): on a storage too full to write to, delete the packs no index lists and no snapshot "
+            + "needs, and leftover temporary files, without writing anything; no grace period: only when no other backup runs."))
+    var unsafeRecoverNoFreeSpace = false
+
     func validate() throws {
         try prune.validate()
+        if unsafeRecoverNoFreeSpace, prune.grace != nil || prune.graceHours != 24 {
+            throw ValidationError("--unsafe-recover-no-free-space has no grace period: do not combine it with --grace or --grace-hours")
+        }
     }
 
     func run() async throws {
@@ -70,6 +78,7 @@ struct PruneCommand: AsyncParsableCommand {
         try await ErrorReport.run(logger: access.logger) {
             let report = try await access.withRepository { repo in
                 try await HeadAnchor.checkIfConfigured(repo, access: access, doing: "the prune", action: "prune this repository")
+                if unsafeRecoverNoFreeSpace { return try await repo.pruneUnindexedWithoutWriting() }
                 return try await repo.prune(mode: prune.mode)
             }
             if json { try JSONOutput.print(PruneJSON(report)) } else { printPrune(report) }
