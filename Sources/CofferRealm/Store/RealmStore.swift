@@ -393,7 +393,8 @@ public final class RealmStore: Sendable {
 
     /// R2: spends the pending registration and, if the record's version is `expectedVersion`
     /// (`nil`: no record, or a destroyed one), replaces the record with the new fields, this realm's
-    /// `x`, the pending key and `attempts = 0`.
+    /// `x` and the pending key. `attempts` is the replaced active record's count (0 over none or a
+    /// tombstone): a registration never resets guesses counted here.
     public func completeRegistration(tenant: String, user: String, pendingID: Data, expectedVersion: Data?,
                                      fields: RegistrationFields) async throws {
         let rk = recordKey(tenant: tenant, user: user)
@@ -418,10 +419,16 @@ public final class RealmStore: Sendable {
             }
             try db.execute(sql: "DELETE FROM pending WHERE id = ?", arguments: [pid])
             let key = try P384._VOPRF.PrivateKey(rawRepresentation: oprfKey)
+            // Guesses this realm counted against the record it replaces carry over: a registration
+            // (a repair, a rotation that reached this realm late, a change) never hands out a fresh
+            // budget for guesses an attacker already spent here. Only a successful unlock (Q2)
+            // resets the count. A tombstone may be replaced (the device still holds K), but the
+            // client never does so in a repair (docs/VAULT.md, "Guess accounting").
+            let inherited = current?.record.kind == .active ? min(current?.record.attempts ?? 0, fields.guessLimit) : 0
             let record = StoredRecord(kind: .active, version: fields.version, oprfKey: Data(oprfKey), x: x,
                                       pk: key.publicKey.oprfRepresentation, c: fields.c, commitment: fields.commitment,
                                       vk: fields.vk, sig: fields.sig, tag: fields.tag, wrapped: fields.wrapped,
-                                      policy: fields.policy, attempts: 0, guessLimit: fields.guessLimit)
+                                      policy: fields.policy, attempts: inherited, guessLimit: fields.guessLimit)
             try self.storeRecord(db, rk, old: current?.gen, record, lockAt: nil)
             try db.execute(sql: "DELETE FROM challenge WHERE record = ?", arguments: [rk])
         }
