@@ -22,6 +22,9 @@ public struct VaultClient: Sendable {
     /// Where the device keeps `S`, the version and pending shares until every realm converged
     /// (nil: not kept; realms that missed a registration are then repaired by the next one).
     public var repairStore: VaultRepairStore?
+    /// How long a recovery keeps resending Q2 requests whose answers were lost (below the realms'
+    /// 2-minute challenge lifetime). Default 60 s.
+    public var q2RetryWindow: Duration = .seconds(60)
     /// Test hook: sees `S` of each registration and recovery (never used outside tests).
     var secretObserver: (@Sendable (SymmetricKey) -> Void)?
 
@@ -161,7 +164,23 @@ public struct VaultClient: Sendable {
         let q1 = await transport.callAll(try machine.q1Requests(password: password), realms: configuration.realms)
         let outcome = machine.receiveQ1(q1)
         // Q2 goes out whatever happened, so realms cannot tell success from failure by its presence.
-        let q2 = await transport.callAll(machine.q2Requests(), realms: configuration.realms)
+        // Made once: a resend must be byte-identical (the random proofs of a failure included).
+        let q2Requests = machine.q2Requests()
+        var q2 = await transport.callAll(q2Requests, realms: configuration.realms)
+        if outcome == .recovered {
+            // A Q2 whose answer was lost (transport failure) is resent, same body, fresh channel,
+            // within the challenge's lifetime: the realm answers a byte-identical retry with the
+            // outcome it stored, so a dropped answer never makes the user spend a new guess.
+            let deadline = ContinuousClock.now + q2RetryWindow
+            var delay = Duration.milliseconds(200)
+            while ContinuousClock.now + delay < deadline {
+                let lost = q2Requests.filter { id, _ in if case .failure? = q2[id] { return true } else { return false } }
+                if lost.isEmpty { break }
+                try? await Task.sleep(for: delay)
+                delay *= 2
+                for (id, reply) in await transport.callAll(lost, realms: configuration.realms) { q2[id] = reply }
+            }
+        }
         switch outcome {
         case .wrongPassword(let left):
             // `left` is 0 only when n - t + 1 realms said so (RecoveryMachine.quorumAttemptsLeft).
