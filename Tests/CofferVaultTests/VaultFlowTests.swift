@@ -63,7 +63,7 @@ final class FlowHarness: Sendable {
         let seen = Mutex2<[(VaultMessageType, [UInt8])]>([])
         let cluster = try await RealmCluster.start(layout: layout, observer: { type, body in seen.withLock { $0.append((type, body)) } })
         var raw = cluster.vaultConfiguration
-        raw.policy = .init(policy)
+        raw.policy = .init(policy, minPasswordLength: 1)  // the flow tests use short passwords; the default minimum (6) is tested in VaultPasswordPolicyTests
         let tenant = try await DevelopmentTenant.forConfiguration(raw, at: layout.vaultConfigURL)
         return FlowHarness(root: root, cluster: cluster, config: try raw.validated(), tenant: tenant, seen: seen)
     }

@@ -1,3 +1,4 @@
+import CofferCore
 import Foundation
 
 /// The newest snapshot this device has seen of one writer in one repository.
@@ -85,31 +86,8 @@ extension DeviceKeyStore {
     }
 
     /// Writes `data` to `url` as a 0600 file: temporary name, fsync, rename, fsync the directory (0700).
+    /// (The one writer is `CofferCore.PrivateFile`, shared with the vault's pending-change record.)
     public static func writePrivateFile(_ data: Data, to url: URL) throws {
-        let fm = FileManager.default
-        let dir = url.deletingLastPathComponent()
-        try fm.createDirectory(at: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let tmp = dir.appendingPathComponent(".\(url.lastPathComponent).\(UUID().uuidString).tmp")
-        let fd = open(tmp.path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
-        guard fd >= 0 else { throw KeyFileError(path: url.path, message: "cannot create \(url.path) (errno \(errno))") }
-        var ok = false
-        defer {
-            close(fd)
-            if !ok { unlink(tmp.path) }
-        }
-        let written = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        guard written == data.count, fsync(fd) == 0 else {
-            throw KeyFileError(path: url.path, message: "cannot write \(url.path) (errno \(errno))")
-        }
-        guard rename(tmp.path, url.path) == 0 else {
-            throw KeyFileError(path: url.path, message: "cannot move \(url.path) into place (errno \(errno))")
-        }
-        ok = true
-        // Make the rename itself durable: a key file lost in a crash right after `init` would lose the key.
-        let dirfd = open(dir.path, O_RDONLY)
-        if dirfd >= 0 {
-            _ = fsync(dirfd)
-            close(dirfd)
-        }
+        do { try PrivateFile.save(data, to: url) } catch { throw KeyFileError(path: error.path, message: error.message) }
     }
 }

@@ -182,6 +182,11 @@ public final class RealmStore: Sendable {
                 """)
         }
         registerReplayMigration(&m)
+        // A spent challenge keeps SHA-256(proof) ‖ outcome (1 unlocked, 0 wrong) until it expires, so a
+        // Q2 whose answer was lost can be resent (docs/REALM.md); only unspent ones are "live".
+        m.registerMigration("v3-challenge-outcome") { db in
+            try db.execute(sql: "ALTER TABLE challenge ADD COLUMN outcome BLOB")
+        }
         return m
     }
 
@@ -227,7 +232,8 @@ public final class RealmStore: Sendable {
     }
 
     private func hasLiveChallenge(_ db: Database, _ rk: Data, at t: Double) throws -> Bool {
-        try GRDB.Row.fetchOne(db, sql: "SELECT 1 FROM challenge WHERE record = ? AND expires > ? LIMIT 1", arguments: [rk, t]) != nil
+        try GRDB.Row.fetchOne(db, sql: "SELECT 1 FROM challenge WHERE record = ? AND expires > ? AND outcome IS NULL LIMIT 1",
+                              arguments: [rk, t]) != nil
     }
 
     /// The destruction rule: at `L` attempts the record is destroyed as soon as no challenge is live.
@@ -349,9 +355,12 @@ public final class RealmStore: Sendable {
     }
 
     /// Q2: spends the challenge the request names. With a matching proof (compared in constant
-    /// time): attempts = 0, every challenge of the record is dropped (the epoch ends) and `W` is
-    /// returned. With a wrong proof the challenge is spent, and a record at `L` attempts with no
-    /// challenge left is destroyed. An unknown, expired or spent challenge spends nothing.
+    /// time): attempts = 0, every other challenge of the record is dropped (the epoch ends) and `W`
+    /// is returned. With a wrong proof the challenge is spent, and a record at `L` attempts with no
+    /// live challenge left is destroyed. A spent challenge keeps `SHA-256(proof)` and the outcome
+    /// until it expires: a byte-identical retry (its answer was lost) gets the same outcome again
+    /// without any change, so a lost Q2 never costs a new guess. An unknown, expired or spent
+    /// challenge with another proof spends nothing.
     public func unlock(tenant: String, user: String, version: Data, challenge: Data, proof: Data) async throws -> UnlockOutcome {
         let rk = recordKey(tenant: tenant, user: user)
         let t = now().timeIntervalSince1970
@@ -362,18 +371,28 @@ public final class RealmStore: Sendable {
             if try self.applyDestruction(db, rk, row, at: t) { return .success(.destroyed) }
             guard row.record.kind == .active else { return .failure(.locked) }
             guard row.record.version == version else { return .failure(.versionMismatch) }
-            guard try GRDB.Row.fetchOne(db, sql: "SELECT 1 FROM challenge WHERE id = ? AND record = ? AND expires > ?",
-                                        arguments: [cid, rk, t]) != nil
+            guard let crow = try GRDB.Row.fetchOne(db, sql: "SELECT outcome FROM challenge WHERE id = ? AND record = ? AND expires > ?",
+                                                   arguments: [cid, rk, t])
             else { return .failure(.noChallenge) }
-            try db.execute(sql: "DELETE FROM challenge WHERE id = ?", arguments: [cid])
+            let proofHash = Data(SHA256.hash(data: proof))
+            if let stored = crow["outcome"] as Data? {
+                // Spent. A byte-identical retry (the answer was lost on the way) gets the same
+                // outcome again and changes nothing; any other proof gets nothing.
+                guard stored.count == 33, constantTimeEqual(Data(stored.prefix(32)), proofHash) else { return .failure(.noChallenge) }
+                if stored.last == 1 { return .success(.unlocked(wrapped: row.record.wrapped)) }
+                return .success(.wrongProof(attemptsLeft: max(0, row.record.guessLimit - row.record.attempts)))
+            }
             let expected = Data(HMAC<SHA256>.authenticationCode(
                 for: Array("coffer-vault/v1/unlock-proof".utf8) + Array(realmID) + Array(version) + Array(challenge),
                 using: SymmetricKey(data: row.record.tag)))
-            if constantTimeEqual(expected, proof) {
+            let success = constantTimeEqual(expected, proof)
+            // Spend the challenge: keep it (until it expires) with the outcome, for a retry.
+            try db.execute(sql: "UPDATE challenge SET outcome = ? WHERE id = ?", arguments: [proofHash + Data([success ? 1 : 0]), cid])
+            if success {
                 var record = row.record
                 record.attempts = 0
                 try self.storeRecord(db, rk, old: row.gen, record, lockAt: nil)
-                try db.execute(sql: "DELETE FROM challenge WHERE record = ?", arguments: [rk])
+                try db.execute(sql: "DELETE FROM challenge WHERE record = ? AND id != ?", arguments: [rk, cid])
                 return .success(.unlocked(wrapped: record.wrapped))
             }
             if try self.applyDestruction(db, rk, row, at: t) { return .success(.destroyed) }
@@ -411,7 +430,8 @@ public final class RealmStore: Sendable {
 
     /// R2: spends the pending registration and, if the record's version is `expectedVersion`
     /// (`nil`: no record, or a destroyed one), replaces the record with the new fields, this realm's
-    /// `x`, the pending key and `attempts = 0`.
+    /// `x` and the pending key. `attempts` is the replaced active record's count (0 over none or a
+    /// tombstone): a registration never resets guesses counted here.
     public func completeRegistration(tenant: String, user: String, pendingID: Data, expectedVersion: Data?,
                                      fields: RegistrationFields) async throws {
         let rk = recordKey(tenant: tenant, user: user)
@@ -436,10 +456,16 @@ public final class RealmStore: Sendable {
             }
             try db.execute(sql: "DELETE FROM pending WHERE id = ?", arguments: [pid])
             let key = try P384._VOPRF.PrivateKey(rawRepresentation: oprfKey)
+            // Guesses this realm counted against the record it replaces carry over: a registration
+            // (a repair, a rotation that reached this realm late, a change) never hands out a fresh
+            // budget for guesses an attacker already spent here. Only a successful unlock (Q2)
+            // resets the count. A tombstone may be replaced (the device still holds K), but the
+            // client never does so in a repair (docs/VAULT.md, "Guess accounting").
+            let inherited = current?.record.kind == .active ? min(current?.record.attempts ?? 0, fields.guessLimit) : 0
             let record = StoredRecord(kind: .active, version: fields.version, oprfKey: Data(oprfKey), x: x,
                                       pk: key.publicKey.oprfRepresentation, c: fields.c, commitment: fields.commitment,
                                       vk: fields.vk, sig: fields.sig, tag: fields.tag, wrapped: fields.wrapped,
-                                      policy: fields.policy, attempts: 0, guessLimit: fields.guessLimit)
+                                      policy: fields.policy, attempts: inherited, guessLimit: fields.guessLimit)
             try self.storeRecord(db, rk, old: current?.gen, record, lockAt: nil)
             try db.execute(sql: "DELETE FROM challenge WHERE record = ?", arguments: [rk])
         }

@@ -73,7 +73,9 @@ public struct DisableMachine {
         }
         let order = configuration.realms.map(\.id)
         return DisableReport(cleared: order.filter { empty.contains($0) },
-                             remaining: order.filter { !empty.contains($0) }.compactMap { problems[$0] })
+                             remaining: order.filter { !empty.contains($0) }.map { id in
+                                 problems[id] ?? RealmProblem(realmID: id, url: configuration.realms.first { $0.id == id }?.baseURL ?? "?", reason: "no answer")
+                             })
     }
 }
 
@@ -81,8 +83,14 @@ public struct DisableMachine {
 public struct DisableReport: Sendable, Equatable {
     /// Realms that hold no registration now.
     public var cleared: [RealmID]
-    /// Realms that still might (unreachable); they no longer form a recoverable group.
+    /// Realms that still might hold the record (unreachable): until the pending disable reaches
+    /// them they may still answer the old password.
     public var remaining: [RealmProblem]
+    /// Set when the pending disable could not be written on this device (why); nil otherwise.
+    public var pendingNotSaved: String?
+
+    /// True only when all `n` realms hold no record.
+    public var complete: Bool { remaining.isEmpty }
 }
 
 /// What `status` found at one realm.
@@ -141,7 +149,7 @@ public struct VaultStatus: Sendable, Equatable {
         let down = realms.filter { if case .down = $0.state { return true } else { return false } }.map(\.realmID)
         return VaultStatus(realms: realms,
                            activeVersion: group.first.flatMap { versions[$0] },
-                           attemptsLeft: group.isEmpty ? nil : group.compactMap { left[$0] }.min(),
+                           attemptsLeft: group.isEmpty ? nil : RecoveryMachine.quorumAttemptsLeft(group.compactMap { left[$0] }, n: configuration.n, t: configuration.threshold),
                            converged: configuration.realms.map(\.id).filter { group.contains($0) },
                            stale: configuration.realms.map(\.id).filter { !group.contains($0) && !down.contains($0) },
                            down: down)

@@ -98,13 +98,24 @@ public struct RecoveryMachine {
                 down[id] = problem(id, "holds another registration (\(a.version))")
             }
             for (id, p) in down where p.reason == "locked" || p.reason == "not registered" { stale.append(id) }
-            attemptsLeft = best.value.map { Int(answers[$0]!.attemptsLeft) }.min() ?? 0
+            attemptsLeft = Self.quorumAttemptsLeft(best.value.map { Int(answers[$0]!.attemptsLeft) }, n: n, t: t)
             return
         }
         let largest = best?.value.count ?? 0
         // No t consistent realms. Decide what the honest reading is.
-        if locked > 0 && locked + none > n - t { throw .locked }
-        if none > n - t { throw .notRegistered }
+        // *Locked* is believed only when n - t + 1 realms say so (fewer could be lying); likewise
+        // *not registered*. Fewer such claims without a group are a disagreement, named below.
+        if locked >= n - t + 1 { throw .locked }
+        if none >= n - t + 1 { throw .notRegistered }
+        if locked > 0 && locked + none > n - t {
+            var fault = [RealmID: RealmProblem]()
+            for (id, p) in down where p.reason == "locked" || p.reason == "not registered" {
+                fault[id] = problem(id, "reports \(p.reason), but fewer than \(n - t + 1) realms confirm it")
+            }
+            var rest = down
+            for id in fault.keys { rest[id] = nil }
+            throw .realmFault(faulty: ordered(fault), down: ordered(rest))
+        }
         let answered = answers.count + locked + none
         if answered >= t && groups.count > 1 {
             // Enough answered but they disagree: name everyone outside the largest group.
@@ -117,8 +128,23 @@ public struct RecoveryMachine {
         throw .realmsUnavailable(down: ordered(down), needed: t - largest)
     }
 
-    /// Guesses left before this attempt (the minimum the group reported).
+    /// Guesses left before this attempt (as the quorum reported, ``quorumAttemptsLeft(_:n:t:)``).
     public var attemptsLeftBeforeGuess: Int { attemptsLeft }
+
+    /// Realms whose Q1 answer claimed *locked* or no guesses left while fewer than `n - t + 1`
+    /// realms agreed: reported, never believed.
+    public private(set) var unconfirmedLockClaims: [RealmProblem] = []
+
+    /// The guesses left that the client believes, from the realms' answers (each sealed to this
+    /// request, so authenticated per realm): 0 (*locked*) only when at least `n - t + 1` realms
+    /// report 0; otherwise the smallest non-zero value (conservative), and the realms that claimed
+    /// 0 are named (``unconfirmedLockClaims``). So fewer than `n - t + 1` lying realms cannot make
+    /// the client report a lockout; they can at most understate the guesses left (never to 0).
+    public static func quorumAttemptsLeft(_ values: [Int], n: Int, t: Int) -> Int {
+        let zeros = values.filter { $0 <= 0 }.count
+        if zeros >= n - t + 1 { return 0 }
+        return values.filter { $0 > 0 }.min() ?? 0
+    }
 
     /// Step 3: stretches the password with the group's salt and policy; Q1 to every group realm.
     public mutating func q1Requests(password: String) throws(VaultError) -> [RealmID: VaultRequest] {
@@ -152,14 +178,14 @@ public struct RecoveryMachine {
         guard let blinded else { preconditionFailure("receiveQ1 before q1Requests") }
         let t = configuration.threshold
         var shares = [RealmID: Shamir.Share]()
-        var attempts = [Int]()
-        var lockedCount = 0
+        var attempts = [(RealmID, Int)]()
+        var lockedClaims = [RealmID]()
         for (id, reply) in replies {
             guard let realm = realm(id) else { continue }
             switch reply {
             case .success(.q1(let a)):
                 challenges[id] = a.challenge
-                attempts.append(Int(a.attemptsLeft))
+                attempts.append((id, Int(a.attemptsLeft)))
                 let message = VaultDerivation.recordMessage(version: version, realmID: id, x: realm.x, oprfPublicKey: a.oprfPublicKey,
                                                             maskedShare: a.maskedShare, policy: policy)
                 guard VaultDerivation.verifyRecord(signature: a.signature, verificationKey: verificationKey, message: message) else {
@@ -175,13 +201,24 @@ public struct RecoveryMachine {
                 }
                 shares[id] = Shamir.Share(x: realm.x, y: VaultDerivation.xor(a.maskedShare, VaultDerivation.mask(rwd: rwd, realmID: id)))
             case .success(.error(let e)):
-                if e.code == .locked { lockedCount += 1 }
+                if e.code == .locked { lockedClaims.append(id); attempts.append((id, 0)) }
                 down[id] = problem(id, "refused: \(e)")
             case .success: faulty[id] = problem(id, "answered with the wrong message type")
             case .failure(let f): down[id] = problem(id, f.description)
             }
         }
-        let minLeft = attempts.min() ?? 0
+        let n = configuration.n
+        let quorumLeft = Self.quorumAttemptsLeft(attempts.map(\.1), n: n, t: t)
+        if quorumLeft > 0 {
+            // Realms claiming no guesses are left while the quorum disagrees: named, not believed.
+            unconfirmedLockClaims = configuration.realms.compactMap { r in
+                if lockedClaims.contains(r.id) {
+                    return problem(r.id, "says the key is destroyed, but fewer than \(n - t + 1) realms confirm it")
+                }
+                guard attempts.contains(where: { $0.0 == r.id && $0.1 <= 0 }) else { return nil }
+                return problem(r.id, "says no guesses are left, but fewer than \(n - t + 1) realms confirm it")
+            }
+        }
         if shares.count >= t {
             let ids = configuration.realms.map(\.id).filter { shares[$0] != nil }
             for subset in combinations(ids, t) {
@@ -198,9 +235,9 @@ public struct RecoveryMachine {
                     return .recovered
                 }
             }
-            return .wrongPassword(attemptsLeft: minLeft)
+            return .wrongPassword(attemptsLeft: quorumLeft)
         }
-        if lockedCount > 0 && lockedCount > configuration.n - t { return .failed(.locked) }
+        if lockedClaims.count >= configuration.n - t + 1 { return .failed(.locked) }
         if !faulty.isEmpty { return .failed(.realmFault(faulty: ordered(faulty), down: ordered(down))) }
         return .failed(.realmsUnavailable(down: ordered(down), needed: t - shares.count))
     }

@@ -194,10 +194,17 @@ public struct RegistrationReport: Sendable, Equatable {
     public var version: RecordVersion
     /// Realms that stored it.
     public var acknowledged: [RealmID]
-    /// Realms that did not (yet): ``VaultClient/repair(user:)`` brings them up to date.
+    /// Realms that did not (yet): until ``VaultClient/repair(user:)`` brings them up to date they
+    /// keep whatever they held before (the previous password and key still work there).
     public var pending: [RealmProblem]
     /// What the device keeps (0600) until every realm converged; nil when none is pending.
     public var repair: RegistrationRepair?
+    /// Set when the pending change could not be written on this device (why); nil otherwise.
+    public var pendingNotSaved: String?
+
+    /// True only when every one of the `n` realms acknowledged: only then does nothing accept the
+    /// previous password or hold the previous key.
+    public var complete: Bool { pending.isEmpty }
 
     public static func == (a: Self, b: Self) -> Bool {
         a.version == b.version && a.acknowledged == b.acknowledged && a.pending == b.pending

@@ -1,10 +1,6 @@
 import Foundation
 import Crypto
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
+import CofferCore
 
 /// What the device keeps after a registration that some realms missed: `S`, the version, the
 /// stretched password `h` (salted by this version) and the shares of the realms still pending.
@@ -59,7 +55,65 @@ public struct RegistrationRepair: Sendable, CustomStringConvertible {
     }
 }
 
-/// Pending repairs on this device: `$COFFER_HOME/vault/pending-<hash of tenant and user>.json`, 0600.
+/// A disable that some realms missed: the realms that may still hold a record of this account
+/// (they would still answer the old password). No secret: a disable needs only a `delete` token.
+public struct PendingDisable: Sendable, Equatable, CustomStringConvertible {
+    public var tenant: String
+    public var user: String
+    /// Realms that were not reached (they may still hold a record).
+    public var pendingRealms: [RealmID]
+
+    public init(tenant: String, user: String, pendingRealms: [RealmID]) {
+        self.tenant = tenant
+        self.user = user
+        self.pendingRealms = pendingRealms
+    }
+
+    public var description: String { "PendingDisable(\(user), \(pendingRealms.count) realms pending)" }
+
+    struct File: Codable {
+        var kind: String
+        var tenant: String, user: String
+        var realms: [String]
+    }
+}
+
+/// A vault change (change of password, rotation, key rotation, enable over an old registration, or
+/// disable) that took effect but has not reached every realm yet. Until it has, the realms listed in
+/// ``realmsNotUpdated`` may still accept the old password or hold the old key.
+public enum VaultPendingChange: Sendable, CustomStringConvertible {
+    case registration(RegistrationRepair)
+    case disable(PendingDisable)
+
+    /// The realms that have not confirmed the change yet, in configuration order.
+    public func realmsNotUpdated(in configuration: ValidatedVaultConfiguration) -> [RealmID] {
+        switch self {
+        case .registration(let r):
+            let xs = Set(r.pendingShares.map(\.x))
+            return configuration.realms.filter { xs.contains($0.x) }.map(\.id)
+        case .disable(let d):
+            return configuration.realms.map(\.id).filter { d.pendingRealms.contains($0) }
+        }
+    }
+
+    /// `"registration"` or `"disable"`.
+    public var kind: String {
+        switch self {
+        case .registration: return "registration"
+        case .disable: return "disable"
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .registration(let r): return r.description
+        case .disable(let d): return d.description
+        }
+    }
+}
+
+/// Pending changes on this device: `$COFFER_HOME/vault/pending-<hash of tenant and user>.json`, 0600,
+/// written durably (``PrivateFile``). One per account: a newer change replaces an older one.
 public struct VaultRepairStore: Sendable {
     public let directory: URL
 
@@ -74,28 +128,38 @@ public struct VaultRepairStore: Sendable {
         directory = base.appendingPathComponent("vault", isDirectory: true)
     }
 
-    func url(tenant: String, user: String) -> URL {
+    /// The file that holds the account's pending change (whether or not one exists).
+    public func url(tenant: String, user: String) -> URL {
         let id = Array(Array(SHA256.hash(data: lp(Array(tenant.utf8)) + lp(Array(user.utf8)))).prefix(16)).hexString
         return directory.appendingPathComponent("pending-\(id).json")
     }
 
+    /// The pending registration repair, if that is what is pending.
     public func load(tenant: String, user: String) -> RegistrationRepair? {
-        guard let data = try? Data(contentsOf: url(tenant: tenant, user: user)) else { return nil }
-        return try? RegistrationRepair(data: data)
+        if case .registration(let r)? = loadChange(tenant: tenant, user: user) { return r }
+        return nil
     }
 
-    /// Writes 0600 under a temporary name, then renames.
+    /// Whatever change is pending for the account (nil: none, or an unreadable file).
+    public func loadChange(tenant: String, user: String) -> VaultPendingChange? {
+        guard let data = try? Data(contentsOf: url(tenant: tenant, user: user)) else { return nil }
+        if let d = try? JSONDecoder().decode(PendingDisable.File.self, from: data), d.kind == "disable" {
+            let ids = d.realms.compactMap { RealmID(hex: $0) }
+            guard ids.count == d.realms.count else { return nil }
+            return .disable(PendingDisable(tenant: d.tenant, user: d.user, pendingRealms: ids))
+        }
+        return (try? RegistrationRepair(data: data)).map { .registration($0) }
+    }
+
+    /// Writes durably, 0600, under a temporary name, then renames.
     public func save(_ repair: RegistrationRepair) throws {
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let target = url(tenant: repair.tenant, user: repair.user)
-        let tmp = directory.appendingPathComponent(".\(UUID().uuidString).tmp")
-        guard FileManager.default.createFile(atPath: tmp.path, contents: try repair.encoded(), attributes: [.posixPermissions: 0o600]) else {
-            throw VaultConfigurationError("cannot write \(tmp.path)")
-        }
-        guard rename(tmp.path, target.path) == 0 else {
-            try? FileManager.default.removeItem(at: tmp)
-            throw VaultConfigurationError("cannot move \(tmp.path) into place")
-        }
+        try PrivateFile.save(try repair.encoded(), to: url(tenant: repair.tenant, user: repair.user))
+    }
+
+    /// Writes durably, 0600, under a temporary name, then renames.
+    public func save(_ pending: PendingDisable) throws {
+        let f = PendingDisable.File(kind: "disable", tenant: pending.tenant, user: pending.user, realms: pending.pendingRealms.map(\.hex))
+        try PrivateFile.save(try JSONEncoder().encode(f), to: url(tenant: pending.tenant, user: pending.user))
     }
 
     public func remove(tenant: String, user: String) {
@@ -113,6 +177,8 @@ public struct RepairMachine {
     private var expected: [RealmID: RecordVersion] = [:]
     private var blinded: BlindedInput?
     public private(set) var converged: Set<RealmID> = []
+    /// Realms that answered *locked*: done for this change, never revived.
+    public private(set) var locked: Set<RealmID> = []
 
     public init(configuration: ValidatedVaultConfiguration, repair: RegistrationRepair, tokens: [RealmID: String]) {
         self.configuration = configuration
@@ -130,21 +196,42 @@ public struct RepairMachine {
     public enum Plan { case superseded, done, repair([RealmID: VaultRequest]) }
 
     public mutating func receiveQ0(_ replies: [RealmID: RealmReply]) throws(VaultError) -> Plan {
-        var reported = [RealmID: RecordVersion]()
-        for (id, reply) in replies { if case .success(.q0(let a)) = reply { reported[id] = a.version } }
-        let holding = reported.filter { $0.value == repair.version }.map(\.key)
+        // Only an *active* record of this version holds it: a tombstone (locked) of any version is
+        // never counted as holding, never a target and never revived (a repair must not hand out a
+        // fresh guess budget that a lockout took away). A locked realm no longer accepts any
+        // password, so for this change it is done.
+        var active = [RealmID: RecordVersion]()
+        var empty = Set<RealmID>()
+        var locked = Set<RealmID>()
+        for (id, reply) in replies {
+            guard case .success(.q0(let a)) = reply else { continue }
+            switch a.state {
+            case .active: active[id] = a.version
+            case .none: empty.insert(id)
+            case .locked: locked.insert(id)
+            }
+        }
+        let holding = active.filter { $0.value == repair.version }.map(\.key)
         converged = Set(holding)
+        self.locked = locked
+        let answered = active.count + empty.count + locked.count
         if holding.count < configuration.effectiveQuorum {
             // Our registration left at most t - 1 realms on other versions; t or more elsewhere
-            // means a later registration, delete or lockout replaced it: never overwrite that.
-            if reported.count - holding.count >= configuration.threshold { return .superseded }
+            // (another version, none, or locked) means a later registration, delete or lockout
+            // replaced it: never overwrite that.
+            if answered - holding.count >= configuration.threshold { return .superseded }
             throw .realmsUnavailable(down: [], needed: configuration.effectiveQuorum - holding.count)
         }
         let pendingXs = Set(repair.pendingShares.map(\.x))
-        let targets = configuration.realms.filter { pendingXs.contains($0.x) && reported[$0.id] != nil && reported[$0.id] != repair.version }
+        let targets = configuration.realms.filter { r in
+            pendingXs.contains(r.x) && !locked.contains(r.id) && ((active[r.id] != nil && active[r.id] != repair.version) || empty.contains(r.id))
+        }
+        var reported = [RealmID: RecordVersion]()
+        for (id, v) in active { reported[id] = v }
+        for id in empty { reported[id] = .zero }
         if targets.isEmpty {
-            let allDone = repair.pendingShares.allSatisfy { s in configuration.realms.contains { $0.x == s.x && converged.contains($0.id) } }
-            return allDone ? .done : .repair([:])
+            repair.pendingShares.removeAll { s in configuration.realms.contains { $0.x == s.x && (converged.contains($0.id) || locked.contains($0.id)) } }
+            return repair.pendingShares.isEmpty ? .done : .repair([:])
         }
         let b: BlindedInput
         do { b = try repair.stretched.withUnsafeBytes { try VaultOPRF.blind(Array($0)) } } catch { throw .policy("blinding failed") }
@@ -188,7 +275,61 @@ public struct RepairMachine {
         for (id, reply) in replies {
             if case .success(.r2(let a)) = reply, a.version == repair.version { converged.insert(id) }
         }
-        repair.pendingShares.removeAll { s in configuration.realms.contains { $0.x == s.x && converged.contains($0.id) } }
+        repair.pendingShares.removeAll { s in configuration.realms.contains { $0.x == s.x && (converged.contains($0.id) || locked.contains($0.id)) } }
         return repair.pendingShares.isEmpty ? nil : repair
+    }
+}
+
+/// Finishes a disable that some realms missed, as a state machine with no I/O: Q0 (scope `delete`)
+/// everywhere; if `t` or more realms hold one active version, a later registration replaced the
+/// disable (dropped, never deleted); otherwise every pending realm that still holds a record gets a
+/// delete with its ticket and version.
+public struct DisableRepairMachine {
+    public let configuration: ValidatedVaultConfiguration
+    public private(set) var pending: PendingDisable
+    let tokens: [RealmID: String]
+
+    public init(configuration: ValidatedVaultConfiguration, pending: PendingDisable, tokens: [RealmID: String]) {
+        self.configuration = configuration
+        self.pending = pending
+        self.tokens = tokens
+    }
+
+    public func q0Requests() -> [RealmID: VaultRequest] {
+        var out = [RealmID: VaultRequest]()
+        for r in configuration.realms { if let t = tokens[r.id] { out[r.id] = .q0(Q0Request(token: t)) } }
+        return out
+    }
+
+    public enum Plan { case superseded, done, delete([RealmID: VaultRequest]) }
+
+    public mutating func receiveQ0(_ replies: [RealmID: RealmReply]) -> Plan {
+        var groups = [RecordVersion: Int]()
+        var out = [RealmID: VaultRequest]()
+        var cleared = Set<RealmID>()
+        for (id, reply) in replies {
+            guard case .success(.q0(let a)) = reply else { continue }
+            if a.state == .active { groups[a.version, default: 0] += 1 }
+            guard pending.pendingRealms.contains(id) else { continue }
+            if a.state == .none { cleared.insert(id) } else if let t = tokens[id] {
+                out[id] = .delete(DeleteRequest(token: t, ticket: a.ticket, expectedVersion: a.version))
+            }
+        }
+        if groups.values.contains(where: { $0 >= configuration.threshold }) { return .superseded }
+        pending.pendingRealms.removeAll { cleared.contains($0) }
+        if pending.pendingRealms.isEmpty { return .done }
+        return .delete(out)
+    }
+
+    /// Returns what is still pending (nil when every realm is cleared).
+    public mutating func receiveDelete(_ replies: [RealmID: RealmReply]) -> PendingDisable? {
+        for (id, reply) in replies {
+            switch reply {
+            case .success(.delete): pending.pendingRealms.removeAll { $0 == id }
+            case .success(.error(let e)) where e.code == .notRegistered: pending.pendingRealms.removeAll { $0 == id }
+            default: break
+            }
+        }
+        return pending.pendingRealms.isEmpty ? nil : pending
     }
 }

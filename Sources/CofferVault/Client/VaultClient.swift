@@ -22,6 +22,9 @@ public struct VaultClient: Sendable {
     /// Where the device keeps `S`, the version and pending shares until every realm converged
     /// (nil: not kept; realms that missed a registration are then repaired by the next one).
     public var repairStore: VaultRepairStore?
+    /// How long a recovery keeps resending Q2 requests whose answers were lost (below the realms'
+    /// 2-minute challenge lifetime). Default 60 s.
+    public var q2RetryWindow: Duration = .seconds(60)
     /// Test hook: sees `S` of each registration and recovery (never used outside tests).
     var secretObserver: (@Sendable (SymmetricKey) -> Void)?
 
@@ -34,12 +37,25 @@ public struct VaultClient: Sendable {
     }
 
     /// Protects `key` under `password` for `user` (enable, change password, rotation).
-    /// Takes effect once `n - t + 1` realms acknowledge; realms that did not are listed in
-    /// ``RegistrationReport/pending`` and repaired by the next registration or recovery.
-    /// - Throws: ``VaultError`` (`.realmsUnavailable`, `.notEffective`, `.policy`, `.token`).
+    /// Takes effect once `n - t + 1` realms acknowledge; it is *complete* only when all `n` did
+    /// (``RegistrationReport/complete``). Until then the realms in ``RegistrationReport/pending``
+    /// may still accept the previous password and hold the previous key; with a
+    /// ``repairStore`` the device keeps the change pending and ``repair(user:)`` finishes it.
+    /// The password must have at least the configuration's ``ValidatedVaultConfiguration/minimumPasswordLength``
+    /// characters; a shorter one is refused before anything is sent.
+    /// - Throws: ``VaultError`` (`.passwordTooShort`, `.realmsUnavailable`, `.notEffective`, `.policy`, `.token`).
     @discardableResult
     public func register(key: BackupKey, password: String, user: String, policy: VaultPolicy? = nil) async throws(VaultError) -> RegistrationReport {
-        try await register(key: key.symmetricKey, password: password, user: user, policy: policy ?? configuration.policy)
+        try checkPasswordPolicy(password)
+        return try await register(key: key.symmetricKey, password: password, user: user, policy: policy ?? configuration.policy)
+    }
+
+    /// Refuses a password shorter than the vault policy's minimum (counted in characters, after NFC).
+    public func checkPasswordPolicy(_ password: String) throws(VaultError) {
+        let length = password.precomposedStringWithCanonicalMapping.count
+        guard length >= configuration.minimumPasswordLength else {
+            throw .passwordTooShort(minimum: configuration.minimumPasswordLength)
+        }
     }
 
     func register(key: SymmetricKey, password: String, user: String, policy: VaultPolicy) async throws(VaultError) -> RegistrationReport {
@@ -50,10 +66,14 @@ public struct VaultClient: Sendable {
         let r2Requests = try machine.receiveR1(r1)
         if let s = machine.secretForTesting { secretObserver?(s) }
         let r2 = await transport.callAll(r2Requests, realms: configuration.realms)
-        let report = try machine.receiveR2(r2)
+        var report = try machine.receiveR2(r2)
         if let repairStore {
-            // The newest effective registration replaces any older pending repair.
-            if let repair = report.repair { try? repairStore.save(repair) } else { repairStore.remove(tenant: configuration.tenant, user: user) }
+            // The newest effective change replaces any older pending one.
+            if let repair = report.repair {
+                do { try repairStore.save(repair) } catch { report.pendingNotSaved = "\(error)" }
+            } else {
+                repairStore.remove(tenant: configuration.tenant, user: user)
+            }
         }
         return report
     }
@@ -62,18 +82,30 @@ public struct VaultClient: Sendable {
     public enum RepairOutcome: Sendable, Equatable {
         /// Nothing was pending on this device.
         case nothingPending
-        /// Every realm now holds the registration; the kept secrets are deleted.
+        /// Every realm now has the change; the pending record (and its secrets) is deleted.
         case completed(repaired: Int)
-        /// Some realms are still unreachable; the repair stays pending.
+        /// Some realms are still unreachable; the change stays pending (``pendingChange(user:)`` lists them).
         case stillPending(repaired: Int, remaining: Int)
-        /// A later registration, delete or lockout replaced this one; the repair was dropped.
+        /// A later registration, delete or lockout replaced this change; the pending record was dropped.
         case superseded
     }
 
-    /// Brings realms that missed this device's last registration up to date (R1/R2 with the kept
-    /// `S` and shares), only while that registration is still the active one.
+    /// The change this device still has to bring to some realms (read from the device, no network).
+    public func pendingChange(user: String) -> VaultPendingChange? {
+        repairStore?.loadChange(tenant: configuration.tenant, user: user)
+    }
+
+    /// Finishes this device's pending change (a registration or a disable that some realms missed),
+    /// only while it is still the newest one. Run it before every vault operation and every backup.
     public func repair(user: String) async throws(VaultError) -> RepairOutcome {
-        guard let repairStore, let pending = repairStore.load(tenant: configuration.tenant, user: user) else { return .nothingPending }
+        guard let repairStore, let change = repairStore.loadChange(tenant: configuration.tenant, user: user) else { return .nothingPending }
+        switch change {
+        case .registration(let pending): return try await repairRegistration(pending, user: user, store: repairStore)
+        case .disable(let pending): return await repairDisable(pending, user: user, store: repairStore)
+        }
+    }
+
+    private func repairRegistration(_ pending: RegistrationRepair, user: String, store repairStore: VaultRepairStore) async throws(VaultError) -> RepairOutcome {
         let tokens = await tokens(user: user, scope: .register)
         var machine = RepairMachine(configuration: configuration, repair: pending, tokens: tokens)
         let q0 = await transport.callAll(machine.q0Requests(), realms: configuration.realms)
@@ -97,6 +129,29 @@ public struct VaultClient: Sendable {
         }
     }
 
+    private func repairDisable(_ pending: PendingDisable, user: String, store repairStore: VaultRepairStore) async -> RepairOutcome {
+        let tokens = await tokens(user: user, scope: .delete)
+        var machine = DisableRepairMachine(configuration: configuration, pending: pending, tokens: tokens)
+        let q0 = await transport.callAll(machine.q0Requests(), realms: configuration.realms)
+        let before = pending.pendingRealms.count
+        switch machine.receiveQ0(q0) {
+        case .superseded:
+            repairStore.remove(tenant: configuration.tenant, user: user)
+            return .superseded
+        case .done:
+            repairStore.remove(tenant: configuration.tenant, user: user)
+            return .completed(repaired: before)
+        case .delete(let requests):
+            let answers = await transport.callAll(requests, realms: configuration.realms)
+            if let left = machine.receiveDelete(answers) {
+                try? repairStore.save(left)
+                return .stillPending(repaired: before - left.pendingRealms.count, remaining: left.pendingRealms.count)
+            }
+            repairStore.remove(tenant: configuration.tenant, user: user)
+            return .completed(repaired: before)
+        }
+    }
+
     /// Recovers the key with the password, then rotates the registration (new `S`, new OPRF
     /// keys, new version) with the same password and key.
     /// - Throws: ``VaultError``: `.wrongPassword(attemptsLeft:)`, `.locked`, `.notRegistered`,
@@ -109,10 +164,29 @@ public struct VaultClient: Sendable {
         let q1 = await transport.callAll(try machine.q1Requests(password: password), realms: configuration.realms)
         let outcome = machine.receiveQ1(q1)
         // Q2 goes out whatever happened, so realms cannot tell success from failure by its presence.
-        let q2 = await transport.callAll(machine.q2Requests(), realms: configuration.realms)
+        // Made once: a resend must be byte-identical (the random proofs of a failure included).
+        let q2Requests = machine.q2Requests()
+        var q2 = await transport.callAll(q2Requests, realms: configuration.realms)
+        if outcome == .recovered {
+            // A Q2 whose answer was lost (transport failure) is resent, same body, fresh channel,
+            // within the challenge's lifetime: the realm answers a byte-identical retry with the
+            // outcome it stored, so a dropped answer never makes the user spend a new guess.
+            let deadline = ContinuousClock.now + q2RetryWindow
+            var delay = Duration.milliseconds(200)
+            while ContinuousClock.now + delay < deadline {
+                let lost = q2Requests.filter { id, _ in if case .failure? = q2[id] { return true } else { return false } }
+                if lost.isEmpty { break }
+                try? await Task.sleep(for: delay)
+                delay *= 2
+                for (id, reply) in await transport.callAll(lost, realms: configuration.realms) { q2[id] = reply }
+            }
+        }
         switch outcome {
         case .wrongPassword(let left):
+            // `left` is 0 only when n - t + 1 realms said so (RecoveryMachine.quorumAttemptsLeft).
             if left <= 0 { throw .locked }
+            let claims = machine.unconfirmedLockClaims
+            if !claims.isEmpty { throw .lockNotConfirmed(attemptsLeft: left, claiming: claims) }
             throw .wrongPassword(attemptsLeft: left)
         case .failed(let error):
             throw error
@@ -136,14 +210,18 @@ public struct VaultClient: Sendable {
         return result
     }
 
-    /// A registration with the new password and the same key.
+    /// A registration with the new password and the same key. Complete only when
+    /// ``RegistrationReport/complete``; until then the realms in ``RegistrationReport/pending`` still
+    /// accept the old password.
     @discardableResult
     public func changePassword(key: BackupKey, newPassword: String, user: String) async throws(VaultError) -> RegistrationReport {
         try await register(key: key, password: newPassword, user: user)
     }
 
     /// Deletes the registration at every realm (ticket + expectedVersion); effective once
-    /// `n - t + 1` realms hold none. The 64-digit key keeps working.
+    /// `n - t + 1` realms hold none, complete only when all `n` do (``DisableReport/complete``).
+    /// Until then, with a ``repairStore``, the device keeps the disable pending and
+    /// ``repair(user:)`` finishes it. The 64-digit key keeps working.
     @discardableResult
     public func disable(user: String) async throws(VaultError) -> DisableReport {
         let tokens = await tokens(user: user, scope: .delete)
@@ -151,7 +229,16 @@ public struct VaultClient: Sendable {
         let q0 = await transport.callAll(machine.q0Requests(), realms: configuration.realms)
         let deletes = try machine.receiveQ0(q0)
         let answers = await transport.callAll(deletes, realms: configuration.realms)
-        return try machine.receiveDelete(answers)
+        var report = try machine.receiveDelete(answers)
+        if let repairStore {
+            if report.complete {
+                repairStore.remove(tenant: configuration.tenant, user: user)
+            } else {
+                let pending = PendingDisable(tenant: configuration.tenant, user: user, pendingRealms: report.remaining.map(\.realmID))
+                do { try repairStore.save(pending) } catch { report.pendingNotSaved = "\(error)" }
+            }
+        }
+        return report
     }
 
     /// Which realms hold what, guesses left, which are down. Costs no guess.

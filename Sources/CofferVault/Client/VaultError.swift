@@ -21,7 +21,11 @@ public struct RealmProblem: Sendable, Equatable, CustomStringConvertible {
 public enum VaultError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The password is wrong; `attemptsLeft` more tries before the key is destroyed.
     case wrongPassword(attemptsLeft: Int)
-    /// Too many wrong passwords: the vault destroyed the key for good.
+    /// The password is wrong; the quorum of realms reports `attemptsLeft` more tries, while the
+    /// named realms claim the key is destroyed (or no guess is left) without `n - t + 1` realms
+    /// confirming it: not believed, reported.
+    case lockNotConfirmed(attemptsLeft: Int, claiming: [RealmProblem])
+    /// Too many wrong passwords: at least `n - t + 1` realms report the key destroyed for good.
     case locked
     /// This account has no key in the vault.
     case notRegistered
@@ -35,12 +39,19 @@ public enum VaultError: Error, Sendable, Equatable, CustomStringConvertible {
     case token(String)
     /// The password policy in the configuration or a record is outside the allowed bounds.
     case policy(String)
+    /// The new password is shorter than the vault policy's minimum (`minPasswordLength` in
+    /// vault.json, default 6 characters); refused before anything was sent.
+    case passwordTooShort(minimum: Int)
 
     public var description: String {
         switch self {
         case .wrongPassword(let left):
             if left <= 0 { return "wrong password; no guesses are left, the vault has destroyed the key" }
             return "wrong password; \(left) more \(left == 1 ? "guess" : "guesses") before the vault destroys the key"
+        case .lockNotConfirmed(let left, let claiming):
+            return "wrong password; \(left) more \(left == 1 ? "guess" : "guesses") before the vault destroys the key. "
+                + "Not believed (too few realms confirm it): " + claiming.map(\.description).joined(separator: "; ")
+                + ". Report these realms to the vault operators."
         case .locked:
             return "the vault destroyed this key after too many wrong passwords; it cannot be recovered with a password any more (use the 64-digit key if you kept it)"
         case .notRegistered:
@@ -52,10 +63,12 @@ public enum VaultError: Error, Sendable, Equatable, CustomStringConvertible {
             if !down.isEmpty { s += ". Unreachable: " + down.map(\.description).joined(separator: "; ") }
             return s + ". Report this to the vault operators."
         case .notEffective(let op, let ack, let needed, let problems):
-            return "the \(op) reached only \(ack) realms of the \(needed) needed, so it did not take effect (nothing changed for the active password). " +
+            return "the \(op) reached only \(ack) realms of the \(needed) needed, so it did not take effect: the previous password still works. " +
                 problems.map(\.description).joined(separator: "; ")
         case .token(let m): return "could not obtain a realm token: \(m)"
         case .policy(let m): return "refused password policy: \(m)"
+        case .passwordTooShort(let minimum):
+            return "the password is too short: the vault policy asks for at least \(minimum) characters (nothing was sent)"
         }
     }
 }

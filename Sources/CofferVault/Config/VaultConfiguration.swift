@@ -99,19 +99,28 @@ public struct VaultConfiguration: Codable, Sendable, Equatable {
     /// Default policy for new registrations (optional; `VaultPolicy.default` otherwise).
     public var policy: PolicyJSON?
 
-    /// JSON form of a policy: `{"log2N": 16, "r": 8, "p": 1, "guessLimit": 10}`.
+    /// JSON form of a policy: `{"log2N": 16, "r": 8, "p": 1, "guessLimit": 10, "minPasswordLength": 6}`.
+    /// `minPasswordLength` is a client-side rule for new passwords (not sent to realms); default
+    /// ``VaultConfiguration/defaultMinimumPasswordLength``.
     public struct PolicyJSON: Codable, Sendable, Equatable {
         public var log2N: UInt8
         public var r: UInt8
         public var p: UInt8
         public var guessLimit: UInt8
-        public init(_ p: VaultPolicy) {
+        public var minPasswordLength: Int?
+        public init(_ p: VaultPolicy, minPasswordLength: Int? = nil) {
             log2N = p.log2N
             r = p.r
             self.p = p.p
             guessLimit = p.guessLimit
+            self.minPasswordLength = minPasswordLength
         }
     }
+
+    /// The shortest new password a client accepts unless vault.json says otherwise (characters).
+    public static let defaultMinimumPasswordLength = 6
+    /// The range `minPasswordLength` must be in.
+    public static let minimumPasswordLengthRange = 1...1024
 
     /// The file name `coffer realm cluster` writes beside `vault.json` for the development tenant's
     /// ES256 private key (PEM, 0600).
@@ -124,7 +133,7 @@ public struct VaultConfiguration: Codable, Sendable, Equatable {
         self.threshold = threshold
         self.realms = realms
         self.developmentTenantKey = developmentTenantKey
-        self.policy = policy.map(PolicyJSON.init)
+        self.policy = policy.map { PolicyJSON($0) }
     }
 
     /// `n`.
@@ -168,8 +177,12 @@ public struct VaultConfiguration: Codable, Sendable, Equatable {
             out.append(PinnedRealm(id: id, baseURL: realm.url.hasSuffix("/") ? String(realm.url.dropLast()) : realm.url,
                                    x: realm.x, keys: keys))
         }
-        _ = try registrationPolicy()
-        return ValidatedVaultConfiguration(tenant: tenant, threshold: threshold, realms: out, policy: try registrationPolicy())
+        let minLength = policy?.minPasswordLength ?? Self.defaultMinimumPasswordLength
+        guard Self.minimumPasswordLengthRange.contains(minLength) else {
+            throw VaultConfigurationError("policy: minPasswordLength must be between 1 and 1024 characters")
+        }
+        return ValidatedVaultConfiguration(tenant: tenant, threshold: threshold, realms: out, policy: try registrationPolicy(),
+                                           minimumPasswordLength: minLength)
     }
 
     /// Reads and validates `vault.json`.
@@ -214,6 +227,8 @@ public struct ValidatedVaultConfiguration: Sendable {
     public let threshold: Int
     public let realms: [PinnedRealm]
     public let policy: VaultPolicy
+    /// New passwords shorter than this (characters, after NFC) are refused before anything is sent.
+    public let minimumPasswordLength: Int
     public var n: Int { realms.count }
     /// `n - t + 1`: acknowledgements needed for a registration or delete to take effect.
     public var effectiveQuorum: Int { n - threshold + 1 }

@@ -83,6 +83,9 @@ struct KeyRotateCommand: AsyncParsableCommand {
                 The old key no longer opens this repository: destroy every copy of it you kept.
                 This device keeps a copy of the new key in \(keyFile) (readable only by you).
                 """)
+                // The vault part is complete only when every realm holds the new key (else it is
+                // pending on this device, and the realms that still hold the old key were named).
+                if let prepared, prepared.client.pendingChange(user: prepared.user) != nil { return .vaultIncomplete }
                 return .ok
             }
         }
@@ -95,6 +98,7 @@ struct KeyRotateCommand: AsyncParsableCommand {
         guard vaultConfigured else { return nil }
         let user = try vault.account()
         let client = try await vault.client()
+        await finishPendingChange(client, user: user)
         let password = try readPassword(prompt: "Vault password for \(user) (the new key goes behind it): ", confirm: false)
         let recovered = try await client.recover(password: password, user: user)
         let accepted = [currentKey.digits, KeyRotation.pendingNewKey(repositoryID: repositoryID, deviceStore: deviceStore)?.digits]

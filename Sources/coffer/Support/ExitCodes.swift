@@ -39,6 +39,10 @@ enum CofferExitCode: Int32, CaseIterable {
     case vaultUnavailable = 23
     /// Vault: a realm answered inconsistently or with forged data (named in the message).
     case realmFault = 24
+    /// Vault: a change (change-password, enable, disable, the vault part of `key rotate`) took
+    /// effect but is done at some realms only: the named realms still accept the old password or
+    /// hold the old key until this device's pending change reaches them.
+    case vaultIncomplete = 25
     /// Interrupted (Ctrl-C, SIGTERM): stopped cleanly; what was uploaded is kept for the next run.
     case interrupted = 130
     /// Bad command line or environment (unknown option, malformed key, missing `--repo`). EX_USAGE.
@@ -62,6 +66,7 @@ enum CofferExitCode: Int32, CaseIterable {
         case .notRegistered: return "vault: no key registered for this account"
         case .vaultUnavailable: return "vault: not enough realms answered"
         case .realmFault: return "vault: a realm answered inconsistently"
+        case .vaultIncomplete: return "vault: change done at some realms only (they still accept the old password / hold the old key)"
         case .interrupted: return "interrupted"
         }
     }
@@ -148,6 +153,10 @@ enum ErrorReport {
         switch e {
         case .wrongPassword(let left) where left > 0:
             return (.wrongPassword, e.description, nil)
+        case .lockNotConfirmed:
+            return (.wrongPassword, e.description, nil)
+        case .passwordTooShort:
+            return (.usage, e.description, "Choose a longer password; `minPasswordLength` in vault.json's policy sets the minimum.")
         case .wrongPassword, .locked:
             return (.vaultLocked, e.description, "The vault no longer holds this key. The 64-digit key still opens the backups.")
         case .notRegistered:

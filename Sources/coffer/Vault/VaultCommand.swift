@@ -108,13 +108,13 @@ struct VaultEnable: AsyncParsableCommand {
 struct VaultChangePassword: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "change-password",
-        abstract: "Replace the vault password (needs the key on this device; the old password stops working).")
+        abstract: "Replace the vault password (needs the key on this device; the old password stops working once every realm has the change).")
     @OptionGroup var options: VaultOptions
     @OptionGroup var keySource: KeySourceOptions
 
     func run() async throws {
         // A password change is a registration of the same key under the new password.
-        try await registerKey(options: options, keySource: keySource) { "The new password is active for \($0); the old one no longer works." }
+        try await registerKey(options: options, keySource: keySource) { "The new password is active for \($0)." }
     }
 }
 
@@ -123,11 +123,14 @@ private func registerKey(options: VaultOptions, keySource: KeySourceOptions, mes
     try await runMapped {
         let (key, repositoryID) = try await keySource.keyAndRepository()
         let user = try options.account()
-        let password = try readPassword(prompt: "New vault password: ", confirm: true)
         let client = try await options.client()
+        await finishPendingChange(client, user: user)
+        let password = try readPassword(prompt: "New vault password: ", confirm: true)
+        try client.checkPasswordPolicy(password)
         let report = try await client.register(key: key, password: password, user: user)
-        printRegistration(report, client: client, what: message(user))
+        let complete = printRegistration(report, client: client, what: message(user))
         if let repositoryID, let path = options.configPath { VaultLink.save(DeviceKeyStore(), repositoryID: repositoryID, vault: path, user: user) }
+        if !complete { throw ExitCode(CofferExitCode.vaultIncomplete.rawValue) }
     }
 }
 
@@ -158,6 +161,7 @@ struct VaultRecover: AsyncParsableCommand {
         try await runMapped {
             let user = try options.account()
             let client = try await options.client()
+            await finishPendingChange(client, user: user)
             let password = try readPassword(prompt: "Vault password for \(user): ", confirm: false)
             let result = try await client.recover(password: password, user: user)
             if let location = repositoryLocation {
@@ -200,6 +204,7 @@ struct VaultRecover: AsyncParsableCommand {
             for p in result.down { printErr("note: \(p)") }
             if let rotation = result.rotation {
                 print("Vault registration renewed (\(rotation.acknowledged.count) of \(client.configuration.n) realms).")
+                for line in incompleteLines(rotation.pending, pendingNotSaved: rotation.pendingNotSaved, registration: true) { printErr(line) }
             } else if let e = result.rotationError {
                 printErr("warning: the registration could not be renewed (\(e)); the password still works, run `coffer vault recover` again later")
             }
@@ -217,9 +222,16 @@ struct VaultDisable: AsyncParsableCommand {
         try await runMapped {
             let user = try options.account()
             let client = try await options.client()
+            await finishPendingChange(client, user: user)
             let report = try await client.disable(user: user)
-            print("The vault no longer holds a key for \(user) (\(report.cleared.count) of \(client.configuration.n) realms cleared).")
-            for p in report.remaining { printErr("note: not reached: \(p)") }
+            let n = client.configuration.n
+            if report.complete {
+                print("The vault no longer holds a key for \(user): all \(n) realms confirmed.")
+            } else {
+                print("The vault key for \(user) is disabled at \(report.cleared.count) of \(n) realms (enough to take effect), but not yet everywhere.")
+                for line in incompleteLines(report.remaining, pendingNotSaved: report.pendingNotSaved, registration: false) { printErr(line) }
+                throw ExitCode(CofferExitCode.vaultIncomplete.rawValue)
+            }
         }
     }
 }
@@ -234,13 +246,8 @@ struct VaultStatusCommand: AsyncParsableCommand {
         try await runMapped {
             let user = try options.account()
             let client = try await options.client()
-            // Finish a registration that some realms missed, while it is still the active one.
-            switch try? await client.repair(user: user) {
-            case .completed(let n) where n > 0: print("Repaired \(n) realm(s) that had missed the last registration.")
-            case .stillPending(let n, let left): print("Repaired \(n) realm(s); \(left) still unreachable (repair stays pending).")
-            case .superseded: print("A later change replaced this device's last registration; its pending repair was dropped.")
-            default: break
-            }
+            // Finish a change that some realms missed, while it is still the newest one.
+            let stillPending = await finishPendingChange(client, user: user)
             let status = await client.status(user: user)
             let t = client.configuration.threshold, n = client.configuration.n
             if let v = status.activeVersion {
@@ -263,18 +270,70 @@ struct VaultStatusCommand: AsyncParsableCommand {
                 print("  realm \(r.realmID.hex)  \(r.url)  \(s)")
             }
             if status.activeVersion == nil && n - status.down.count < t { throw ExitCode(CofferExitCode.vaultUnavailable.rawValue) }
+            if stillPending != nil { throw ExitCode(CofferExitCode.vaultIncomplete.rawValue) }
         }
     }
 }
 
 // MARK: - Support
 
-func printRegistration(_ report: RegistrationReport, client: VaultClient, what: String) {
+/// Prints what a registration did; returns true when it is complete (every realm has it). A
+/// partial one names each realm that still accepts the old password and holds the old key.
+@discardableResult
+func printRegistration(_ report: RegistrationReport, client: VaultClient, what: String) -> Bool {
+    let n = client.configuration.n
     print(what)
-    print("Version \(report.version.hex), stored at \(report.acknowledged.count) of \(client.configuration.n) realms.")
-    for p in report.pending {
-        printErr("note: not yet at \(p); `coffer vault status` repairs it once it is back")
+    if report.complete {
+        print("Version \(report.version.hex), stored at \(n) of \(n) realms: every realm confirmed, none accepts an older password or holds an older key.")
+        return true
     }
+    print("Version \(report.version.hex), stored at \(report.acknowledged.count) of \(n) realms (enough to take effect), but not yet everywhere.")
+    for line in incompleteLines(report.pending, pendingNotSaved: report.pendingNotSaved, registration: true) { printErr(line) }
+    return false
+}
+
+/// What an incomplete change means, realm by realm, and what this device does about it.
+func incompleteLines(_ realms: [RealmProblem], pendingNotSaved: String?, registration: Bool) -> [String] {
+    guard !realms.isEmpty else { return [] }
+    let still = registration ? "still accepts the old password and holds the old key" : "still holds the key and accepts the password"
+    var lines = ["warning: the change is not complete; until it reaches them:"]
+    for p in realms { lines.append("  realm \(p.realmID.hex) (\(p.url)) \(still) (\(p.reason))") }
+    if let why = pendingNotSaved {
+        lines.append("warning: this device could not keep the change pending (\(why)); run the command again when the realms are back")
+    } else {
+        lines.append("This device keeps the change pending and retries it before every vault command and every backup; `coffer vault status` retries it now.")
+    }
+    return lines
+}
+
+/// Retries this device's pending vault change, if any, and says what happened. Returns the change
+/// that is still pending afterwards (its realms are named on stderr), or nil.
+@discardableResult
+func finishPendingChange(_ client: VaultClient, user: String) async -> VaultPendingChange? {
+    guard let change = client.pendingChange(user: user) else { return nil }
+    let registration: Bool
+    if case .registration = change { registration = true } else { registration = false }
+    let n = client.configuration.n
+    do {
+        switch try await client.repair(user: user) {
+        case .completed, .nothingPending:
+            printErr(registration ? "note: the pending vault change is now complete: all \(n) realms have it; the old password no longer works at any realm."
+                                  : "note: the pending vault disable is now complete: no realm holds the key any more.")
+            return nil
+        case .superseded:
+            printErr("note: a later change (another device, a disable or a lockout) replaced this device's pending vault \(change.kind); it was dropped.")
+            return nil
+        case .stillPending:
+            break
+        }
+    } catch {
+        printErr("coffer: warning: the pending vault \(change.kind) could not be retried now: \(error)")
+    }
+    guard let left = client.pendingChange(user: user) else { return nil }
+    let ids = left.realmsNotUpdated(in: client.configuration)
+    let realms = ids.map { id in RealmProblem(realmID: id, url: client.configuration.realms.first { $0.id == id }?.baseURL ?? "?", reason: "not reached yet") }
+    for line in incompleteLines(realms, pendingNotSaved: nil, registration: registration) { printErr(line) }
+    return left
 }
 
 func printErr(_ s: String) {
@@ -302,9 +361,10 @@ func runMapped(_ body: () async throws -> Void) async throws {
     } catch let e as ValidationError {
         throw e
     } catch {
+        // One prefix and layout for every command (as ErrorReport.run): `coffer: message`, hint indented.
         let (code, message, hint) = ErrorReport.classify(error)
-        printErr("error: \(message)")
-        if let hint { printErr(hint) }
+        printErr("coffer: \(message)")
+        if let hint { printErr("  \(hint)") }
         throw ExitCode(code.rawValue)
     }
 }

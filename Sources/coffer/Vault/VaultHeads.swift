@@ -53,6 +53,9 @@ struct HeadAnchor {
             // COFFER_VAULT_TIMEOUT: seconds per realm (default 10), so a backup job bounds what a down realm costs it.
             let timeout = env["COFFER_VAULT_TIMEOUT"].flatMap(Int.init).map { String(max(1, $0)) } ?? "10"
             let client = try await VaultOptions.parse(["--vault", vault, "--user", user, "--timeout", timeout]).client()
+            // Every backup, restore and prune first retries this device's pending vault change
+            // (a change of password, disable or key rotation that some realms missed).
+            await finishPendingChange(client, user: user)
             return HeadAnchor(client: client, user: user, key: key)
         } catch {
             Terminal.err("coffer: warning: the vault (\(vault)) is configured but cannot be used: \(ErrorReport.classify(error).message); "
