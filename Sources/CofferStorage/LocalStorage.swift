@@ -1,3 +1,4 @@
+import Synchronization
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -167,6 +168,18 @@ public struct LocalStorage: Storage {
     }
 
     private func write(_ name: String, data: Data, exclusive: Bool) throws(StorageError) {
+        // A prune removes temporary files older than its grace period; a writer suspended in the
+        // middle of a write (a laptop lid, SIGSTOP) can find its own removed when it resumes. The
+        // bytes are still here: write them again rather than fail the whole backup.
+        for _ in 0..<3 {
+            if try writeOnce(name, data: data, exclusive: exclusive) { return }
+        }
+        throw StorageError(.transient, name: name,
+                           message: "cannot write \(name): its temporary file was removed three times before it could be renamed (is another program cleaning \(root)?)")
+    }
+
+    /// One attempt: `false` when the temporary file vanished before it got its final name.
+    private func writeOnce(_ name: String, data: Data, exclusive: Bool) throws(StorageError) -> Bool {
         try check(name)
         let finalPath = path(name)
         let dir = Self.parent(finalPath)
@@ -202,6 +215,7 @@ public struct LocalStorage: Storage {
         // close can report a deferred write error (NFS, some FUSE drives): do not ignore it.
         fdOpen = false
         if Glue.close(fd) != 0 { throw fail(errno, "write") }
+        if let hook = Self.beforeFinalName.withLock({ $0 }) { hook(tmpPath) }
 
         if exclusive {
             // link(2) fails with EEXIST when the name is taken: the check and the creation are one step.
@@ -209,9 +223,10 @@ public struct LocalStorage: Storage {
                 let e = errno
                 if e == EEXIST {
                     _ = unlink(tmpPath)
-                    if let existing = try? readWhole(finalPath), existing == data { return }
+                    if let existing = try? readWhole(finalPath), existing == data { return true }
                     throw StorageError(.alreadyExists, name: name, message: "object \(name) already exists")
                 }
+                if e == ENOENT { return false }
                 if e == EPERM || e == ENOTSUP || e == EOPNOTSUPP || e == EXDEV || e == EMLINK {
                     // FAT/exFAT and some network mounts have no hard links: an atomic
                     // rename-unless-taken does the same where the system has one; otherwise
@@ -219,10 +234,12 @@ public struct LocalStorage: Storage {
                     switch Self.renameNoReplace(tmpPath, finalPath) {
                     case 0:
                         try Self.syncDirectory(dir, name: name)
-                        return
+                        return true
+                    case ENOENT:
+                        return false
                     case EEXIST:
                         _ = unlink(tmpPath)
-                        if let existing = try? readWhole(finalPath), existing == data { return }
+                        if let existing = try? readWhole(finalPath), existing == data { return true }
                         throw StorageError(.alreadyExists, name: name, message: "object \(name) already exists")
                     default:
                         _ = unlink(tmpPath)
@@ -234,9 +251,11 @@ public struct LocalStorage: Storage {
             }
             _ = unlink(tmpPath)
         } else if rename(tmpPath, finalPath) != 0 {
+            if errno == ENOENT { return false }
             throw fail(errno, "rename")
         }
         try Self.syncDirectory(dir, name: name)
+        return true
     }
 
     /// `mkdir -p` with mode 0700; every directory created is made durable by fsync-ing its parent.
@@ -359,6 +378,10 @@ public struct LocalStorage: Storage {
     /// bytes went to the temporary file, leaving that file behind as a crash mid-write does.
     private static let crashAfterTemporaryWrite =
         ProcessInfo.processInfo.environment["COFFER_TEST_CRASH_AT"] == "storage-temporary-written"
+
+    /// Called with the temporary file's path right before it gets its final name (tests: remove it
+    /// there, as a prune does to a suspended writer's temporary file).
+    @_spi(Testing) public static let beforeFinalName = Mutex<(@Sendable (String) -> Void)?>(nil)
 
     private func check(_ name: String) throws(StorageError) {
         guard ObjectName.isValid(name) else { throw StorageError.invalidName(name) }
