@@ -65,7 +65,7 @@ struct BackupCommand: AsyncParsableCommand, Sendable {
                 let options = opts
                 let anchor = try await HeadAnchor.checkIfConfigured(repo, access: access, doing: "the backup", action: "back up onto this repository")
                 let code = try await Interrupts.cancellingOnSignals { [self] in
-                    try await runBackup(repo, options: options, logger: logger)
+                    try await runBackup(repo, options: options, logger: logger, vaultPending: anchor?.pendingRealms)
                 }
                 await anchor?.anchorNewest(in: repo)
                 return code
@@ -73,7 +73,7 @@ struct BackupCommand: AsyncParsableCommand, Sendable {
         }
     }
 
-    private func runBackup(_ repo: Repository, options: BackupOptions, logger: Logger) async throws -> CofferExitCode {
+    private func runBackup(_ repo: Repository, options: BackupOptions, logger: Logger, vaultPending: [String]? = nil) async throws -> CofferExitCode {
         var line = ProgressLine(enabled: Terminal.stderrIsTTY && !quiet)
         var unreadable: [UnreadableFile] = []
         var summary: BackupSummary?
@@ -102,7 +102,9 @@ struct BackupCommand: AsyncParsableCommand, Sendable {
             throw CLIError(.failure, "the backup ended without a snapshot")
         }
         if json {
-            try JSONOutput.print(BackupJSON(summary))
+            var out = BackupJSON(summary)
+            out.vaultChangePendingAt = vaultPending
+            try JSONOutput.print(out)
         } else {
             printSummary(summary)
         }
@@ -154,6 +156,9 @@ struct BackupJSON: Encodable {
     var unreadable: [UnreadableFile]
     var partial: Bool
     var durationSeconds: Double
+    /// With a vault: the realms (hex ids) a pending vault change (password change, disable, key
+    /// rotation) has still not reached; they still accept the old password. Absent when none.
+    var vaultChangePendingAt: [String]? = nil
 
     init(_ s: BackupSummary) {
         snapshotID = s.snapshotID
