@@ -87,6 +87,14 @@ struct VaultPendingCLITests {
         #expect(r.status == 25, "\(r.stdout)\n\(r.stderr)")
         #expect(r.stderr.contains(config.realms[3].id.hex) && r.stderr.contains(config.realms[4].id.hex))
 
+        // A backup while they are still down retries it, says so, and --json carries the same.
+        r = try await VaultCLITests.coffer(["backup", data.path, "--json"], env: phone)
+        #expect(r.status == 0, "\(r.stderr)")
+        struct Pending: Decodable { var vaultChangePendingAt: [String]? }
+        let json = try JSONDecoder().decode(Pending.self, from: Data(r.stdout.utf8))
+        #expect(json.vaultChangePendingAt == [config.realms[3].id.hex, config.realms[4].id.hex], "\(r.stdout)")
+        #expect(r.stderr.contains("still accepts the old password"), "\(r.stderr)")
+
         // Back up: the backup retries the pending change first and completes it.
         try await cluster.realms[3].start()
         try await cluster.realms[4].start()

@@ -105,7 +105,7 @@ struct BackupCommand: AsyncParsableCommand, Sendable {
                 let options = opts
                 let anchor = try await HeadAnchor.checkIfConfigured(repo, access: access, doing: "the backup", action: "back up onto this repository")
                 let code = try await Interrupts.cancellingOnSignals { [self, sources] in
-                    try await runBackup(repo, paths: sources, options: options, logger: logger)
+                    try await runBackup(repo, paths: sources, options: options, logger: logger, vaultPending: anchor?.pendingRealms)
                 }
                 if !dryRun { await anchor?.anchorNewest(in: repo) }
                 return code
@@ -113,7 +113,7 @@ struct BackupCommand: AsyncParsableCommand, Sendable {
         }
     }
 
-    private func runBackup(_ repo: Repository, paths: [String], options: BackupOptions, logger: Logger) async throws -> CofferExitCode {
+    private func runBackup(_ repo: Repository, paths: [String], options: BackupOptions, logger: Logger, vaultPending: [String]? = nil) async throws -> CofferExitCode {
         var line = ProgressLine(enabled: Terminal.stderrIsTTY && !quiet)
         var unreadable: [UnreadableFile] = []
         var summary: BackupSummary?
@@ -142,7 +142,9 @@ struct BackupCommand: AsyncParsableCommand, Sendable {
             throw CLIError(.failure, "the backup ended without a snapshot")
         }
         if json {
-            try JSONOutput.print(BackupJSON(summary))
+            var out = BackupJSON(summary)
+            out.vaultChangePendingAt = vaultPending
+            try JSONOutput.print(out)
         } else if let entries = summary.dryRunEntries {
             printDryRun(summary, entries)
         } else {
@@ -232,6 +234,9 @@ struct BackupJSON: Encodable {
     /// Only with --dry-run: true, and every entry that would be stored (`{path, kind, status, size}`).
     var dryRun: Bool?
     var entries: [BackupPlanEntry]?
+    /// With a vault: the realms (hex ids) a pending vault change (password change, disable, key
+    /// rotation) has still not reached; they still accept the old password. Absent when none.
+    var vaultChangePendingAt: [String]? = nil
 
     init(_ s: BackupSummary) {
         snapshotID = s.snapshotID

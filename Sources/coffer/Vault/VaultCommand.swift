@@ -295,7 +295,8 @@ func printRegistration(_ report: RegistrationReport, client: VaultClient, what: 
 /// What an incomplete change means, realm by realm, and what this device does about it.
 func incompleteLines(_ realms: [RealmProblem], pendingNotSaved: String?, registration: Bool) -> [String] {
     guard !realms.isEmpty else { return [] }
-    let still = registration ? "still accepts the old password and holds the old key" : "still holds the key and accepts the password"
+    let still = registration ? "still accepts the old password and holds the old key (if it held a registration)"
+                             : "still holds the key and accepts the password"
     var lines = ["warning: the change is not complete; until it reaches them:"]
     for p in realms { lines.append("  realm \(p.realmID.hex) (\(p.url)) \(still) (\(p.reason))") }
     if let why = pendingNotSaved {

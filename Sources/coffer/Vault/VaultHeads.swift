@@ -35,6 +35,9 @@ struct HeadAnchor {
     let client: VaultClient
     let user: String
     let key: BackupKey
+    /// Realms (hex ids) that this device's pending vault change has still not reached after the
+    /// retry this run made (nil: nothing pending). `backup --json` reports it.
+    var pendingRealms: [String]? = nil
 
     /// The anchor for `repo` when a vault is configured (environment or link file), else nil.
     /// A configured but unusable vault (missing vault.json, no token) is a warning, not a failure.
@@ -55,8 +58,9 @@ struct HeadAnchor {
             let client = try await VaultOptions.parse(["--vault", vault, "--user", user, "--timeout", timeout]).client()
             // Every backup, restore and prune first retries this device's pending vault change
             // (a change of password, disable or key rotation that some realms missed).
-            await finishPendingChange(client, user: user)
-            return HeadAnchor(client: client, user: user, key: key)
+            let pending = await finishPendingChange(client, user: user)
+            return HeadAnchor(client: client, user: user, key: key,
+                              pendingRealms: pending.map { $0.realmsNotUpdated(in: client.configuration).map(\.hex) })
         } catch {
             Terminal.err("coffer: warning: the vault (\(vault)) is configured but cannot be used: \(ErrorReport.classify(error).message); "
                          + "backup heads are neither checked against it nor anchored in it this time\n")
