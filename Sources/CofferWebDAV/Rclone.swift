@@ -111,7 +111,7 @@ public enum Rclone {
 }
 
 #if os(macOS) || os(Linux)
-/// A running `rclone serve webdav`, wrapped in a shell that stops it when our end of its standard
+/// A running `rclone serve webdav`, wrapped in bash that stops it when our end of its standard
 /// input closes (on ``stop()``, or when this process dies however it dies).
 final class RcloneServer: @unchecked Sendable {
     let process: Process
@@ -122,7 +122,7 @@ final class RcloneServer: @unchecked Sendable {
 
     /// `$0` is rclone, `$@` its arguments. fd 3 keeps our pipe: a background job's own standard
     /// input is /dev/null in a non-interactive shell. SIGKILL, not SIGTERM: children of a Swift
-    /// process on Linux inherit a signal mask that blocks SIGTERM, and rclone is only stopped once
+    /// process on Linux inherit a signal mask that blocks SIGTERM (and SIGCHLD), and rclone is only stopped once
     /// every request has been answered (with `--vfs-cache-mode off` nothing is left to flush), or
     /// when Coffer itself died, when a half-written temporary upload is all there is to lose.
     static let wrapper = """
@@ -158,7 +158,9 @@ final class RcloneServer: @unchecked Sendable {
             let logPath = NSTemporaryDirectory() + "coffer-rclone-\(getpid())-\(port).log"
             _ = FileManager.default.createFile(atPath: logPath, contents: nil, attributes: [.posixPermissions: 0o600])
             let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/bin/sh")
+            // bash, not sh: the mask a Swift child inherits also blocks SIGCHLD, and dash's `wait`
+            // then never returns; bash's does.
+            p.executableURL = URL(fileURLWithPath: "/bin/bash")
             // No write-back delay: with the VFS cache off, an upload is on the remote when rclone answers.
             // A short directory cache, so names other devices wrote are seen soon.
             p.arguments = ["-c", wrapper, executable, "serve", "webdav", remote,

@@ -168,9 +168,11 @@ final class WebDAVClient: Sendable {
         for (k, v) in extra { request.headers.add(name: k, value: v) }
         if let value = authorization(method: method, path: path) { request.headers.add(name: "authorization", value: value) }
         request.headers.add(name: "user-agent", value: "coffer")
-        if let body {
+        if let body, body.readableBytes > 0 {
             request.body = .bytes(body)
         } else if method == .PUT || method == .POST || method == .MKCOL || method == .MOVE {
+            // An empty body is sent as `Content-Length: 0`: servers answer an empty chunked PUT
+            // with 500 (lighttpd) or a closed connection (rclone).
             request.headers.add(name: "content-length", value: "0")
         }
         let response: HTTPClientResponse

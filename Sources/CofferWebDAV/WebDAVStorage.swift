@@ -267,6 +267,12 @@ public final class WebDAVStorage: Storage {
         let body = ByteBuffer(bytes: data)
         // 409 Conflict (RFC 4918 9.7.1) and some servers' 404: the folder is missing.
         let accept: (HTTPResponseStatus) -> Bool = { (200..<300).contains($0.code) || $0 == .conflict || $0 == .notFound }
+        // Make a folder not yet seen in this run first: lighttpd answers an empty PUT into a missing
+        // folder with 500 rather than 409, and rclone drops the connection.
+        let folderPath = client.path(parts, folder: true)
+        if !knownFolders.withLock({ $0.contains(folderPath) }) && !(configuration.rootSegments + parts).isEmpty {
+            try await makeFolders(parts, name: name)
+        }
         var r = try await client.send(.PUT, path: path, body: body, name: name, accept: accept)
         if r.status == .conflict || r.status == .notFound {
             try await makeFolders(parts, name: name)

@@ -112,7 +112,7 @@ final class WebDAVServer: @unchecked Sendable {
             let logPath = work.appendingPathComponent("server-\(port).log")
             _ = FileManager.default.createFile(atPath: logPath.path, contents: nil)
             let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/bin/sh")
+            p.executableURL = URL(fileURLWithPath: "/bin/bash")
             p.arguments = ["-c", RcloneServer.wrapper, executable] + arguments
             p.environment = env
             let pipe = Pipe()
