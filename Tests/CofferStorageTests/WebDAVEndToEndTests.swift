@@ -153,7 +153,7 @@ import Darwin
         }
     }
 
-    @Test("a backup and restore through a proxy that drops connections mid-upload and answers 500/503 lose nothing")
+    @Test("two backups and a restore through a proxy that drops connections mid-upload and answers 500/503 lose nothing")
     func throughFaultProxy() async throws {
         try await WebDAVServer.with(.lighttpd) { server in
             let proxy = try await FaultProxy.start(upstreamPort: server.port, rate: 0.15, stallSeconds: 3, seed: 13)
@@ -164,6 +164,9 @@ import Darwin
             try ChatData.make(at: world.data, messages: 5_000, mediaMiB: 6, seed: 51)
             let first = try world.backup()
             #expect(first["partial"] as? Bool == false)
+            try ChatData.mutate(at: world.data, seed: 52)
+            let second = try world.backup()
+            #expect(second["parentID"] as? String == first["snapshotID"] as? String)
             let restored = world.root.appendingPathComponent("restore")
             try world.coffer(["restore", "latest", "--target", restored.path, "--quiet"])
             try ChatData.expectSame(world.data, restored.appendingPathComponent("data"))
