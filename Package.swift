@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "CofferCore", targets: ["CofferCore"]),
         .library(name: "CofferStorage", targets: ["CofferStorage"]),
         .library(name: "CofferS3", targets: ["CofferS3"]),
+        .library(name: "CofferWebDAV", targets: ["CofferWebDAV"]),
         .library(name: "CofferBackup", targets: ["CofferBackup"]),
         .library(name: "CofferVault", targets: ["CofferVault"]),
         .library(name: "CofferRealm", targets: ["CofferRealm"]),
@@ -58,6 +59,19 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
+        // WebDAV backend (Basic/Digest auth, MOVE-based atomic writes) and rclone remotes served over
+        // loopback WebDAV. Reuses CofferS3's XML reader, request gate and date arithmetic.
+        .target(
+            name: "CofferWebDAV",
+            dependencies: [
+                "CofferStorage", "CofferS3",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
         // Backup engine: repository, pipeline, SQLite capture, restore, check, prune.
         .target(
             name: "CofferBackup",
@@ -98,7 +112,7 @@ let package = Package(
         .executableTarget(
             name: "coffer",
             dependencies: [
-                "CofferCore", "CofferStorage", "CofferS3", "CofferBackup", "CofferVault", "CofferRealm",
+                "CofferCore", "CofferStorage", "CofferS3", "CofferWebDAV", "CofferBackup", "CofferVault", "CofferRealm",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "GRDB", package: "GRDB.swift"),
@@ -107,7 +121,7 @@ let package = Package(
         .testTarget(name: "CofferCoreTests", dependencies: ["CofferCore"],
                     resources: [.copy("Vectors")], swiftSettings: strict),
         .testTarget(name: "CofferStorageTests",
-                    dependencies: ["CofferStorage", "CofferS3", "CofferCore", .product(name: "Crypto", package: "swift-crypto")],
+                    dependencies: ["CofferStorage", "CofferS3", "CofferWebDAV", "CofferCore", .product(name: "Crypto", package: "swift-crypto")],
                     swiftSettings: strict),
         .testTarget(name: "CofferBackupTests",
                     dependencies: ["CofferBackup", .product(name: "GRDB", package: "GRDB.swift")],

@@ -244,14 +244,14 @@ final class S3Client: Sendable {
 }
 
 /// A counting semaphore for async code: at most `limit` holders at once, FIFO.
-actor AsyncGate {
+package actor AsyncGate {
     private let limit: Int
     private var inUse = 0
     private var waiters: [CheckedContinuation<Void, Never>] = []
 
-    init(limit: Int) { self.limit = max(1, limit) }
+    package init(limit: Int) { self.limit = max(1, limit) }
 
-    func acquire() async throws {
+    package func acquire() async throws {
         try Task.checkCancellation()
         if inUse < limit {
             inUse += 1
@@ -260,7 +260,7 @@ actor AsyncGate {
         await withCheckedContinuation { waiters.append($0) }
     }
 
-    func release() {
+    package func release() {
         if waiters.isEmpty {
             inUse -= 1
         } else {

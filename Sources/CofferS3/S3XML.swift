@@ -7,18 +7,18 @@ import Foundation
 /// A minimal XML reader for S3's small, flat responses (errors, listings, multipart results).
 /// Keeps elements and text; ignores attributes, comments, processing instructions and DOCTYPE.
 /// Not a general XML parser, and it does not need to be: S3 bodies are machine-generated.
-struct XMLElement: Sendable {
-    var name: String
-    var children: [XMLElement] = []
-    var text: String = ""
+package struct XMLElement: Sendable {
+    package var name: String
+    package var children: [XMLElement] = []
+    package var text: String = ""
 
     /// First child named `name` (namespace prefixes ignored).
-    func child(_ name: String) -> XMLElement? { children.first { $0.name == name } }
-    func children(_ name: String) -> [XMLElement] { children.filter { $0.name == name } }
+    package func child(_ name: String) -> XMLElement? { children.first { $0.name == name } }
+    package func children(_ name: String) -> [XMLElement] { children.filter { $0.name == name } }
     /// Text of the first child named `name`.
-    subscript(_ name: String) -> String? { child(name)?.text }
+    package subscript(_ name: String) -> String? { child(name)?.text }
 
-    struct ParseError: Error {}
+    package struct ParseError: Error {}
 
     /// Deepest nesting accepted. S3's answers are at most four levels deep; the limit keeps a
     /// hostile body (`<a><a><a>…` millions deep) from building a tree whose recursive release
@@ -26,7 +26,7 @@ struct XMLElement: Sendable {
     static let maximumDepth = 32
 
     /// Parses a document and returns its root element.
-    static func parse(_ data: some Collection<UInt8>) throws(ParseError) -> XMLElement {
+    package static func parse(_ data: some Collection<UInt8>) throws(ParseError) -> XMLElement {
         let bytes = Array(data)
         var i = 0
         var stack: [XMLElement] = []
@@ -133,7 +133,7 @@ struct XMLElement: Sendable {
         return out
     }
 
-    static func escape(_ s: String) -> String {
+    package static func escape(_ s: String) -> String {
         var out = ""
         for ch in s {
             switch ch {

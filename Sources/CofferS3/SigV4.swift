@@ -184,7 +184,7 @@ public struct SigV4Signer: Sendable {
 }
 
 /// Calendar fields of a date in UTC, computed without a Calendar (FoundationEssentials-friendly).
-struct UTCDate {
+package struct UTCDate {
     var year: Int, month: Int, day: Int, hour: Int, minute: Int, second: Int
 
     init(_ date: Date) {
@@ -208,7 +208,7 @@ struct UTCDate {
     }
 
     /// Seconds since 1970 for a UTC civil time (Hinnant's days_from_civil).
-    static func epochSeconds(year: Int, month: Int, day: Int, hour: Int, minute: Int, second: Int) -> Int {
+    package static func epochSeconds(year: Int, month: Int, day: Int, hour: Int, minute: Int, second: Int) -> Int {
         let y = month <= 2 ? year - 1 : year
         let era = (y >= 0 ? y : y - 399) / 400
         let yoe = y - era * 400
@@ -228,7 +228,7 @@ func pad4(_ v: Int) -> String {
 }
 
 extension Sequence where Element == UInt8 {
-    var hexString: String {
+    package var hexString: String {
         let hex = Array("0123456789abcdef")
         var out = ""
         for b in self {

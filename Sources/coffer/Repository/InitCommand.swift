@@ -2,6 +2,7 @@ import ArgumentParser
 import CofferBackup
 import CofferCore
 import CofferS3
+import CofferWebDAV
 import Foundation
 
 /// `coffer init`: a new repository and a new key.
@@ -46,9 +47,9 @@ struct InitCommand: AsyncParsableCommand {
                 options.paddingFloor = 0
             }
             let repo = try await access.withStorage(create: true) { storage in
-                // The default follows the storage that was opened: S3 gets bigger packs (fewer requests).
+                // The default follows the storage that was opened: S3 and WebDAV get bigger packs (fewer requests).
                 options.targetPackSize = packSizeMiB.map { $0 << 20 }
-                    ?? (storage is S3Storage ? RepositoryOptions.defaultRemotePackSize : RepositoryOptions.defaultTargetPackSize)
+                    ?? (storage is S3Storage || storage is WebDAVStorage ? RepositoryOptions.defaultRemotePackSize : RepositoryOptions.defaultTargetPackSize)
                 return try await Repository.initialize(storage: storage, key: key, options: options, deviceStore: access.deviceStore)
             }
             let keyFile = access.deviceStore.keyFileURL(repositoryID: repo.repositoryID).path

@@ -3,13 +3,14 @@ import CofferBackup
 import CofferCore
 import CofferS3
 import CofferStorage
+import CofferWebDAV
 import Foundation
 import Logging
 
 /// Options every repository command takes.
 struct GlobalOptions: ParsableArguments {
     @Option(name: [.customShort("r"), .long], help: ArgumentHelp(
-        "The repository: a folder path, file:///path, or s3://BUCKET/PREFIX. Default: $COFFER_REPO.",
+        "The repository: a folder path, file:///path, s3://BUCKET/PREFIX, webdav[s]://HOST[:PORT]/PATH or rclone:REMOTE:PATH. Default: $COFFER_REPO.",
         valueName: "location"))
     var repo: String?
 
@@ -41,20 +42,30 @@ struct RepositoryAccess {
     func location() throws -> String {
         if let r = options.repo, !r.isEmpty { return r }
         if let r = environment["COFFER_REPO"], !r.isEmpty { return r }
-        throw CLIError(.usage, "no repository given", hint: "Use --repo LOCATION or set COFFER_REPO (a folder path, file:///path or s3://bucket/prefix).")
+        throw CLIError(.usage, "no repository given", hint: "Use --repo LOCATION or set COFFER_REPO (a folder path, file:///path, s3://bucket/prefix, webdav[s]://host/path or rclone:remote:path).")
     }
 
     /// Runs `body` with the storage at the repository location; S3 connections are closed afterwards.
     func withStorage<T>(create: Bool = false, _ body: (any Storage) async throws -> T) async throws -> T {
         let where_ = try location()
+        let remote: (any Storage)?
         if where_.hasPrefix("s3://") {
-            let s3 = try S3Storage.open(url: where_, environment: environment, logger: logger)
+            remote = try S3Storage.open(url: where_, environment: environment, logger: logger)
+        } else if where_.hasPrefix("webdav://") || where_.hasPrefix("webdavs://") {
+            remote = try WebDAVStorage.open(url: where_, environment: environment, logger: logger)
+        } else if where_.hasPrefix("rclone:") {
+            // Starts `rclone serve webdav` on loopback; close() stops it.
+            remote = try await Rclone.open(location: where_, environment: environment, logger: logger)
+        } else {
+            remote = nil
+        }
+        if let remote {
             do {
-                let result = try await body(s3)
-                await s3.close()
+                let result = try await body(remote)
+                await remote.close()
                 return result
             } catch {
-                await s3.close()
+                await remote.close()
                 throw error
             }
         }
