@@ -91,18 +91,17 @@ import Darwin
                     "killed at \(step): the repository does not open whole with the device's key:\n\(check)")
             try box.ok(["key", "rotate", "-q"])
         }
-        // Last, a kill in the middle of the copy, so that the generation checked below comes from a
-        // resumed run (packs uploaded after its last checkpoint must not be left behind).
-        var midCopy = false
-        for _ in 0..<5 where !midCopy {
-            let configBefore = try Data(contentsOf: box.repo.appendingPathComponent("config"))
-            let r = try box.run(["key", "rotate", "-q"], killAfter: duration * 0.5)
-            let configAfter = try Data(contentsOf: box.repo.appendingPathComponent("config"))
-            midCopy = r.signalled && configAfter == configBefore
-            if r.signalled { try box.ok(["key", "rotate", "-q"]) }
-        }
-        #expect(midCopy, "no kill landed in the copy")
-        #expect(killed >= 6, "only \(killed) of \(attempts + 5) rotations were killed mid-way")
+        // Last, a kill in the middle of the copy (after its first re-encrypted pack, before any index
+        // names it), so that the generation checked below comes from a resumed run: packs uploaded
+        // after the last checkpoint of the killed run must not be left behind.
+        let configBefore = try Data(contentsOf: box.repo.appendingPathComponent("config"))
+        let mid = try box.run(["key", "rotate", "-q"], env: ["COFFER_TEST_CRASH_AT": "rotate-pack"])
+        #expect(mid.signalled, "the kill at the first re-encrypted pack did not land: \(mid)")
+        #expect(try Data(contentsOf: box.repo.appendingPathComponent("config")) == configBefore,
+                "a rotation killed in its copy must not have committed")
+        killed += 1
+        try box.ok(["key", "rotate", "-q"])
+        #expect(killed >= 6, "only \(killed) of \(attempts + 6) rotations were killed mid-way")
         print("key rotate: \(killed) kills, \(beforeCommit) before the commit, \(afterCommit) after it")
 
         // Everything is there, under the newest key only.

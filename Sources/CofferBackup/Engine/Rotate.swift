@@ -509,6 +509,7 @@ final class GenerationCopier {
         let f = w.finish()
         let name = f.id.packName
         try await new.createWithRetry(name, data: f.bytes, id: f.id)
+        TestHooks.crashPoint("rotate-pack")
         unindexed.append(IndexedPack(id: f.id, salt: f.salt, length: f.bytes.count, entries: f.entries))
         unindexedBytes += f.bytes.count
         bytesWritten += Int64(f.bytes.count)

@@ -22,7 +22,9 @@ import Synchronization
 /// `prune-indexed` (the new complete index written, no mark yet), `prune-marked` (the mark
 /// written, nothing deleted), `prune-deleting` (half of the deletions done); `repair-indexed`
 /// (`repair index`: the new index written, the mark and the deletions not yet),
-/// `repair-snapshot` (`repair snapshots`: a new snapshot written, the old one not yet removed).
+/// `repair-snapshot` (`repair snapshots`: a new snapshot written, the old one not yet removed);
+/// `rotate-pack` (`key rotate`: a re-encrypted pack uploaded, before any index of the new
+/// generation names it).
 enum TestHooks {
     private static let target: (name: String, count: Int)? = {
         guard let v = ProcessInfo.processInfo.environment["COFFER_TEST_CRASH_AT"], !v.isEmpty else { return nil }
