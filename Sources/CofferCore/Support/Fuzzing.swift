@@ -95,7 +95,7 @@ public struct FuzzMutator: Sendable {
                 let start = below(out.count)
                 let piece = Array(out[start..<min(out.count, start + 1 + below(32))])
                 out.insert(contentsOf: piece, at: below(out.count + 1))
-            case 6, 7 where !dictionary.isEmpty:
+            case 6 where !dictionary.isEmpty, 7 where !dictionary.isEmpty:
                 let token = dictionary[below(dictionary.count)]
                 if below(2) == 0 || out.isEmpty {
                     out.insert(contentsOf: token, at: below(out.count + 1))
