@@ -43,7 +43,7 @@ struct VanishedTemporaryTests {
             do {
                 try await storage.create(other, data: bytes)
                 Issue.record("a write whose temporary file always vanished succeeded")
-            } catch {
+            } catch let error as StorageError {
                 #expect(error.code == .transient && error.message.contains(other), "\(error)")
             }
             #expect(removed.withLock { $0 } == 5)
