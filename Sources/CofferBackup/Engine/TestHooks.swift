@@ -24,7 +24,9 @@ import Synchronization
 /// (`repair index`: the new index written, the mark and the deletions not yet),
 /// `repair-snapshot` (`repair snapshots`: a new snapshot written, the old one not yet removed);
 /// `rotate-pack` (`key rotate`: a re-encrypted pack uploaded, before any index of the new
-/// generation names it).
+/// generation names it); `index-cache-temporary` (a run of the device's index cache written under
+/// its temporary name), `index-cache-run` (the runs renamed, the manifest not yet written),
+/// `index-cache-manifest` (the manifest written, unlisted files not yet removed).
 enum TestHooks {
     private static let target: (name: String, count: Int)? = {
         guard let v = ProcessInfo.processInfo.environment["COFFER_TEST_CRASH_AT"], !v.isEmpty else { return nil }

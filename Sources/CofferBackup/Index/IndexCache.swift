@@ -105,9 +105,11 @@ final class IndexCache: @unchecked Sendable {
             b += r.tag
         }
         b += b.withUnsafeBytes { mac.tag($0) }
+        TestHooks.crashPoint("index-cache-run")
         do { try DeviceKeyStore.writePrivateFile(Data(b), to: manifestURL) } catch {
             throw BackupError(.fileSystem, message: "cannot write the index cache manifest in \(dir.path): \(error). Free space or set COFFER_HOME to a writable folder")
         }
+        TestHooks.crashPoint("index-cache-manifest")
         // Files of another process opening the same repository may be in flight (a run written,
         // its manifest not yet): only what is older than two minutes goes.
         let keep = Set(runs.map(\.name) + ["manifest"])
@@ -137,6 +139,7 @@ final class IndexCache: @unchecked Sendable {
             _ = try RunWriter.write(path: tmp, repositoryID: repositoryID, covered: covered, superseded: superseded,
                                     packs: packs, bound: bound, next: next)
             guard let tag = RunTag.compute(path: tmp, mac: mac) else { throw RunError.invalid("cannot read back \(tmp)") }
+            TestHooks.crashPoint("index-cache-temporary")
             guard FileOps.rename(tmp, path(name)) else { throw RunError.invalid("cannot rename \(tmp): \(String(cString: strerror(errno)))") }
             FileOps.syncDirectory(dir.path)
             written.withLock { _ = $0.insert(name) }
