@@ -140,14 +140,7 @@ extension Engine {
         var newPacks: [IndexedPack] = []
         if !toRepack.isEmpty {
             let opener = BlobOpener(keys: keys)
-            var writer: PackWriter? = nil
-            func flush() async throws(BackupError) {
-                guard let w = writer, w.blobCount > 0 else { return }
-                let f = w.finish()
-                writer = nil
-                try await createWithRetry(f.id.packName, data: f.bytes, id: f.id)
-                newPacks.append(IndexedPack(id: f.id, salt: f.salt, length: f.bytes.count, entries: f.entries))
-            }
+            var sink = PackSink(self)
             for p in toRepack {
                 let bytes: Data
                 do { bytes = try await storage.get(p.id.packName) } catch {
@@ -160,14 +153,13 @@ extension Engine {
                                           message: "prune stopped before deleting anything: blob \(e.id.hex) in \(p.id.packName) is damaged: \(error.message). "
                                             + "Run `coffer repair index` (it sets the damaged packs aside), then a backup and `coffer repair snapshots`")
                     }
-                    if writer == nil { writer = PackWriter(keys: keys, parameters: config.parameters) }
-                    do { try writer!.add(type: e.type, id: e.id, plaintext: plain, compress: e.compression != .none && compresses) } catch {
-                        throw BackupError(.dataDamaged, message: "cannot repack blob \(e.id.hex): \(error)")
+                    try await sink.add(type: e.type, id: e.id, plaintext: plain, compress: e.compression != .none && compresses) {
+                        BackupError(.dataDamaged, message: "cannot repack blob \(e.id.hex): \($0)")
                     }
-                    if writer!.byteCount >= config.parameters.targetPackSize { try await flush() }
                 }
             }
-            try await flush()
+            try await sink.flush()
+            newPacks = sink.packs
             report.packsRepacked = toRepack.count
             TestHooks.crashPoint("prune-repacked")
         }

@@ -60,15 +60,7 @@ extension Engine {
 
         // Salvage: the blobs of damaged packs that still verify, into new packs.
         var lost = Set<ChunkID>()
-        var writer: PackWriter?
-        var newPacks: [IndexedPack] = []
-        func flush() async throws(BackupError) {
-            guard let w = writer, w.blobCount > 0 else { return }
-            writer = nil
-            let f = w.finish()
-            try await createWithRetry(f.id.packName, data: f.bytes, id: f.id)
-            newPacks.append(IndexedPack(id: f.id, salt: f.salt, length: f.bytes.count, entries: f.entries))
-        }
+        var sink = PackSink(self)
         for id in damaged {
             let bytes: Data?
             do { bytes = try await storage.get(id.packName) } catch {
@@ -90,16 +82,15 @@ extension Engine {
                     lost.insert(e.id)
                     continue
                 }
-                if writer == nil { writer = PackWriter(keys: keys, parameters: config.parameters) }
-                do { try writer!.add(type: e.type, id: e.id, plaintext: plain, compress: e.compression != .none && compresses) } catch {
-                    throw BackupError(.dataDamaged, object: "blob \(e.id.hex)", message: "cannot pack blob \(e.id.hex) again: \(error)")
+                try await sink.add(type: e.type, id: e.id, plaintext: plain, compress: e.compression != .none && compresses) {
+                    BackupError(.dataDamaged, object: "blob \(e.id.hex)", message: "cannot pack blob \(e.id.hex) again: \($0)")
                 }
                 have.insert(e.id)
                 report.blobsSalvaged += 1
-                if writer!.byteCount >= config.parameters.targetPackSize { try await flush() }
             }
         }
-        try await flush()
+        try await sink.flush()
+        let newPacks = sink.packs
         report.packsWritten = newPacks.count
         // Packs an index names that are gone.
         for (id, p) in state.packs where present[id] == nil {
@@ -170,23 +161,14 @@ extension Engine {
         guard !plan.isEmpty else { return report }
 
         // Trees, then their index, then the snapshots (the write order of a backup).
-        var writer: PackWriter?
-        var newPacks: [IndexedPack] = []
-        func flush() async throws(BackupError) {
-            guard let w = writer, w.blobCount > 0 else { return }
-            writer = nil
-            let f = w.finish()
-            try await createWithRetry(f.id.packName, data: f.bytes, id: f.id)
-            newPacks.append(IndexedPack(id: f.id, salt: f.salt, length: f.bytes.count, entries: f.entries))
-        }
+        var sink = PackSink(self)
         for (id, bytes) in rewriter.newTrees {
-            if writer == nil { writer = PackWriter(keys: keys, parameters: config.parameters) }
-            do { try writer!.add(type: .tree, id: id, plaintext: Data(bytes), compress: compresses) } catch {
-                throw BackupError(.invalidArgument, message: "a rewritten folder listing is too large to store: \(error)")
+            try await sink.add(type: .tree, id: id, plaintext: Data(bytes), compress: compresses) {
+                BackupError(.invalidArgument, message: "a rewritten folder listing is too large to store: \($0)")
             }
-            if writer!.byteCount >= config.parameters.targetPackSize { try await flush() }
         }
-        try await flush()
+        try await sink.flush()
+        let newPacks = sink.packs
         report.treesWritten = rewriter.newTrees.count
         if !newPacks.isEmpty {
             try await writeSealed(IndexFile(packs: newPacks).encoded(), type: .index) { $0.indexName }
