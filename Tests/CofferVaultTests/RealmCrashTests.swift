@@ -21,42 +21,80 @@ struct RealmCrashTests {
         return found
     }
 
-    static func freePort() -> Int { Int.random(in: 20000...45000) }
-
+    /// `coffer realm serve ARGUMENTS`, started with port 0 wherever the caller wants a fresh port: the
+    /// realm binds a free port itself and prints it (`listening on http://HOST:PORT`, and `admin ... on
+    /// http://HOST:PORT`), which this reads from its stdout. A port picked by the test and bound later by
+    /// the realm could be taken in between by another test's connection (that failed CI once).
     final class Server: @unchecked Sendable {
         let process = Process()
-        let port: Int
-        init(binary: URL, dir: URL, port: Int) throws {
-            self.port = port
+        private let lines = Mutex2("")
+        private let errors = Mutex2("")
+        init(binary: URL, arguments: [String]) throws {
             process.executableURL = binary
-            process.arguments = ["realm", "serve", "--dir", dir.path, "--listen", "127.0.0.1:\(port)"]
+            process.arguments = ["realm", "serve"] + arguments
             var env = ProcessInfo.processInfo.environment
             env["COFFER_LOG_LEVEL"] = "error"
             process.environment = env
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
+            let out = Pipe(), err = Pipe()
+            process.standardOutput = out
+            process.standardError = err
+            out.fileHandleForReading.readabilityHandler = { [lines] h in
+                let d = h.availableData
+                if !d.isEmpty { lines.withLock { $0 += String(decoding: d, as: UTF8.self) } }
+            }
+            err.fileHandleForReading.readabilityHandler = { [errors] h in
+                let d = h.availableData
+                if !d.isEmpty { errors.withLock { $0 += String(decoding: d, as: UTF8.self) } }
+            }
             try process.run()
         }
+        /// What the realm printed on stderr so far (its error when it exited).
+        var stderr: String { errors.withLock { $0 } }
+
+        /// The port printed on the stdout line containing `marker` (waits up to ~20 s for it).
+        func boundPort(after marker: String) async throws -> Int {
+            for _ in 0..<800 {
+                let text = lines.withLock { $0 }
+                for line in text.split(separator: "\n") where line.contains(marker) {
+                    if let colon = line.lastIndex(of: ":"), let port = Int(line[line.index(after: colon)...].prefix(while: \.isNumber)) {
+                        return port
+                    }
+                }
+                if !process.isRunning {
+                    try? await Task.sleep(for: .milliseconds(50))   // let the pipes drain
+                    throw TestFailure("coffer realm serve exited with \(process.terminationStatus): \(stderr)")
+                }
+                try await Task.sleep(for: .milliseconds(25))
+            }
+            throw TestFailure("coffer realm serve never printed '\(marker)'; stdout: \(lines.withLock { $0 }) stderr: \(stderr)")
+        }
+        /// The public port (`listening on`).
+        func port() async throws -> Int { try await boundPort(after: "listening on") }
+        /// The admin listener's port.
+        func adminPort() async throws -> Int { try await boundPort(after: "admin (/health, /metrics) on") }
+
         func kill9() {
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }
+        func stop() {
+            if process.isRunning { process.terminate() }
+            process.waitUntilExit()
+        }
     }
 
-    /// Starts `coffer realm serve` and waits until it answers /v1/descriptor (health is on the admin listener).
-    static func startServer(binary: URL, dir: URL, port: Int?, client: (Int) -> RealmClient) async throws -> Server {
-        for _ in 0..<5 {
-            let p = port ?? freePort()
-            let server = try Server(binary: binary, dir: dir, port: p)
-            for _ in 0..<200 {
-                if !server.process.isRunning { break }
-                if let (status, _) = try? await client(p).get("/v1/descriptor"), status == 200 { return server }
-                try await Task.sleep(for: .milliseconds(25))
-            }
-            if server.process.isRunning { server.kill9() }
-            if port != nil { break }
+    /// Starts `coffer realm serve` on a free port of its own choosing and waits until it answers
+    /// /v1/descriptor (health is on the admin listener); returns the server and its port.
+    static func startServer(binary: URL, dir: URL, client: (Int) -> RealmClient) async throws -> (Server, Int) {
+        let server = try Server(binary: binary, arguments: ["--dir", dir.path, "--listen", "127.0.0.1:0"])
+        let port = try await server.port()
+        for _ in 0..<400 {
+            if !server.process.isRunning { throw TestFailure("coffer realm serve exited with \(server.process.terminationStatus): \(server.stderr)") }
+            if let (status, _) = try? await client(port).get("/v1/descriptor"), status == 200 { return (server, port) }
+            try await Task.sleep(for: .milliseconds(25))
         }
-        throw TestFailure("coffer realm serve did not come up")
+        server.kill9()
+        throw TestFailure("coffer realm serve on port \(port) never answered /v1/descriptor")
     }
 
     @Test("kill -9 during a guess flood, three times: every acknowledged guess is still counted after restart")
@@ -78,13 +116,12 @@ struct RealmCrashTests {
         let probe = try RealmProbe(descriptor: descriptor)
         let client = { (port: Int) in RealmClient(url: "http://127.0.0.1:\(port)", probe: probe, tenant: tenant, directory: dir) }
 
-        var server = try await Self.startServer(binary: binary, dir: dir.url, port: nil, client: client)
-        let port = server.port
-        let realm = client(port)
-        let reg = try await realm.register("quinn", guessLimit: 100)
+        var (server, port) = try await Self.startServer(binary: binary, dir: dir.url, client: client)
+        let reg = try await client(port).register("quinn", guessLimit: 100)
 
         var acknowledged = 0
         for round in 1...3 {
+            let realm = client(port)
             let acks = Mutex2(0)
             let stop = Mutex2(false)
             let version = reg.version
@@ -105,8 +142,9 @@ struct RealmCrashTests {
                 try await group.waitForAll()
             }
             acknowledged += acks.withLock { $0 }
-            server = try await Self.startServer(binary: binary, dir: dir.url, port: port, client: client)
-            let left = try await realm.attemptsLeft("quinn")
+            // The restarted realm binds a fresh port: the old one may have been taken meanwhile.
+            (server, port) = try await Self.startServer(binary: binary, dir: dir.url, client: client)
+            let left = try await client(port).attemptsLeft("quinn")
             let counted = 100 - left
             print("crash round \(round): \(acknowledged) acknowledged, \(counted) counted")
             // Never forgotten: everything acknowledged is counted. (Guesses committed whose answer was
@@ -116,7 +154,7 @@ struct RealmCrashTests {
             if counted >= 90 { break }
         }
         // The restarted realm still works normally.
-        guard case .q1 = try await realm.guess("quinn", version: reg.version) else { Issue.record("guess after restarts failed"); return }
+        guard case .q1 = try await client(port).guess("quinn", version: reg.version) else { Issue.record("guess after restarts failed"); return }
         server.kill9()
     }
 }

@@ -334,38 +334,6 @@ struct RealmHardeningTests {
         #expect(try await atAdmin.post("/v1/q0", bytes).0 == 404)
     }
 
-    /// Runs `coffer realm serve` with `arguments`; returns the process (stdout and stderr to pipes).
-    static func serve(_ arguments: [String]) throws -> (Process, Pipe) {
-        let p = Process()
-        p.executableURL = try RealmCrashTests.cofferBinary()
-        p.arguments = ["realm", "serve"] + arguments
-        var env = ProcessInfo.processInfo.environment
-        env["COFFER_LOG_LEVEL"] = "error"
-        p.environment = env
-        let err = Pipe()
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = err
-        try p.run()
-        return (p, err)
-    }
-
-    /// Polls `url` until it answers 200 (the server is up), at most ~20 s.
-    static func waitUp(_ url: String, _ process: Process) async throws {
-        for _ in 0..<400 {
-            if !process.isRunning { throw TestFailure("coffer realm serve exited with \(process.terminationStatus)") }
-            if let (status, _) = try? await RealmClient.get(url), status == 200 { return }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        throw TestFailure("\(url) never answered")
-    }
-
-    static func twoPorts() -> (Int, Int) {
-        let a = RealmCrashTests.freePort()
-        var b = RealmCrashTests.freePort()
-        while b == a { b = RealmCrashTests.freePort() }
-        return (a, b)
-    }
-
     @Test("coffer realm serve: the admin listener from --admin-listen or realm.json adminListen; none on the public port; a bad address is refused")
     func serveAdminListener() async throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-realm-admin-\(UUID().uuidString)")
@@ -374,36 +342,37 @@ struct RealmHardeningTests {
         try layout.prepare()
         let dir = layout.realmDirectory(1)
 
-        // 1. --admin-listen.
-        let (port, adminPort) = Self.twoPorts()
-        let (p1, _) = try Self.serve(["--dir", dir.url.path, "--listen", "127.0.0.1:\(port)", "--admin-listen", "127.0.0.1:\(adminPort)"])
-        defer { if p1.isRunning { p1.terminate(); p1.waitUntilExit() } }
-        try await Self.waitUp("http://127.0.0.1:\(adminPort)/health", p1)
-        try await Self.waitUp("http://127.0.0.1:\(port)/v1/descriptor", p1)
+        // 1. --admin-listen. Port 0 everywhere: the realm binds free ports itself and prints them.
+        let binary = try RealmCrashTests.cofferBinary()
+        let p1 = try RealmCrashTests.Server(binary: binary, arguments: ["--dir", dir.url.path, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        defer { p1.stop() }
+        let port = try await p1.port(), adminPort = try await p1.adminPort()
+        #expect(port != adminPort)
+        #expect(try await RealmClient.get("http://127.0.0.1:\(adminPort)/health").0 == 200)
+        #expect(try await RealmClient.get("http://127.0.0.1:\(port)/v1/descriptor").0 == 200)
         #expect(try await RealmClient.get("http://127.0.0.1:\(port)/metrics").0 == 404)
         #expect(try await RealmClient.get("http://127.0.0.1:\(port)/health").0 == 404)
         let (ms, metrics) = try await RealmClient.get("http://127.0.0.1:\(adminPort)/metrics")
         #expect(ms == 200 && metrics.contains("coffer_realm_busy_total"))
-        p1.terminate()
-        p1.waitUntilExit()
+        p1.stop()
 
         // 2. adminListen in realm.json (no flag).
-        let (port2, adminPort2) = Self.twoPorts()
         var config = try RealmConfig.load(from: dir.configFile)
-        config.adminListen = "127.0.0.1:\(adminPort2)"
+        config.adminListen = "127.0.0.1:0"
         try config.save(to: dir.configFile)
-        let (p2, _) = try Self.serve(["--dir", dir.url.path, "--listen", "127.0.0.1:\(port2)"])
-        defer { if p2.isRunning { p2.terminate(); p2.waitUntilExit() } }
-        try await Self.waitUp("http://127.0.0.1:\(adminPort2)/health", p2)
+        let p2 = try RealmCrashTests.Server(binary: binary, arguments: ["--dir", dir.url.path, "--listen", "127.0.0.1:0"])
+        defer { p2.stop() }
+        let port2 = try await p2.port(), adminPort2 = try await p2.adminPort()
+        #expect(try await RealmClient.get("http://127.0.0.1:\(adminPort2)/health").0 == 200)
         #expect(try await RealmClient.get("http://127.0.0.1:\(port2)/metrics").0 == 404)
-        p2.terminate()
-        p2.waitUntilExit()
+        p2.stop()
 
         // 3. A bad --admin-listen: a clear error, nothing served.
-        let (p3, err) = try Self.serve(["--dir", dir.url.path, "--listen", "127.0.0.1:\(port2)", "--admin-listen", "localhost"])
-        p3.waitUntilExit()
-        let message = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        #expect(p3.terminationStatus != 0)
+        let p3 = try RealmCrashTests.Server(binary: binary, arguments: ["--dir", dir.url.path, "--listen", "127.0.0.1:0", "--admin-listen", "localhost"])
+        p3.process.waitUntilExit()
+        try await Task.sleep(for: .milliseconds(100))   // the pipe's last bytes
+        let message = p3.stderr
+        #expect(p3.process.terminationStatus != 0)
         #expect(message.contains("--admin-listen must be HOST:PORT"), "\(message)")
         // And a bad adminListen in realm.json is refused when the realm loads its configuration.
         config.adminListen = "nonsense"
