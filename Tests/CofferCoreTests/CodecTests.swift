@@ -6,11 +6,31 @@ import Foundation
 #endif
 @testable import CofferCore
 
+/// The engines whose tests run here: zlib everywhere; libdeflate on Linux, where scripts/test installs
+/// it (a missing libdeflate fails `engineInUse` instead of silently testing zlib twice).
+let testedEngines: [DeflateEngine] = {
+    #if os(Linux)
+    return [.zlib, .libdeflate]
+    #else
+    return DeflateEngine.allCases.filter(\.isAvailable)
+    #endif
+}()
+
 @Suite struct CodecTests {
-    @Test func roundTripsAndOnlyKeepsWorthwhileCompression() throws {
+    @Test("each engine is the one in use (no silent fallback where it should load)", arguments: testedEngines)
+    func engineInUse(_ engine: DeflateEngine) {
+        #expect(engine.isAvailable, "\(engine) cannot be loaded here (Debian: apt-get install libdeflate0)")
+        #expect(Deflater(engine: engine).engine == engine)
+        #expect(Inflater(engine: engine).engine == engine)
+    }
+
+    @Test("round trips, across engines too, and keeps only worthwhile compression", arguments: testedEngines)
+    func roundTripsAndOnlyKeepsWorthwhileCompression(_ engine: DeflateEngine) throws {
         var rng = SeededRNG(seed: 7)
-        let deflater = Deflater(level: 1)
-        let inflater = Inflater()
+        let deflater = Deflater(level: 1, engine: engine)
+        let inflater = Inflater(engine: engine)
+        // What one engine writes, the other reads: the format is raw DEFLATE, not an engine's output.
+        let otherInflaters = DeflateEngine.allCases.filter(\.isAvailable).map { Inflater(engine: $0) }
         var compressedCount = 0
         for i in 0..<300 {
             let n = Int.random(in: 0...(i < 250 ? 70_000 : 1_100_000), using: &rng)
@@ -23,6 +43,9 @@ import Foundation
                 #expect(c.count <= n - (n + 7) / 8, "kept a compression that saves less than 1/8")
                 let back = try c.withUnsafeBytes { try inflater.decompress($0, expectedLength: n) }
                 #expect(back == Data(input))
+                for other in otherInflaters {
+                    #expect(try c.withUnsafeBytes { try other.decompress($0, expectedLength: n) } == Data(input))
+                }
             }
         }
         #expect(compressedCount > 50)
@@ -31,9 +54,10 @@ import Foundation
         #expect(deflater.compressed([UInt8](repeating: 0, count: 63)) == nil)
     }
 
-    @Test func decompressionIsBoundedByDeclaredLength() throws {
-        let deflater = Deflater()
-        let inflater = Inflater()
+    @Test("decompression is bounded by the declared length; trailing, truncated and corrupt input refused", arguments: testedEngines)
+    func decompressionIsBoundedByDeclaredLength(_ engine: DeflateEngine) throws {
+        let deflater = Deflater(engine: engine)
+        let inflater = Inflater(engine: engine)
         // 16 MiB of zeros compress to ~16 KiB: a bomb if the declared length were not enforced.
         let bomb = try #require(deflater.compressed([UInt8](repeating: 0, count: 16 << 20)))
         #expect(bomb.count < 100_000)

@@ -13,35 +13,53 @@ public enum Compression: UInt8, Sendable, Hashable, CaseIterable {
     case deflate = 1
 }
 
-/// Raw-DEFLATE compressor that keeps one zlib stream and one output buffer for its whole life
-/// (allocations over 128 KiB freed each time cost a page-faulting `mmap` per use on Linux).
+/// Raw-DEFLATE compressor that keeps one compressor state (a zlib stream or a libdeflate
+/// compressor, see ``DeflateEngine``) and one output buffer for its whole life (allocations over
+/// 128 KiB freed each time cost a page-faulting `mmap` per use on Linux).
 ///
 /// Not thread-safe: use one per worker.
 public final class Deflater {
     /// Inputs shorter than this are never compressed: too little to gain.
     public static let minimumInput = 64
 
-    private let stream: UnsafeMutablePointer<z_stream>
+    private let stream: UnsafeMutablePointer<z_stream>?
+    private let fast: (lib: LibDeflate, compressor: OpaquePointer)?
     private var output: [UInt8] = []
     public let level: Int
+    public let engine: DeflateEngine
 
-    /// - Parameter level: zlib level 1...9 (the format default is 1: fast, and the database
-    ///   still compresses well).
-    public init(level: Int = 1) {
-        precondition((1...9).contains(level), "zlib level must be 1...9")
+    /// - Parameters:
+    ///   - level: 1...9 (the format default is 1: fast, and the database still compresses well);
+    ///     both engines take it as their own level of that number.
+    ///   - engine: which implementation; ``DeflateEngine/preferred`` unless a caller compares them.
+    ///     An engine that is not available falls back to zlib.
+    public init(level: Int = 1, engine: DeflateEngine = .preferred) {
+        precondition((1...9).contains(level), "compression level must be 1...9")
         self.level = level
-        stream = .allocate(capacity: 1)
+        if engine == .libdeflate, let lib = LibDeflate.shared, let c = lib.allocCompressor(Int32(level)) {
+            fast = (lib, c)
+            stream = nil
+            self.engine = .libdeflate
+            return
+        }
+        fast = nil
+        self.engine = .zlib
+        let stream = UnsafeMutablePointer<z_stream>.allocate(capacity: 1)
         stream.initialize(to: z_stream())
         // windowBits -15: raw deflate, 32 KiB window. memLevel 8 is zlib's default.
         let rc = deflateInit2_(stream, Int32(level), Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY,
                                zlibVersion(), Int32(MemoryLayout<z_stream>.size))
         precondition(rc == Z_OK, "deflateInit2 failed (\(rc)): out of memory")
+        self.stream = stream
     }
 
     deinit {
-        deflateEnd(stream)
-        stream.deinitialize(count: 1)
-        stream.deallocate()
+        if let fast { fast.lib.freeCompressor(fast.compressor) }
+        if let stream {
+            deflateEnd(stream)
+            stream.deinitialize(count: 1)
+            stream.deallocate()
+        }
     }
 
     /// The largest compressed size worth keeping for an input of `count` bytes: compression must
@@ -59,6 +77,12 @@ public final class Deflater {
         }
         if output.count < limit { output = [UInt8](repeating: 0, count: limit) }
         let produced: Int? = output.withUnsafeMutableBytes { out in
+            if let fast {
+                // libdeflate returns 0 when the output does not fit in `limit` bytes: not worthwhile.
+                let n = fast.lib.compress(fast.compressor, input.baseAddress, input.count, out.baseAddress, limit)
+                return n > 0 ? n : nil
+            }
+            let stream = stream!
             deflateReset(stream)
             stream.pointee.next_in = UnsafeMutablePointer(mutating: input.baseAddress!.assumingMemoryBound(to: Bytef.self))
             stream.pointee.avail_in = uInt(input.count)
@@ -85,21 +109,35 @@ public final class Deflater {
 
 /// Raw-DEFLATE decompressor bounded by a declared length: the output must be exactly that many
 /// bytes, so a small input can never expand into a huge allocation (zip bomb). Keeps one zlib
-/// stream for its life; not thread-safe.
+/// stream or libdeflate decompressor for its life; not thread-safe.
 public final class Inflater {
-    private let stream: UnsafeMutablePointer<z_stream>
+    private let stream: UnsafeMutablePointer<z_stream>?
+    private let fast: (lib: LibDeflate, decompressor: OpaquePointer)?
+    public let engine: DeflateEngine
 
-    public init() {
-        stream = .allocate(capacity: 1)
+    public init(engine: DeflateEngine = .preferred) {
+        if engine == .libdeflate, let lib = LibDeflate.shared, let d = lib.allocDecompressor() {
+            fast = (lib, d)
+            stream = nil
+            self.engine = .libdeflate
+            return
+        }
+        fast = nil
+        self.engine = .zlib
+        let stream = UnsafeMutablePointer<z_stream>.allocate(capacity: 1)
         stream.initialize(to: z_stream())
         let rc = inflateInit2_(stream, -15, zlibVersion(), Int32(MemoryLayout<z_stream>.size))
         precondition(rc == Z_OK, "inflateInit2 failed (\(rc)): out of memory")
+        self.stream = stream
     }
 
     deinit {
-        inflateEnd(stream)
-        stream.deinitialize(count: 1)
-        stream.deallocate()
+        if let fast { fast.lib.freeDecompressor(fast.decompressor) }
+        if let stream {
+            inflateEnd(stream)
+            stream.deinitialize(count: 1)
+            stream.deallocate()
+        }
     }
 
     /// Inflates `input` into exactly `expectedLength` bytes.
@@ -112,6 +150,14 @@ public final class Inflater {
         }
         var out = Data(count: expectedLength)
         let ok: Bool = out.withUnsafeMutableBytes { o in
+            if let fast {
+                // Exactly: success, every input byte consumed, the output filled.
+                var consumed = 0, produced = 0
+                let rc = fast.lib.decompressEx(fast.decompressor, input.baseAddress, input.count, o.baseAddress,
+                                               expectedLength, &consumed, &produced)
+                return rc == 0 && consumed == input.count && produced == expectedLength
+            }
+            let stream = stream!
             inflateReset(stream)
             stream.pointee.next_in = UnsafeMutablePointer(mutating: input.baseAddress!.assumingMemoryBound(to: Bytef.self))
             stream.pointee.avail_in = uInt(input.count)

@@ -13,8 +13,10 @@ public enum FormatVersion {
 /// The version of this Coffer build, as `coffer --version` prints it beside the format version.
 public enum CofferVersion {
     public static let tool = "0.4.0"
-    /// "coffer 0.4.0 (repository format 1)".
-    public static var description: String { "coffer \(tool) (repository format \(FormatVersion.current))" }
+    /// "coffer 0.4.0 (repository format 1, deflate: libdeflate)".
+    public static var description: String {
+        "coffer \(tool) (repository format \(FormatVersion.current), deflate: \(DeflateEngine.preferred.rawValue))"
+    }
 }
 
 /// A repository's config: its id, format version and parameters.
