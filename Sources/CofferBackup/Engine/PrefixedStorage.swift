@@ -66,6 +66,12 @@ struct PrefixedStorage: Storage {
         do { try await base.create(prefix + name, data: data) } catch { throw strip(error) }
     }
 
+    /// Forwards the caller's SHA-256 so that a key-rotated repository on S3 does not hash every pack
+    /// a second time (the protocol's default would drop it and call `create(_:data:)`).
+    func create(_ name: String, data: Data, sha256: [UInt8]) async throws(StorageError) {
+        do { try await base.create(prefix + name, data: data, sha256: sha256) } catch { throw strip(error) }
+    }
+
     // Closing is the owner's business (the base storage is shared with the Repository).
     func close() async {}
 }
