@@ -210,7 +210,7 @@ public struct LocalStorage: Storage {
             return nil
         }
         if let writeError { throw fail(writeError, "write") }
-        if Self.crashAfterTemporaryWrite { kill(getpid(), SIGKILL) }
+        if Self.crashAfterTemporaryWrite.withLock({ $0 }) { kill(getpid(), SIGKILL) }
         if Glue.fsync(fd) != 0 { throw fail(errno, "flush") }
         // close can report a deferred write error (NFS, some FUSE drives): do not ignore it.
         fdOpen = false
@@ -373,11 +373,11 @@ public struct LocalStorage: Storage {
 
     // MARK: Helpers
 
-    /// Crash injection for the tests (as the engine's `COFFER_TEST_CRASH_AT` points):
-    /// `storage-temporary-written` kills the process (SIGKILL) in its first write, right after the
-    /// bytes went to the temporary file, leaving that file behind as a crash mid-write does.
-    private static let crashAfterTemporaryWrite =
-        ProcessInfo.processInfo.environment["COFFER_TEST_CRASH_AT"] == "storage-temporary-written"
+    /// Crash injection for the tests (as the engine's crash points, set through SPI, never from the
+    /// environment): when true, the process kills itself (SIGKILL) in its first write, right after
+    /// the bytes went to the temporary file, leaving that file behind as a crash mid-write does.
+    /// (`coffer` debug builds set it from `COFFER_TEST_CRASH_AT=storage-temporary-written`.)
+    @_spi(Testing) public static let crashAfterTemporaryWrite = Mutex(false)
 
     /// Called with the temporary file's path right before it gets its final name (tests: remove it
     /// there, as a prune does to a suspended writer's temporary file).

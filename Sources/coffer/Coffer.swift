@@ -15,6 +15,7 @@ struct Coffer: AsyncParsableCommand {
 
     static func main() async {
         MallocTuning.apply()
+        TestHookEnvironment.install()
         await main(nil)
     }
 }

@@ -202,8 +202,8 @@ extension Engine {
         // run's view of the snapshots is fresh (a prune suspended past half the grace period
         // might not see a snapshot written since that needs a marked pack).
         if case .twoPhase = mode, graceSeconds > 0, !pendingDeletes.isEmpty {
-            // Test hook (as COFFER_TEST_STOP_AFTER_PACKS for backups): suspend the process here.
-            if ProcessInfo.processInfo.environment["COFFER_TEST_STOP_BEFORE_DELETING"] != nil { raise(SIGSTOP) }  // raise: this thread stops before it goes on
+            // Test hook (TestHooks.stop(beforeDeleting:)): suspend the process here.
+            if TestHooks.stopBeforeDeleting { raise(SIGSTOP) }  // raise: this thread stops before it goes on
             let elapsed = try await storageNow().timeIntervalSince(now)
             if elapsed > graceSeconds / 2 {
                 try? await loadIndex()

@@ -123,14 +123,11 @@ public enum KeyRotation {
     static let rotationPrefix = "rotation/"
     static let retiredPrefix = "retired/"
 
-    /// Crash injection for the tests: with `COFFER_TEST_CRASH_AT=<step>` in the environment the
-    /// process kills itself (SIGKILL, as `kill -9` would) at that step. Steps: `job-saved` (the job record
-    /// written, the new key not yet), `staged`, `recorded`,
-    /// `registered` (after `beforeCommit`), `committed`, `cleaning` (half of the old generation deleted).
-    static func crashPoint(_ step: String) {
-        guard ProcessInfo.processInfo.environment["COFFER_TEST_CRASH_AT"] == step else { return }
-        kill(getpid(), SIGKILL)
-    }
+    /// Crash injection for the tests (``TestHooks``): the process kills itself (SIGKILL, as `kill -9`
+    /// would) at that step. Steps: `job-saved` (the job record written, the new key not yet),
+    /// `staged`, `recorded`, `registered` (after `beforeCommit`), `committed`, `cleaning` (half of
+    /// the old generation deleted).
+    static func crashPoint(_ step: String) { TestHooks.crashPoint(step) }
 
     /// The new key of a rotation this device started for repository `repositoryID` and has not
     /// committed yet, if any (a vault check accepts it as well as the current key).

@@ -25,9 +25,9 @@ final class Uploader: @unchecked Sendable {
     private(set) var metadataBytes: Int64 = 0
     private(set) var packsWritten = 0
     private(set) var indexObjectsWritten: [ObjectID] = []
-    /// Test hook: `COFFER_TEST_STOP_AFTER_PACKS=N` makes the process stop itself (SIGSTOP) once N
-    /// packs are uploaded, so tests can suspend a real backup at a known point and resume it with SIGCONT.
-    private let stopAfterPacks = ProcessInfo.processInfo.environment["COFFER_TEST_STOP_AFTER_PACKS"].flatMap { Int($0) }
+    /// Test hook (``TestHooks/stop(afterPacks:)``): the process stops itself (SIGSTOP) once N packs
+    /// are uploaded, so tests can suspend a real backup at a known point and resume it with SIGCONT.
+    private let stopAfterPacks = TestHooks.stopAfterPacks
 
     init(engine: Engine, limit: Int, checkpointBytes: Int, checkpointInterval: Duration) {
         self.engine = engine
