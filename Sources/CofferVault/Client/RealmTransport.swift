@@ -34,10 +34,19 @@ public struct HTTPRealmTransport: RealmTransport {
     /// Test hook: sees each plaintext request body just before sealing (what the realm decrypts).
     let observer: (@Sendable (RealmID, VaultMessageType, [UInt8]) -> Void)?
 
+    /// The default client: like `HTTPClient.shared`, but a connect that fails (a realm that is down
+    /// refuses at once) fails the request at once instead of being retried silently until the
+    /// timeout, so that a refused realm costs nothing and the others make the quorum.
+    public static let defaultClient: HTTPClient = {
+        var pool = HTTPClient.Configuration.ConnectionPool(idleTimeout: .seconds(60))
+        pool.retryConnectionEstablishment = false
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: HTTPClient.Configuration(connectionPool: pool))
+    }()
+
     /// - Parameters:
     ///   - timeout: per request (default 10 s).
-    ///   - client: defaults to `HTTPClient.shared`.
-    public init(timeout: TimeAmount = .seconds(10), client: HTTPClient = .shared,
+    ///   - client: defaults to ``defaultClient``.
+    public init(timeout: TimeAmount = .seconds(10), client: HTTPClient = HTTPRealmTransport.defaultClient,
                 observer: (@Sendable (RealmID, VaultMessageType, [UInt8]) -> Void)? = nil) {
         self.timeout = timeout
         self.client = client
@@ -66,6 +75,10 @@ public struct HTTPRealmTransport: RealmTransport {
         } catch let error as HTTPClientError where error == .deadlineExceeded || error == .connectTimeout || error == .readTimeout {
             return .failure(.timeout)
         } catch {
+            let text = "\(error) \(String(reflecting: error))".lowercased()
+            if text.contains("connection refused") || text.contains("connectionrefused") || text.contains("econnrefused") {
+                return .failure(.unreachable("refused the connection (nothing listens at \(realm.baseURL))"))
+            }
             return .failure(.unreachable(String(describing: error)))
         }
         let plain: [UInt8]

@@ -199,15 +199,25 @@ enum ErrorReport {
             throw e
         } catch where Interrupts.received {
             logger.debug("interrupted: \(String(reflecting: error))")
-            Terminal.err("coffer: interrupted; nothing is lost, and data already uploaded is reused by the next run\n")
+            report(.interrupted, "interrupted; nothing is lost, and data already uploaded is reused by the next run", hint: nil)
             code = .interrupted
         } catch {
             let (c, message, hint) = classify(error)
             logger.debug("error detail: \(String(reflecting: error))")
-            Terminal.err("coffer: \(message)\n")
-            if let hint { Terminal.err("  \(hint)\n") }
+            report(c, message, hint: hint)
             code = c
         }
         if code != .ok { throw ExitCode(code.rawValue) }
+    }
+
+    /// Prints an error the one way of every command: `coffer: message` and the hint indented, or
+    /// with `--json` one `{"message_type":"error",...}` line.
+    static func report(_ code: CofferExitCode, _ message: String, hint: String?) {
+        if JSONOutput.requested {
+            JSONOutput.printError(code: code, message: message, hint: hint)
+            return
+        }
+        Terminal.err("coffer: \(message)\n")
+        if let hint { Terminal.err("  \(hint)\n") }
     }
 }
