@@ -69,7 +69,8 @@ struct RefusedRealmTests {
         var realms = try #require(config["realms"] as? [[String: Any]])
         realms[0]["url"] = "http://127.0.0.1:\(try closedLoopbackPort())"
         config["realms"] = realms
-        let broken = box.path("vault-one-refused.json")
+        // Next to vault.json: the development tenant key is found relative to it.
+        let broken = cluster.directory.appendingPathComponent("vault-one-refused.json")
         try JSONSerialization.data(withJSONObject: config).write(to: broken)
         let r = try box.run(["vault", "recover", "--key-out", box.path("k").path, "--timeout", "900"],
                             env: env.merging(["COFFER_VAULT": broken.path]) { $1 }, killAfter: 300)

@@ -28,9 +28,6 @@ struct ProgressTests {
         #expect(!lines.isEmpty, "no progress lines:\n\(r)")
         #expect(!r.stderr.contains("\r") && !r.stderr.contains("\u{1B}"), "control characters in a file:\n\(r.stderr)")
         #expect(r.stdout.contains("snapshot "), "the summary is still printed:\n\(r)")
-        // Restore reports the same way.
-        let restored = try box.ok(["restore", "latest", "--target", box.path("out").path], env: fast)
-        #expect(!Self.progressLines(restored.stderr).isEmpty, "no restore progress lines:\n\(restored)")
     }
 
     @Test("--no-progress prints no progress lines; -q prints neither progress nor summary")
