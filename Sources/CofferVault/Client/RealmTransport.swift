@@ -67,19 +67,35 @@ public struct HTTPRealmTransport: RealmTransport {
         http.headers.add(name: "Content-Type", value: "application/octet-stream")
         http.body = .bytes(ByteBuffer(bytes: sealed))
         let bytes: [UInt8]
-        do {
-            let response = try await client.execute(http, timeout: timeout)
-            guard response.status == .ok else { return .failure(.httpStatus(Int(response.status.code))) }
-            var buffer = try await response.body.collect(upTo: 64 * 1024)
-            bytes = buffer.readBytes(length: buffer.readableBytes) ?? []
-        } catch let error as HTTPClientError where error == .deadlineExceeded || error == .connectTimeout || error == .readTimeout {
-            return .failure(.timeout)
-        } catch {
-            let text = "\(error) \(String(reflecting: error))".lowercased()
-            if text.contains("connection refused") || text.contains("connectionrefused") || text.contains("econnrefused") {
-                return .failure(.unreachable("refused the connection (nothing listens at \(realm.baseURL))"))
+        let started = ContinuousClock.now
+        var client = self.client
+        var limit = timeout
+        while true {
+            do {
+                let response = try await client.execute(http, timeout: limit)
+                guard response.status == .ok else { return .failure(.httpStatus(Int(response.status.code))) }
+                var buffer = try await response.body.collect(upTo: 64 * 1024)
+                bytes = buffer.readBytes(length: buffer.readableBytes) ?? []
+                break
+            } catch let error as HTTPClientError where error == .deadlineExceeded || error == .connectTimeout || error == .readTimeout {
+                return .failure(.timeout)
+            } catch {
+                let text = "\(error) \(String(reflecting: error))".lowercased()
+                if text.contains("connection refused") || text.contains("connectionrefused") || text.contains("econnrefused") {
+                    // Nothing listens there: no use waiting for the timeout.
+                    return .failure(.unreachable("refused the connection (nothing listens at \(realm.baseURL))"))
+                }
+                // Another failure to connect (the request was never sent, so no guess can be spent
+                // twice): once more with a client that retries the connection until the timeout.
+                let spent = (ContinuousClock.now - started).components
+                let left = timeout - .nanoseconds(spent.seconds * 1_000_000_000 + spent.attoseconds / 1_000_000_000)
+                let connectFailure = text.contains("nioconnectionerror") || text.contains("singleconnectionfailure")
+                guard connectFailure, client === HTTPRealmTransport.defaultClient, client !== HTTPClient.shared, left > .zero else {
+                    return .failure(.unreachable(String(describing: error)))
+                }
+                client = HTTPClient.shared
+                limit = left
             }
-            return .failure(.unreachable(String(describing: error)))
         }
         let plain: [UInt8]
         do { plain = try opener.open(bytes) } catch { return .failure(.unsealed) }
