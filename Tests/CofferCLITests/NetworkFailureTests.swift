@@ -39,6 +39,7 @@ struct S3RefusedEndpointTests {
         #expect(r.status == 11, "\(r)")
         #expect(r.stderr.contains("coffer: S3 endpoint \(endpoint) refused the connection; retry 2 of "), "\(r.stderr)")
         #expect(r.stderr.contains("gave up after") && r.stderr.contains("COFFER_NETWORK_BUDGET"), "\(r.stderr)")
+        #expect(r.stderr.contains("check AWS_ENDPOINT_URL"), "\(r.stderr)")
         #expect(!r.stderr.contains("secret-never-printed"))
         // Every line starts with the one prefix (the hint is indented under it).
         for line in r.stderr.split(separator: "\n") { #expect(line.hasPrefix("coffer: ") || line.hasPrefix("  "), "\(line)") }

@@ -176,6 +176,9 @@ enum ErrorReport {
             return (.repositoryNotFound, e.message, "Check --repo / COFFER_REPO, or create a repository with `coffer init`.")
         case .accessDenied:
             return (.storageUnreachable, e.message, "Check the credentials and permissions for this storage.")
+        case .transient where e.message.contains("refused the connection"):
+            return (.storageUnreachable, e.message,
+                    "Nothing listens at that endpoint: check AWS_ENDPOINT_URL (or the endpoint= of the s3:// URL) and that the server runs. Nothing was changed.")
         case .transient, .clockSkew:
             return (.storageUnreachable, e.message, "The storage could not be reached; try again later. Nothing was lost.")
         case .noSpace:
