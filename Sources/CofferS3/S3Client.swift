@@ -41,6 +41,10 @@ final class S3Client: Sendable {
         config.connectionPool = .init(idleTimeout: .seconds(30),
                                       concurrentHTTP1ConnectionsPerHostSoftLimit: o.maxConcurrentRequests)
         config.httpVersion = .http1Only
+        // A refused or failed connect fails the attempt at once; `send` retries it with backoff,
+        // says so (`onRetry`) and stops at the budget, instead of the pool retrying silently until
+        // the connect timeout (which made a refused endpoint cost ~87 s of silence).
+        config.connectionPool.retryConnectionEstablishment = false
         self.http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
         self.gate = AsyncGate(limit: o.maxConcurrentRequests)
     }
@@ -89,6 +93,7 @@ final class S3Client: Sendable {
         let url = "\(endpoint.scheme)://\(host)\(path)\(queryString.isEmpty ? "" : "?" + queryString)"
         let options = configuration.options
         var attempt = 0
+        var firstFailure: ContinuousClock.Instant?
         while true {
             attempt += 1
             let outcome: Result<S3Response, StorageError>
@@ -104,8 +109,24 @@ final class S3Client: Sendable {
             case .success(let response):
                 return response
             case .failure(let error):
-                guard error.isTransient, attempt < options.maxAttempts, !Task.isCancelled else { throw error }
+                let started = firstFailure ?? ContinuousClock.now
+                firstFailure = started
+                let refused = error.message.hasPrefix(Self.refusedPrefix)
+                guard error.isTransient, !Task.isCancelled else { throw error }
                 let delay = backoff(attempt: attempt)
+                let spent = ContinuousClock.now - started
+                let overBudget = options.retryBudget.map { spent + delay > $0 } ?? false
+                guard attempt < options.maxAttempts, !overBudget else {
+                    guard attempt > 1 else { throw error }
+                    let why = overBudget ? "the retry budget of \(Self.seconds(options.retryBudget ?? .zero)) (COFFER_NETWORK_BUDGET) is spent"
+                                         : "no retries left"
+                    throw StorageError(error.code, name: error.name,
+                                       message: "\(error.message); gave up after \(attempt) attempts in \(Self.seconds(spent)): \(why)",
+                                       underlying: error.underlying)
+                }
+                options.onRetry?(S3RetryNotice(endpoint: configuration.endpoint,
+                                               problem: refused ? "refused the connection" : error.message, refused: refused,
+                                               attempt: attempt + 1, maxAttempts: options.maxAttempts, delay: delay))
                 logger.debug("S3 \(method.rawValue) \(name ?? configuration.bucket) failed (\(error.message)); retry \(attempt) in \(delay)")
                 do { try await Task.sleep(for: delay) } catch {
                     throw StorageError(.transient, name: name, message: "S3 request cancelled")
@@ -157,6 +178,10 @@ final class S3Client: Sendable {
             response = try await http.execute(request, timeout: deadline)
             collected = try await response.body.collect(upTo: maxBody)
         } catch {
+            if Self.isRefused(error) {
+                return .failure(StorageError(.transient, name: name,
+                                             message: "\(Self.refusedPrefix)\(configuration.endpoint) refused the connection (nothing listens there)"))
+            }
             return .failure(Self.transportError(error, name: name))
         }
         // A body cut short must never pass for the object: check it against Content-Length.
@@ -168,6 +193,21 @@ final class S3Client: Sendable {
         let result = S3Response(status: response.status, headers: response.headers, body: collected)
         if accept(response.status) { return .success(result) }
         return .failure(mapError(result, method: method, name: name))
+    }
+
+    static let refusedPrefix = "S3 endpoint "
+
+    /// A connect that the other side refused (ECONNREFUSED): instant, and no use waiting for.
+    static func isRefused(_ error: any Error) -> Bool {
+        let text = "\(error) \(String(reflecting: error))".lowercased()
+        return text.contains("connection refused") || text.contains("connectionrefused") || text.contains("econnrefused")
+    }
+
+    /// "0.4 s".
+    static func seconds(_ d: Duration) -> String {
+        let c = d.components
+        let tenths = Int((Double(c.seconds) * 10 + Double(c.attoseconds) / 1e17).rounded())
+        return "\(tenths / 10).\(tenths % 10) s"
     }
 
     static func transportError(_ error: any Error, name: String?) -> StorageError {

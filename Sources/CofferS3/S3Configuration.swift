@@ -162,6 +162,20 @@ public struct S3Configuration: Sendable, CustomStringConvertible {
     }
 }
 
+/// A request failed in a way retrying may fix, and is retried after `delay`.
+public struct S3RetryNotice: Sendable {
+    /// The endpoint URL (no credentials).
+    public var endpoint: String
+    /// What went wrong, e.g. "refused the connection" or the error message.
+    public var problem: String
+    /// True when the endpoint refused the connection (nothing listens there).
+    public var refused: Bool
+    /// The attempt about to be made (2 for the first retry) and the most attempts there will be.
+    public var attempt: Int
+    public var maxAttempts: Int
+    public var delay: Duration
+}
+
 /// Tuning knobs; the defaults suit real deployments.
 public struct S3Options: Sendable {
     /// Objects larger than this go up as a multipart upload.
@@ -179,6 +193,11 @@ public struct S3Options: Sendable {
     public var connectTimeout: Duration = .seconds(10)
     /// How long a connection may sit without receiving a byte before the request is retried.
     public var readTimeout: Duration = .seconds(60)
+    /// The most time one request may spend failing and being retried, counted from its first
+    /// failure: no retry starts that would end after it. nil: only `maxAttempts` limits retries.
+    public var retryBudget: Duration? = .seconds(60)
+    /// Told before each retry (the CLI prints it), so that a failing endpoint is never silent.
+    public var onRetry: (@Sendable (S3RetryNotice) -> Void)?
 
     public init() {}
 }

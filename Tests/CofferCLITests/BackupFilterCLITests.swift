@@ -28,8 +28,8 @@ import Testing
         let before = ForgetCLITests.files(box.repo)
         let dry = try box.backupJSON([src.path], extra: ["--dry-run"] + flags, env: env)
         #expect(ForgetCLITests.files(box.repo) == before, "a dry run wrote to the repository")
-        #expect(dry["dryRun"] as? Bool == true)
-        #expect(dry["snapshotID"] as? String == "")
+        #expect(dry["dry_run"] as? Bool == true)
+        #expect(dry["snapshot_id"] as? String == "")
         let entries = try #require(dry["entries"] as? [[String: Any]])
         let planned = Set(entries.compactMap { $0["path"] as? String }.map { "src" + $0.dropFirst(src.path.count) })
         #expect(planned == ["src", "src/a.txt", "src/keep", "src/keep/x.txt", "src/cache", "src/cache/CACHEDIR.TAG", "src/build"].asSet,

@@ -37,7 +37,7 @@ import Darwin
         try box.initRepository(["--pack-size", "2"])
         let base = box.path("base")
         try Fixtures.makeTree(at: base)
-        let s0 = try #require(try box.backupJSON([base.path])["snapshotID"] as? String)
+        let s0 = try #require(try box.backupJSON([base.path])["snapshot_id"] as? String)
         let baseTree = try TreeCompare.read(base)
 
         // Every round writes new content (1 MiB chunks, 2 MiB packs, a checkpoint every 4 MiB).
@@ -49,7 +49,7 @@ import Darwin
         let t0 = Date()
         let first = try box.backupJSON([bulk.path], extra: ["--checkpoint-mib", "4"])
         var duration = Date().timeIntervalSince(t0)
-        var previous: (id: String, tree: [String: Entry]) = (try #require(first["snapshotID"] as? String), try TreeCompare.read(bulk))
+        var previous: (id: String, tree: [String: Entry]) = (try #require(first["snapshot_id"] as? String), try TreeCompare.read(bulk))
 
         let injected = ["backup-pack:1", "backup-index:1", "backup-pack:6", "backup-index:3", "backup-packed", "backup-snapshot"]
         var rng = SystemRandomNumberGenerator()
@@ -98,7 +98,7 @@ import Darwin
 
             // The next backup succeeds and does not upload again what the crashed one stored.
             let next = try box.backupJSON([bulk.path], extra: ["--checkpoint-mib", "4"])
-            let bytesNew = next["bytesNew"] as? Int ?? -1
+            let bytesNew = next["bytes_new"] as? Int ?? -1
             #expect(bytesNew >= 0 && bytesNew <= bulkBytes, "\(what): \(next)")
             if r.signalled {
                 if point == "backup-packed" || point == "backup-snapshot" {
@@ -108,7 +108,7 @@ import Darwin
                             "\(what): the crashed backup left \(newPacks.count) packs (\(newIndexes.count) index objects), yet the next one stored \(bytesNew) of \(bulkBytes) bytes anew")
                 }
             }
-            previous = (try #require(next["snapshotID"] as? String), tree)
+            previous = (try #require(next["snapshot_id"] as? String), tree)
         }
         print("kill -9 backup: \(injected.count) crashes at injected points, \(Self.randomKills) random kill moments of which \(killedAtRandom) landed before the end, a backup takes ~\(String(format: "%.2f", duration)) s")
         // Every snapshot made along the way, and all their data, still verify.
@@ -136,7 +136,7 @@ import Darwin
                 try? FileManager.default.removeItem(at: previous.appendingPathComponent(String(format: "file-%04d.bin", i)))
             }
             try? FileManager.default.removeItem(at: sets.appendingPathComponent("set-\(round - 3)"))
-            let id = try #require(try box.backupJSON([data.path])["snapshotID"] as? String)
+            let id = try #require(try box.backupJSON([data.path])["snapshot_id"] as? String)
             truth.append((id, try TreeCompare.read(data)))
             let forget = try box.run(["forget", "--keep-last", "2"])
             #expect(forget.status == 0, "\(forget)")
@@ -148,7 +148,7 @@ import Darwin
         var t0 = Date()
         let calibration = try #require(try box.ok(["prune", "--now", "--json"]).json() as? [String: Any])
         var duration = max(0.02, Date().timeIntervalSince(t0))
-        #expect((calibration["packsRepacked"] as? Int ?? 0) >= 1, "the scenario should make prune repack: \(calibration)")
+        #expect((calibration["packs_repacked"] as? Int ?? 0) >= 1, "the scenario should make prune repack: \(calibration)")
 
         let injected = ["prune-repacked", "prune-indexed", "prune-marked", "prune-deleting"]
         var rng = SystemRandomNumberGenerator()
@@ -181,7 +181,7 @@ import Darwin
                 if point == "prune-deleting" { #expect(!packsBefore.isSubset(of: packsAfter), "\(what): nothing was deleted yet") }
             } else {
                 #expect(r.status == 0, "\(what): \(r)")
-                if let report = try? r.json() as? [String: Any] { repacked += report["packsRepacked"] as? Int ?? 0 }
+                if let report = try? r.json() as? [String: Any] { repacked += report["packs_repacked"] as? Int ?? 0 }
                 duration = max(0.02, Date().timeIntervalSince(t0))
             }
             try Self.expectCheckClean(box, what)

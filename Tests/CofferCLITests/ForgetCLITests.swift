@@ -13,10 +13,10 @@ import Testing
             try FileManager.default.createDirectory(at: box.path(dir), withIntermediateDirectories: true)
             try Data(dir.utf8).write(to: box.path("\(dir)/f.txt"))
         }
-        let photos = try #require(try box.backupJSON([box.path("photos").path])["snapshotID"] as? String)
-        let otherHost = try #require(try box.backupJSON([box.path("docs").path], extra: ["--host", "other-machine"])["snapshotID"] as? String)
-        let docs1 = try #require(try box.backupJSON([box.path("docs").path])["snapshotID"] as? String)
-        let docs2 = try #require(try box.backupJSON([box.path("docs").path])["snapshotID"] as? String)
+        let photos = try #require(try box.backupJSON([box.path("photos").path])["snapshot_id"] as? String)
+        let otherHost = try #require(try box.backupJSON([box.path("docs").path], extra: ["--host", "other-machine"])["snapshot_id"] as? String)
+        let docs1 = try #require(try box.backupJSON([box.path("docs").path])["snapshot_id"] as? String)
+        let docs2 = try #require(try box.backupJSON([box.path("docs").path])["snapshot_id"] as? String)
 
         // Dry run: per group, the reasons; nothing removed.
         let dry = try box.ok(["forget", "--keep-last", "1", "--dry-run"]).stdout
@@ -34,7 +34,7 @@ import Testing
         let reasons = groups.flatMap { $0["reasons"] as? [[String: Any]] ?? [] }
         #expect(reasons.contains { ($0["snapshot"] as? [String: Any])?["id"] as? String == photos
                 && ($0["matches"] as? [String]) == ["last snapshot"] })
-        #expect((r["bytesFreed"] as? Int ?? 0) > 0)
+        #expect((r["bytes_freed"] as? Int ?? 0) > 0)
 
         // Filters: only the other host's group is considered.
         try box.backupJSON([box.path("docs").path], extra: ["--host", "other-machine", "--tag", "t1"])
@@ -51,7 +51,7 @@ import Testing
         try FileManager.default.createDirectory(at: box.path("d"), withIntermediateDirectories: true)
         try Data("x".utf8).write(to: box.path("d/f"))
         var ids: [String] = []
-        for _ in 0..<3 { ids.append(try #require(try box.backupJSON([box.path("d").path])["snapshotID"] as? String)) }
+        for _ in 0..<3 { ids.append(try #require(try box.backupJSON([box.path("d").path])["snapshot_id"] as? String)) }
 
         // An unknown option is named as unknown, not hidden behind "give at least one rule".
         let unknown = try box.run(["forget", "--keep-foo", "3"])
@@ -102,13 +102,13 @@ import Testing
         let first = try #require(try box.ok(["forget", "--keep-last", "1", "--prune", "--grace", "0s", "--json"]).json() as? [String: Any])
         var went = Self.gone(before, Self.files(box.repo))
         let prune1 = try #require(first["prune"] as? [String: Any])
-        #expect((first["bytesFreed"] as? Int ?? -1) + (prune1["bytesFreed"] as? Int ?? -1) == went, "\(first)")
+        #expect((first["bytes_freed"] as? Int ?? -1) + (prune1["bytes_freed"] as? Int ?? -1) == went, "\(first)")
         #expect(went > 0)
 
         before = Self.files(box.repo)
         let second = try #require(try box.ok(["prune", "--grace", "0s", "--json"]).json() as? [String: Any])
         went = Self.gone(before, Self.files(box.repo))
-        #expect(second["bytesFreed"] as? Int == went, "\(second)")
+        #expect(second["bytes_freed"] as? Int == went, "\(second)")
         #expect(went >= 8_000_000, "the big file's packs went")
 
         // forget --prune --now: one run, snapshot and data.
@@ -121,7 +121,7 @@ import Testing
         went = Self.gone(before, Self.files(box.repo))
         #expect(went >= 5_000_000)
         let prune3 = try #require(now["prune"] as? [String: Any])
-        #expect((now["bytesFreed"] as? Int ?? -1) + (prune3["bytesFreed"] as? Int ?? -1) == went, "\(now)")
+        #expect((now["bytes_freed"] as? Int ?? -1) + (prune3["bytes_freed"] as? Int ?? -1) == went, "\(now)")
         #expect(try box.ok(["check", "--read-data"]).status == 0)
     }
 

@@ -53,7 +53,7 @@ import Darwin
         try box.initRepository(["--pack-size", "1"])
         let base = box.path("base")
         try Fixtures.makeTree(at: base)
-        let s0 = try #require(try box.backupJSON([base.path])["snapshotID"] as? String)
+        let s0 = try #require(try box.backupJSON([base.path])["snapshot_id"] as? String)
         let repoObjects = { (kind: String) in box.objects(kind, in: repo) }
 
         // A backup bigger than the space left fails (exit 11) and leaves its packs, unindexed.
@@ -62,13 +62,13 @@ import Darwin
         let failed = try box.run(["backup", bulk.path])
         #expect(failed.status == 11 && failed.stderr.contains("no space"), "\(failed)")
         let check = try #require(try box.ok(["check", "--json"]).json() as? [String: Any])
-        let unindexed = try #require(check["unindexedPacks"] as? [String])
+        let unindexed = try #require(check["unindexed_packs"] as? [String])
         #expect(unindexed.count >= 5, "\(check)")
         Self.fill(small)  // whatever the failed write left free goes too: the disk is full
 
         // What was stuck: a two-phase prune marks nothing that young, and --now cannot write.
         let twoPhase = try box.run(["prune", "--json"])
-        #expect(twoPhase.status != 0 || ((try? twoPhase.json() as? [String: Any])?["objectsDeleted"] as? Int) == 0, "\(twoPhase)")
+        #expect(twoPhase.status != 0 || ((try? twoPhase.json() as? [String: Any])?["objects_deleted"] as? Int) == 0, "\(twoPhase)")
         let now = try box.run(["prune", "--now"])
         #expect(now.status == 11, "prune --now should fail for want of space:\n\(now)")
 
@@ -76,8 +76,8 @@ import Darwin
         let r = try box.run(["prune", "--unsafe-recover-no-free-space", "--json"])
         #expect(r.status == 0, "\(r)")
         let report = try #require(try r.json() as? [String: Any])
-        #expect(report["objectsDeleted"] as? Int == unindexed.count, "\(report)")
-        #expect((report["bytesFreed"] as? Int ?? 0) >= unindexed.count * (1 << 20) / 2, "\(report)")
+        #expect(report["objects_deleted"] as? Int == unindexed.count, "\(report)")
+        #expect((report["bytes_freed"] as? Int ?? 0) >= unindexed.count * (1 << 20) / 2, "\(report)")
         // Nothing was written, nothing else removed.
         #expect(repoObjects("index") == before.index && repoObjects("marks") == before.marks && repoObjects("snapshots") == before.snapshots)
         #expect(repoObjects("clock").isEmpty)
@@ -85,7 +85,7 @@ import Darwin
 
         // The repository is whole and usable again.
         let after = try #require(try box.ok(["check", "--read-data", "--json"]).json() as? [String: Any])
-        #expect((after["unindexedPacks"] as? [String])?.isEmpty == true, "\(after)")
+        #expect((after["unindexed_packs"] as? [String])?.isEmpty == true, "\(after)")
         let target = try box.restore(s0, into: "restored")
         #expect(TreeCompare.differences(try TreeCompare.read(base), try TreeCompare.read(target.appendingPathComponent("base"))).isEmpty)
         try FileManager.default.removeItem(at: small.appendingPathComponent("filler"))

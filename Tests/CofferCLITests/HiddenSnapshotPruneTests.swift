@@ -27,7 +27,7 @@ import Darwin
         try Fixtures.makeBulk(at: src, files: 3, size: 300_000, seed: 5)
         try box.backupJSON([src.path])
         try Fixtures.makeBulk(at: src.appendingPathComponent("more"), files: 2, size: 300_000, seed: 6)
-        let newest = try #require(try box.backupJSON([src.path])["snapshotID"] as? String)
+        let newest = try #require(try box.backupJSON([src.path])["snapshot_id"] as? String)
         // A second device (same key, its own COFFER_HOME and writer id) backs up its own folder:
         // it has now seen the first writer's newest snapshot.
         let homeB = box.path("home-b")

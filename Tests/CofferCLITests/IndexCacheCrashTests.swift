@@ -19,7 +19,7 @@ import Testing
         try box.initRepository()
         let data = box.path("data")
         try Fixtures.makeTree(at: data)
-        let snap = try #require(try box.backupJSON([data.path])["snapshotID"] as? String)
+        let snap = try #require(try box.backupJSON([data.path])["snapshot_id"] as? String)
         let tree = try TreeCompare.read(data)
         try box.ok(["debug-scale", "synthesize", "--blobs", "100000", "--per-object", "10000", "--seed", "1"], env: Self.env)
         let cache = box.home.appendingPathComponent("cache")

@@ -42,7 +42,7 @@ import Darwin
         #expect(left.count == 1, "a crash in a write leaves its temporary file: \(left)")
 
         var report = try Self.checkJSON(box)
-        #expect(Set(report["temporaryFiles"] as? [String] ?? []) == left, "\(report)")
+        #expect(Set(report["temporary_files"] as? [String] ?? []) == left, "\(report)")
         let text = try box.run(["check"])
         #expect(text.stdout.contains("temporary file") && text.stdout.contains(left.first ?? "?"), "\(text)")
 
@@ -50,13 +50,13 @@ import Darwin
         try box.ok(["prune", "--grace", "1h"])
         #expect(Self.temporaries(box) == left)
         let pruned = try #require(try box.ok(["prune", "--now", "--json"]).json() as? [String: Any])
-        #expect(pruned["temporaryFilesRemoved"] as? Int == left.count, "\(pruned)")
+        #expect(pruned["temporary_files_removed"] as? Int == left.count, "\(pruned)")
         #expect(Self.temporaries(box).isEmpty)
         report = try Self.checkJSON(box)
-        #expect((report["temporaryFiles"] as? [String])?.isEmpty == true, "\(report)")
+        #expect((report["temporary_files"] as? [String])?.isEmpty == true, "\(report)")
 
         // The repository works as before.
-        let id = try #require(try box.backupJSON([data.path])["snapshotID"] as? String)
+        let id = try #require(try box.backupJSON([data.path])["snapshot_id"] as? String)
         let target = try box.restore(id, into: "restored")
         #expect(TreeCompare.differences(try TreeCompare.read(data), try TreeCompare.read(target.appendingPathComponent("data"))).isEmpty)
     }
@@ -68,7 +68,7 @@ import Darwin
         try box.initRepository(["--pack-size", "1"])
         let base = box.path("base")
         try Fixtures.makeTree(at: base)
-        let s0 = try #require(try box.backupJSON([base.path])["snapshotID"] as? String)
+        let s0 = try #require(try box.backupJSON([base.path])["snapshot_id"] as? String)
         let bulk = box.path("bulk")
         try Fixtures.makeBulk(at: bulk, files: 24, size: 1 << 20, seed: UInt64(sig))
 
@@ -94,8 +94,8 @@ import Darwin
         // check reports exactly what is on disk, and stays clean.
         let left = Self.temporaries(box)
         let report = try Self.checkJSON(box)
-        #expect(Set(report["temporaryFiles"] as? [String] ?? []) == left, "\(report) vs \(left)")
-        let unindexed = report["unindexedPacks"] as? [String] ?? []
+        #expect(Set(report["temporary_files"] as? [String] ?? []) == left, "\(report) vs \(left)")
+        let unindexed = report["unindexed_packs"] as? [String] ?? []
         for name in unindexed {
             #expect(FileManager.default.fileExists(atPath: box.repo.appendingPathComponent(name).path), "\(name)")
         }
@@ -103,11 +103,11 @@ import Darwin
 
         // prune removes both kinds of leftovers.
         let pruned = try #require(try box.ok(["prune", "--now", "--json"]).json() as? [String: Any])
-        #expect(pruned["temporaryFilesRemoved"] as? Int == left.count, "\(pruned)")
+        #expect(pruned["temporary_files_removed"] as? Int == left.count, "\(pruned)")
         #expect(Self.temporaries(box).isEmpty)
         #expect(box.objects("data").count == packsBeforePrune - unindexed.count, "\(pruned)")
         let after = try Self.checkJSON(box)
-        #expect((after["unindexedPacks"] as? [String])?.isEmpty == true && (after["temporaryFiles"] as? [String])?.isEmpty == true, "\(after)")
+        #expect((after["unindexed_packs"] as? [String])?.isEmpty == true && (after["temporary_files"] as? [String])?.isEmpty == true, "\(after)")
         print("signal \(sig): \(left.count) temporary files and \(unindexed.count) unindexed packs left, all removed by prune")
 
         // Nothing lost: the earlier snapshot restores, the next backup succeeds and verifies.

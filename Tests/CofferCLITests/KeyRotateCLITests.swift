@@ -115,7 +115,7 @@ import Darwin
         let check = try box.run(["check", "--read-data", "--json"])
         #expect(check.status == 0, "\(check)")
         let report = try #require(try check.json() as? [String: Any])
-        #expect((report["unindexedPacks"] as? [Any])?.isEmpty == true, "resumed rotations leave no stray packs: \(check.stdout)")
+        #expect((report["unindexed_packs"] as? [Any])?.isEmpty == true, "resumed rotations leave no stray packs: \(check.stdout)")
         let objects = Self.allObjects(box)
         let gens = Set(objects.filter { $0.hasPrefix("gen/") }.map { $0.split(separator: "/")[1] })
         #expect(gens.count == 1, "exactly one generation is left: \(gens)")

@@ -67,8 +67,8 @@ import Darwin
         let commits = Int(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             .trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
         #expect(commits > 20, "the writer should have been committing during the backups (\(commits) commits)")
-        #expect((first["databasesCaptured"] as? Int ?? 0) >= 1, "\(first)")
-        #expect((second["databasesCaptured"] as? Int ?? 0) >= 1, "a live database is never skipped as unchanged: \(second)")
+        #expect((first["databases_captured"] as? Int ?? 0) >= 1, "\(first)")
+        #expect((second["databases_captured"] as? Int ?? 0) >= 1, "a live database is never skipped as unchanged: \(second)")
 
         // -wal / -shm are never stored on their own.
         let listing = try box.ok(["ls", "latest"]).stdout

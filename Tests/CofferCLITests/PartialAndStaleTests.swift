@@ -42,7 +42,7 @@ import Darwin
         let paths = unreadable.compactMap { $0["path"] as? String }
         #expect(paths.contains { $0.hasSuffix("docs/secret.txt") }, "\(paths)")
         #expect(paths.contains { $0.hasSuffix("locked") || $0.hasSuffix("locked/inner.txt") }, "\(paths)")
-        #expect(summary["filesNew"] as? Int == 7, "the readable files are all backed up: \(summary)")
+        #expect(summary["files_new"] as? Int == 7, "the readable files are all backed up: \(summary)")
 
         // Text mode says so too.
         let text = try coffer(["backup", data.path])

@@ -19,7 +19,7 @@ import Testing
         let data = box.path("data")
         try Fixtures.makeTree(at: data)
         try Fixtures.makeBulk(at: data.appendingPathComponent("bulk"), files: 8, size: 700_000, seed: 12)
-        let id = try #require(try box.backupJSON([data.path])["snapshotID"] as? String)
+        let id = try #require(try box.backupJSON([data.path])["snapshot_id"] as? String)
         return (box, data, id)
     }
 
@@ -33,14 +33,14 @@ import Testing
         // What was broken: the damaged blobs are still indexed, so a forced backup stores nothing
         // again and the new snapshot cannot be restored either.
         let forced = try box.backupJSON([data.path], extra: ["--force"])
-        #expect(forced["bytesNew"] as? Int == 0, "\(forced)")
+        #expect(forced["bytes_new"] as? Int == 0, "\(forced)")
         let before = try box.run(["restore", "latest", "--target", box.path("before").path])
         #expect(before.status == 13, "\(before)")
 
         let repair = try #require(try box.ok(["repair", "index", "--json"]).json() as? [String: Any])
-        #expect(Set(repair["damagedPacks"] as? [String] ?? []) == Set(damaged), "\(repair)")
-        #expect((repair["blobsLost"] as? Int ?? 0) >= 4, "\(repair)")
-        #expect(repair["packsIndexed"] as? Int == packs.count - 4, "\(repair)")
+        #expect(Set(repair["damaged_packs"] as? [String] ?? []) == Set(damaged), "\(repair)")
+        #expect((repair["blobs_lost"] as? Int ?? 0) >= 4, "\(repair)")
+        #expect(repair["packs_indexed"] as? Int == packs.count - 4, "\(repair)")
         // The damaged packs are now condemned: check names the blobs the snapshots miss.
         let missing = try box.run(["check"])
         #expect(missing.status == 13 && missing.stdout.contains("missing"), "\(missing)")
@@ -48,7 +48,7 @@ import Testing
         // A backup uploads the lost blobs again (the unchanged-file shortcut does not apply to
         // files whose chunks are gone), and every snapshot restores.
         let next = try box.backupJSON([data.path])
-        #expect((next["bytesNew"] as? Int ?? 0) >= 4 * 700_000 / 2, "\(next)")
+        #expect((next["bytes_new"] as? Int ?? 0) >= 4 * 700_000 / 2, "\(next)")
         let truth = try TreeCompare.read(data)
         for snapshot in [first, "latest"] {
             let target = try box.restore(snapshot, into: "after-\(snapshot.prefix(6))")
@@ -80,14 +80,14 @@ import Testing
         try box.ok(["repair", "index"])
         let dry = try #require(try box.ok(["repair", "snapshots", "--dry-run", "--json"]).json() as? [String: Any])
         let planned = try #require(dry["repaired"] as? [[String: Any]])
-        #expect(planned.count == 1 && planned.first?["newID"] == nil, "\(dry)")
+        #expect(planned.count == 1 && planned.first?["new_id"] == nil, "\(dry)")
         #expect(try box.snapshotIDs() == [first], "a dry run changed the snapshots")
 
         let r = try #require(try box.ok(["repair", "snapshots", "--json"]).json() as? [String: Any])
         let repaired = try #require((r["repaired"] as? [[String: Any]])?.first, "\(r)")
         let lost = try #require(repaired["lost"] as? [String])
         #expect(!lost.isEmpty && lost == planned.first?["lost"] as? [String], "\(r)")
-        let newID = try #require(repaired["newID"] as? String)
+        let newID = try #require(repaired["new_id"] as? String)
         #expect(try box.snapshotIDs() == [newID], "the old snapshot should be replaced")
         let listed = try #require(try box.ok(["snapshots", "--json"]).json() as? [[String: Any]])
         #expect((listed.first?["tags"] as? [String])?.contains("repaired") == true, "\(listed)")
@@ -124,7 +124,7 @@ import Testing
         #expect(crashed.signalled, "repair index never reached its index write:\n\(crashed)")
         #expect(box.objects("marks").count == 1, "the mark condemning the damaged packs comes first")
         let again = try #require(try box.ok(["repair", "index", "--json"]).json() as? [String: Any])
-        #expect((again["damagedPacks"] as? [String] ?? []).isEmpty, "the damaged packs are condemned already: \(again)")
+        #expect((again["damaged_packs"] as? [String] ?? []).isEmpty, "the damaged packs are condemned already: \(again)")
         #expect(box.objects("index").count == 1, "\(box.objects("index"))")
         // A backup makes everything whole again (the sources still exist).
         try box.backupJSON([data.path])

@@ -27,11 +27,11 @@ import Darwin
 
         // First backup: everything new.
         let first = try box.backupJSON([data.path])
-        let snapshotID = try #require(first["snapshotID"] as? String)
+        let snapshotID = try #require(first["snapshot_id"] as? String)
         #expect(snapshotID.count == 64)
-        #expect(first["filesNew"] as? Int == 7)
+        #expect(first["files_new"] as? Int == 7)
         #expect(first["partial"] as? Bool == false)
-        #expect((first["bytesStored"] as? Int ?? 0) > 3_500_000)
+        #expect((first["bytes_stored"] as? Int ?? 0) > 3_500_000)
         #expect((first["unreadable"] as? [Any])?.isEmpty == true)
 
         // snapshots --json lists it with the source path.
@@ -53,7 +53,7 @@ import Darwin
         let nodes = try #require(try box.ok(["ls", "latest", "--json"]).json() as? [[String: Any]])
         let link = try #require(nodes.first { $0["path"] as? String == "data/link-rel" })
         #expect(link["type"] as? String == "symlink")
-        #expect(link["linkTarget"] as? String == "docs/notes.txt")
+        #expect(link["link_target"] as? String == "docs/notes.txt")
         let long = try box.ok(["ls", "-l", "latest", "data/docs/notes.txt"]).stdout
         #expect(long.contains("-rw-------"), "\(long)")
 
@@ -64,18 +64,18 @@ import Darwin
 
         // Unchanged re-backup reads nothing and stores no new data.
         let second = try box.backupJSON([data.path])
-        #expect(second["filesNew"] as? Int == 0)
-        #expect(second["filesChanged"] as? Int == 0)
-        #expect(second["filesUnchanged"] as? Int == 7)
-        #expect(second["bytesNew"] as? Int == 0)
-        #expect(second["parentID"] as? String == snapshotID)
+        #expect(second["files_new"] as? Int == 0)
+        #expect(second["files_changed"] as? Int == 0)
+        #expect(second["files_unchanged"] as? Int == 7)
+        #expect(second["bytes_new"] as? Int == 0)
+        #expect(second["parent_id"] as? String == snapshotID)
 
         // One changed file.
         try Data("changed\n".utf8).write(to: data.appendingPathComponent("docs/notes.txt"))
         Fixtures.setMTime(data.appendingPathComponent("docs/notes.txt").path, seconds: 1_700_000_000)
         let third = try box.backupJSON([data.path])
-        #expect(third["filesChanged"] as? Int == 1)
-        #expect(third["filesNew"] as? Int == 0)
+        #expect(third["files_changed"] as? Int == 1)
+        #expect(third["files_new"] as? Int == 0)
         #expect(try box.snapshotIDs().count == 3)
 
         // --include restores a subset; the older snapshot still has the old content.
@@ -96,7 +96,7 @@ import Darwin
         // check, forget, prune.
         let check = try #require(try box.ok(["check", "--read-data", "--json"]).json() as? [String: Any])
         #expect(check["clean"] as? Bool == true)
-        #expect((check["blobsVerified"] as? Int ?? 0) > 0)
+        #expect((check["blobs_verified"] as? Int ?? 0) > 0)
         let forget = try #require(try box.ok(["forget", "--keep-last", "1", "--prune", "--now", "--json"]).json() as? [String: Any])
         #expect((forget["removed"] as? [Any])?.count == 2)
         #expect(try box.snapshotIDs().count == 1)

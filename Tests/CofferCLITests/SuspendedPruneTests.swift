@@ -29,10 +29,10 @@ import Darwin
         try box.backupJSON([src.path])
         try FileManager.default.removeItem(at: src.appendingPathComponent("file-0001.bin"))
         try FileManager.default.removeItem(at: src.appendingPathComponent("file-0002.bin"))
-        let latest = try #require(try box.backupJSON([src.path])["snapshotID"] as? String)
+        let latest = try #require(try box.backupJSON([src.path])["snapshot_id"] as? String)
         try box.ok(["forget", "--keep-last", "1"])
         let marked = try #require(try box.ok(["prune", "--grace", "4s", "--json"]).json() as? [String: Any])
-        #expect(marked["objectsMarked"] as? Int ?? 0 >= 1, "\(marked)")
+        #expect(marked["objects_marked"] as? Int ?? 0 >= 1, "\(marked)")
         usleep(5_200_000)  // the marks come due
 
         // The prune stops itself just before deleting; it stays stopped for more than 2 s (G/2).
@@ -63,7 +63,7 @@ import Darwin
 
         // A prune that is not suspended deletes what is due.
         let done = try #require(try box.ok(["prune", "--grace", "4s", "--json"]).json() as? [String: Any])
-        #expect(done["objectsDeleted"] as? Int ?? 0 >= 1, "\(done)")
+        #expect(done["objects_deleted"] as? Int ?? 0 >= 1, "\(done)")
         #expect(box.objects("data").count < dataBefore.count)
         // Prunes with nothing to do keep the live index (they used to delete it without a replacement).
         try box.ok(["prune", "--grace", "4s"])

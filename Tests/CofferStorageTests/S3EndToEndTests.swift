@@ -29,16 +29,16 @@ import Darwin
             let day1Digest = try ChatData.databaseDigest(world.data.appendingPathComponent("Databases/msgstore.db"))
             let first = try world.backup()
             #expect(first["partial"] as? Bool == false)
-            #expect((first["filesNew"] as? Int ?? 0) >= 5, "\(first)")
+            #expect((first["files_new"] as? Int ?? 0) >= 5, "\(first)")
 
             // Day 2: the database changed (new and edited messages), new media arrived.
             try ChatData.mutate(at: world.data, seed: 2)
             let second = try world.backup()
-            #expect(second["parentID"] as? String == first["snapshotID"] as? String)
-            #expect((second["filesNew"] as? Int ?? 0) >= 2, "the new media and anything else new: \(second)")
-            #expect((second["filesUnchanged"] as? Int ?? 0) >= 4, "the old media was not read again: \(second)")
+            #expect(second["parent_id"] as? String == first["snapshot_id"] as? String)
+            #expect((second["files_new"] as? Int ?? 0) >= 2, "the new media and anything else new: \(second)")
+            #expect((second["files_unchanged"] as? Int ?? 0) >= 4, "the old media was not read again: \(second)")
             // Old media is deduplicated: day 2 stores far less than day 1.
-            #expect((second["bytesStored"] as? Int ?? .max) < (first["bytesStored"] as? Int ?? 0) / 2, "\(first)\n\(second)")
+            #expect((second["bytes_stored"] as? Int ?? .max) < (first["bytes_stored"] as? Int ?? 0) / 2, "\(first)\n\(second)")
 
             // The repository holds nothing outside its prefix, and only Coffer's object kinds.
             let names = try await world.storage { try await $0.list(prefix: "") }.map(\.name)
@@ -53,14 +53,14 @@ import Darwin
 
             // The first snapshot still restores day 1's database, without day 2's media.
             let old = world.root.appendingPathComponent("restore-day1")
-            try world.coffer(["restore", try #require(first["snapshotID"] as? String), "--target", old.path, "--quiet"])
+            try world.coffer(["restore", try #require(first["snapshot_id"] as? String), "--target", old.path, "--quiet"])
             #expect(try ChatData.databaseDigest(old.appendingPathComponent("data/Databases/msgstore.db")) == day1Digest)
             #expect(!FileManager.default.fileExists(atPath: old.appendingPathComponent("data/Media/Images/IMG-day2-0.jpg").path))
 
             let check = try world.checkJSON()
             #expect(check["clean"] as? Bool == true, "\(check)")
-            #expect((check["blobsVerified"] as? Int ?? 0) > 0, "\(check)")
-            #expect((check["snapshotsChecked"] as? Int) == 2, "\(check)")
+            #expect((check["blobs_verified"] as? Int ?? 0) > 0, "\(check)")
+            #expect((check["snapshots_checked"] as? Int) == 2, "\(check)")
 
             try await interop(world: world, moto: moto)
         }
@@ -212,13 +212,13 @@ struct CofferWorld {
     /// `coffer backup --json DATA`.
     func backup() throws -> [String: Any] {
         let out = try runSplit(Self.binary.path, ["backup", "--json", "--quiet", data.path], environment)
-        return try #require(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any], "backup --json printed: \(out)")
+        return try #require(try JSONSerialization.jsonObject(with: Data((out.split(separator: "\n").last ?? "").utf8)) as? [String: Any], "backup --json printed: \(out)")
     }
 
     /// `coffer check --read-data --json` (exit status ignored; the JSON says whether it is clean).
     func checkJSON() throws -> [String: Any] {
         let out = try runSplit(Self.binary.path, ["check", "--read-data", "--json"], environment, allowFailure: true)
-        return try #require(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any], "check --json printed: \(out)")
+        return try #require(try JSONSerialization.jsonObject(with: Data((out.split(separator: "\n").last ?? "").utf8)) as? [String: Any], "check --json printed: \(out)")
     }
 
     /// Runs `body` with an `S3Storage` on the repository, straight to moto.

@@ -78,7 +78,7 @@ struct WritersScenario {
 
     func json(_ env: [String: String], _ args: [String]) throws -> [String: Any] {
         let out = try coffer(env, args + ["--json"])
-        return try #require(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any], "\(args) printed: \(out)")
+        return try #require(try JSONSerialization.jsonObject(with: Data((out.split(separator: "\n").last ?? "").utf8)) as? [String: Any], "\(args) printed: \(out)")
     }
 
     func write(_ rel: String, _ data: Data) throws {
@@ -164,7 +164,7 @@ struct WritersScenario {
         guard p.terminationStatus == 0, p.terminationReason == .exit else {
             throw ScenarioFailed(description: "the resumed backup failed (\(p.terminationStatus)):\n\(stdout.suffix(1500))\n\(stderr.suffix(1500))")
         }
-        return try #require(try JSONSerialization.jsonObject(with: Data(stdout.utf8)) as? [String: Any], "backup printed: \(stdout)")
+        return try #require(try JSONSerialization.jsonObject(with: Data((stdout.split(separator: "\n").last ?? "").utf8)) as? [String: Any], "backup printed: \(stdout)")
     }
 
     struct ScenarioFailed: Error, CustomStringConvertible { var description: String }
@@ -177,7 +177,7 @@ struct WritersScenario {
 
     func expectClean(_ env: [String: String], _ what: String) throws {
         let out = try runSplit(CofferWorld.binary.path, ["check", "--read-data", "--json"], env, allowFailure: true)
-        let check = try #require(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any], "check printed: \(out)")
+        let check = try #require(try JSONSerialization.jsonObject(with: Data((out.split(separator: "\n").last ?? "").utf8)) as? [String: Any], "check printed: \(out)")
         #expect(check["clean"] as? Bool == true, "\(what): check --read-data is not clean: \(check)")
     }
 
@@ -210,7 +210,7 @@ struct WritersScenario {
         try write("src/tablet-b/copy-of-shared.bin", shared)
         for i in 0..<5 { try write("src/tablet-b/bulk/b-\(i).bin", Self.random(1 << 20, seed: 10 + UInt64(i))) }
         let a1 = try json(envA, ["backup", "--quiet", srcA.path])
-        #expect(a1["blobsNew"] as? Int ?? 0 >= 4)
+        #expect(a1["blobs_new"] as? Int ?? 0 >= 4)
 
         // B loads the index (the shared blobs are live in A's packs), uploads 2 packs, stops.
         let (b, bOut, bErr) = try startSuspendedBackup(envB, ["backup", "--json", "--quiet", "--checkpoint-mib", "1", srcB.path], packs: 2)
@@ -223,20 +223,20 @@ struct WritersScenario {
         let expectedA2 = Self.files(srcA)
         try coffer(envA, ["forget", "--keep-last", "1"])
         let p1 = try prune(envA)
-        #expect(p1["objectsMarked"] as? Int ?? 0 >= 2, "the first prune should mark A's old packs and B's unneeded ones: \(p1)")
+        #expect(p1["objects_marked"] as? Int ?? 0 >= 2, "the first prune should mark A's old packs and B's unneeded ones: \(p1)")
         // After the grace period: deleted (B is still stopped); B's unindexed packs get marked.
         waitGrace()
         let p2 = try prune(envA)
-        #expect(p2["objectsDeleted"] as? Int ?? 0 >= 2, "the second prune should delete what the first marked: \(p2)")
+        #expect(p2["objects_deleted"] as? Int ?? 0 >= 2, "the second prune should delete what the first marked: \(p2)")
         #expect(b.isRunning && Self.isStopped(b.processIdentifier), "B stayed suspended through both prunes")
 
         // B resumes, past the grace period: it must upload again what is gone or marked, then commit.
         let b1 = try resume(b, out: bOut, err: bErr)
-        #expect(b1["blobsUploadedAgain"] as? Int ?? 0 >= 3, "B must have uploaded the shared blobs again: \(b1)")
+        #expect(b1["blobs_uploaded_again"] as? Int ?? 0 >= 3, "B must have uploaded the shared blobs again: \(b1)")
         try expectClean(envA, "after the suspended backup committed")
-        let b1ID = try #require(b1["snapshotID"] as? String)
+        let b1ID = try #require(b1["snapshot_id"] as? String)
         try expectRestores(envA, b1ID, expectedB1, folder: "tablet-b", "B's snapshot made while suspended")
-        try expectRestores(envB, try #require(a2["snapshotID"] as? String), expectedA2, folder: "phone-a", "A's snapshot")
+        try expectRestores(envB, try #require(a2["snapshot_id"] as? String), expectedA2, folder: "phone-a", "A's snapshot")
 
         // Phase 2. B deduplicates against A's a-only.bin; A drops it; the prune marks its pack; B
         // resumes within the grace period and copies the blobs out of the marked pack.
@@ -251,25 +251,25 @@ struct WritersScenario {
         let expectedA3 = Self.files(srcA)
         try coffer(envA, ["forget", "--keep-last", "1"])
         let p3 = try prune(envA)
-        #expect(p3["objectsMarked"] as? Int ?? 0 >= 1, "\(p3)")
+        #expect(p3["objects_marked"] as? Int ?? 0 >= 1, "\(p3)")
         let b2 = try resume(b2p, out: b2Out, err: b2Err)
-        #expect(b2["blobsUploadedAgain"] as? Int ?? 0 >= 1, "B must have copied the marked blobs: \(b2)")
+        #expect(b2["blobs_uploaded_again"] as? Int ?? 0 >= 1, "B must have copied the marked blobs: \(b2)")
         try expectClean(envB, "after the second suspended backup")
 
         // The marks come due: everything marked goes, and every snapshot still restores.
         waitGrace()
         let p4 = try prune(envB)
-        #expect(p4["objectsDeleted"] as? Int ?? 0 >= 1, "\(p4)")
+        #expect(p4["objects_deleted"] as? Int ?? 0 >= 1, "\(p4)")
         try expectClean(envA, "after the final prune")
         try expectRestores(envA, b1ID, expectedB1, folder: "tablet-b", "B's first snapshot after the final prune")
-        try expectRestores(envA, try #require(b2["snapshotID"] as? String), expectedB2, folder: "tablet-b", "B's second snapshot")
-        try expectRestores(envB, try #require(a3["snapshotID"] as? String), expectedA3, folder: "phone-a", "A's newest snapshot")
+        try expectRestores(envA, try #require(b2["snapshot_id"] as? String), expectedB2, folder: "tablet-b", "B's second snapshot")
+        try expectRestores(envB, try #require(a3["snapshot_id"] as? String), expectedA3, folder: "phone-a", "A's newest snapshot")
         return digits
     }
 
     func snapshotCount(_ env: [String: String]) throws -> Int {
         let out = try coffer(env, ["snapshots", "--json"])
-        return try #require(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [Any], "snapshots printed: \(out)").count
+        return try #require(try JSONSerialization.jsonObject(with: Data((out.split(separator: "\n").last ?? "").utf8)) as? [Any], "snapshots printed: \(out)").count
     }
 
     /// Phase 3: what B uploaded before it was suspended is deleted, and the file it came from
@@ -282,10 +282,10 @@ struct WritersScenario {
         try write("src/tablet-b/changing.bin", Self.random(2 << 20, seed: 50))
         let (b, bOut, bErr) = try startSuspendedBackup(envB, ["backup", "--json", "--quiet", "--checkpoint-mib", "1", srcB.path], packs: 1)
         let p1 = try prune(envA)
-        #expect(p1["objectsMarked"] as? Int ?? 0 >= 1, "B's indexed pack is needed by no snapshot yet: \(p1)")
+        #expect(p1["objects_marked"] as? Int ?? 0 >= 1, "B's indexed pack is needed by no snapshot yet: \(p1)")
         waitGrace()
         let p2 = try prune(envA)
-        #expect(p2["objectsDeleted"] as? Int ?? 0 >= 1, "\(p2)")
+        #expect(p2["objects_deleted"] as? Int ?? 0 >= 1, "\(p2)")
         try write("src/tablet-b/changing.bin", Self.random(2 << 20, seed: 51))
         kill(b.processIdentifier, SIGCONT)
         b.waitUntilExit()
@@ -296,7 +296,7 @@ struct WritersScenario {
         #expect(try snapshotCount(envA) == before, "no snapshot may be written")
         try expectClean(envA, "after the backup that could not commit")
         let again = try json(envB, ["backup", "--quiet", srcB.path])
-        try expectRestores(envA, try #require(again["snapshotID"] as? String), Self.files(srcB), folder: "tablet-b", "B's backup run again")
+        try expectRestores(envA, try #require(again["snapshot_id"] as? String), Self.files(srcB), folder: "tablet-b", "B's backup run again")
         try expectClean(envA, "after B ran again")
     }
 }

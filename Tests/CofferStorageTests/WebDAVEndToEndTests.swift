@@ -40,12 +40,12 @@ import Darwin
 
         func backup() throws -> [String: Any] {
             let out = try runSplit(CofferWorld.binary.path, ["backup", "--json", "--quiet", data.path], environment)
-            return try #require(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any], "backup --json printed: \(out)")
+            return try #require(try JSONSerialization.jsonObject(with: Data((out.split(separator: "\n").last ?? "").utf8)) as? [String: Any], "backup --json printed: \(out)")
         }
 
         func checkJSON() throws -> [String: Any] {
             let out = try runSplit(CofferWorld.binary.path, ["check", "--read-data", "--json"], environment, allowFailure: true)
-            return try #require(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any], "check --json printed: \(out)")
+            return try #require(try JSONSerialization.jsonObject(with: Data((out.split(separator: "\n").last ?? "").utf8)) as? [String: Any], "check --json printed: \(out)")
         }
 
         /// init, backup, day 2, backup, restore (identical), check --read-data (clean).
@@ -56,15 +56,15 @@ import Darwin
             #expect(first["partial"] as? Bool == false)
             try ChatData.mutate(at: data, seed: seed + 1)
             let second = try backup()
-            #expect(second["parentID"] as? String == first["snapshotID"] as? String, "day 2 found day 1 as its parent")
-            #expect((second["bytesStored"] as? Int ?? .max) < (first["bytesStored"] as? Int ?? 0), "\(first)\n\(second)")
+            #expect(second["parent_id"] as? String == first["snapshot_id"] as? String, "day 2 found day 1 as its parent")
+            #expect((second["bytes_stored"] as? Int ?? .max) < (first["bytes_stored"] as? Int ?? 0), "\(first)\n\(second)")
             let restored = root.appendingPathComponent("restore")
             try coffer(["restore", "latest", "--target", restored.path, "--quiet"])
             try ChatData.expectSame(data, restored.appendingPathComponent("data"))
             let check = try checkJSON()
             #expect(check["clean"] as? Bool == true, "\(check)")
-            #expect((check["snapshotsChecked"] as? Int) == 2, "\(check)")
-            #expect((check["blobsVerified"] as? Int ?? 0) > 0, "\(check)")
+            #expect((check["snapshots_checked"] as? Int) == 2, "\(check)")
+            #expect((check["blobs_verified"] as? Int ?? 0) > 0, "\(check)")
         }
 
         func remove() { try? FileManager.default.removeItem(at: root) }
@@ -166,7 +166,7 @@ import Darwin
             #expect(first["partial"] as? Bool == false)
             try ChatData.mutate(at: world.data, seed: 52)
             let second = try world.backup()
-            #expect(second["parentID"] as? String == first["snapshotID"] as? String)
+            #expect(second["parent_id"] as? String == first["snapshot_id"] as? String)
             let restored = world.root.appendingPathComponent("restore")
             try world.coffer(["restore", "latest", "--target", restored.path, "--quiet"])
             try ChatData.expectSame(world.data, restored.appendingPathComponent("data"))

@@ -62,8 +62,8 @@ struct RollbackCLITests {
         let r = try await VaultCLITests.coffer(["backup", s.data.path, "--json"], env: s.phone)
         try #require(r.status == 0, "\(r.stderr)")
         #expect(r.stderr.contains("backup head anchored in the vault") && r.stderr.contains("5 of 5 realms"), "\(r.stderr)")
-        let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
-        return try #require(json?["snapshotID"] as? String)
+        let json = try JSONSerialization.jsonObject(with: Data((r.stdout.split(separator: "\n").last ?? "").utf8)) as? [String: Any]
+        return try #require(json?["snapshot_id"] as? String)
     }
 
     static func restore(_ s: Setup, env: [String: String], into name: String) async throws -> VaultCLITests.Run {
@@ -179,7 +179,7 @@ struct RollbackCLITests {
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stderr.contains("warning: cannot read the backup heads"), "\(r.stderr)")
         #expect(r.stderr.contains("could not be anchored in the vault") && r.stderr.contains("The backup itself is complete"), "\(r.stderr)")
-        let newest = try #require((try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])?["snapshotID"] as? String)
+        let newest = try #require((try JSONSerialization.jsonObject(with: Data((r.stdout.split(separator: "\n").last ?? "").utf8)) as? [String: Any])?["snapshot_id"] as? String)
 
         // The phone's next run (here a restore) stores the missing head first.
         r = try await Self.restore(s, env: s.phone, into: "out-phone")

@@ -91,7 +91,10 @@ struct VaultPendingCLITests {
         r = try await VaultCLITests.coffer(["backup", data.path, "--json"], env: phone)
         #expect(r.status == 0, "\(r.stderr)")
         struct Pending: Decodable { var vaultChangePendingAt: [String]? }
-        let json = try JSONDecoder().decode(Pending.self, from: Data(r.stdout.utf8))
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        // JSON Lines: the summary is the last line (status lines may come before it).
+        let json = try decoder.decode(Pending.self, from: Data((r.stdout.split(separator: "\n").last ?? "").utf8))
         #expect(json.vaultChangePendingAt == [config.realms[3].id.hex, config.realms[4].id.hex], "\(r.stdout)")
         #expect(r.stderr.contains("still accepts the old password"), "\(r.stderr)")
 

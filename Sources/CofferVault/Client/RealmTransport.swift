@@ -34,10 +34,19 @@ public struct HTTPRealmTransport: RealmTransport {
     /// Test hook: sees each plaintext request body just before sealing (what the realm decrypts).
     let observer: (@Sendable (RealmID, VaultMessageType, [UInt8]) -> Void)?
 
+    /// The default client: like `HTTPClient.shared`, but a connect that fails (a realm that is down
+    /// refuses at once) fails the request at once instead of being retried silently until the
+    /// timeout, so that a refused realm costs nothing and the others make the quorum.
+    public static let defaultClient: HTTPClient = {
+        var pool = HTTPClient.Configuration.ConnectionPool(idleTimeout: .seconds(60))
+        pool.retryConnectionEstablishment = false
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: HTTPClient.Configuration(connectionPool: pool))
+    }()
+
     /// - Parameters:
     ///   - timeout: per request (default 10 s).
-    ///   - client: defaults to `HTTPClient.shared`.
-    public init(timeout: TimeAmount = .seconds(10), client: HTTPClient = .shared,
+    ///   - client: defaults to ``defaultClient``.
+    public init(timeout: TimeAmount = .seconds(10), client: HTTPClient = HTTPRealmTransport.defaultClient,
                 observer: (@Sendable (RealmID, VaultMessageType, [UInt8]) -> Void)? = nil) {
         self.timeout = timeout
         self.client = client
@@ -58,15 +67,35 @@ public struct HTTPRealmTransport: RealmTransport {
         http.headers.add(name: "Content-Type", value: "application/octet-stream")
         http.body = .bytes(ByteBuffer(bytes: sealed))
         let bytes: [UInt8]
-        do {
-            let response = try await client.execute(http, timeout: timeout)
-            guard response.status == .ok else { return .failure(.httpStatus(Int(response.status.code))) }
-            var buffer = try await response.body.collect(upTo: 64 * 1024)
-            bytes = buffer.readBytes(length: buffer.readableBytes) ?? []
-        } catch let error as HTTPClientError where error == .deadlineExceeded || error == .connectTimeout || error == .readTimeout {
-            return .failure(.timeout)
-        } catch {
-            return .failure(.unreachable(String(describing: error)))
+        let started = ContinuousClock.now
+        var client = self.client
+        var limit = timeout
+        while true {
+            do {
+                let response = try await client.execute(http, timeout: limit)
+                guard response.status == .ok else { return .failure(.httpStatus(Int(response.status.code))) }
+                var buffer = try await response.body.collect(upTo: 64 * 1024)
+                bytes = buffer.readBytes(length: buffer.readableBytes) ?? []
+                break
+            } catch let error as HTTPClientError where error == .deadlineExceeded || error == .connectTimeout || error == .readTimeout {
+                return .failure(.timeout)
+            } catch {
+                let text = "\(error) \(String(reflecting: error))".lowercased()
+                if text.contains("connection refused") || text.contains("connectionrefused") || text.contains("econnrefused") {
+                    // Nothing listens there: no use waiting for the timeout.
+                    return .failure(.unreachable("refused the connection (nothing listens at \(realm.baseURL))"))
+                }
+                // Another failure to connect (the request was never sent, so no guess can be spent
+                // twice): once more with a client that retries the connection until the timeout.
+                let spent = (ContinuousClock.now - started).components
+                let left = timeout - .nanoseconds(spent.seconds * 1_000_000_000 + spent.attoseconds / 1_000_000_000)
+                let connectFailure = text.contains("nioconnectionerror") || text.contains("singleconnectionfailure")
+                guard connectFailure, client === HTTPRealmTransport.defaultClient, client !== HTTPClient.shared, left > .zero else {
+                    return .failure(.unreachable(String(describing: error)))
+                }
+                client = HTTPClient.shared
+                limit = left
+            }
         }
         let plain: [UInt8]
         do { plain = try opener.open(bytes) } catch { return .failure(.unsealed) }

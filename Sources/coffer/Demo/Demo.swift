@@ -260,7 +260,7 @@ final class Demo: @unchecked Sendable {
     private func backup(label: String) async throws -> BackupSummary {
         let storage = try LocalStorage(root: cloud.path)
         let repo = try await Repository.open(storage: storage, key: key!, deviceStore: DeviceKeyStore(home: phoneHome))
-        var line = ProgressLine()
+        var line = ProgressLine(enabled: Terminal.stderrIsTTY)
         var summary: BackupSummary?
         for try await event in repo.backup(paths: [phone.root.path]) {
             switch event {

@@ -42,6 +42,41 @@ func prettyJSON(_ value: some Encodable) -> String {
     return String(decoding: (try? enc.encode(value)) ?? Data(), as: UTF8.self)
 }
 
+/// The realm descriptor as one line of JSON, in its own (vault.json) key names.
+func compactJSON(_ value: some Encodable) -> String {
+    let enc = JSONEncoder()
+    enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    return String(decoding: (try? enc.encode(value)) ?? Data(), as: UTF8.self)
+}
+
+/// `coffer realm init --json` (docs/schemas/realm-init.json).
+struct RealmInitJSON: Encodable {
+    var realmId: String
+    var dir: String
+    var keyFile: String
+    var configFile: String
+    var x: Int
+    var guessLimit: Int
+    /// The descriptor clients pin, as JSON text in vault.json's own key names.
+    var descriptor: String
+}
+
+/// `coffer realm add-tenant --json`.
+struct RealmAddTenantJSON: Encodable {
+    var tenant: String
+    var kid: String
+    var alg: String
+    var configFile: String
+}
+
+/// `coffer realm rotate-key --json`.
+struct RealmRotateKeyJSON: Encodable {
+    var added: UInt32?
+    var retired: UInt32?
+    var liveKeys: [UInt32]
+    var descriptor: String
+}
+
 struct RealmInit: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "init",
@@ -52,16 +87,26 @@ struct RealmInit: AsyncParsableCommand {
     @Option(help: "This realm's Shamir x-coordinate, 1...255 (distinct per realm of a vault).") var x: UInt8 = 1
     @Option(help: "Maximum wrong guesses per record (a registration's policy may ask for fewer).") var guessLimit: Int = 10
     @Option(help: "The URL clients will use (printed in the descriptor).") var url: String?
+    @Flag(name: .long, help: "Print the result as JSON on stdout.") var json = false
 
     func run() async throws {
-        let dir = RealmDirectory(URL(fileURLWithPath: self.dir))
-        let (keys, _) = try dir.initialize(x: x, guessLimit: guessLimit, url: url)
-        print("Created realm \(keys.realmIDHex) in \(dir.url.path):")
-        print("  \(dir.keyFile.path)     secrets (mode 0600): back it up offline")
-        print("  \(dir.configFile.path)    configuration: x = \(x), guess limit \(guessLimit), no tenants yet")
-        print("Add a tenant with `coffer realm add-tenant --dir \(self.dir) --id ISSUER --key PUBLIC.pem --alg ES256`.")
-        print("Descriptor for clients to pin (Shamir x = \(x)):")
-        print(prettyJSON(keys.descriptor(url: url ?? "http://HOST:PORT")))
+        // Errors as every command prints them: `coffer: message` (or the --json error line).
+        try await runMapped {
+            let dir = RealmDirectory(URL(fileURLWithPath: self.dir))
+            let (keys, _) = try dir.initialize(x: x, guessLimit: guessLimit, url: url)
+            if json {
+                try JSONOutput.print(RealmInitJSON(realmId: keys.realmIDHex, dir: dir.url.path, keyFile: dir.keyFile.path,
+                                                   configFile: dir.configFile.path, x: Int(x), guessLimit: guessLimit,
+                                                   descriptor: compactJSON(keys.descriptor(url: url ?? "http://HOST:PORT"))))
+                return
+            }
+            print("Created realm \(keys.realmIDHex) in \(dir.url.path):")
+            print("  \(dir.keyFile.path)     secrets (mode 0600): back it up offline")
+            print("  \(dir.configFile.path)    configuration: x = \(x), guess limit \(guessLimit), no tenants yet")
+            print("Add a tenant with `coffer realm add-tenant --dir \(self.dir) --id ISSUER --key PUBLIC.pem --alg ES256`.")
+            print("Descriptor for clients to pin (Shamir x = \(x)):")
+            print(prettyJSON(keys.descriptor(url: url ?? "http://HOST:PORT")))
+        }
     }
 }
 
@@ -75,28 +120,36 @@ struct RealmAddTenant: AsyncParsableCommand {
     @Option(help: "PEM file with the tenant's public key.") var key: String
     @Option(help: "ES256 or EdDSA.") var alg: String = "ES256"
     @Option(help: "Key id (the tokens' kid header).") var kid: String = "1"
+    @Flag(name: .long, help: "Print the result as JSON on stdout.") var json = false
 
     func run() async throws {
-        let dir = RealmDirectory(URL(fileURLWithPath: self.dir))
-        var config = try RealmConfig.load(from: dir.configFile)
-        guard let pem = try? String(contentsOfFile: key, encoding: .utf8) else { throw RealmCommandError(description: "cannot read \(key)") }
-        let k = RealmConfig.TenantKey(kid: kid, alg: alg, publicKeyPEM: pem)
-        if let i = config.tenants.firstIndex(where: { $0.id == id }) {
-            config.tenants[i].keys.removeAll { $0.kid == kid }
-            config.tenants[i].keys.append(k)
-        } else {
-            config.tenants.append(.init(id: id, keys: [k]))
+        // Errors as every command prints them: `coffer: message` (or the --json error line).
+        try await runMapped {
+            let dir = RealmDirectory(URL(fileURLWithPath: self.dir))
+            var config = try RealmConfig.load(from: dir.configFile)
+            guard let pem = try? String(contentsOfFile: key, encoding: .utf8) else { throw RealmCommandError(description: "cannot read \(key)") }
+            let k = RealmConfig.TenantKey(kid: kid, alg: alg, publicKeyPEM: pem)
+            if let i = config.tenants.firstIndex(where: { $0.id == id }) {
+                config.tenants[i].keys.removeAll { $0.kid == kid }
+                config.tenants[i].keys.append(k)
+            } else {
+                config.tenants.append(.init(id: id, keys: [k]))
+            }
+            try config.validate(path: dir.configFile.path)
+            // Parse the key now rather than at the next start.
+            let keys = try RealmKeys.load(from: dir.keyFile)
+            do {
+                _ = try await TokenVerifier(config: config, realmID: try RealmID(bytes: Array(keys.realmID)))
+            } catch {
+                throw RealmCommandError(description: "\(key) is not a valid \(alg) public key (PEM)")
+            }
+            try config.save(to: dir.configFile)
+            if json {
+                try JSONOutput.print(RealmAddTenantJSON(tenant: id, kid: kid, alg: alg, configFile: dir.configFile.path))
+                return
+            }
+            print("Pinned \(alg) key '\(kid)' for tenant '\(id)' in \(dir.configFile.path); restart the realm to apply.")
         }
-        try config.validate(path: dir.configFile.path)
-        // Parse the key now rather than at the next start.
-        let keys = try RealmKeys.load(from: dir.keyFile)
-        do {
-            _ = try await TokenVerifier(config: config, realmID: try RealmID(bytes: Array(keys.realmID)))
-        } catch {
-            throw RealmCommandError(description: "\(key) is not a valid \(alg) public key (PEM)")
-        }
-        try config.save(to: dir.configFile)
-        print("Pinned \(alg) key '\(kid)' for tenant '\(id)' in \(dir.configFile.path); restart the realm to apply.")
     }
 }
 
@@ -107,21 +160,32 @@ struct RealmRotateKey: AsyncParsableCommand {
 
     @Option(help: "The realm's folder.") var dir: String
     @Option(help: "Retire this key id instead of adding one.") var retire: UInt32?
+    @Flag(name: .long, help: "Print the result as JSON on stdout.") var json = false
 
     func run() async throws {
-        let dir = RealmDirectory(URL(fileURLWithPath: self.dir))
-        var keys = try RealmKeys.load(from: dir.keyFile)
-        if let retire {
-            try keys.retire(keyID: retire)
-            print("Retired HPKE key \(retire).")
-        } else {
-            let id = try keys.rotate()
-            print("Added HPKE key \(id); keys \(keys.hpkeKeys.map(\.id)) are live.")
+        // Errors as every command prints them: `coffer: message` (or the --json error line).
+        try await runMapped {
+            let dir = RealmDirectory(URL(fileURLWithPath: self.dir))
+            var keys = try RealmKeys.load(from: dir.keyFile)
+            var added: UInt32?
+            if let retire {
+                try keys.retire(keyID: retire)
+                if !json { print("Retired HPKE key \(retire).") }
+            } else {
+                let id = try keys.rotate()
+                added = UInt32(id)
+                if !json { print("Added HPKE key \(id); keys \(keys.hpkeKeys.map(\.id)) are live.") }
+            }
+            try keys.save(to: dir.keyFile)
+            let config = try RealmConfig.load(from: dir.configFile)
+            if json {
+                try JSONOutput.print(RealmRotateKeyJSON(added: added, retired: retire, liveKeys: keys.hpkeKeys.map { UInt32($0.id) },
+                                                        descriptor: compactJSON(keys.descriptor(url: config.url ?? "http://HOST:PORT"))))
+                return
+            }
+            print("Restart the realm, then have clients pin the new descriptor:")
+            print(prettyJSON(keys.descriptor(url: config.url ?? "http://HOST:PORT")))
         }
-        try keys.save(to: dir.keyFile)
-        let config = try RealmConfig.load(from: dir.configFile)
-        print("Restart the realm, then have clients pin the new descriptor:")
-        print(prettyJSON(keys.descriptor(url: config.url ?? "http://HOST:PORT")))
     }
 }
 

@@ -24,7 +24,7 @@ struct BackupCommand: AsyncParsableCommand, Sendable {
     @Flag(name: .long, help: "Print the summary as JSON on stdout.")
     var json = false
 
-    @Flag(name: .shortAndLong, help: "No progress line.")
+    @Flag(name: .shortAndLong, help: "Print nothing but errors and warnings (no progress, no summary; with --json the summary line only).")
     var quiet = false
 
     @Flag(name: .long, help: "Read every file again instead of trusting unchanged metadata.")
@@ -114,7 +114,8 @@ struct BackupCommand: AsyncParsableCommand, Sendable {
     }
 
     private func runBackup(_ repo: Repository, paths: [String], options: BackupOptions, logger: Logger, vaultPending: [String]? = nil) async throws -> CofferExitCode {
-        var line = ProgressLine(enabled: Terminal.stderrIsTTY && !quiet)
+        var line = ProgressLine(enabled: !quiet && !json && !global.noProgress)
+        var status = StatusEmitter(enabled: json && !quiet && !global.noProgress, action: "backup")
         var unreadable: [UnreadableFile] = []
         var summary: BackupSummary?
         do {
@@ -125,6 +126,10 @@ struct BackupCommand: AsyncParsableCommand, Sendable {
                 case .progress(let p):
                     line.update(filesDone: p.filesDone, filesTotal: p.filesTotal, bytesDone: p.bytesDone,
                                 bytesTotal: p.bytesTotal, elapsed: p.elapsed.seconds, current: p.currentPath)
+                    status.offer(StatusJSON(action: "backup", secondsElapsed: p.elapsed.seconds,
+                                            percentDone: p.bytesTotal > 0 ? Double(p.bytesDone) / Double(p.bytesTotal) : nil,
+                                            filesDone: p.filesDone, filesTotal: p.filesTotal, bytesDone: p.bytesDone,
+                                            bytesTotal: p.bytesTotal, currentPath: p.currentPath))
                 case .unreadable(let u):
                     unreadable.append(u)
                     line.clear()
@@ -147,8 +152,10 @@ struct BackupCommand: AsyncParsableCommand, Sendable {
             try JSONOutput.print(out)
         } else if let entries = summary.dryRunEntries {
             printDryRun(summary, entries)
-        } else {
+        } else if !quiet {
             printSummary(summary)
+        } else if summary.isPartial {
+            Terminal.err("coffer: the backup is incomplete: \(summary.unreadable.count) file\(summary.unreadable.count == 1 ? "" : "s") could not be read (exit code 3)\n")
         }
         return summary.isPartial ? .partialBackup : .ok
     }
@@ -208,6 +215,7 @@ struct BackupCommand: AsyncParsableCommand, Sendable {
 
 /// `coffer backup --json`.
 struct BackupJSON: Encodable {
+    var messageType = "summary"
     var snapshotID: String
     var parentID: String?
     var filesNew: Int

@@ -62,6 +62,7 @@ struct CheckJSON: Encodable {
         var object: String
         var detail: String
     }
+    var messageType = "summary"
     var clean: Bool
     var readData: Bool
     var snapshotsChecked: Int

@@ -187,6 +187,10 @@ struct ForgetJSON: Encodable {
         }
         self.dryRun = dryRun
         bytesFreed = r.bytesFreed
-        self.prune = prune.map(PruneJSON.init)
+        self.prune = prune.map {
+            var p = PruneJSON($0)
+            p.messageType = nil
+            return p
+        }
     }
 }

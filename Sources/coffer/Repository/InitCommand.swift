@@ -30,6 +30,9 @@ struct InitCommand: AsyncParsableCommand {
     @Option(name: .customLong("padding"), help: ArgumentHelp("Size padding of stored objects: padme (Padmé sizes, 1 MiB floor; hides blob and object lengths from the storage provider) or none (only for comparison).", valueName: "padme|none"))
     var padding: String = "padme"
 
+    @Flag(name: .long, help: "Print the result as JSON on stdout (the new key included).")
+    var json = false
+
     func validate() throws {
         guard ["padme", "none"].contains(padding) else { throw ValidationError("--padding must be padme or none") }
         if let packSizeMiB, !(1...128).contains(packSizeMiB) { throw ValidationError("--pack-size must be between 1 and 128 MiB") }
@@ -55,6 +58,12 @@ struct InitCommand: AsyncParsableCommand {
             let keyFile = access.deviceStore.keyFileURL(repositoryID: repo.repositoryID).path
             try await NewKeyHook.keyCreated(key, repositoryID: repo.repositoryID, location: repo.storage.location,
                                             vault: prepared, logger: access.logger)
+            if json {
+                try JSONOutput.print(InitJSON(repositoryId: repo.repositoryID, location: repo.storage.location, keyFile: keyFile,
+                                              keyGiven: given != nil, key: given == nil ? key.digits : nil,
+                                              vaultUser: prepared?.user))
+                return .ok
+            }
             Terminal.line("Created repository \(repo.repositoryID) at \(repo.storage.location)")
             if given != nil {
                 Terminal.line("It uses the key you gave; a copy is in this device's key file \(keyFile) (readable only by you).")
@@ -96,16 +105,44 @@ struct KeyShowCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Print the 64 digits without spaces.")
     var plain = false
 
+    @Flag(name: .long, help: "Print the key as JSON on stdout.")
+    var json = false
+
     func run() async throws {
         let access = RepositoryAccess(global)
         try await ErrorReport.run(logger: access.logger) {
             try await access.withStorage { storage in
                 let key = try await access.key(for: storage)
                 // Only print a key that opens this repository (a stale key file would mislead).
-                _ = try await Repository.open(storage: storage, key: key, deviceStore: nil)
-                Terminal.line(plain ? key.digits : key.groupedDigits)
+                let repo = try await Repository.open(storage: storage, key: key, deviceStore: nil)
+                if json {
+                    try JSONOutput.print(KeyShowJSON(repositoryId: repo.repositoryID, location: storage.location, key: key.digits))
+                } else {
+                    Terminal.line(plain ? key.digits : key.groupedDigits)
+                }
             }
             return .ok
         }
     }
+}
+
+/// `coffer init --json` (docs/schemas/init.json).
+struct InitJSON: Encodable {
+    var repositoryId: String
+    var location: String
+    /// This device's copy of the key.
+    var keyFile: String
+    /// True when the key came from --key-file, $COFFER_KEY_FILE or $COFFER_KEY.
+    var keyGiven: Bool
+    /// The new key's 64 hex digits; absent when the key was given.
+    var key: String?
+    /// With --password: the vault account now protecting the key.
+    var vaultUser: String?
+}
+
+/// `coffer key show --json` (docs/schemas/key-show.json).
+struct KeyShowJSON: Encodable {
+    var repositoryId: String
+    var location: String
+    var key: String
 }

@@ -31,6 +31,9 @@ struct KeyRotateCommand: AsyncParsableCommand {
     @Flag(name: .shortAndLong, help: "No progress lines.")
     var quiet = false
 
+    @Flag(name: .long, help: "Print JSON Lines on stdout: a status line per step, then the summary (the new key included).")
+    var json = false
+
     var vaultConfigured: Bool {
         if noVault { return false }
         let v = vault.vault ?? ProcessInfo.processInfo.environment["COFFER_VAULT"]
@@ -47,7 +50,8 @@ struct KeyRotateCommand: AsyncParsableCommand {
                 if prepared == nil && !noVault {
                     Terminal.err("note: no vault configured (--vault or COFFER_VAULT): if this key is in the vault, stop now and run again with --vault and --user, or the vault keeps the old key, which stops opening the repository\n")
                 }
-                let quiet = self.quiet
+                let quiet = self.quiet || global.noProgress, json = self.json
+                let started = ContinuousClock.now
                 let report = try await KeyRotation.rotate(
                     storage: storage, key: key, deviceStore: access.deviceStore,
                     beforeCommit: { newKey, _ in
@@ -57,7 +61,14 @@ struct KeyRotateCommand: AsyncParsableCommand {
                         let r = try await prepared.client.register(key: newKey, password: prepared.password, user: prepared.user)
                         printRegistration(r, client: prepared.client, what: "The vault now holds the new key for \(prepared.user) (same password).")
                     },
-                    progress: { line in if !quiet { Terminal.err("  \(line)\n") } })
+                    progress: { line in
+                        guard !quiet else { return }
+                        if json {
+                            try? JSONOutput.print(StatusJSON(action: "key_rotate", secondsElapsed: (ContinuousClock.now - started).seconds, message: line))
+                        } else {
+                            Terminal.err("  \(line)\n")
+                        }
+                    })
                 if let prepared {
                     // The rotated repository has a new id: remember its vault, and anchor every writer's
                     // newest (re-encrypted, so renamed) snapshot so a new device checks it at once.
@@ -69,6 +80,15 @@ struct KeyRotateCommand: AsyncParsableCommand {
                     }
                 }
                 let keyFile = access.deviceStore.keyFileURL(repositoryID: report.newRepositoryID).path
+                let vaultIncomplete = prepared.map { $0.client.pendingChange(user: $0.user) != nil } ?? false
+                if json {
+                    try JSONOutput.print(KeyRotateJSON(
+                        oldRepositoryId: report.oldRepositoryID, newRepositoryId: report.newRepositoryID, location: storage.location,
+                        snapshots: report.snapshots, blobsWritten: report.blobsWritten, bytesWritten: Int64(report.bytesWritten),
+                        oldObjectsDeleted: report.oldObjectsDeleted, key: report.newKey.digits, keyFile: keyFile,
+                        vaultUser: prepared?.user, vaultComplete: prepared.map { _ in !vaultIncomplete }))
+                    return vaultIncomplete ? .vaultIncomplete : .ok
+                }
                 Terminal.line("Rotated the key of repository \(report.oldRepositoryID): it is now repository \(report.newRepositoryID) at \(storage.location).")
                 Terminal.line("\(report.snapshots) snapshots re-encrypted (\(report.blobsWritten) blobs, \(report.bytesWritten) bytes written); \(report.oldObjectsDeleted) objects of the old generation deleted.")
                 Terminal.line("""
@@ -99,7 +119,7 @@ struct KeyRotateCommand: AsyncParsableCommand {
         let user = try vault.account()
         let client = try await vault.client()
         await finishPendingChange(client, user: user)
-        let password = try readPassword(prompt: "Vault password for \(user) (the new key goes behind it): ", confirm: false)
+        let password = try readPassword(prompt: "Vault password for \(user) (the new key goes behind it): ", confirm: false, options: vault)
         let recovered = try await client.recover(password: password, user: user)
         let accepted = [currentKey.digits, KeyRotation.pendingNewKey(repositoryID: repositoryID, deviceStore: deviceStore)?.digits]
         guard accepted.contains(recovered.key.digits) else {
@@ -108,4 +128,22 @@ struct KeyRotateCommand: AsyncParsableCommand {
         }
         return PreparedVault(client: client, user: user, password: password, configPath: vault.configPath)
     }
+}
+
+/// `coffer key rotate --json`: the summary line (docs/schemas/key-rotate.json).
+struct KeyRotateJSON: Encodable {
+    var messageType = "summary"
+    var oldRepositoryId: String
+    var newRepositoryId: String
+    var location: String
+    var snapshots: Int
+    var blobsWritten: Int
+    var bytesWritten: Int64
+    var oldObjectsDeleted: Int
+    /// The new key's 64 hex digits.
+    var key: String
+    var keyFile: String
+    /// With a vault: the account, and whether every realm holds the new key.
+    var vaultUser: String?
+    var vaultComplete: Bool?
 }

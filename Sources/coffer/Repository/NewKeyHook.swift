@@ -16,7 +16,7 @@ struct PreparedVault {
     static func prepare(_ options: VaultOptions) async throws -> PreparedVault {
         let user = try options.account()
         let client = try await options.client()
-        let password = try readPassword(prompt: "Vault password for \(user) (protects the new key): ", confirm: true)
+        let password = try readPassword(prompt: "Vault password for \(user) (protects the new key): ", confirm: true, options: options)
         return PreparedVault(client: client, user: user, password: password, configPath: options.configPath)
     }
 }

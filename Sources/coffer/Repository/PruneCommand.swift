@@ -98,6 +98,8 @@ func printPrune(_ r: PruneReport) {
 
 /// `coffer prune --json`.
 struct PruneJSON: Encodable {
+    /// "summary" for `coffer prune --json`; absent inside `forget --prune`'s output.
+    var messageType: String? = "summary"
     var liveSnapshots: Int
     var packsKept: Int
     var packsRepacked: Int

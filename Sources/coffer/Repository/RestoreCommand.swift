@@ -35,7 +35,7 @@ struct RestoreCommand: AsyncParsableCommand, Sendable {
     @Flag(name: .long, help: "Print the summary as JSON on stdout.")
     var json = false
 
-    @Flag(name: .shortAndLong, help: "No progress line.")
+    @Flag(name: .shortAndLong, help: "Print nothing but errors (no progress, no summary; with --json the summary line only).")
     var quiet = false
 
     func run() async throws {
@@ -54,7 +54,8 @@ struct RestoreCommand: AsyncParsableCommand, Sendable {
     private func runRestore(_ repo: Repository, logger: Logger) async throws -> CofferExitCode {
         let snap = try await repo.snapshot(matching: snapshot)
         let targetURL = URL(fileURLWithPath: target, isDirectory: true)
-        var line = ProgressLine(enabled: Terminal.stderrIsTTY && !quiet)
+        var line = ProgressLine(enabled: !quiet && !json && !global.noProgress)
+        var status = StatusEmitter(enabled: json && !quiet && !global.noProgress, action: "restore")
         var summary: RestoreSummary?
         do {
             for try await event in repo.restore(snapshot: snap.id, target: targetURL,
@@ -65,6 +66,10 @@ struct RestoreCommand: AsyncParsableCommand, Sendable {
                 case .progress(let p):
                     line.update(filesDone: p.filesDone, filesTotal: p.filesTotal, bytesDone: p.bytesDone,
                                 bytesTotal: p.bytesTotal, elapsed: p.elapsed.seconds, current: p.currentPath)
+                    status.offer(StatusJSON(action: "restore", secondsElapsed: p.elapsed.seconds,
+                                            percentDone: p.bytesTotal > 0 ? Double(p.bytesDone) / Double(p.bytesTotal) : nil,
+                                            filesDone: p.filesDone, filesTotal: p.filesTotal, bytesDone: p.bytesDone,
+                                            bytesTotal: p.bytesTotal, currentPath: p.currentPath))
                 case .fileFailed(let f):
                     line.clear()
                     if !json { Terminal.err("coffer: could not restore \(f.path): \(f.message)\(f.object.map { " (object \($0))" } ?? "")\n") }
@@ -80,7 +85,7 @@ struct RestoreCommand: AsyncParsableCommand, Sendable {
         guard let summary else { throw CLIError(.failure, "the restore ended early") }
         if json {
             try JSONOutput.print(RestoreJSON(summary, target: targetURL.path))
-        } else {
+        } else if !quiet {
             Terminal.line("""
             restored snapshot \(String(summary.snapshotID.prefix(8))) into \(targetURL.path)
               \(plural(summary.filesRestored, "file")), \(plural(summary.directoriesRestored, "folder")), \(plural(summary.symlinksRestored, "symlink")), \
@@ -111,6 +116,7 @@ struct RestoreJSON: Encodable {
         /// Files this failure leaves unrestored (every file below an unreadable folder listing).
         var files: Int
     }
+    var messageType = "summary"
     var snapshotID: String
     var target: String
     var filesRestored: Int

@@ -176,6 +176,9 @@ enum ErrorReport {
             return (.repositoryNotFound, e.message, "Check --repo / COFFER_REPO, or create a repository with `coffer init`.")
         case .accessDenied:
             return (.storageUnreachable, e.message, "Check the credentials and permissions for this storage.")
+        case .transient where e.message.contains("refused the connection"):
+            return (.storageUnreachable, e.message,
+                    "Nothing listens at that endpoint: check AWS_ENDPOINT_URL (or the endpoint= of the s3:// URL) and that the server runs. Nothing was changed.")
         case .transient, .clockSkew:
             return (.storageUnreachable, e.message, "The storage could not be reached; try again later. Nothing was lost.")
         case .noSpace:
@@ -199,15 +202,25 @@ enum ErrorReport {
             throw e
         } catch where Interrupts.received {
             logger.debug("interrupted: \(String(reflecting: error))")
-            Terminal.err("coffer: interrupted; nothing is lost, and data already uploaded is reused by the next run\n")
+            report(.interrupted, "interrupted; nothing is lost, and data already uploaded is reused by the next run", hint: nil)
             code = .interrupted
         } catch {
             let (c, message, hint) = classify(error)
             logger.debug("error detail: \(String(reflecting: error))")
-            Terminal.err("coffer: \(message)\n")
-            if let hint { Terminal.err("  \(hint)\n") }
+            report(c, message, hint: hint)
             code = c
         }
         if code != .ok { throw ExitCode(code.rawValue) }
+    }
+
+    /// Prints an error the one way of every command: `coffer: message` and the hint indented, or
+    /// with `--json` one `{"message_type":"error",...}` line.
+    static func report(_ code: CofferExitCode, _ message: String, hint: String?) {
+        if JSONOutput.requested {
+            JSONOutput.printError(code: code, message: message, hint: hint)
+            return
+        }
+        Terminal.err("coffer: \(message)\n")
+        if let hint { Terminal.err("  \(hint)\n") }
     }
 }

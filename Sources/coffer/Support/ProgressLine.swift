@@ -5,17 +5,24 @@ import Darwin
 #endif
 import Foundation
 
-/// The live progress line: drawn on stderr only when stderr is a terminal, redrawn in place with
-/// `\r` at most ten times a second, and erased before any other message or the summary.
+/// Progress on stderr. On a terminal: the live line, redrawn in place with `\r` at most ten times a
+/// second and erased before any other message or the summary. Anywhere else (a log file, a pipe):
+/// the same text as a plain line every `ProgressRate.interval` seconds (10 s, or
+/// `COFFER_PROGRESS_FPS`), the first one after one interval.
 struct ProgressLine {
     let enabled: Bool
+    private let live: Bool
+    private let interval: Double
     private var lastDraw: ContinuousClock.Instant?
     private var visible = false
     /// Recent (seconds since start, bytes done) samples for a rate that follows changes.
     private var samples: [(t: Double, bytes: Int64)] = []
 
-    init(enabled: Bool = Terminal.stderrIsTTY) {
+    init(enabled: Bool, live: Bool = Terminal.stderrIsTTY) {
         self.enabled = enabled
+        self.live = live
+        interval = live ? 0.1 : ProgressRate.interval
+        if !live { lastDraw = ContinuousClock.now }
     }
 
     /// The terminal's width, 80 when unknown.
@@ -32,7 +39,7 @@ struct ProgressLine {
         let now = ContinuousClock.now
         samples.append((elapsed, bytesDone))
         samples.removeAll { elapsed - $0.t > 5 }
-        if !force, let last = lastDraw, now - last < .milliseconds(100) { return }
+        if !force, let last = lastDraw, (now - last).seconds < interval { return }
         lastDraw = now
         let rate = Self.rate(samples, elapsed: elapsed, bytesDone: bytesDone)
         let eta: String
@@ -44,6 +51,12 @@ struct ProgressLine {
         let pct = bytesTotal > 0 ? Int(Double(bytesDone) * 100 / Double(bytesTotal)) : 0
         var line = "[\(Units.duration(elapsed))] \(pct)%  \(filesDone)/\(filesTotal) files  "
             + "\(Units.bytes(bytesDone))/\(Units.bytes(bytesTotal))  \(Units.bytes(Int64(rate)))/s  \(eta)"
+        if !live {
+            // A plain line for logs: the whole path, no width limit, no control characters.
+            if let current, !current.isEmpty { line += "  " + current }
+            Terminal.err(line + "\n")
+            return
+        }
         let width = Self.width - 1
         if let current, !current.isEmpty {
             // Keep the end of the path (the file name) when it does not fit.
@@ -69,7 +82,7 @@ struct ProgressLine {
 
     /// Erases the line so that a message or the summary starts on a clean line.
     mutating func clear() {
-        guard enabled, visible else { return }
+        guard enabled, live, visible else { return }
         Terminal.err("\r\u{1B}[K")
         visible = false
     }

@@ -21,6 +21,9 @@ struct GlobalOptions: ParsableArguments {
     @Flag(name: [.short, .long], help: "Write internal details (the log) to stderr.")
     var verbose = false
 
+    @Flag(name: .customLong("no-progress"), help: "No progress line (on a terminal) and no progress lines every 10 s (elsewhere, $COFFER_PROGRESS_FPS).")
+    var noProgress = false
+
     var logger: Logger { CLILog.logger(verbose: verbose) }
 }
 
@@ -45,12 +48,28 @@ struct RepositoryAccess {
         throw CLIError(.usage, "no repository given", hint: "Use --repo LOCATION or set COFFER_REPO (a folder path, file:///path, s3://bucket/prefix, webdav[s]://host/path or rclone:remote:path).")
     }
 
+    /// `COFFER_NETWORK_BUDGET`: seconds one storage request may spend failing and being retried
+    /// (default 60; `0` gives up at the first failure).
+    func networkBudget() throws -> Duration? {
+        guard let text = environment["COFFER_NETWORK_BUDGET"], !text.isEmpty else { return .seconds(60) }
+        guard let s = Double(text), s.isFinite, s >= 0 else {
+            throw CLIError(.usage, "COFFER_NETWORK_BUDGET must be a number of seconds, not \"\(text)\"")
+        }
+        return .milliseconds(Int64(s * 1000))
+    }
+
     /// Runs `body` with the storage at the repository location; S3 connections are closed afterwards.
     func withStorage<T>(create: Bool = false, _ body: (any Storage) async throws -> T) async throws -> T {
         let where_ = try location()
         let remote: (any Storage)?
         if where_.hasPrefix("s3://") {
-            remote = try S3Storage.open(url: where_, environment: environment, logger: logger)
+            var config = try S3Configuration.resolve(url: where_, environment: environment)
+            config.options.retryBudget = try networkBudget()
+            config.options.onRetry = { n in
+                let what = n.refused ? "refused the connection" : "failed (\(n.problem))"
+                Terminal.err("coffer: S3 endpoint \(n.endpoint) \(what); retry \(n.attempt) of \(n.maxAttempts) in \(Units.seconds(n.delay.seconds))\n")
+            }
+            remote = S3Storage(configuration: config, logger: logger)
         } else if where_.hasPrefix("webdav://") || where_.hasPrefix("webdavs://") {
             remote = try WebDAVStorage.open(url: where_, environment: environment, logger: logger)
         } else if where_.hasPrefix("rclone:") {

@@ -25,6 +25,13 @@ struct VaultOptions: ParsableArguments {
     @Option(help: "Command that prints a realm token: CMD USER REALM_ID SCOPE. Default: $COFFER_VAULT_TOKEN_COMMAND, else the development tenant.")
     var tokenCommand: String?
     @Option(help: "Seconds to wait for each realm.") var timeout: Int = 10
+    @Option(name: .customLong("password-file"), help: ArgumentHelp(
+        "Read the vault password from the first line of this file. Default: $COFFER_PASSWORD_FILE.", valueName: "file"))
+    var passwordFile: String?
+    @Option(name: .customLong("password-command"), help: ArgumentHelp(
+        "Run this command (/bin/sh -c) and use the first line it prints as the vault password. Default: $COFFER_PASSWORD_COMMAND.",
+        valueName: "command"))
+    var passwordCommand: String?
 
     var environment: [String: String] { ProcessInfo.processInfo.environment }
 
@@ -98,10 +105,11 @@ struct VaultEnable: AsyncParsableCommand {
         commandName: "enable",
         abstract: "Protect an existing backup key with a password in the vault (replaces any earlier password).")
     @OptionGroup var options: VaultOptions
+    @Flag(name: .long, help: "Print the result as JSON on stdout (messages go to stderr).") var json = false
     @OptionGroup var keySource: KeySourceOptions
 
     func run() async throws {
-        try await registerKey(options: options, keySource: keySource) { "The vault now protects this key for \($0)." }
+        try await registerKey(options: options, keySource: keySource, json: json) { "The vault now protects this key for \($0)." }
     }
 }
 
@@ -110,25 +118,27 @@ struct VaultChangePassword: AsyncParsableCommand {
         commandName: "change-password",
         abstract: "Replace the vault password (needs the key on this device; the old password stops working once every realm has the change).")
     @OptionGroup var options: VaultOptions
+    @Flag(name: .long, help: "Print the result as JSON on stdout (messages go to stderr).") var json = false
     @OptionGroup var keySource: KeySourceOptions
 
     func run() async throws {
         // A password change is a registration of the same key under the new password.
-        try await registerKey(options: options, keySource: keySource) { "The new password is active for \($0)." }
+        try await registerKey(options: options, keySource: keySource, json: json) { "The new password is active for \($0)." }
     }
 }
 
 /// Enable and change-password: the key from `keySource`, a new password (asked twice), one registration.
-private func registerKey(options: VaultOptions, keySource: KeySourceOptions, message: (String) -> String) async throws {
+private func registerKey(options: VaultOptions, keySource: KeySourceOptions, json: Bool, message: (String) -> String) async throws {
     try await runMapped {
         let (key, repositoryID) = try await keySource.keyAndRepository()
         let user = try options.account()
         let client = try await options.client()
         await finishPendingChange(client, user: user)
-        let password = try readPassword(prompt: "New vault password: ", confirm: true)
+        let password = try readPassword(prompt: "New vault password: ", confirm: true, options: options)
         try client.checkPasswordPolicy(password)
         let report = try await client.register(key: key, password: password, user: user)
         let complete = printRegistration(report, client: client, what: message(user))
+        if json { try JSONOutput.print(VaultRegistrationJSON(report, user: user, client: client)) }
         if let repositoryID, let path = options.configPath { VaultLink.save(DeviceKeyStore(), repositoryID: repositoryID, vault: path, user: user) }
         if !complete { throw ExitCode(CofferExitCode.vaultIncomplete.rawValue) }
     }
@@ -140,6 +150,7 @@ struct VaultRecover: AsyncParsableCommand {
         abstract: "Recover the backup key on a new device with the password; writes the device key file.",
         discussion: "Each attempt costs one guess. After a successful recovery the vault registration is renewed.")
     @OptionGroup var options: VaultOptions
+    @Flag(name: .long, help: "Print the result as JSON on stdout (messages go to stderr).") var json = false
     @Option(help: "The repository to recover the key for (a folder, file:///path or s3://BUCKET/PREFIX): the key is checked against it and saved in this device's key store. Default: $COFFER_REPO.")
     var repo: String?
     @Option(help: "Store the key in this device's key store ($COFFER_HOME/keys) for this repository id.") var repositoryID: String?
@@ -162,8 +173,9 @@ struct VaultRecover: AsyncParsableCommand {
             let user = try options.account()
             let client = try await options.client()
             await finishPendingChange(client, user: user)
-            let password = try readPassword(prompt: "Vault password for \(user): ", confirm: false)
+            let password = try readPassword(prompt: "Vault password for \(user): ", confirm: false, options: options)
             let result = try await client.recover(password: password, user: user)
+            var recoveredID: String?
             if let location = repositoryLocation {
                 // Check the recovered key against the repository before the device keeps it.
                 let access = RepositoryAccess(try GlobalOptions.parse(["--repo", location]))
@@ -172,14 +184,15 @@ struct VaultRecover: AsyncParsableCommand {
                     return repository.repositoryID
                 }
                 try access.deviceStore.saveKey(result.key, repositoryID: id)
-                print("Recovered the key of repository \(id); saved to \(access.deviceStore.keyFileURL(repositoryID: id).path) (mode 0600).")
+                recoveredID = id
+                sayResult("Recovered the key of repository \(id); saved to \(access.deviceStore.keyFileURL(repositoryID: id).path) (mode 0600).")
                 if let path = options.configPath { VaultLink.save(access.deviceStore, repositoryID: id, vault: path, user: user) }
                 // Before anything is restored: the anchored heads against what the storage shows.
                 do {
                     try await access.withStorage { storage in
                         let repository = try await Repository.open(storage: storage, key: result.key, deviceStore: access.deviceStore)
                         try await HeadAnchor(client: client, user: user, key: result.key)
-                            .check(repository, doing: "the recovery check", action: "restore from this repository", latest: { print($0) })
+                            .check(repository, doing: "the recovery check", action: "restore from this repository", latest: { sayResult($0) })
                     }
                 } catch let e as BackupError where e.code == .staleRepository {
                     printErr("note: the key is recovered and saved, but do not restore from this copy of the repository:")
@@ -189,21 +202,30 @@ struct VaultRecover: AsyncParsableCommand {
             if let repositoryID {
                 let store = DeviceKeyStore()
                 try store.saveKey(result.key, repositoryID: repositoryID)
-                print("Recovered the key; saved to \(store.keyFileURL(repositoryID: repositoryID).path) (mode 0600).")
+                sayResult("Recovered the key; saved to \(store.keyFileURL(repositoryID: repositoryID).path) (mode 0600).")
                 if let path = options.configPath { VaultLink.save(store, repositoryID: repositoryID, vault: path, user: user) }
             }
             if let keyOut {
                 try DeviceKeyStore.writeKeyFile(result.key, to: URL(fileURLWithPath: keyOut))
-                print("Recovered the key; written to \(keyOut) (mode 0600).")
+                sayResult("Recovered the key; written to \(keyOut) (mode 0600).")
             }
             if repositoryLocation == nil {
                 // No storage to check against: show what the vault anchors, and keep it on this device.
                 await HeadAnchor(client: client, user: user, key: result.key).report(repositoryID: repositoryID, store: DeviceKeyStore())
             }
+            if json {
+                var out = VaultRecoverJSON(user: user, version: result.version.hex, repositoryId: recoveredID ?? repositoryID,
+                                           keyFile: recoveredID.map { DeviceKeyStore().keyFileURL(repositoryID: $0).path }
+                                               ?? repositoryID.map { DeviceKeyStore().keyFileURL(repositoryID: $0).path },
+                                           keyOut: keyOut, registrationRenewed: result.rotation != nil,
+                                           faulty: result.faulty.map(RealmProblemJSON.init), down: result.down.map(RealmProblemJSON.init))
+                out.pending = result.rotation?.pending.map(RealmProblemJSON.init) ?? []
+                try JSONOutput.print(out)
+            }
             for p in result.faulty { printErr("warning: \(p) — report this to the vault operators") }
             for p in result.down { printErr("note: \(p)") }
             if let rotation = result.rotation {
-                print("Vault registration renewed (\(rotation.acknowledged.count) of \(client.configuration.n) realms).")
+                sayResult("Vault registration renewed (\(rotation.acknowledged.count) of \(client.configuration.n) realms).")
                 for line in incompleteLines(rotation.pending, pendingNotSaved: rotation.pendingNotSaved, registration: true) { printErr(line) }
             } else if let e = result.rotationError {
                 printErr("warning: the registration could not be renewed (\(e)); the password still works, run `coffer vault recover` again later")
@@ -217,6 +239,7 @@ struct VaultDisable: AsyncParsableCommand {
         commandName: "disable",
         abstract: "Delete the key from every vault realm. The 64-digit key keeps working.")
     @OptionGroup var options: VaultOptions
+    @Flag(name: .long, help: "Print the result as JSON on stdout (messages go to stderr).") var json = false
 
     func run() async throws {
         try await runMapped {
@@ -225,10 +248,14 @@ struct VaultDisable: AsyncParsableCommand {
             await finishPendingChange(client, user: user)
             let report = try await client.disable(user: user)
             let n = client.configuration.n
+            if json {
+                try JSONOutput.print(VaultDisableJSON(user: user, complete: report.complete, realmsTotal: n,
+                                                      realmsCleared: report.cleared.map(\.hex), remaining: report.remaining.map(RealmProblemJSON.init)))
+            }
             if report.complete {
-                print("The vault no longer holds a key for \(user): all \(n) realms confirmed.")
+                sayResult("The vault no longer holds a key for \(user): all \(n) realms confirmed.")
             } else {
-                print("The vault key for \(user) is disabled at \(report.cleared.count) of \(n) realms (enough to take effect), but not yet everywhere.")
+                sayResult("The vault key for \(user) is disabled at \(report.cleared.count) of \(n) realms (enough to take effect), but not yet everywhere.")
                 for line in incompleteLines(report.remaining, pendingNotSaved: report.pendingNotSaved, registration: false) { printErr(line) }
                 throw ExitCode(CofferExitCode.vaultIncomplete.rawValue)
             }
@@ -241,6 +268,7 @@ struct VaultStatusCommand: AsyncParsableCommand {
         commandName: "status",
         abstract: "Show which realms hold which registration, guesses left, and which are down. Costs no guess.")
     @OptionGroup var options: VaultOptions
+    @Flag(name: .long, help: "Print the result as JSON on stdout (messages go to stderr).") var json = false
 
     func run() async throws {
         try await runMapped {
@@ -250,14 +278,15 @@ struct VaultStatusCommand: AsyncParsableCommand {
             let stillPending = await finishPendingChange(client, user: user)
             let status = await client.status(user: user)
             let t = client.configuration.threshold, n = client.configuration.n
+            if json { try JSONOutput.print(VaultStatusJSON(status, user: user, threshold: t, n: n, pending: stillPending != nil)) }
             if let v = status.activeVersion {
-                print("\(user): protected (version \(v.hex)), \(status.attemptsLeft ?? 0) guesses left; \(status.converged.count) of \(n) realms agree (\(t) needed).")
+                sayResult("\(user): protected (version \(v.hex)), \(status.attemptsLeft ?? 0) guesses left; \(status.converged.count) of \(n) realms agree (\(t) needed).")
             } else if status.realms.contains(where: { if case .locked = $0.state { return true } else { return false } }) {
-                print("\(user): locked or inconsistent: no \(t) realms hold a usable registration.")
+                sayResult("\(user): locked or inconsistent: no \(t) realms hold a usable registration.")
             } else if n - status.down.count < t {
-                print("\(user): unknown: only \(n - status.down.count) of \(n) realms answered (\(t) needed).")
+                sayResult("\(user): unknown: only \(n - status.down.count) of \(n) realms answered (\(t) needed).")
             } else {
-                print("\(user): not protected by the vault.")
+                sayResult("\(user): not protected by the vault.")
             }
             for r in status.realms {
                 let s: String
@@ -267,7 +296,7 @@ struct VaultStatusCommand: AsyncParsableCommand {
                 case .notRegistered: s = "no registration"
                 case .down(let why): s = "DOWN: \(why)"
                 }
-                print("  realm \(r.realmID.hex)  \(r.url)  \(s)")
+                sayResult("  realm \(r.realmID.hex)  \(r.url)  \(s)")
             }
             if status.activeVersion == nil && n - status.down.count < t { throw ExitCode(CofferExitCode.vaultUnavailable.rawValue) }
             if stillPending != nil { throw ExitCode(CofferExitCode.vaultIncomplete.rawValue) }
@@ -282,12 +311,12 @@ struct VaultStatusCommand: AsyncParsableCommand {
 @discardableResult
 func printRegistration(_ report: RegistrationReport, client: VaultClient, what: String) -> Bool {
     let n = client.configuration.n
-    print(what)
+    sayResult(what)
     if report.complete {
-        print("Version \(report.version.hex), stored at \(n) of \(n) realms: every realm confirmed, none accepts an older password or holds an older key.")
+        sayResult("Version \(report.version.hex), stored at \(n) of \(n) realms: every realm confirmed, none accepts an older password or holds an older key.")
         return true
     }
-    print("Version \(report.version.hex), stored at \(report.acknowledged.count) of \(n) realms (enough to take effect), but not yet everywhere.")
+    sayResult("Version \(report.version.hex), stored at \(report.acknowledged.count) of \(n) realms (enough to take effect), but not yet everywhere.")
     for line in incompleteLines(report.pending, pendingNotSaved: report.pendingNotSaved, registration: true) { printErr(line) }
     return false
 }
@@ -337,6 +366,11 @@ func finishPendingChange(_ client: VaultClient, user: String) async -> VaultPend
     return left
 }
 
+/// A result line: on stdout, or on stderr with `--json` (stdout then holds only the JSON).
+func sayResult(_ s: String) {
+    if JSONOutput.requested { printErr(s) } else { Terminal.line(s) }
+}
+
 func printErr(_ s: String) {
     FileHandle.standardError.write(Data((s + "\n").utf8))
 }
@@ -364,15 +398,27 @@ func runMapped(_ body: () async throws -> Void) async throws {
     } catch {
         // One prefix and layout for every command (as ErrorReport.run): `coffer: message`, hint indented.
         let (code, message, hint) = ErrorReport.classify(error)
-        printErr("coffer: \(message)")
-        if let hint { printErr("  \(hint)") }
+        ErrorReport.report(code, message, hint: hint)
         throw ExitCode(code.rawValue)
     }
 }
 
-/// The password: `COFFER_PASSWORD` if set (not trimmed), else a prompt on the terminal with echo off.
-func readPassword(prompt: String, confirm: Bool) throws -> String {
-    if let p = ProcessInfo.processInfo.environment["COFFER_PASSWORD"] {
+/// The vault password, first match wins (docs/CLI.md, "The vault password"): `--password-file`,
+/// `--password-command`, `COFFER_PASSWORD_FILE`, `COFFER_PASSWORD_COMMAND`, `COFFER_PASSWORD` (not
+/// trimmed), else a prompt on the terminal with echo off (asked twice when `confirm`). Errors name
+/// the source, never the password.
+func readPassword(prompt: String, confirm: Bool, options: VaultOptions) throws -> String {
+    let env = ProcessInfo.processInfo.environment
+    if options.passwordFile != nil && options.passwordCommand != nil {
+        throw VaultCLIError("give either --password-file or --password-command, not both", code: 2)
+    }
+    if let file = options.passwordFile { return try PasswordSource.file(file, from: "--password-file") }
+    if let command = options.passwordCommand { return try PasswordSource.command(command, from: "--password-command") }
+    if let file = env["COFFER_PASSWORD_FILE"], !file.isEmpty { return try PasswordSource.file(file, from: "COFFER_PASSWORD_FILE") }
+    if let command = env["COFFER_PASSWORD_COMMAND"], !command.isEmpty {
+        return try PasswordSource.command(command, from: "COFFER_PASSWORD_COMMAND")
+    }
+    if let p = env["COFFER_PASSWORD"] {
         guard !p.isEmpty else { throw VaultCLIError("COFFER_PASSWORD is empty", code: 2) }
         return p
     }
@@ -404,4 +450,165 @@ func promptNoEcho(_ prompt: String) throws -> String {
         throw VaultCLIError("no password given (standard input closed); set COFFER_PASSWORD for scripts", code: 2)
     }
     return line
+}
+
+// MARK: - JSON (docs/schemas/vault-*.json)
+
+/// A realm that did not take part, and why.
+struct RealmProblemJSON: Encodable {
+    var realmId: String
+    var url: String
+    var reason: String
+
+    init(_ p: RealmProblem) {
+        realmId = p.realmID.hex
+        url = p.url
+        reason = p.reason
+    }
+}
+
+/// `coffer vault enable|change-password --json`.
+struct VaultRegistrationJSON: Encodable {
+    var user: String
+    var version: String
+    var realmsTotal: Int
+    var realmsStored: [String]
+    var complete: Bool
+    var pending: [RealmProblemJSON]
+
+    init(_ r: RegistrationReport, user: String, client: VaultClient) {
+        self.user = user
+        version = r.version.hex
+        realmsTotal = client.configuration.n
+        realmsStored = r.acknowledged.map(\.hex)
+        complete = r.complete
+        pending = r.pending.map(RealmProblemJSON.init)
+    }
+}
+
+/// `coffer vault disable --json`.
+struct VaultDisableJSON: Encodable {
+    var user: String
+    var complete: Bool
+    var realmsTotal: Int
+    var realmsCleared: [String]
+    var remaining: [RealmProblemJSON]
+}
+
+/// `coffer vault recover --json`. The key itself is never printed: it goes to the key file.
+struct VaultRecoverJSON: Encodable {
+    var user: String
+    var version: String
+    var repositoryId: String?
+    var keyFile: String?
+    var keyOut: String?
+    var registrationRenewed: Bool
+    var faulty: [RealmProblemJSON]
+    var down: [RealmProblemJSON]
+    var pending: [RealmProblemJSON] = []
+}
+
+/// `coffer vault status --json`.
+struct VaultStatusJSON: Encodable {
+    struct Realm: Encodable {
+        var realmId: String
+        var url: String
+        /// active, locked, not_registered or down.
+        var state: String
+        var version: String?
+        var attemptsLeft: Int?
+        var stale: Bool
+        var reason: String?
+    }
+    var user: String
+    /// protected, locked, unknown or not_protected.
+    var state: String
+    var version: String?
+    var attemptsLeft: Int?
+    var realmsAgreeing: Int
+    var realmsTotal: Int
+    var threshold: Int
+    var changePending: Bool
+    var realms: [Realm]
+
+    init(_ s: VaultStatus, user: String, threshold t: Int, n: Int, pending: Bool) {
+        self.user = user
+        if s.activeVersion != nil {
+            state = "protected"
+        } else if s.realms.contains(where: { if case .locked = $0.state { return true } else { return false } }) {
+            state = "locked"
+        } else if n - s.down.count < t {
+            state = "unknown"
+        } else {
+            state = "not_protected"
+        }
+        version = s.activeVersion?.hex
+        attemptsLeft = s.activeVersion == nil ? nil : s.attemptsLeft
+        realmsAgreeing = s.converged.count
+        realmsTotal = n
+        threshold = t
+        changePending = pending
+        realms = s.realms.map { r in
+            var out = Realm(realmId: r.realmID.hex, url: r.url, state: "", stale: s.stale.contains(r.realmID))
+            switch r.state {
+            case .active(let v, let left):
+                out.state = "active"
+                out.version = v.hex
+                out.attemptsLeft = left
+            case .locked(let v):
+                out.state = "locked"
+                out.version = v.hex
+            case .notRegistered:
+                out.state = "not_registered"
+            case .down(let why):
+                out.state = "down"
+                out.reason = why
+            }
+            return out
+        }
+    }
+}
+
+/// The vault password from a file or a command: the first line, without its line ending.
+enum PasswordSource {
+    static func file(_ path: String, from source: String) throws -> String {
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw VaultCLIError("\(source): cannot read the password file \(path): \((error as NSError).localizedDescription)", code: 2)
+        }
+        return try firstLine(data, from: "\(source) \(path)")
+    }
+
+    /// Runs `/bin/sh -c command` (stdin and stderr are this process's, so it may prompt) and takes
+    /// the first line of its stdout. A failing or silent command is an error.
+    static func command(_ command: String, from source: String) throws -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        p.arguments = ["-c", command]
+        let out = Pipe()
+        p.standardOutput = out
+        do {
+            try p.run()
+        } catch {
+            throw VaultCLIError("\(source): cannot run /bin/sh: \(error)", code: 2)
+        }
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        if p.terminationReason == .uncaughtSignal {
+            throw VaultCLIError("\(source): the password command was killed by signal \(p.terminationStatus); no password", code: 2)
+        }
+        guard p.terminationStatus == 0 else {
+            throw VaultCLIError("\(source): the password command failed (exit status \(p.terminationStatus)); no password", code: 2)
+        }
+        return try firstLine(data, from: "\(source)'s command")
+    }
+
+    static func firstLine(_ data: Data, from source: String) throws -> String {
+        var line = Substring(String(decoding: data, as: UTF8.self)).prefix { $0 != "\n" && $0 != "\r\n" }
+        if line.hasSuffix("\r") { line = line.dropLast() }
+        guard !line.isEmpty else { throw VaultCLIError("\(source) gave an empty password", code: 2) }
+        return String(line)
+    }
 }

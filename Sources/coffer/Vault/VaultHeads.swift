@@ -143,10 +143,10 @@ struct HeadAnchor {
             return
         }
         let repos = repositoryID.map { [$0] } ?? Array(Set(found.heads.map(\.repositoryIDHex))).sorted()
-        if repos.isEmpty { print(Self.latestLine([])) }
+        if repos.isEmpty { sayResult(Self.latestLine([])) }
         for id in repos {
             let heads = found.heads(repositoryIDHex: id)
-            print(repositoryID == nil ? "repository \(id): " + Self.latestLine(heads) : Self.latestLine(heads))
+            sayResult(repositoryID == nil ? "repository \(id): " + Self.latestLine(heads) : Self.latestLine(heads))
             for h in heads {
                 try? store.heads.record(DeviceHead(repositoryID: h.repositoryIDHex, writerID: h.writerIDHex, seq: h.seq, snapshotID: h.snapshotIDHex))
             }

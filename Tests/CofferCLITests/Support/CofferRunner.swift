@@ -23,8 +23,14 @@ struct RunResult: CustomStringConvertible {
 
     var description: String { "exit \(status)\(signalled ? " (signal)" : "")\n--- stdout\n\(stdout)\n--- stderr\n\(stderr)" }
 
+    /// The last line of `--json` output (JSON Lines: status lines may come before the summary).
     func json() throws -> Any {
-        try JSONSerialization.jsonObject(with: Data(stdout.utf8))
+        try JSONSerialization.jsonObject(with: Data((stdout.split(separator: "\n").last ?? "").utf8))
+    }
+
+    /// Every line of `--json` output, parsed.
+    func jsonLines() throws -> [Any] {
+        try stdout.split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) }
     }
 }
 

@@ -1,0 +1,49 @@
+import Foundation
+import Testing
+
+/// Progress when stderr is not a terminal (here a file): plain lines at COFFER_PROGRESS_FPS, none
+/// with --no-progress, and nothing but errors with -q.
+@Suite("progress on a non-terminal stderr")
+struct ProgressTests {
+    /// "[0:00] 45%  3/20 files  ..." as the progress line starts.
+    static func progressLines(_ stderr: String) -> [Substring] {
+        stderr.split(separator: "\n").filter { $0.hasPrefix("[") && $0.contains("% ") && $0.contains(" files  ") }
+    }
+
+    static func sandbox() throws -> Sandbox {
+        let box = try Sandbox()
+        let data = box.path("data")
+        try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
+        for i in 0..<30 { try Data(repeating: UInt8(i), count: 40_000).write(to: data.appendingPathComponent("f\(i)")) }
+        try box.ok(["init"])
+        return box
+    }
+
+    @Test("a high COFFER_PROGRESS_FPS gives plain progress lines on stderr, without terminal control characters")
+    func plainLinesAtTheRate() throws {
+        let box = try Self.sandbox()
+        let fast = ["COFFER_PROGRESS_FPS": "1000000"]
+        let r = try box.ok(["backup", box.path("data").path], env: fast)
+        let lines = Self.progressLines(r.stderr)
+        #expect(!lines.isEmpty, "no progress lines:\n\(r)")
+        #expect(!r.stderr.contains("\r") && !r.stderr.contains("\u{1B}"), "control characters in a file:\n\(r.stderr)")
+        #expect(r.stdout.contains("snapshot "), "the summary is still printed:\n\(r)")
+    }
+
+    @Test("--no-progress prints no progress lines; -q prints neither progress nor summary")
+    func noProgressAndQuiet() throws {
+        let box = try Self.sandbox()
+        let fast = ["COFFER_PROGRESS_FPS": "1000000"]
+        let r = try box.ok(["backup", "--no-progress", box.path("data").path], env: fast)
+        #expect(Self.progressLines(r.stderr).isEmpty, "\(r)")
+        #expect(r.stdout.contains("snapshot "), "\(r)")
+        try Data("changed".utf8).write(to: box.path("data/f1"))
+        let q = try box.ok(["backup", "-q", box.path("data").path], env: fast)
+        #expect(q.stdout.isEmpty && q.stderr.isEmpty, "-q printed something:\n\(q)")
+        let rq = try box.ok(["restore", "latest", "-q", "--target", box.path("out").path], env: fast)
+        #expect(rq.stdout.isEmpty && rq.stderr.isEmpty, "-q printed something:\n\(rq)")
+        // With --json, -q keeps the summary line and leaves out the status lines.
+        let j = try box.ok(["backup", "--json", "-q", box.path("data").path], env: fast)
+        #expect(j.stdout.split(separator: "\n").count == 1 && j.stdout.contains(#""message_type":"summary""#), "\(j)")
+    }
+}
