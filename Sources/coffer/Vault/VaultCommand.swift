@@ -96,41 +96,59 @@ struct KeySourceOptions: ParsableArguments {
 struct VaultEnable: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "enable",
-        abstract: "Protect an existing backup key with a password in the vault (replaces any earlier password).")
+        abstract: "Protect an existing backup key with a password in the vault.",
+        discussion: """
+        An account that already has an active registration is refused (exit 26, nothing replaced): \
+        `coffer vault change-password` replaces it with the current password. With --reset (a forgotten \
+        password) it is replaced without the current password on reset-scoped tokens; every realm counts \
+        each reset (coffer_realm_resets_total).
+        """)
     @OptionGroup var options: VaultOptions
     @OptionGroup var keySource: KeySourceOptions
+    @Flag(help: "Replace an existing registration without the current password (reset-scoped tokens; counted by every realm).")
+    var reset = false
 
     func run() async throws {
-        try await registerKey(options: options, keySource: keySource) { "The vault now protects this key for \($0)." }
+        try await runMapped {
+            let (key, repositoryID) = try await keySource.keyAndRepository()
+            let user = try options.account()
+            let client = try await options.client()
+            await finishPendingChange(client, user: user)
+            let password = try readPassword(prompt: "New vault password: ", confirm: true)
+            try client.checkPasswordPolicy(password)
+            let report = try await client.register(key: key, password: password, user: user, replace: reset ? .reset : .refuse)
+            let what = reset ? "The vault registration of \(user) was reset: it now protects this key under the new password."
+                : "The vault now protects this key for \(user)."
+            let complete = printRegistration(report, client: client, what: what)
+            if let repositoryID, let path = options.configPath { VaultLink.save(DeviceKeyStore(), repositoryID: repositoryID, vault: path, user: user) }
+            if !complete { throw ExitCode(CofferExitCode.vaultIncomplete.rawValue) }
+        }
     }
 }
 
 struct VaultChangePassword: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "change-password",
-        abstract: "Replace the vault password (needs the key on this device; the old password stops working once every realm has the change).")
+        abstract: "Replace the vault password (needs the current one; the old password stops working once every realm has the change).",
+        discussion: """
+        The current password comes from COFFER_CURRENT_PASSWORD or a prompt: it is checked by recovering \
+        the key (one guess, as any recovery; a wrong one changes nothing), and proves the change to every \
+        realm. The new password comes from COFFER_PASSWORD or a prompt (asked twice).
+        """)
     @OptionGroup var options: VaultOptions
-    @OptionGroup var keySource: KeySourceOptions
 
     func run() async throws {
-        // A password change is a registration of the same key under the new password.
-        try await registerKey(options: options, keySource: keySource) { "The new password is active for \($0)." }
-    }
-}
-
-/// Enable and change-password: the key from `keySource`, a new password (asked twice), one registration.
-private func registerKey(options: VaultOptions, keySource: KeySourceOptions, message: (String) -> String) async throws {
-    try await runMapped {
-        let (key, repositoryID) = try await keySource.keyAndRepository()
-        let user = try options.account()
-        let client = try await options.client()
-        await finishPendingChange(client, user: user)
-        let password = try readPassword(prompt: "New vault password: ", confirm: true)
-        try client.checkPasswordPolicy(password)
-        let report = try await client.register(key: key, password: password, user: user)
-        let complete = printRegistration(report, client: client, what: message(user))
-        if let repositoryID, let path = options.configPath { VaultLink.save(DeviceKeyStore(), repositoryID: repositoryID, vault: path, user: user) }
-        if !complete { throw ExitCode(CofferExitCode.vaultIncomplete.rawValue) }
+        try await runMapped {
+            let user = try options.account()
+            let client = try await options.client()
+            await finishPendingChange(client, user: user)
+            let current = try readPassword(prompt: "Current vault password for \(user): ", confirm: false, environment: "COFFER_CURRENT_PASSWORD")
+            let password = try readPassword(prompt: "New vault password: ", confirm: true)
+            try client.checkPasswordPolicy(password)
+            let report = try await client.changePassword(currentPassword: current, newPassword: password, user: user)
+            let complete = printRegistration(report, client: client, what: "The new password is active for \(user).")
+            if !complete { throw ExitCode(CofferExitCode.vaultIncomplete.rawValue) }
+        }
     }
 }
 
@@ -370,10 +388,11 @@ func runMapped(_ body: () async throws -> Void) async throws {
     }
 }
 
-/// The password: `COFFER_PASSWORD` if set (not trimmed), else a prompt on the terminal with echo off.
-func readPassword(prompt: String, confirm: Bool) throws -> String {
-    if let p = ProcessInfo.processInfo.environment["COFFER_PASSWORD"] {
-        guard !p.isEmpty else { throw VaultCLIError("COFFER_PASSWORD is empty", code: 2) }
+/// The password: `$environment` (`COFFER_PASSWORD` unless named) if set (not trimmed), else a prompt
+/// on the terminal with echo off.
+func readPassword(prompt: String, confirm: Bool, environment: String = "COFFER_PASSWORD") throws -> String {
+    if let p = ProcessInfo.processInfo.environment[environment] {
+        guard !p.isEmpty else { throw VaultCLIError("\(environment) is empty", code: 2) }
         return p
     }
     let first = try promptNoEcho(prompt)
