@@ -56,7 +56,7 @@ struct KeyRotateCommand: AsyncParsableCommand {
                         guard let prepared else { return }
                         // Replaces the registration the recovery (and its rotation) proved the password for.
                         let r = try await prepared.client.register(key: newKey, password: prepared.password, user: prepared.user,
-                                                                   replace: prepared.replaceCredential.map { .proof($0) } ?? .refuse)
+                                                                   replace: prepared.replaceCredential.map { VaultReplaceMode.proof($0) } ?? .refuse)
                         printRegistration(r, client: prepared.client, what: "The vault now holds the new key for \(prepared.user) (same password).")
                     },
                     progress: { line in if !quiet { Terminal.err("  \(line)\n") } })
