@@ -67,6 +67,13 @@ public struct VaultClient: Sendable {
 
     func register(key: SymmetricKey, password: String, user: String, policy: VaultPolicy,
                   replace: VaultReplaceMode) async throws(VaultError) -> RegistrationReport {
+        var replace = replace
+        if case .proof(let credential) = replace, let kept = repairStore?.load(tenant: configuration.tenant, user: user) {
+            // Realms this device's pending change has not reached still hold an older version: the
+            // pending change keeps what proves it (and its own version's `S`), so this registration
+            // can replace them too.
+            replace = .proof(credential.merging(VaultReplaceCredential(version: kept.version, secret: kept.secret)).merging(kept.replaceCredential))
+        }
         let scope: VaultScope
         if case .reset = replace { scope = .reset } else { scope = .register }
         let tokens = await tokens(user: user, scope: scope)
