@@ -87,7 +87,7 @@ struct RealmReplayTests {
         defer { Task { await t.stop() } }
         let realm = t.realm()
         let first = try await realm.register("hank")
-        let second = try await realm.register("hank", expected: first.version)
+        let second = try await realm.register("hank", expected: first.version, replacing: first)
         // Replaying the first R2 (its pending id is spent): refused; the record keeps the second version.
         #expect(try await realm.send(.r2(first.r2)) == .error(RealmErrorAnswer(code: .badPending, currentVersion: second.version)))
         #expect(try await realm.send(.r2(second.r2)) == .error(RealmErrorAnswer(code: .badPending, currentVersion: second.version)))
@@ -105,6 +105,9 @@ struct RealmReplayTests {
         r2.version = .random()
         #expect(try await realm.send(.r2(r2)) == .error(RealmErrorAnswer(code: .versionMismatch, currentVersion: second.version)))
         r2.expectedVersion = second.version
+        // (Replacing the active record needs the proof keyed by its unlock tag: RealmReplaceTests.)
+        r2.replaceProof = VaultDerivation.replaceProof(tag: second.tag, realmID: realm.realmID, currentVersion: second.version,
+                                                       newVersion: r2.version, pendingID: r1.pendingID)
         #expect(try await realm.send(.r2(r2)) == .r2(R2Answer(version: r2.version)))
         // A guess limit above the realm's maximum is refused.
         guard case .r1(let r1b) = try await realm.send(.r1(R1Request(token: token, blindedElement: try VaultOPRF.blind(rnd(8)).blindedElementBytes))) else {

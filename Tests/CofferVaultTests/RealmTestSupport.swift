@@ -145,7 +145,8 @@ struct RealmClient: Sendable {
         var r2: R2Request
     }
 
-    func register(_ user: String, guessLimit: UInt8 = 10, expected: RecordVersion? = nil) async throws -> Registration {
+    /// `replacing`: the active registration this one replaces (its unlock tag makes the replace proof).
+    func register(_ user: String, guessLimit: UInt8 = 10, expected: RecordVersion? = nil, replacing: Registration? = nil) async throws -> Registration {
         let token = try await token(user, .register)
         let current = try await q0(user, scope: .register)
         let blinded = try VaultOPRF.blind(Array("pw".utf8))
@@ -153,9 +154,14 @@ struct RealmClient: Sendable {
         guard case .r1(let r1) = a1 else { throw TestFailure("R1 answered \(a1)") }
         let version = RecordVersion.random()
         let tag = rnd(32), wrapped = rnd(60), share = rnd(32)
-        let r2 = R2Request(token: token, pendingID: r1.pendingID, expectedVersion: expected ?? current.version, version: version,
+        let expectedVersion = expected ?? current.version
+        let proof = replacing.map {
+            VaultDerivation.replaceProof(tag: $0.tag, realmID: realmID, currentVersion: expectedVersion, newVersion: version, pendingID: r1.pendingID)
+        } ?? [UInt8](repeating: 0, count: WireSize.replaceProof)
+        let r2 = R2Request(token: token, pendingID: r1.pendingID, expectedVersion: expectedVersion, version: version,
                            maskedShare: share, commitment: rnd(32), verificationKey: rnd(32), signature: rnd(64),
-                           unlockTag: tag, wrappedKey: wrapped, policy: try VaultPolicy(log2N: 15, guessLimit: guessLimit))
+                           unlockTag: tag, wrappedKey: wrapped, policy: try VaultPolicy(log2N: 15, guessLimit: guessLimit),
+                           replaceProof: proof)
         let a2 = try await send(.r2(r2))
         guard case .r2(let done) = a2, done.version == version else { throw TestFailure("R2 answered \(a2)") }
         return Registration(version: version, tag: tag, wrapped: wrapped, maskedShare: share, r2: r2)

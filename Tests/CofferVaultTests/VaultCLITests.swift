@@ -34,7 +34,7 @@ struct VaultCLITests {
         p.executableURL = binary
         p.arguments = args
         var e = ProcessInfo.processInfo.environment
-        for k in ["COFFER_PASSWORD", "COFFER_KEY", "COFFER_USER", "COFFER_VAULT", "COFFER_HOME", "COFFER_REPO"] { e[k] = nil }
+        for k in ["COFFER_PASSWORD", "COFFER_CURRENT_PASSWORD", "COFFER_KEY", "COFFER_USER", "COFFER_VAULT", "COFFER_HOME", "COFFER_REPO"] { e[k] = nil }
         for (k, v) in env { e[k] = v }
         p.environment = e
         let out = Pipe(), err = Pipe()
@@ -119,7 +119,8 @@ struct VaultCLITests {
         #expect(mode == 0o600)
         #expect(!r.stdout.contains(key.digits) && !r.stderr.contains(key.digits))
 
-        r = try await Self.coffer(["vault", "change-password", "--repository-id", "r1"], env: base.merging(["COFFER_HOME": homeB, "COFFER_PASSWORD": "new one"]) { $1 })
+        r = try await Self.coffer(["vault", "change-password"],
+                                  env: base.merging(["COFFER_HOME": homeB, "COFFER_CURRENT_PASSWORD": "Tr0ub4dor &3", "COFFER_PASSWORD": "new one"]) { $1 })
         #expect(r.status == 0, "\(r.stderr)")
         r = try await Self.coffer(["vault", "recover", "--key-out", root.appendingPathComponent("x.key").path],
                             env: base.merging(["COFFER_HOME": homeB, "COFFER_PASSWORD": "Tr0ub4dor &3"]) { $1 })

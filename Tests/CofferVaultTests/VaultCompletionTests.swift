@@ -92,7 +92,7 @@ struct VaultGuessBoundTests {
         let key = BackupKey()
         let v1 = try await client.register(key: key, password: "pw", user: "jon").version
         await h.cluster.realms[4].stop()
-        let change = try await client.changePassword(key: key, newPassword: "pw two", user: "jon")
+        let change = try await client.changePassword(currentPassword: "pw", newPassword: "pw two", user: "jon")
         #expect(!change.complete)
         try await h.cluster.realms[4].start()
         // Spend 5 of realm 4's guesses on the old record before the change reaches it.
@@ -199,7 +199,9 @@ struct VaultPendingDisableTests {
         await h.cluster.realms[1].stop()
         _ = try await client.disable(user: "lea")
         try await h.cluster.realms[1].start()
-        let newer = try await h.client(transport: HTTPRealmTransport(timeout: .seconds(30))).register(key: key, password: "pw3", user: "lea")
+        // Another device, without the pending disable, re-enables: realm 1 still holds the old record,
+        // which only a reset (or the current password) may replace.
+        let newer = try await h.client(transport: HTTPRealmTransport(timeout: .seconds(30))).register(key: key, password: "pw3", user: "lea", replace: .reset)
         #expect(try await client.repair(user: "lea") == .superseded)
         #expect(await client.status(user: "lea").activeVersion == newer.version)
     }

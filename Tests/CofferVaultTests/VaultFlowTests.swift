@@ -130,7 +130,7 @@ struct VaultFlowTests {
         status = await client.status(user: "alice")
         #expect(status.activeVersion == rotated.version && status.converged.count == 5)
 
-        try await client.changePassword(key: key, newPassword: "correct horse", user: "alice")
+        try await client.changePassword(currentPassword: "hunter2 hunter2", newPassword: "correct horse", user: "alice")
         await #expect(throws: VaultError.wrongPassword(attemptsLeft: 9)) {
             _ = try await client.recover(password: "hunter2 hunter2", user: "alice")
         }
@@ -173,7 +173,10 @@ struct VaultFlowTests {
     func availability() async throws {
         let h = try await FlowHarness.start()
         defer { Task { await h.stop() } }
-        let client = h.client(transport: HTTPRealmTransport(timeout: .seconds(3)))
+        var client = h.client(transport: HTTPRealmTransport(timeout: .seconds(3)))
+        // The stale realms hold a version this device made two registrations ago: replacing it
+        // needs the proof the device kept with its pending change (issue 11, problem 8).
+        client.repairStore = VaultRepairStore(home: h.root.appendingPathComponent("device"))
         let key = BackupKey()
         let reg = try await client.register(key: key, password: "pw", user: "dave")
         await h.cluster.realms[0].stop()
@@ -235,11 +238,12 @@ struct VaultFlowTests {
 
         // A pending repair never overwrites a later registration made elsewhere.
         await h.cluster.realms[0].stop()
-        let partial = try await client.register(key: key, password: "pw2", user: "hank")
+        // (This device made the registration: its report proves it for the replacement.)
+        let partial = try await client.register(key: key, password: "pw2", user: "hank", replace: .proof(try #require(reg.replaceCredential)))
         #expect(partial.pending.count == 1)
         try await h.cluster.realms[0].start()
         let otherDevice = h.client()
-        let newer = try await otherDevice.register(key: key, password: "pw3", user: "hank")
+        let newer = try await otherDevice.changePassword(currentPassword: "pw2", newPassword: "pw3", user: "hank")
         #expect(try await client.repair(user: "hank") == .superseded)
         #expect(await client.status(user: "hank").activeVersion == newer.version)
         #expect(try await client.repair(user: "hank") == .nothingPending)
@@ -342,7 +346,7 @@ struct VaultFlowTests {
         try await client.register(key: key, password: password, user: "gina")
         _ = try await client.recover(password: password, user: "gina")
         await #expect(throws: VaultError.self) { _ = try await client.recover(password: password + "!", user: "gina") }
-        try await client.changePassword(key: key, newPassword: password + "2", user: "gina")
+        try await client.changePassword(currentPassword: password, newPassword: password + "2", user: "gina")
 
         let bodies = h.seen.withLock { $0 }
         #expect(bodies.count > 30)

@@ -69,7 +69,8 @@ struct VaultPendingCLITests {
         // The change while realms 3 and 4 are unreachable: in effect, but not complete, and said so.
         await cluster.realms[3].stop()
         await cluster.realms[4].stop()
-        r = try await VaultCLITests.coffer(["vault", "change-password", "--timeout", "60"], env: phone.merging(["COFFER_PASSWORD": "new password B"]) { $1 })
+        r = try await VaultCLITests.coffer(["vault", "change-password", "--timeout", "60"],
+                                           env: phone.merging(["COFFER_CURRENT_PASSWORD": "old password A", "COFFER_PASSWORD": "new password B"]) { $1 })
         #expect(r.status == 25, "\(r.stdout)\n\(r.stderr)")
         #expect(!r.stdout.contains("no longer works") && !r.stderr.contains("no longer works"))
         #expect(r.stdout.contains("3 of 5 realms"), "\(r.stdout)")

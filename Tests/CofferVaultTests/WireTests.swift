@@ -16,7 +16,7 @@ enum Samples {
             .r2(R2Request(token: token, pendingID: try! PendingID(bytes: bytes(16, 1)), expectedVersion: .zero,
                           version: try! RecordVersion(bytes: bytes(16, 2)), maskedShare: bytes(32, 4), commitment: bytes(32, 5),
                           verificationKey: bytes(32, 6), signature: bytes(64, 7), unlockTag: bytes(32, 8),
-                          wrappedKey: bytes(60, 9), policy: .default)),
+                          wrappedKey: bytes(60, 9), policy: .default, replaceProof: bytes(32, 17))),
             .q1(Q1Request(token: token, ticket: try! Ticket(bytes: bytes(32, 10)), version: try! RecordVersion(bytes: bytes(16, 11)),
                           blindedElement: element)),
             .q2(Q2Request(token: token, version: try! RecordVersion(bytes: bytes(16, 12)), challenge: try! Challenge(bytes: bytes(32, 13)),
@@ -144,6 +144,10 @@ enum Samples {
         #expect(VaultScope.register.allows(.r1) && !VaultScope.register.allows(.delete))
         #expect(VaultScope.delete.allows(.delete) && !VaultScope.delete.allows(.q1))
         #expect(VaultScope.register.maxLifetimeSeconds == 600 && VaultScope.recover.maxLifetimeSeconds == 86400)
+        // Issue 11, problem 8: `reset` admits registration only (and the realm counts each use).
+        #expect(VaultScope.reset.allows(.r1) && VaultScope.reset.allows(.r2) && VaultScope.reset.allows(.q0))
+        #expect(!VaultScope.reset.allows(.q1) && !VaultScope.reset.allows(.q2) && !VaultScope.reset.allows(.delete) && !VaultScope.reset.allows(.headWrite))
+        #expect(VaultScope.reset.maxLifetimeSeconds == 600)
     }
 }
 

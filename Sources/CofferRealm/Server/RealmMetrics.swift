@@ -20,6 +20,10 @@ public final class RealmMetrics: Sendable {
     let replays: CoreMetrics.Counter
     let busy: CoreMetrics.Counter
     let tokenRefusals: CoreMetrics.Counter
+    /// Active registrations replaced on a `reset`-scoped token without proof of the current password.
+    let resets: CoreMetrics.Counter
+    /// R2 over an active registration refused for want of a replace proof (`replaceNotProven`).
+    let replaceRefusals: CoreMetrics.Counter
     private let factory: PrometheusMetricsFactory
 
     public init() {
@@ -45,6 +49,8 @@ public final class RealmMetrics: Sendable {
         replays = CoreMetrics.Counter(label: "coffer_realm_replays_refused_total", factory: factory)
         busy = CoreMetrics.Counter(label: "coffer_realm_busy_total", factory: factory)
         tokenRefusals = CoreMetrics.Counter(label: "coffer_realm_token_refusals_total", factory: factory)
+        resets = CoreMetrics.Counter(label: "coffer_realm_resets_total", factory: factory)
+        replaceRefusals = CoreMetrics.Counter(label: "coffer_realm_replace_refusals_total", factory: factory)
     }
 
     /// Records one request's latency, by endpoint.

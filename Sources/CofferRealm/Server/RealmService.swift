@@ -208,15 +208,24 @@ public final class RealmService: Sendable {
             guard Int(m.policy.guessLimit) <= config.guessLimit else {
                 return .error(RealmErrorAnswer(code: .policyRefused))
             }
-            try await store.completeRegistration(
+            let outcome = try await store.completeRegistration(
                 tenant: tenant, user: user, pendingID: Data(m.pendingID.bytes),
                 expectedVersion: m.expectedVersion.isZero ? nil : Data(m.expectedVersion.bytes),
                 fields: RegistrationFields(version: Data(m.version.bytes), c: Data(m.maskedShare), commitment: Data(m.commitment),
                                            vk: Data(m.verificationKey), sig: Data(m.signature), tag: Data(m.unlockTag),
                                            wrapped: Data(m.wrappedKey), policy: Data(m.policy.bytes),
-                                           guessLimit: Int(m.policy.guessLimit)))
+                                           guessLimit: Int(m.policy.guessLimit)),
+                replace: RealmStore.ReplaceAuthority(proof: Data(m.replaceProof), reset: token.scope == .reset))
             metrics.registrations.increment()
-            audit("register", token)
+            switch outcome {
+            case .reset(let count):
+                metrics.resets.increment()
+                audit("reset", token, ["resets": "\(count)"])
+            case .proven:
+                audit("register", token, ["replaced": "proven"])
+            case .fresh:
+                audit("register", token)
+            }
             return .r2(R2Answer(version: m.version))
 
         case .q1(let m):
@@ -300,6 +309,10 @@ public final class RealmService: Sendable {
         case .noChallenge: code = .badChallenge
         case .wrongProof: code = .unlockFailed
         case .badElement: code = .malformed
+        case .replaceNotProven:
+            code = .replaceNotProven
+            metrics.replaceRefusals.increment()
+            audit("replace-refused", token)
         }
         return .error(RealmErrorAnswer(code: code, currentVersion: current))
     }

@@ -82,6 +82,8 @@ public enum RealmRefusal: Error, Sendable, Equatable, CustomStringConvertible {
     case badPending
     /// No live challenge to answer (none issued, expired, or already spent).
     case noChallenge
+    /// R2 over an active record without a valid replace proof and without a `reset`-scoped token.
+    case replaceNotProven
     /// The unlock proof did not verify.
     case wrongProof
     /// The blinded element is not a valid group element.
@@ -98,6 +100,7 @@ public enum RealmRefusal: Error, Sendable, Equatable, CustomStringConvertible {
         case .ticketReused: return "ticket already used"
         case .badPending: return "unknown or expired pending registration"
         case .noChallenge: return "no challenge to answer"
+        case .replaceNotProven: return "an active record exists and the replacement carries no valid proof"
         case .wrongProof: return "unlock proof did not verify"
         case .badElement: return "invalid blinded element"
         case .noGuessesLeft: return "no guesses left"
@@ -428,27 +431,69 @@ public final class RealmStore: Sendable {
                              proof: e.proof.rawRepresentation, pk: key.publicKey.oprfRepresentation)
     }
 
+    /// How R2 may replace an *active* record (over none or a tombstone neither is needed).
+    public struct ReplaceAuthority: Sendable {
+        /// The request's replace proof (all zero or empty: none).
+        public var proof: Data
+        /// The request's token has the `reset` scope: it may replace without proof, and is counted.
+        public var reset: Bool
+        public init(proof: Data, reset: Bool) {
+            self.proof = proof
+            self.reset = reset
+        }
+    }
+
+    /// What R2 did to the record it replaced.
+    public enum RegistrationOutcome: Sendable, Equatable {
+        /// Stored over no record or a tombstone.
+        case fresh
+        /// Replaced an active record with a valid proof of the current password.
+        case proven
+        /// Replaced an active record on a `reset`-scoped token without proof: counted in the record.
+        case reset(count: Int)
+    }
+
     /// R2: spends the pending registration and, if the record's version is `expectedVersion`
     /// (`nil`: no record, or a destroyed one), replaces the record with the new fields, this realm's
     /// `x` and the pending key. `attempts` is the replaced active record's count (0 over none or a
-    /// tombstone): a registration never resets guesses counted here.
+    /// tombstone): a registration never resets guesses counted here. An *active* record is replaced
+    /// only with a valid replace proof (keyed by its stored unlock tag, compared in constant time) or
+    /// on a `reset`-scoped token, which increments the record's `resets`; otherwise
+    /// ``RealmRefusal/replaceNotProven`` and nothing changes (the pending registration stays unspent).
+    @discardableResult
     public func completeRegistration(tenant: String, user: String, pendingID: Data, expectedVersion: Data?,
-                                     fields: RegistrationFields) async throws {
+                                     fields: RegistrationFields,
+                                     replace: ReplaceAuthority = ReplaceAuthority(proof: Data(), reset: false)) async throws -> RegistrationOutcome {
         let rk = recordKey(tenant: tenant, user: user)
         let pid = Self.ticketID(pendingID)
         let t = now().timeIntervalSince1970
         let x = self.x
-        try await group.write { db in
+        let realmID = self.realmID
+        return try await group.write { db in
             guard let prow = try GRDB.Row.fetchOne(db, sql: "SELECT record, expires, sealed FROM pending WHERE id = ?", arguments: [pid]),
                   (prow["record"] as Data) == rk, (prow["expires"] as Double) > t
             else { throw RealmRefusal.badPending }
             let oprfKey = try self.crypto.openSide(prow["sealed"], table: "pending", rowID: pid, recordKey: rk)
             let current = try self.loadRecord(db, rk)
+            var outcome = RegistrationOutcome.fresh
+            var resets = 0
             switch current?.record.kind {
             case nil:
                 guard expectedVersion == nil else { throw RealmRefusal.versionMismatch }
             case .active:
-                guard expectedVersion == current?.record.version else { throw RealmRefusal.versionMismatch }
+                guard let cur = current?.record, expectedVersion == cur.version else { throw RealmRefusal.versionMismatch }
+                resets = cur.resets
+                // Replacing a live registration needs the current password (a proof keyed by its
+                // stored unlock tag, bound to this realm, both versions and this pending id) or an
+                // explicit, counted reset.
+                if Self.verifyReplaceProof(replace.proof, record: cur, realmID: realmID, newVersion: fields.version, pendingID: pendingID) {
+                    outcome = .proven
+                } else if replace.reset {
+                    resets += 1
+                    outcome = .reset(count: resets)
+                } else {
+                    throw RealmRefusal.replaceNotProven
+                }
             case .destroyed:
                 // A destroyed record may be replaced by whoever still holds K: Q0 reported it
                 // locked with its version; "none" is accepted too.
@@ -457,7 +502,7 @@ public final class RealmStore: Sendable {
             try db.execute(sql: "DELETE FROM pending WHERE id = ?", arguments: [pid])
             let key = try P384._VOPRF.PrivateKey(rawRepresentation: oprfKey)
             // Guesses this realm counted against the record it replaces carry over: a registration
-            // (a repair, a rotation that reached this realm late, a change) never hands out a fresh
+            // (a repair, a rotation that reached this realm late, a change, a reset) never hands out a fresh
             // budget for guesses an attacker already spent here. Only a successful unlock (Q2)
             // resets the count. A tombstone may be replaced (the device still holds K), but the
             // client never does so in a repair (docs/VAULT.md, "Guess accounting").
@@ -465,10 +510,26 @@ public final class RealmStore: Sendable {
             let record = StoredRecord(kind: .active, version: fields.version, oprfKey: Data(oprfKey), x: x,
                                       pk: key.publicKey.oprfRepresentation, c: fields.c, commitment: fields.commitment,
                                       vk: fields.vk, sig: fields.sig, tag: fields.tag, wrapped: fields.wrapped,
-                                      policy: fields.policy, attempts: inherited, guessLimit: fields.guessLimit)
+                                      policy: fields.policy, attempts: inherited, guessLimit: fields.guessLimit, resets: resets)
             try self.storeRecord(db, rk, old: current?.gen, record, lockAt: nil)
             try db.execute(sql: "DELETE FROM challenge WHERE record = ?", arguments: [rk])
+            return outcome
         }
+    }
+
+    private static func verifyReplaceProof(_ proof: Data, record: StoredRecord, realmID: Data, newVersion: Data, pendingID: Data) -> Bool {
+        guard proof.count == WireSize.replaceProof, proof.contains(where: { $0 != 0 }), record.tag.count == WireSize.unlockTag,
+              let rid = try? RealmID(bytes: Array(realmID)), let cur = try? RecordVersion(bytes: Array(record.version)),
+              let new = try? RecordVersion(bytes: Array(newVersion)), let pid = try? PendingID(bytes: Array(pendingID))
+        else { return false }
+        return VaultDerivation.verifyReplaceProof(Array(proof), tag: Array(record.tag), realmID: rid, currentVersion: cur,
+                                                  newVersion: new, pendingID: pid)
+    }
+
+    /// How many counted resets the user's record holds (0 without a record). A read for tests and tools.
+    public func resetCount(tenant: String, user: String) async throws -> Int {
+        let rk = recordKey(tenant: tenant, user: user)
+        return try await pool.read { db in try self.loadRecord(db, rk)?.record.resets ?? 0 }
     }
 
     /// Delete (disable): spends a `delete` ticket and removes the record if it has `expectedVersion`.

@@ -23,6 +23,10 @@ struct StoredRecord: Sendable, Equatable {
     var attempts: Int = 0
     /// `L` for this record.
     var guessLimit: Int = 0
+    /// How many times a `reset`-scoped token replaced this user's active record without proof of
+    /// the current password (carried over by every later registration). Records written before the
+    /// field existed decode with 0.
+    var resets: Int = 0
 
     static func tombstone(version: Data) -> StoredRecord { StoredRecord(kind: .destroyed, version: version) }
 
@@ -35,6 +39,10 @@ struct StoredRecord: Sendable, Equatable {
         }
         out.append(UInt8(clamping: attempts))
         out.append(UInt8(clamping: guessLimit))
+        if resets > 0 {
+            let r = UInt32(clamping: resets)
+            out.append(contentsOf: [UInt8(r >> 24), UInt8((r >> 16) & 0xff), UInt8((r >> 8) & 0xff), UInt8(r & 0xff)])
+        }
         return out
     }
 
@@ -44,7 +52,7 @@ struct StoredRecord: Sendable, Equatable {
     }
 
     init(kind: Kind, version: Data, oprfKey: Data, x: UInt8, pk: Data, c: Data, commitment: Data, vk: Data,
-         sig: Data, tag: Data, wrapped: Data, policy: Data, attempts: Int, guessLimit: Int) {
+         sig: Data, tag: Data, wrapped: Data, policy: Data, attempts: Int, guessLimit: Int, resets: Int = 0) {
         self.kind = kind
         self.version = version
         self.oprfKey = oprfKey
@@ -59,6 +67,7 @@ struct StoredRecord: Sendable, Equatable {
         self.policy = policy
         self.attempts = attempts
         self.guessLimit = guessLimit
+        self.resets = resets
     }
 
     init?(decoding bytes: [UInt8]) {
@@ -69,10 +78,16 @@ struct StoredRecord: Sendable, Equatable {
             guard let f = r.lp() else { return nil }
             fields.append(f)
         }
-        guard let attempts = r.byte(), let limit = r.byte(), r.atEnd, fields[2].count == 1 else { return nil }
+        guard let attempts = r.byte(), let limit = r.byte(), fields[2].count == 1 else { return nil }
+        // Optional trailer (absent in records written before resets were counted): resets, 4 bytes big-endian.
+        var resets = 0
+        if !r.atEnd {
+            guard let b = r.take(4), r.atEnd else { return nil }
+            resets = b.reduce(0) { $0 << 8 | Int($1) }
+        }
         self.init(kind: k, version: fields[0], oprfKey: fields[1], x: fields[2][fields[2].startIndex], pk: fields[3],
                   c: fields[4], commitment: fields[5], vk: fields[6], sig: fields[7], tag: fields[8],
-                  wrapped: fields[9], policy: fields[10], attempts: Int(attempts), guessLimit: Int(limit))
+                  wrapped: fields[9], policy: fields[10], attempts: Int(attempts), guessLimit: Int(limit), resets: resets)
     }
 }
 

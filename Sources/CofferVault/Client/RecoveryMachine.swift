@@ -293,6 +293,9 @@ public struct RecoveryMachine {
     /// Realms that were down or refused.
     public var downRealms: [RealmProblem] { ordered(down) }
     var secretForTesting: SymmetricKey? { secret }
+
+    /// After a recovery: the credential that proves the current password for this version.
+    var replaceCredential: VaultReplaceCredential? { secret.map { VaultReplaceCredential(version: version, secret: $0) } }
 }
 
 

@@ -24,6 +24,10 @@ public struct RegistrationMachine {
     public private(set) var problems: [RealmID: RealmProblem] = [:]
     /// The new version.
     public let version: RecordVersion
+    /// How a realm that holds an active registration is treated (refused, proven, or reset).
+    public let replace: VaultReplaceMode
+    /// Per realm: the state it reported in Q0.
+    private var reportedStates: [RealmID: RecordState] = [:]
     private var blinded: BlindedInput?
     private var secret: SymmetricKey?
     private var stretched: SymmetricKey?
@@ -35,7 +39,7 @@ public struct RegistrationMachine {
     ///   - key: `K`, the backup key to protect.
     ///   - tokens: a `register`-scope token per realm (realms without one are treated as down).
     public init(configuration: ValidatedVaultConfiguration, user: String, key: SymmetricKey, policy: VaultPolicy,
-                tokens: [RealmID: String], version: RecordVersion = .random()) {
+                tokens: [RealmID: String], version: RecordVersion = .random(), replace: VaultReplaceMode = .refuse) {
         self.configuration = configuration
         self.user = user
         self.key = key
@@ -44,6 +48,7 @@ public struct RegistrationMachine {
         self.tenantBytes = Array(configuration.tenant.utf8)
         self.userBytes = Array(user.utf8)
         self.version = version
+        self.replace = replace
     }
 
     func realm(_ id: RealmID) -> PinnedRealm? { configuration.realms.first { $0.id == id } }
@@ -66,10 +71,21 @@ public struct RegistrationMachine {
     public mutating func receiveQ0(_ replies: [RealmID: RealmReply], password: String) throws(VaultError) -> [RealmID: VaultRequest] {
         for (id, reply) in replies {
             switch reply {
-            case .success(.q0(let a)): expectedVersions[id] = a.version
+            case .success(.q0(let a)):
+                expectedVersions[id] = a.version
+                reportedStates[id] = a.state
             case .success(.error(let e)): note(id, "refused: \(e)")
             case .success: note(id, "answered with the wrong message type")
             case .failure(let f): note(id, f.description)
+            }
+        }
+        if case .refuse = replace {
+            // Never overwrite a live registration unasked: stop before anything is written.
+            let active = configuration.realms.filter { reportedStates[$0.id] == .active }
+            if !active.isEmpty {
+                throw .registrationExists(realms: active.map {
+                    RealmProblem(realmID: $0.id, url: $0.baseURL, reason: "holds an active registration (version \(expectedVersions[$0.id] ?? .zero))")
+                })
             }
         }
         try requireQuorum(expectedVersions.count, "registration")
@@ -136,10 +152,15 @@ public struct RegistrationMachine {
                                                         maskedShare: masked, policy: policy)
             let sig: [UInt8]
             do { sig = Array(try signing.signature(for: message)) } catch { preconditionFailure("Ed25519 sign failed") }
-            out[id] = .r2(R2Request(token: tokens[id]!, pendingID: a.pendingID, expectedVersion: expectedVersions[id] ?? .zero,
+            let current = expectedVersions[id] ?? .zero
+            var proof = zeros(WireSize.replaceProof)
+            if case .proof(let credential) = replace, reportedStates[id] == .active {
+                proof = credential.proof(realmID: id, current: current, newVersion: version, pendingID: a.pendingID)
+            }
+            out[id] = .r2(R2Request(token: tokens[id]!, pendingID: a.pendingID, expectedVersion: current,
                                     version: version, maskedShare: masked, commitment: c, verificationKey: vk, signature: sig,
                                     unlockTag: VaultDerivation.unlockTag(unlockKey: u, realmID: id, version: version),
-                                    wrappedKey: w, policy: policy))
+                                    wrappedKey: w, policy: policy, replaceProof: proof))
         }
         r1Realms = Array(answers.keys)
         return out
@@ -148,12 +169,16 @@ public struct RegistrationMachine {
     /// Step 4: counts acknowledgements. Effective at `n - t + 1`.
     public mutating func receiveR2(_ replies: [RealmID: RealmReply]) throws(VaultError) -> RegistrationReport {
         var acked = [RealmID]()
+        var notProven = [RealmID]()
         for (id, reply) in replies {
             switch reply {
             case .success(.r2(let a)) where a.version == version: acked.append(id)
             case .success(.r2): note(id, "acknowledged another version")
             case .success(.error(let e)) where e.code == .versionMismatch:
                 note(id, "its registration changed meanwhile (now \(e.currentVersion)); retry")
+            case .success(.error(let e)) where e.code == .replaceNotProven:
+                notProven.append(id)
+                note(id, "holds an active registration (version \(expectedVersions[id] ?? .zero)) that this device cannot prove the current password for")
             case .success(.error(let e)): note(id, "refused: \(e)")
             case .success: note(id, "answered with the wrong message type")
             case .failure(let f): note(id, f.description)
@@ -162,17 +187,37 @@ public struct RegistrationMachine {
         let order = configuration.realms.map(\.id)
         acked.sort { order.firstIndex(of: $0)! < order.firstIndex(of: $1)! }
         for id in acked { problems[id] = nil }
+        if acked.count < configuration.effectiveQuorum, !notProven.isEmpty {
+            throw .registrationExists(realms: configuration.realms.filter { notProven.contains($0.id) }.compactMap { problems[$0.id] })
+        }
         try requireQuorum(acked.count, "registration", acknowledged: true)
         let pending = order.filter { !acked.contains($0) }
         var repair: RegistrationRepair? = nil
+        // What this device can replace from now on: the new version, and the versions it could
+        // replace before (realms this change has not reached yet still hold one of those).
+        var credential: VaultReplaceCredential? = nil
+        if let secret {
+            credential = VaultReplaceCredential(version: version, secret: secret)
+            if case .proof(let old) = replace { credential = credential!.merging(old) }
+        }
         if !pending.isEmpty, let secret, let stretched {
+            // The pending realms may still hold an active older registration: the repair needs
+            // the proof for it (only the versions they reported, or all known when they did not answer).
+            var stale: VaultReplaceCredential? = nil
+            if case .proof(let old) = replace {
+                let reported = Set(pending.compactMap { expectedVersions[$0] }.filter { !$0.isZero })
+                stale = pending.allSatisfy({ expectedVersions[$0] != nil }) ? old.restricted(to: reported) : old
+            }
             repair = RegistrationRepair(
                 tenant: configuration.tenant, user: user, version: version, policy: policy, secret: secret, stretched: stretched,
-                wrappedKey: wrapped, pendingShares: shares.filter { s in pending.contains { realm($0)?.x == s.x } })
+                wrappedKey: wrapped, pendingShares: shares.filter { s in pending.contains { realm($0)?.x == s.x } },
+                replaceCredential: stale)
         }
-        return RegistrationReport(version: version, acknowledged: acked,
-                                  pending: pending.map { problems[$0] ?? RealmProblem(realmID: $0, url: realm($0)?.baseURL ?? "?", reason: "no answer") },
-                                  repair: repair)
+        var report = RegistrationReport(version: version, acknowledged: acked,
+                                        pending: pending.map { problems[$0] ?? RealmProblem(realmID: $0, url: realm($0)?.baseURL ?? "?", reason: "no answer") },
+                                        repair: repair)
+        report.replaceCredential = credential
+        return report
     }
 
     /// The new `S` (after `receiveR1`), for tests that check no realm ever sees it.
@@ -201,6 +246,9 @@ public struct RegistrationReport: Sendable, Equatable {
     public var repair: RegistrationRepair?
     /// Set when the pending change could not be written on this device (why); nil otherwise.
     public var pendingNotSaved: String?
+    /// What lets this device replace the registration again without a recovery (the new version,
+    /// and the versions realms this change has not reached yet may still hold). Secret, in memory.
+    public var replaceCredential: VaultReplaceCredential?
 
     /// True only when every one of the `n` realms acknowledged: only then does nothing accept the
     /// previous password or hold the previous key.

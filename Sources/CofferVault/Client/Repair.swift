@@ -15,24 +15,30 @@ public struct RegistrationRepair: Sendable, CustomStringConvertible {
     let stretched: SymmetricKey
     let wrappedKey: [UInt8]
     var pendingShares: [Shamir.Share]
+    /// The unlock keys of the registrations the pending realms may still hold (their replace proof),
+    /// when the change was made with proof of the current password; nil otherwise.
+    var replaceCredential: VaultReplaceCredential?
 
     public var description: String { "RegistrationRepair(\(user), version \(version.hex), \(pendingShares.count) realms pending)" }
 
     struct File: Codable {
         var tenant: String, user: String, version: String, policy: String, secret: String, stretched: String, wrappedKey: String
         var pending: [Pending]
+        /// Absent in files written before replace proofs existed.
+        var replace: [VaultReplaceCredential.FileEntry]?
         struct Pending: Codable { var x: UInt8; var share: String }
     }
 
     func encoded() throws -> Data {
         let f = File(tenant: tenant, user: user, version: version.hex, policy: policy.bytes.hexString,
                      secret: secret.withUnsafeBytes { Array($0) }.hexString, stretched: stretched.withUnsafeBytes { Array($0) }.hexString,
-                     wrappedKey: wrappedKey.hexString, pending: pendingShares.map { .init(x: $0.x, share: $0.y.hexString) })
+                     wrappedKey: wrappedKey.hexString, pending: pendingShares.map { .init(x: $0.x, share: $0.y.hexString) },
+                     replace: replaceCredential?.fileEntries)
         return try JSONEncoder().encode(f)
     }
 
     init(tenant: String, user: String, version: RecordVersion, policy: VaultPolicy, secret: SymmetricKey, stretched: SymmetricKey,
-         wrappedKey: [UInt8], pendingShares: [Shamir.Share]) {
+         wrappedKey: [UInt8], pendingShares: [Shamir.Share], replaceCredential: VaultReplaceCredential? = nil) {
         self.tenant = tenant
         self.user = user
         self.version = version
@@ -41,6 +47,7 @@ public struct RegistrationRepair: Sendable, CustomStringConvertible {
         self.stretched = stretched
         self.wrappedKey = wrappedKey
         self.pendingShares = pendingShares
+        self.replaceCredential = replaceCredential
     }
 
     init(data: Data) throws {
@@ -51,7 +58,8 @@ public struct RegistrationRepair: Sendable, CustomStringConvertible {
         }
         self.init(tenant: f.tenant, user: f.user, version: try RecordVersion(bytes: try hex(f.version)), policy: try VaultPolicy(bytes: try hex(f.policy)),
                   secret: SymmetricKey(data: try hex(f.secret)), stretched: SymmetricKey(data: try hex(f.stretched)),
-                  wrappedKey: try hex(f.wrappedKey), pendingShares: try f.pending.map { Shamir.Share(x: $0.x, y: try hex($0.share)) })
+                  wrappedKey: try hex(f.wrappedKey), pendingShares: try f.pending.map { Shamir.Share(x: $0.x, y: try hex($0.share)) },
+                  replaceCredential: try f.replace.map { try VaultReplaceCredential(fileEntries: $0) })
     }
 }
 
@@ -262,10 +270,15 @@ public struct RepairMachine {
             let message = VaultDerivation.recordMessage(version: repair.version, realmID: id, x: realm.x, oprfPublicKey: a.oprfPublicKey,
                                                         maskedShare: masked, policy: repair.policy)
             guard let sig = try? signing.signature(for: message) else { continue }
-            out[id] = .r2(R2Request(token: tokens[id]!, pendingID: a.pendingID, expectedVersion: expected[id] ?? .zero, version: repair.version,
+            // A realm still on an older active registration is replaced with the proof kept for it
+            // (none kept: the realm refuses with replaceNotProven and stays pending).
+            let current = expected[id] ?? .zero
+            let proof = repair.replaceCredential?.proof(realmID: id, current: current, newVersion: repair.version, pendingID: a.pendingID)
+                ?? zeros(WireSize.replaceProof)
+            out[id] = .r2(R2Request(token: tokens[id]!, pendingID: a.pendingID, expectedVersion: current, version: repair.version,
                                     maskedShare: masked, commitment: c, verificationKey: vk, signature: Array(sig),
                                     unlockTag: VaultDerivation.unlockTag(unlockKey: u, realmID: id, version: repair.version),
-                                    wrappedKey: repair.wrappedKey, policy: repair.policy))
+                                    wrappedKey: repair.wrappedKey, policy: repair.policy, replaceProof: proof))
         }
         return out
     }

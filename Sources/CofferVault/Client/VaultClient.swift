@@ -43,11 +43,18 @@ public struct VaultClient: Sendable {
     /// ``repairStore`` the device keeps the change pending and ``repair(user:)`` finishes it.
     /// The password must have at least the configuration's ``ValidatedVaultConfiguration/minimumPasswordLength``
     /// characters; a shorter one is refused before anything is sent.
-    /// - Throws: ``VaultError`` (`.passwordTooShort`, `.realmsUnavailable`, `.notEffective`, `.policy`, `.token`).
+    ///
+    /// A realm that holds an *active* registration for `user` is replaced only as `replace` allows:
+    /// `.refuse` (the default) stops before anything is written when any realm reports one
+    /// (``VaultError/registrationExists(realms:)``); `.proof` replaces with proof of the current
+    /// password (``RecoveryResult/replaceCredential``, ``RegistrationReport/replaceCredential``);
+    /// `.reset` replaces without it on `reset`-scoped tokens, and every realm counts the reset.
+    /// - Throws: ``VaultError`` (`.passwordTooShort`, `.registrationExists`, `.realmsUnavailable`, `.notEffective`, `.policy`, `.token`).
     @discardableResult
-    public func register(key: BackupKey, password: String, user: String, policy: VaultPolicy? = nil) async throws(VaultError) -> RegistrationReport {
+    public func register(key: BackupKey, password: String, user: String, policy: VaultPolicy? = nil,
+                         replace: VaultReplaceMode = .refuse) async throws(VaultError) -> RegistrationReport {
         try checkPasswordPolicy(password)
-        return try await register(key: key.symmetricKey, password: password, user: user, policy: policy ?? configuration.policy)
+        return try await register(key: key.symmetricKey, password: password, user: user, policy: policy ?? configuration.policy, replace: replace)
     }
 
     /// Refuses a password shorter than the vault policy's minimum (counted in characters, after NFC).
@@ -58,9 +65,19 @@ public struct VaultClient: Sendable {
         }
     }
 
-    func register(key: SymmetricKey, password: String, user: String, policy: VaultPolicy) async throws(VaultError) -> RegistrationReport {
-        let tokens = await tokens(user: user, scope: .register)
-        var machine = RegistrationMachine(configuration: configuration, user: user, key: key, policy: policy, tokens: tokens)
+    func register(key: SymmetricKey, password: String, user: String, policy: VaultPolicy,
+                  replace: VaultReplaceMode) async throws(VaultError) -> RegistrationReport {
+        var replace = replace
+        if case .proof(let credential) = replace, let kept = repairStore?.load(tenant: configuration.tenant, user: user) {
+            // Realms this device's pending change has not reached still hold an older version: the
+            // pending change keeps what proves it (and its own version's `S`), so this registration
+            // can replace them too.
+            replace = .proof(credential.merging(VaultReplaceCredential(version: kept.version, secret: kept.secret)).merging(kept.replaceCredential))
+        }
+        let scope: VaultScope
+        if case .reset = replace { scope = .reset } else { scope = .register }
+        let tokens = await tokens(user: user, scope: scope)
+        var machine = RegistrationMachine(configuration: configuration, user: user, key: key, policy: policy, tokens: tokens, replace: replace)
         let q0 = await transport.callAll(machine.q0Requests(), realms: configuration.realms)
         let r1 = await transport.callAll(try machine.receiveQ0(q0, password: password), realms: configuration.realms)
         let r2Requests = try machine.receiveR1(r1)
@@ -200,9 +217,13 @@ public struct VaultClient: Sendable {
             throw .realmFault(faulty: [], down: [])
         }
         var result = RecoveryResult(key: key, version: machine.version, faulty: machine.faultyRealms, down: machine.downRealms)
-        if rotate {
+        result.replaceCredential = machine.replaceCredential
+        if rotate, let credential = machine.replaceCredential {
             do {
-                result.rotation = try await register(key: key.symmetricKey, password: password, user: user, policy: machine.policy)
+                let rotation = try await register(key: key.symmetricKey, password: password, user: user, policy: machine.policy,
+                                                  replace: .proof(credential))
+                result.rotation = rotation
+                result.replaceCredential = rotation.replaceCredential ?? credential
             } catch {
                 result.rotationError = error
             }
@@ -210,12 +231,17 @@ public struct VaultClient: Sendable {
         return result
     }
 
-    /// A registration with the new password and the same key. Complete only when
-    /// ``RegistrationReport/complete``; until then the realms in ``RegistrationReport/pending`` still
-    /// accept the old password.
+    /// Changes the password: recovers with `currentPassword` (one guess, as any recovery; a wrong one
+    /// changes nothing), then registers the recovered key under `newPassword` with proof of the
+    /// current password at every realm. Complete only when ``RegistrationReport/complete``; until
+    /// then the realms in ``RegistrationReport/pending`` still accept the old password.
+    /// - Throws: ``VaultError``: the recovery's (`.wrongPassword`, `.locked`, `.notRegistered`, …), or the registration's.
     @discardableResult
-    public func changePassword(key: BackupKey, newPassword: String, user: String) async throws(VaultError) -> RegistrationReport {
-        try await register(key: key, password: newPassword, user: user)
+    public func changePassword(currentPassword: String, newPassword: String, user: String) async throws(VaultError) -> RegistrationReport {
+        try checkPasswordPolicy(newPassword)
+        let recovered = try await recover(password: currentPassword, user: user, rotate: false)
+        guard let credential = recovered.replaceCredential else { throw .realmFault(faulty: recovered.faulty, down: recovered.down) }
+        return try await register(key: recovered.key, password: newPassword, user: user, replace: .proof(credential))
     }
 
     /// Deletes the registration at every realm (ticket + expectedVersion); effective once
@@ -274,4 +300,9 @@ public struct RecoveryResult: Sendable {
     public var rotation: RegistrationReport?
     /// Why the rotation did not take effect (the key is recovered anyway; the old registration stays).
     public var rotationError: VaultError?
+    /// Proof of the current password for the registration now active (the rotation's when it took
+    /// effect, with the recovered version for realms it has not reached): pass it as
+    /// `.proof(...)` to ``VaultClient/register(key:password:user:policy:replace:)`` to replace it
+    /// (as `key rotate` does). Secret, in memory.
+    public var replaceCredential: VaultReplaceCredential?
 }

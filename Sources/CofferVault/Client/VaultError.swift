@@ -42,6 +42,10 @@ public enum VaultError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The new password is shorter than the vault policy's minimum (`minPasswordLength` in
     /// vault.json, default 6 characters); refused before anything was sent.
     case passwordTooShort(minimum: Int)
+    /// The account already has an active registration at the named realms, and this registration
+    /// may not replace it (no proof of the current password, no reset). Nothing was written when
+    /// the client saw it in Q0; otherwise the realms refused (`replaceNotProven`).
+    case registrationExists(realms: [RealmProblem])
 
     public var description: String {
         switch self {
@@ -69,6 +73,9 @@ public enum VaultError: Error, Sendable, Equatable, CustomStringConvertible {
         case .policy(let m): return "refused password policy: \(m)"
         case .passwordTooShort(let minimum):
             return "the password is too short: the vault policy asks for at least \(minimum) characters (nothing was sent)"
+        case .registrationExists(let realms):
+            return "this account already has a key in the vault (\(realms.count) \(realms.count == 1 ? "realm holds" : "realms hold") an active registration); "
+                + "replacing it needs the current password (change the password instead) or an explicit reset, which the realms count. Nothing was replaced"
         }
     }
 }

@@ -14,6 +14,7 @@ public enum VaultDerivation {
     public static let unlockTagLabel = Array("coffer-vault/v1/unlock-tag".utf8)
     public static let unlockProofLabel = Array("coffer-vault/v1/unlock-proof".utf8)
     public static let wrapLabel = Array("coffer-vault/v1/wrap".utf8)
+    public static let replaceProofLabel = Array("coffer-vault/v1/replace-proof".utf8)
 
     /// The password as hashed: Unicode NFC, not trimmed, UTF-8.
     public static func normalizedPassword(_ password: String) -> [UInt8] {
@@ -89,6 +90,25 @@ public enum VaultDerivation {
     public static func unlockProof(tag: [UInt8], realmID: RealmID, version: RecordVersion, challenge: Challenge) -> [UInt8] {
         Array(HMAC<SHA256>.authenticationCode(for: unlockProofLabel + realmID.bytes + version.bytes + challenge.bytes,
                                               using: SymmetricKey(data: tag)))
+    }
+
+    /// R2's replace proof: `HMAC-SHA256(tag_cur, "coffer-vault/v1/replace-proof" ‖ realmID ‖ currentVersion ‖
+    /// newVersion ‖ pendingID)`, keyed by the unlock tag the realm stores for the record being replaced
+    /// (only a client that recovered `S` of that version, i.e. knows the current password, can make it).
+    /// The realm-issued, single-use pending id makes it fresh.
+    public static func replaceProof(tag: [UInt8], realmID: RealmID, currentVersion: RecordVersion, newVersion: RecordVersion,
+                                    pendingID: PendingID) -> [UInt8] {
+        Array(HMAC<SHA256>.authenticationCode(
+            for: replaceProofLabel + realmID.bytes + currentVersion.bytes + newVersion.bytes + pendingID.bytes,
+            using: SymmetricKey(data: tag)))
+    }
+
+    /// Realm side: constant-time check of a replace proof against the stored tag.
+    public static func verifyReplaceProof(_ proof: [UInt8], tag: [UInt8], realmID: RealmID, currentVersion: RecordVersion,
+                                          newVersion: RecordVersion, pendingID: PendingID) -> Bool {
+        HMAC<SHA256>.isValidAuthenticationCode(
+            proof, authenticating: replaceProofLabel + realmID.bytes + currentVersion.bytes + newVersion.bytes + pendingID.bytes,
+            using: SymmetricKey(data: tag))
     }
 
     /// Realm side: constant-time check of an unlock proof against the stored tag.

@@ -99,6 +99,8 @@ public enum WireSize {
     public static let unlockTag = 32
     /// Unlock proof (HMAC-SHA256) sent in Q2.
     public static let unlockProof = 32
+    /// Replace proof (HMAC-SHA256) sent in R2; all zero = none.
+    public static let replaceProof = 32
     /// Wrapped key `W` = nonce(12) ‖ ciphertext(32) ‖ GCM tag(16).
     public static let wrappedKey = 60
     /// Longest token accepted inside a request body.

@@ -90,7 +90,7 @@ public struct R1Request: Sendable, Equatable {
     }
 }
 
-/// R2 `{token, pendingID, expectedVersion, version, c_i, C, vk, sig_i, tag_i, W, policy}`.
+/// R2 `{token, pendingID, expectedVersion, version, c_i, C, vk, sig_i, tag_i, W, policy, replaceProof}`.
 public struct R2Request: Sendable, Equatable {
     public var token: String
     public var pendingID: PendingID
@@ -105,9 +105,15 @@ public struct R2Request: Sendable, Equatable {
     public var unlockTag: [UInt8]
     public var wrappedKey: [UInt8]
     public var policy: VaultPolicy
+    /// Proof of the current password when this replaces an active record:
+    /// `HMAC(tag_cur, "coffer-vault/v1/replace-proof" ‖ realmID ‖ expectedVersion ‖ version ‖ pendingID)`
+    /// keyed by the replaced record's stored unlock tag (``VaultDerivation/replaceProof``).
+    /// All zero: none (a registration over no record or a tombstone, or a `reset`-scoped token).
+    public var replaceProof: [UInt8]
     public init(token: String, pendingID: PendingID, expectedVersion: RecordVersion, version: RecordVersion,
                 maskedShare: [UInt8], commitment: [UInt8], verificationKey: [UInt8], signature: [UInt8],
-                unlockTag: [UInt8], wrappedKey: [UInt8], policy: VaultPolicy) {
+                unlockTag: [UInt8], wrappedKey: [UInt8], policy: VaultPolicy,
+                replaceProof: [UInt8] = [UInt8](repeating: 0, count: WireSize.replaceProof)) {
         self.token = token
         self.pendingID = pendingID
         self.expectedVersion = expectedVersion
@@ -119,7 +125,11 @@ public struct R2Request: Sendable, Equatable {
         self.unlockTag = unlockTag
         self.wrappedKey = wrappedKey
         self.policy = policy
+        self.replaceProof = replaceProof
     }
+
+    /// True when the request carries a replace proof (not all zero).
+    public var hasReplaceProof: Bool { replaceProof.contains { $0 != 0 } }
 }
 
 /// Q1 `{token, ticket, version, blinded}`.
@@ -222,6 +232,7 @@ public enum VaultRequest: Sendable, Equatable {
             try check(m.signature, WireSize.signature, "signature")
             try check(m.unlockTag, WireSize.unlockTag, "unlock tag")
             try check(m.wrappedKey, WireSize.wrappedKey, "wrapped key")
+            try check(m.replaceProof, WireSize.replaceProof, "replace proof")
             w.fixed(m.pendingID.bytes)
             w.fixed(m.expectedVersion.bytes)
             w.fixed(m.version.bytes)
@@ -232,6 +243,7 @@ public enum VaultRequest: Sendable, Equatable {
             w.fixed(m.unlockTag)
             w.fixed(m.wrappedKey)
             w.fixed(m.policy.bytes)
+            w.fixed(m.replaceProof)
         case .q1(let m):
             try check(m.blindedElement, WireSize.element, "blinded element")
             w.fixed(m.ticket.bytes)
@@ -281,7 +293,8 @@ public enum VaultRequest: Sendable, Equatable {
                 signature: try r.fixed(WireSize.signature, "signature"),
                 unlockTag: try r.fixed(WireSize.unlockTag, "unlock tag"),
                 wrappedKey: try r.fixed(WireSize.wrappedKey, "wrapped key"),
-                policy: try VaultPolicy.read(&r)))
+                policy: try VaultPolicy.read(&r),
+                replaceProof: try r.fixed(WireSize.replaceProof, "replace proof")))
         case .q1:
             let ticket = try Ticket.read(&r, "ticket")
             let version = try RecordVersion.read(&r, "version")
@@ -446,6 +459,9 @@ public enum RealmErrorCode: UInt8, Sendable, Equatable, CustomStringConvertible 
     case tooManyHeads = 0x11
     /// Head write: the slot exists and the write authenticator does not match the one it was created with.
     case headAuthFailed = 0x12
+    /// R2 over an active record without a valid replace proof (the current password) and without a
+    /// `reset`-scoped token; nothing changed.
+    case replaceNotProven = 0x13
 
     public var description: String {
         switch self {
@@ -467,6 +483,7 @@ public enum RealmErrorCode: UInt8, Sendable, Equatable, CustomStringConvertible 
         case .staleHead: return "a newer head is stored for this slot"
         case .tooManyHeads: return "too many head slots for this account"
         case .headAuthFailed: return "head write not authorised for this slot"
+        case .replaceNotProven: return "an active registration exists; replacing it needs the current password or a reset"
         }
     }
 }

@@ -76,12 +76,16 @@ public enum VaultScope: String, Sendable, Codable, CaseIterable {
     case delete
     /// Head read and head write: the anchored backup heads (never the key record).
     case head
+    /// Q0, R1, R2 like `register`, and R2 may replace an active record without proof of the
+    /// current password (a forgotten password). Each such replacement is counted by the realm
+    /// (in the record and in `coffer_realm_resets_total`).
+    case reset
 
     /// The longest lifetime a token of this scope may have (`exp - iat`).
     public var maxLifetimeSeconds: Int {
         switch self {
         case .status, .recover: return 24 * 3600
-        case .register, .delete, .head: return 10 * 60
+        case .register, .reset, .delete, .head: return 10 * 60
         }
     }
 
@@ -91,6 +95,7 @@ public enum VaultScope: String, Sendable, Codable, CaseIterable {
         case (_, .q0): return true
         case (.recover, .q1), (.recover, .q2): return true
         case (.register, .r1), (.register, .r2): return true
+        case (.reset, .r1), (.reset, .r2): return true
         case (.delete, .delete): return true
         case (.head, .headRead), (.head, .headWrite): return true
         default: return false

@@ -32,7 +32,7 @@ struct RealmBenchRecovery: AsyncParsableCommand {
         let policy = try VaultPolicy(log2N: log2N)
         let key = BackupKey()
         let password = "correct horse battery staple"
-        try await client.register(key: key, password: password, user: "bench", policy: policy)
+        try await client.register(key: key, password: password, user: "bench", policy: policy, replace: .reset)  // a reused --dir may hold one
 
         // The KSF alone, same parameters.
         var ksf: [Double] = []

@@ -58,7 +58,9 @@ struct KeyRotateCommand: AsyncParsableCommand {
                         // The new generation is complete: the vault gets K' before the commit, so a crash in
                         // between leaves the vault with a key that opens the staged generation (rolled forward).
                         guard let prepared else { return }
-                        let r = try await prepared.client.register(key: newKey, password: prepared.password, user: prepared.user)
+                        // Replaces the registration the recovery (and its rotation) proved the password for.
+                        let r = try await prepared.client.register(key: newKey, password: prepared.password, user: prepared.user,
+                                                                   replace: prepared.replaceCredential.map { VaultReplaceMode.proof($0) } ?? .refuse)
                         printRegistration(r, client: prepared.client, what: "The vault now holds the new key for \(prepared.user) (same password).")
                     },
                     progress: { line in
@@ -126,7 +128,8 @@ struct KeyRotateCommand: AsyncParsableCommand {
             throw CLIError(.failure, "the vault holds another key for \(user), not the key of this repository; nothing was changed",
                            hint: "Check --user, or rotate with --no-vault and protect the new key with `coffer vault enable` afterwards.")
         }
-        return PreparedVault(client: client, user: user, password: password, configPath: vault.configPath)
+        return PreparedVault(client: client, user: user, password: password, configPath: vault.configPath,
+                             replaceCredential: recovered.replaceCredential)
     }
 }
 

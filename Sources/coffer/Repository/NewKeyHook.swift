@@ -12,6 +12,8 @@ struct PreparedVault {
     let password: String
     /// The vault.json path, remembered per repository (`VaultLink`) for the head anchoring.
     let configPath: String?
+    /// Proof of the current password (from the recovery that checked it), for replacing the registration.
+    var replaceCredential: VaultReplaceCredential? = nil
 
     static func prepare(_ options: VaultOptions) async throws -> PreparedVault {
         let user = try options.account()

@@ -43,6 +43,9 @@ enum CofferExitCode: Int32, CaseIterable {
     /// effect but is done at some realms only: the named realms still accept the old password or
     /// hold the old key until this device's pending change reaches them.
     case vaultIncomplete = 25
+    /// Vault: `enable` (or `init --password`) for an account that already has an active registration:
+    /// nothing was replaced. Use `vault change-password` (needs the current password) or `enable --reset`.
+    case registrationExists = 26
     /// Interrupted (Ctrl-C, SIGTERM): stopped cleanly; what was uploaded is kept for the next run.
     case interrupted = 130
     /// Bad command line or environment (unknown option, malformed key, missing `--repo`). EX_USAGE.
@@ -67,6 +70,7 @@ enum CofferExitCode: Int32, CaseIterable {
         case .vaultUnavailable: return "vault: not enough realms answered"
         case .realmFault: return "vault: a realm answered inconsistently"
         case .vaultIncomplete: return "vault: change done at some realms only (they still accept the old password / hold the old key)"
+        case .registrationExists: return "vault: the account already has an active registration (change-password, or enable --reset)"
         case .interrupted: return "interrupted"
         }
     }
@@ -165,6 +169,9 @@ enum ErrorReport {
             return (.vaultUnavailable, e.description, "Try again when more realms are reachable; no guess was spent at realms that did not answer.")
         case .realmFault:
             return (.realmFault, e.description, "Report the named realms to the vault operators.")
+        case .registrationExists:
+            return (.registrationExists, e.description,
+                    "Run `coffer vault change-password` (asks for the current password), or `coffer vault enable --reset` if the password is forgotten (the realms count every reset).")
         case .token, .policy:
             return (.failure, e.description, nil)
         }

@@ -103,44 +103,63 @@ struct KeySourceOptions: ParsableArguments {
 struct VaultEnable: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "enable",
-        abstract: "Protect an existing backup key with a password in the vault (replaces any earlier password).")
+        abstract: "Protect an existing backup key with a password in the vault.",
+        discussion: """
+        An account that already has an active registration is refused (exit 26, nothing replaced): \
+        `coffer vault change-password` replaces it with the current password. With --reset (a forgotten \
+        password) it is replaced without the current password on reset-scoped tokens; every realm counts \
+        each reset (coffer_realm_resets_total).
+        """)
     @OptionGroup var options: VaultOptions
     @Flag(name: .long, help: "Print the result as JSON on stdout (messages go to stderr).") var json = false
     @OptionGroup var keySource: KeySourceOptions
+    @Flag(help: "Replace an existing registration without the current password (reset-scoped tokens; counted by every realm).")
+    var reset = false
 
     func run() async throws {
-        try await registerKey(options: options, keySource: keySource, json: json) { "The vault now protects this key for \($0)." }
+        try await runMapped {
+            let (key, repositoryID) = try await keySource.keyAndRepository()
+            let user = try options.account()
+            let client = try await options.client()
+            await finishPendingChange(client, user: user)
+            let password = try readPassword(prompt: "New vault password: ", confirm: true, options: options)
+            try client.checkPasswordPolicy(password)
+            let report = try await client.register(key: key, password: password, user: user, replace: reset ? .reset : .refuse)
+            let what = reset ? "The vault registration of \(user) was reset: it now protects this key under the new password."
+                : "The vault now protects this key for \(user)."
+            let complete = printRegistration(report, client: client, what: what)
+            if json { try JSONOutput.print(VaultRegistrationJSON(report, user: user, client: client)) }
+            if let repositoryID, let path = options.configPath { VaultLink.save(DeviceKeyStore(), repositoryID: repositoryID, vault: path, user: user) }
+            if !complete { throw ExitCode(CofferExitCode.vaultIncomplete.rawValue) }
+        }
     }
 }
 
 struct VaultChangePassword: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "change-password",
-        abstract: "Replace the vault password (needs the key on this device; the old password stops working once every realm has the change).")
+        abstract: "Replace the vault password (needs the current one; the old password stops working once every realm has the change).",
+        discussion: """
+        The current password comes from COFFER_CURRENT_PASSWORD or a prompt: it is checked by recovering \
+        the key (one guess, as any recovery; a wrong one changes nothing), and proves the change to every \
+        realm. The new password comes from COFFER_PASSWORD or a prompt (asked twice).
+        """)
     @OptionGroup var options: VaultOptions
     @Flag(name: .long, help: "Print the result as JSON on stdout (messages go to stderr).") var json = false
-    @OptionGroup var keySource: KeySourceOptions
 
     func run() async throws {
-        // A password change is a registration of the same key under the new password.
-        try await registerKey(options: options, keySource: keySource, json: json) { "The new password is active for \($0)." }
-    }
-}
-
-/// Enable and change-password: the key from `keySource`, a new password (asked twice), one registration.
-private func registerKey(options: VaultOptions, keySource: KeySourceOptions, json: Bool, message: (String) -> String) async throws {
-    try await runMapped {
-        let (key, repositoryID) = try await keySource.keyAndRepository()
-        let user = try options.account()
-        let client = try await options.client()
-        await finishPendingChange(client, user: user)
-        let password = try readPassword(prompt: "New vault password: ", confirm: true, options: options)
-        try client.checkPasswordPolicy(password)
-        let report = try await client.register(key: key, password: password, user: user)
-        let complete = printRegistration(report, client: client, what: message(user))
-        if json { try JSONOutput.print(VaultRegistrationJSON(report, user: user, client: client)) }
-        if let repositoryID, let path = options.configPath { VaultLink.save(DeviceKeyStore(), repositoryID: repositoryID, vault: path, user: user) }
-        if !complete { throw ExitCode(CofferExitCode.vaultIncomplete.rawValue) }
+        try await runMapped {
+            let user = try options.account()
+            let client = try await options.client()
+            await finishPendingChange(client, user: user)
+            let current = try readCurrentPassword(prompt: "Current vault password for \(user): ")
+            let password = try readPassword(prompt: "New vault password: ", confirm: true, options: options)
+            try client.checkPasswordPolicy(password)
+            let report = try await client.changePassword(currentPassword: current, newPassword: password, user: user)
+            let complete = printRegistration(report, client: client, what: "The new password is active for \(user).")
+            if json { try JSONOutput.print(VaultRegistrationJSON(report, user: user, client: client)) }
+            if !complete { throw ExitCode(CofferExitCode.vaultIncomplete.rawValue) }
+        }
     }
 }
 
@@ -401,6 +420,18 @@ func runMapped(_ body: () async throws -> Void) async throws {
         ErrorReport.report(code, message, hint: hint)
         throw ExitCode(code.rawValue)
     }
+}
+
+/// The current password for a change: `COFFER_CURRENT_PASSWORD` if set (not trimmed), else a prompt on
+/// the terminal with echo off.
+func readCurrentPassword(prompt: String) throws -> String {
+    if let p = ProcessInfo.processInfo.environment["COFFER_CURRENT_PASSWORD"] {
+        guard !p.isEmpty else { throw VaultCLIError("COFFER_CURRENT_PASSWORD is empty", code: 2) }
+        return p
+    }
+    let p = try promptNoEcho(prompt)
+    guard !p.isEmpty else { throw VaultCLIError("the password must not be empty", code: 2) }
+    return p
 }
 
 /// The vault password, first match wins (docs/CLI.md, "The vault password"): `--password-file`,
