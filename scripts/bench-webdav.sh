@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Coffer beside restic, both backing up to the same WebDAV server on loopback, in one run.
 #
-#   scripts/bench-webdav.sh [--messages N] [--media-mb M] [--coffer BIN] [--keep]
+#   scripts/bench-webdav.sh [--messages N] [--media-mb M] [--dataset DIR] [--coffer BIN] [--keep]
 #
+# --dataset DIR: copy a dataset made earlier by make-chat-dataset instead of making one (day 2
+# mutates the copy; N and M are then only what the report says they are).
 # The server: lighttpd's mod_webdav serving a fresh folder on 127.0.0.1 (no authentication, so
 # neither tool pays for a handshake the other skips). Three clients write to it:
 #   coffer         --repo webdav://127.0.0.1:PORT/coffer           (Coffer's own WebDAV backend)
@@ -32,11 +34,13 @@ messages=1000000
 media_mb=800
 keep=0
 coffer=""
+dataset=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --messages) messages="$2"; shift 2 ;;
     --media-mb) media_mb="$2"; shift 2 ;;
     --coffer) coffer="$2"; shift 2 ;;
+    --dataset) dataset="$2"; shift 2 ;;
     --keep) keep=1; shift ;;
     *) echo "unknown option $1" >&2; exit 64 ;;
   esac
@@ -70,7 +74,8 @@ mkdir -p "$served" "$work/uploads"
 
 echo "== dataset: $messages messages, $media_mb MiB media (in $work)" >&2
 t0=$(date +%s)
-python3 "$bench/make-chat-dataset" "$data" --messages "$messages" --media-mb "$media_mb" >&2
+if [ -n "$dataset" ]; then cp -a "$dataset" "$data"
+else python3 "$bench/make-chat-dataset" "$data" --messages "$messages" --media-mb "$media_mb" >&2; fi
 dataset_bytes=$(du -sb "$data" | cut -f1)
 echo "   made in $(( $(date +%s) - t0 )) s" >&2
 

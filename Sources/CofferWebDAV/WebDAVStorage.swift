@@ -377,9 +377,9 @@ public final class WebDAVStorage: Storage {
         }
     }
 
-    /// Some servers (Apache `mod_dav_fs` on the served root or on a folder made a moment ago by
-    /// another writer) answer `MKCOL` on an existing folder with 403 rather than 405: that folder
-    /// exists. A 403 where no folder exists is a real refusal.
+    /// Some servers (an Apache `mod_dav_fs` setup, in issue 15's first attempt) answer `MKCOL` on an
+    /// existing folder with 403 rather than 405: that folder exists. A 403 where no folder exists is
+    /// a real refusal.
     private func checkForbiddenFolder(_ r: DAVResponse, path: String, name: String) async throws(StorageError) {
         let probe = try await client.send(.PROPFIND, path: path, headers: [("depth", "0"), ("content-type", "application/xml; charset=utf-8")],
                                           body: ByteBuffer(string: MultiStatus.request), name: nil,

@@ -29,7 +29,8 @@ import Testing
         #expect(text.stdout.contains("2 conflict copies made by a syncing drive"), text.stdout)
         for copy in copies { #expect(text.stdout.contains("  \(copy)"), text.stdout) }
         let restored = try box.restore(snapshot, into: "restored")
-        try expectNoWrongData(original: base, restored: restored.appendingPathComponent(base.path))
+        let diffs = TreeCompare.differences(try TreeCompare.read(base), try TreeCompare.read(restored.appendingPathComponent("base")))
+        #expect(diffs.isEmpty, "conflict copies change nothing a restore reads: \(diffs.prefix(5))")
 
         // A pack not downloaded to this device: only its placeholder is here.
         let packURL = box.repo.appendingPathComponent(pack)
