@@ -115,7 +115,6 @@ final class WebDAVServer: @unchecked Sendable {
                 """
                 try conf.write(to: work.appendingPathComponent("wsgidav.yaml"), atomically: true, encoding: .utf8)
                 arguments = ["--config", work.appendingPathComponent("wsgidav.yaml").path]
-            }
             case .apache:
                 let modules = "/usr/lib/apache2/modules"
                 guard FileManager.default.isExecutableFile(atPath: "/usr/sbin/apache2"),
