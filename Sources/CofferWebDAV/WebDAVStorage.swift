@@ -92,6 +92,9 @@ public final class WebDAVStorage: Storage {
                 if existing == data { return }
                 throw StorageError(.alreadyExists, name: name, message: "object \(name) already exists")
             case .sourceMissing:
+                // Apache's mod_dav_fs can answer 404 to a MOVE racing another onto the same name
+                // while the temporary is still there: remove it (nothing if it is really gone).
+                await deleteQuietly(temporary)
                 // Our own earlier MOVE may have landed (its answer lost): then the object holds our bytes.
                 let existing: Data?
                 do { existing = try await get(name) } catch where error.code == .notFound { existing = nil }

@@ -26,8 +26,8 @@ import Testing
         #expect(report["conflictCopies"] as? [String] == copies, "\(report)")
         #expect(report["clean"] as? Bool == true)
         let text = try box.ok(["check"])
-        #expect(text.stdout.contains("2 conflict copies made by a syncing drive"), text.stdout)
-        for copy in copies { #expect(text.stdout.contains("  \(copy)"), text.stdout) }
+        #expect(text.stdout.contains("2 conflict copies made by a syncing drive"), "\(text.stdout)")
+        for copy in copies { #expect(text.stdout.contains("  \(copy)"), "\(text.stdout)") }
         let restored = try box.restore(snapshot, into: "restored")
         let diffs = TreeCompare.differences(try TreeCompare.read(base), try TreeCompare.read(restored.appendingPathComponent("base")))
         #expect(diffs.isEmpty, "conflict copies change nothing a restore reads: \(diffs.prefix(5))")
