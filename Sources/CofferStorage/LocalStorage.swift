@@ -5,6 +5,9 @@ import FoundationEssentials
 import Foundation
 #endif
 #if canImport(Darwin)
+import Foundation  // FileManager.startDownloadingUbiquitousItem (iCloud Drive)
+#endif
+#if canImport(Darwin)
 import Darwin
 #elseif canImport(Glibc)
 import Glibc
@@ -71,7 +74,12 @@ public struct LocalStorage: Storage {
     public func get(_ name: String, range: Range<Int>?) async throws(StorageError) -> Data {
         try check(name)
         let path = self.path(name)
-        let fd = Self.open(path, O_RDONLY | O_CLOEXEC, 0)
+        var fd = Self.open(path, O_RDONLY | O_CLOEXEC, 0)
+        if fd < 0 && errno == ENOENT && placeholderExists(name) {
+            // In iCloud Drive but not on this device: download it (Apple) or say so (elsewhere).
+            try materialize(name)
+            fd = Self.open(path, O_RDONLY | O_CLOEXEC, 0)
+        }
         guard fd >= 0 else {
             let e = errno
             if e == ENOENT || e == ENOTDIR { throw StorageError.notFound(name) }
@@ -111,6 +119,7 @@ public struct LocalStorage: Storage {
         var st = FileStatus()
         if posixStat(path(name), &st) != 0 {
             let e = errno
+            if e == ENOENT, let placeholder = placeholderInfo(name) { return placeholder }
             if e == ENOENT || e == ENOTDIR { return nil }
             throw Self.error(e, name: name, doing: "look up")
         }
@@ -128,7 +137,13 @@ public struct LocalStorage: Storage {
         try check(name)
         if unlink(path(name)) != 0 {
             let e = errno
-            if e == ENOENT || e == ENOTDIR { return }
+            if e == ENOENT || e == ENOTDIR {
+                // Not downloaded to this device: removing the placeholder removes it from iCloud Drive.
+                if e == ENOENT, unlink(placeholderPath(name)) != 0, errno != ENOENT, errno != ENOTDIR {
+                    throw Self.error(errno, name: name, doing: "delete")
+                }
+                return
+            }
             throw Self.error(e, name: name, doing: "delete")
         }
     }
@@ -158,6 +173,122 @@ public struct LocalStorage: Storage {
             throw StorageError.invalidName(name)
         }
         if unlink("\(root)/\(name)") != 0, errno != ENOENT { throw Self.error(errno, name: name, doing: "delete") }
+    }
+
+    // MARK: iCloud Drive
+
+    /// Conflict copies a syncing drive made of objects (iCloud Drive: `NAME 2`, `NAME 3`, and
+    /// `.NAME 2.icloud` when not downloaded), relative to the root. They are never data: Coffer
+    /// writes each object once, so a copy can only come from two devices creating one name, and the
+    /// object under its own name is the one Coffer reads. Listings skip them; `coffer check` names
+    /// them so they can be deleted.
+    public func conflictCopies() throws(StorageError) -> [String] {
+        var out: [String] = []
+        try walkConflictCopies(relative: "", into: &out)
+        return out.sorted()
+    }
+
+    /// The object an iCloud Drive conflict copy's file name stands for (`3fa1 2` → `3fa1`,
+    /// `.3fa1 2.icloud` → `3fa1`), or `nil` when the name is not one.
+    static func conflictOriginal(_ entry: String) -> String? {
+        var name = Substring(entry)
+        if let object = placeholderObject(entry, validOnly: false) { name = Substring(object) }
+        guard let space = name.lastIndex(of: " ") else { return nil }
+        let number = name[name.index(after: space)...]
+        let original = String(name[..<space])
+        guard !number.isEmpty, number.allSatisfy({ $0.isASCII && $0.isNumber }), ObjectName.isValid(original) else { return nil }
+        return original
+    }
+
+    /// `NAME` for an iCloud Drive placeholder `.NAME.icloud`, else `nil`.
+    static func placeholderObject(_ entry: String, validOnly: Bool = true) -> String? {
+        guard entry.hasPrefix("."), entry.hasSuffix(".icloud"), entry.utf8.count > 8 else { return nil }
+        let object = String(entry.dropFirst().dropLast(7))
+        if validOnly && !ObjectName.isValid(object) { return nil }
+        return object
+    }
+
+    private func placeholderPath(_ name: String) -> String {
+        let full = path(name)
+        return "\(Self.parent(full))/.\(Self.basename(full)).icloud"
+    }
+
+    private func placeholderExists(_ name: String) -> Bool {
+        var st = FileStatus()
+        return posixStat(placeholderPath(name), &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG
+    }
+
+    /// The object behind a placeholder: its size from the placeholder (a property list iCloud writes
+    /// with `NSURLFileSizeKey`), its time the placeholder's.
+    private func placeholderInfo(_ name: String) -> ObjectInfo? {
+        let placeholder = placeholderPath(name)
+        var st = FileStatus()
+        guard posixStat(placeholder, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
+        let size = FileManager.default.contents(atPath: placeholder).flatMap(Self.placeholderSize) ?? 0
+        return ObjectInfo(name: name, size: size, modified: Self.mtime(st))
+    }
+
+    private struct PlaceholderProperties: Decodable {
+        var NSURLFileSizeKey: Int?
+    }
+
+    static func placeholderSize(_ data: Data) -> Int? {
+        (try? PropertyListDecoder().decode(PlaceholderProperties.self, from: data))?.NSURLFileSizeKey
+    }
+
+    /// How long a read waits for iCloud Drive to download an object (Apple platforms).
+    public static let downloadTimeout: Double = 120
+
+    /// Makes a not-downloaded object local. On Apple platforms: asks iCloud Drive to download it and
+    /// waits (bounded by ``downloadTimeout``) until the file is there. Elsewhere a placeholder can
+    /// only have been copied from an Apple device: a clear error naming the file.
+    private func materialize(_ name: String) throws(StorageError) {
+        #if canImport(Darwin)
+        let url = URL(fileURLWithPath: path(name))
+        do {
+            try FileManager.default.startDownloadingUbiquitousItem(at: url)
+        } catch {
+            throw StorageError(.transient, name: name, message: "object \(name) is in iCloud Drive but not on this device, and its download could not start: \(error.localizedDescription)")
+        }
+        let deadline = Date().addingTimeInterval(Self.downloadTimeout)
+        var st = FileStatus()
+        while Date() < deadline {
+            if posixStat(path(name), &st) == 0 { return }
+            usleep(100_000)
+        }
+        throw StorageError(.transient, name: name, message: "object \(name) is in iCloud Drive but was not downloaded to this device within \(Int(Self.downloadTimeout)) s; check the network and iCloud, then retry")
+        #else
+        throw StorageError(.permanent, name: name, message: "object \(name) is an iCloud Drive placeholder (\(placeholderPath(name))) whose bytes are not on this device; download it on an Apple device (or copy the repository from one where it is downloaded)")
+        #endif
+    }
+
+    private func readForCompare(_ name: String) throws(StorageError) -> Data {
+        var st = FileStatus()
+        if posixStat(path(name), &st) != 0 {
+            guard placeholderExists(name) else { throw StorageError.notFound(name) }
+            try materialize(name)
+        }
+        do { return try readWhole(path(name)) } catch { throw StorageError.notFound(name) }
+    }
+
+    private func walkConflictCopies(relative: String, into out: inout [String]) throws(StorageError) {
+        let dirPath = relative.isEmpty ? root : "\(root)/\(relative)"
+        let entries: [String]
+        do { entries = try Self.readDirectory(dirPath) } catch {
+            if error.code == .notFound { return }
+            throw error
+        }
+        for entry in entries {
+            let rel = relative.isEmpty ? entry : "\(relative)/\(entry)"
+            var st = FileStatus()
+            guard posixLstat("\(root)/\(rel)", &st) == 0 else { continue }
+            if (st.st_mode & S_IFMT) == S_IFDIR {
+                if ObjectName.isValid(rel) { try walkConflictCopies(relative: rel, into: &out) }
+            } else if (st.st_mode & S_IFMT) == S_IFREG, let original = Self.conflictOriginal(entry),
+                      ObjectName.isValid(relative.isEmpty ? original : "\(relative)/\(original)") {
+                out.append(rel)
+            }
+        }
     }
 
     // MARK: Writing
@@ -217,6 +348,14 @@ public struct LocalStorage: Storage {
         if Glue.close(fd) != 0 { throw fail(errno, "write") }
         if let hook = Self.beforeFinalName.withLock({ $0 }) { hook(tmpPath) }
 
+        if exclusive && placeholderExists(name) {
+            // The name is taken in iCloud Drive by an object not downloaded here: compare its bytes.
+            _ = unlink(tmpPath)
+            let existing: Data
+            do { existing = try readForCompare(name) } catch where error.code == .notFound { return false }
+            if existing == data { return true }
+            throw StorageError(.alreadyExists, name: name, message: "object \(name) already exists")
+        }
         if exclusive {
             // link(2) fails with EEXIST when the name is taken: the check and the creation are one step.
             if link(tmpPath, finalPath) != 0 {
@@ -303,10 +442,18 @@ public struct LocalStorage: Storage {
             if error.code == .notFound { return }
             throw error
         }
+        let present = Set(entries)
         for entry in entries {
+            if let object = Self.placeholderObject(entry) {
+                // iCloud Drive's `.NAME.icloud`: the object NAME, not downloaded to this device.
+                let rel = relative.isEmpty ? object : "\(relative)/\(object)"
+                guard !present.contains(object), ObjectName.isValid(rel), rel.hasPrefix(prefix) else { continue }
+                if let info = placeholderInfo(rel) { out.append(info) }
+                continue
+            }
             let rel = relative.isEmpty ? entry : "\(relative)/\(entry)"
-            // Skip temporary files, dot-files the OS drops in (.DS_Store has capitals) and anything
-            // that is not an object name.
+            // Skip temporary files, dot-files the OS drops in (.DS_Store has capitals), conflict
+            // copies (`NAME 2`) and anything that is not an object name.
             guard ObjectName.isValid(rel) else { continue }
             // Only descend where the prefix can still match.
             if !(rel.hasPrefix(prefix) || prefix.hasPrefix(rel + "/") || prefix.hasPrefix(rel)) { continue }

@@ -28,6 +28,10 @@ public final class WebDAVStorage: Storage {
     private let knownFolders = Mutex<Set<String>>([])
     /// Stopped by ``close()`` after the connections (an rclone process serving this storage).
     private let onClose: (@Sendable () async -> Void)?
+    /// Called with the temporary's path (relative to the repository folder, `data/3f/.3fa1….1a2b~tmp`)
+    /// after its upload and before its `MOVE` (tests: remove it there, as a server restart or a
+    /// cleaner would).
+    @_spi(Testing) public let beforeMove = Mutex<(@Sendable (String) async -> Void)?>(nil)
 
     public var location: String { configuration.location }
 
@@ -56,34 +60,52 @@ public final class WebDAVStorage: Storage {
 
     public func put(_ name: String, data: Data) async throws(StorageError) {
         try check(name)
-        let temporary = try await uploadTemporary(name, data: data)
-        let moved = try await move(temporary, to: name, overwrite: true)
-        if moved == .sourceMissing {
-            // A retried MOVE whose first answer was lost: the object must now hold our bytes.
-            if let existing = try? await get(name), existing == data { return }
-            throw StorageError(.transient, name: name, message: "the temporary upload of \(name) vanished before it was moved into place on \(location)")
-        }
+        try await write(name, data: data, overwrite: true)
     }
 
     public func create(_ name: String, data: Data) async throws(StorageError) {
         try check(name)
-        let temporary = try await uploadTemporary(name, data: data)
-        switch try await move(temporary, to: name, overwrite: false) {
-        case .moved:
-            return
-        case .taken:
-            await deleteQuietly(temporary)
-            // A retry after a lost answer finds its own write: identical bytes count as success.
-            let existing: Data
-            do { existing = try await get(name) } catch where error.code == .notFound {
-                throw StorageError(.transient, name: name, message: "object \(name) was reported taken and then missing on \(location); try again")
+        try await write(name, data: data, overwrite: false)
+    }
+
+    /// How many times a write uploads its temporary when it keeps vanishing before its `MOVE`.
+    static let uploadAttempts = 3
+
+    /// Upload to a temporary, then `MOVE` it onto `name`. A temporary that is gone when its `MOVE`
+    /// arrives (a server restarted with a cleaned upload folder, a cleaner removing `*~tmp`, a
+    /// retried `MOVE` whose first answer was lost) is uploaded again, at most
+    /// ``uploadAttempts`` times in all, unless the object already holds these bytes.
+    private func write(_ name: String, data: Data, overwrite: Bool) async throws(StorageError) {
+        for _ in 0..<Self.uploadAttempts {
+            let temporary = try await uploadTemporary(name, data: data)
+            if let hook = beforeMove.withLock({ $0 }) { await hook(temporary.joined(separator: "/")) }
+            switch try await move(temporary, to: name, overwrite: overwrite) {
+            case .moved:
+                return
+            case .taken:
+                await deleteQuietly(temporary)
+                // A retry after a lost answer finds its own write: identical bytes count as success.
+                let existing: Data
+                do { existing = try await get(name) } catch where error.code == .notFound {
+                    throw StorageError(.transient, name: name, message: "object \(name) was reported taken and then missing on \(location); try again")
+                }
+                if existing == data { return }
+                throw StorageError(.alreadyExists, name: name, message: "object \(name) already exists")
+            case .sourceMissing:
+                // Apache's mod_dav_fs can answer 404 to a MOVE racing another onto the same name
+                // while the temporary is still there: remove it (nothing if it is really gone).
+                await deleteQuietly(temporary)
+                // Our own earlier MOVE may have landed (its answer lost): then the object holds our bytes.
+                let existing: Data?
+                do { existing = try await get(name) } catch where error.code == .notFound { existing = nil }
+                if existing == data { return }
+                if existing != nil && !overwrite {
+                    throw StorageError(.alreadyExists, name: name, message: "object \(name) already exists")
+                }
+                continue  // upload it again
             }
-            if existing == data { return }
-            throw StorageError(.alreadyExists, name: name, message: "object \(name) already exists")
-        case .sourceMissing:
-            if let existing = try? await get(name), existing == data { return }
-            throw StorageError(.transient, name: name, message: "the temporary upload of \(name) vanished before it was moved into place on \(location)")
         }
+        throw StorageError(.transient, name: name, message: "the temporary upload of \(name) vanished \(Self.uploadAttempts) times before it could be moved into place on \(location) (is something cleaning the server's folder?)")
     }
 
     public func get(_ name: String, range: Range<Int>?) async throws(StorageError) -> Data {
@@ -291,7 +313,7 @@ public final class WebDAVStorage: Storage {
         do {
             r = try await client.send(.MOVE, path: client.path(temporary),
                                       headers: [("destination", destination), ("overwrite", overwrite ? "T" : "F")], name: name,
-                                      accept: { (200..<300).contains($0.code) || $0 == .preconditionFailed || $0 == .notFound || $0 == .forbidden })
+                                      accept: { (200..<300).contains($0.code) || $0 == .preconditionFailed || $0 == .notFound || $0 == .forbidden || $0 == .conflict })
         } catch {
             await deleteQuietly(temporary)
             throw error
@@ -299,9 +321,10 @@ public final class WebDAVStorage: Storage {
         switch r.status {
         case .preconditionFailed: return .taken
         case .notFound: return .sourceMissing
-        case .forbidden:
-            // rclone answers 403 for a MOVE whose source is gone (a retry after a lost answer);
-            // a real permission problem leaves the temporary in place.
+        case .forbidden, .conflict:
+            // rclone answers 403 for a MOVE whose source is gone (a retry after a lost answer), and
+            // some servers 409; a real permission problem or a missing destination folder leaves
+            // the temporary in place.
             if try await exists(temporary) {
                 await deleteQuietly(temporary)
                 throw client.mapError(r, method: .MOVE, name: name)
@@ -333,7 +356,10 @@ public final class WebDAVStorage: Storage {
             let path = "/" + all.prefix(depth).map(WebDAVPath.encodeSegment).joined(separator: "/") + "/"
             if knownFolders.withLock({ $0.contains(path) }) { break }
             let r = try await client.send(.MKCOL, path: path, name: name,
-                                          accept: { $0 == .created || $0 == .methodNotAllowed || $0 == .conflict || $0.code == 200 })
+                                          accept: { $0 == .created || $0 == .methodNotAllowed || $0 == .conflict || $0 == .forbidden || $0.code == 200 })
+            if r.status == .forbidden {
+                try await checkForbiddenFolder(r, path: path, name: name)
+            }
             if r.status == .conflict {
                 pending.append(depth)
                 depth -= 1
@@ -347,10 +373,22 @@ public final class WebDAVStorage: Storage {
         }
         for d in pending.reversed() {
             let path = "/" + all.prefix(d).map(WebDAVPath.encodeSegment).joined(separator: "/") + "/"
-            _ = try await client.send(.MKCOL, path: path, name: name,
-                                      accept: { $0 == .created || $0 == .methodNotAllowed || $0.code == 200 })
+            let r = try await client.send(.MKCOL, path: path, name: name,
+                                          accept: { $0 == .created || $0 == .methodNotAllowed || $0 == .forbidden || $0.code == 200 })
+            if r.status == .forbidden { try await checkForbiddenFolder(r, path: path, name: name) }
             knownFolders.withLock { _ = $0.insert(path) }
         }
+    }
+
+    /// Some servers (an Apache `mod_dav_fs` setup, in issue 15's first attempt) answer `MKCOL` on an
+    /// existing folder with 403 rather than 405: that folder exists. A 403 where no folder exists is
+    /// a real refusal.
+    private func checkForbiddenFolder(_ r: DAVResponse, path: String, name: String) async throws(StorageError) {
+        let probe = try await client.send(.PROPFIND, path: path, headers: [("depth", "0"), ("content-type", "application/xml; charset=utf-8")],
+                                          body: ByteBuffer(string: MultiStatus.request), name: nil,
+                                          accept: { $0.code == 207 || $0 == .notFound })
+        if probe.status.code == 207, let resource = MultiStatus.parse(probe.bodyBytes)?.first, resource.isCollection { return }
+        throw client.mapError(r, method: .MKCOL, name: name)
     }
 
     private func segments(_ name: String) -> [String] {

