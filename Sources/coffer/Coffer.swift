@@ -9,6 +9,7 @@ struct Coffer: AsyncParsableCommand {
         version: CofferVersion.description,
         subcommands: [
             InitCommand.self, BackupCommand.self, SnapshotsCommand.self, LsCommand.self, RestoreCommand.self,
+            DiffCommand.self, FindCommand.self, StatsCommand.self, DumpCommand.self, CatCommand.self,
             CheckCommand.self, ForgetCommand.self, PruneCommand.self, RepairCommand.self, KeyCommand.self,
             VaultCommand.self, RealmCommand.self, DemoCommand.self, DebugScaleCommand.self,
         ])
@@ -16,6 +17,7 @@ struct Coffer: AsyncParsableCommand {
     static func main() async {
         MallocTuning.apply()
         TestHookEnvironment.install()
-        await main(nil)
+        // Global options may come before the subcommand: see GlobalOptionOrder.
+        await main(GlobalOptionOrder.reorder(Array(CommandLine.arguments.dropFirst())))
     }
 }
