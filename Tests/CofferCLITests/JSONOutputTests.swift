@@ -48,7 +48,8 @@ struct JSONOutputTests {
         Step(args: ["init", "--password", "--json"], schema: "init"),
         Step(args: ["vault", "status", "--json"], schema: "vault-status"),
         Step(args: ["vault", "change-password", "--json"], schema: "vault-registration"),
-        Step(args: ["vault", "enable", "--json"], schema: "vault-registration"),
+        // An active registration is replaced only with --reset (a plain enable exits 26).
+        Step(args: ["vault", "enable", "--reset", "--json"], schema: "vault-registration"),
         Step(args: ["vault", "recover", "--key-out", "{root}/recovered.key", "--json"], schema: "vault-recover"),
         Step(args: ["key", "rotate", "--json"], schema: "key-rotate"),
         Step(args: ["vault", "disable", "--json"], schema: "vault-disable"),
@@ -123,7 +124,8 @@ struct JSONOutputTests {
         let openssl = try #require(which("openssl"), "openssl makes the tenant key")
         _ = try runProcess(openssl, ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", priv])
         _ = try runProcess(openssl, ["ec", "-in", priv, "-pubout", "-out", pub])
-        let env = ["COFFER_VAULT": cluster.vaultConfig.path, "COFFER_USER": "dana@example.com", "COFFER_PASSWORD": "correct horse 7"]
+        let env = ["COFFER_VAULT": cluster.vaultConfig.path, "COFFER_USER": "dana@example.com", "COFFER_PASSWORD": "correct horse 7",
+                   "COFFER_CURRENT_PASSWORD": "correct horse 7"]
         let problems = try Self.check(Self.vaultCommands, in: box, env: env)
         #expect(problems.isEmpty, "\(problems.joined(separator: "\n"))")
     }
