@@ -46,4 +46,33 @@ struct ProgressTests {
         let j = try box.ok(["backup", "--json", "-q", box.path("data").path], env: fast)
         #expect(j.stdout.split(separator: "\n").count == 1 && j.stdout.contains(#""message_type":"summary""#), "\(j)")
     }
+
+    @Test("check --read-data, prune and copy print plain progress lines on a non-terminal stderr, with what they count")
+    func longRepositoryJobsReportProgress() throws {
+        let box = try Self.sandbox()
+        let fast = ["COFFER_PROGRESS_FPS": "1000000"]
+        try box.ok(["backup", "-q", box.path("data").path])
+        // Every file changes, so that once the first snapshot is forgotten its packs are unused: prune deletes them.
+        for i in 0..<30 { try Data(repeating: UInt8(100 + i), count: 40_000).write(to: box.path("data/f\(i)")) }
+        try box.ok(["backup", "-q", box.path("data").path])
+        func lines(_ r: RunResult, _ unit: String) -> [Substring] {
+            r.stderr.split(separator: "\n").filter { $0.hasPrefix("[") && $0.contains("% ") && $0.contains(" \(unit)  ") }
+        }
+        let check = try box.ok(["check", "--read-data"], env: fast)
+        #expect(lines(check, "packs").contains { $0.contains("reading packs") }, "\(check)")
+        #expect(!check.stderr.contains("\r") && !check.stderr.contains("\u{1B}"), "control characters in a file:\n\(check.stderr)")
+        #expect(check.stdout.contains("checked "), "the report still follows:\n\(check)")
+        #expect(lines(try box.ok(["check", "--read-data", "--no-progress"], env: fast), "packs").isEmpty)
+
+        try box.ok(["init", "-r", box.path("copy").path])
+        let copy = try box.ok(["copy", "-r", box.path("copy").path, "--from-repo", box.repo.path], env: fast)
+        #expect(lines(copy, "blobs").contains { $0.contains("snapshot ") }, "\(copy)")
+        #expect(copy.stdout.contains("2 snapshots copied"), "\(copy)")
+
+        try box.ok(["forget", "--keep-last", "1"])
+        let prune = try box.ok(["prune", "--now"], env: fast)
+        #expect(!lines(prune, "snapshots").isEmpty, "the tree-reading step:\n\(prune)")
+        #expect(lines(prune, "objects").contains { $0.contains("deleting") }, "the deletions:\n\(prune)")
+        #expect(prune.stdout.contains("prune: "), "\(prune)")
+    }
 }

@@ -219,3 +219,27 @@ public struct RestoreSummary: Sendable, Hashable {
         self.duration = duration
     }
 }
+
+/// Progress of a long repository-wide job (`check(readData: true)`, `prune`): which step, how many
+/// of its items (packs, objects) are done, and their stored bytes when known.
+public struct WorkProgress: Sendable, Hashable {
+    /// The step under way, for people ("reading packs", "repacking", "deleting").
+    public var step: String
+    /// What ``done`` and ``total`` count: "packs" or "objects".
+    public var unit: String
+    public var done: Int
+    public var total: Int
+    public var bytesDone: Int64
+    public var bytesTotal: Int64
+    public var elapsed: Duration
+
+    public init(step: String, unit: String, done: Int, total: Int, bytesDone: Int64, bytesTotal: Int64, elapsed: Duration) {
+        self.step = step
+        self.unit = unit
+        self.done = done
+        self.total = total
+        self.bytesDone = bytesDone
+        self.bytesTotal = bytesTotal
+        self.elapsed = elapsed
+    }
+}

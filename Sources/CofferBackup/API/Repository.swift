@@ -141,8 +141,9 @@ public final class Repository: Sendable {
     /// verifies); with `readData`, every blob of every pack is decrypted and its id verified.
     /// Problems are collected, never thrown: the report names every damaged or missing object.
     /// - Throws: only when the storage cannot be listed (`.storage`).
-    public func check(readData: Bool = false) async throws(BackupError) -> CheckReport {
-        try await engine.check(readData: readData)
+    /// `progress` hears each pack checked (read whole with `readData`), from the checking task.
+    public func check(readData: Bool = false, progress: (@Sendable (WorkProgress) -> Void)? = nil) async throws(BackupError) -> CheckReport {
+        try await engine.check(readData: readData, progress: progress)
     }
 
     /// Removes the snapshot objects that `policy` does not keep (data stays until ``prune(mode:)``):
@@ -164,7 +165,9 @@ public final class Repository: Sendable {
     /// missing or damaged one stops the prune before anything changes); a new index is written
     /// before anything is deleted; deletion is two-phase unless `mode` is ``PruneMode/singleWriterNow``.
     /// - Throws: `.dataMissing` / `.dataDamaged` (nothing changed), `.staleRepository`, `.storage`.
-    public func prune(mode: PruneMode = .twoPhase(grace: PruneMode.defaultGrace)) async throws(BackupError) -> PruneReport {
-        try await engine.prune(mode: mode)
+    /// `progress` hears the steps (reading trees, repacking, deleting) with their counts, from the pruning task.
+    public func prune(mode: PruneMode = .twoPhase(grace: PruneMode.defaultGrace),
+                      progress: (@Sendable (WorkProgress) -> Void)? = nil) async throws(BackupError) -> PruneReport {
+        try await engine.prune(mode: mode, progress: progress)
     }
 }

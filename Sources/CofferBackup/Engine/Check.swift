@@ -61,8 +61,9 @@ extension Engine {
         return (needed, trees, problems)
     }
 
-    func check(readData: Bool) async throws(BackupError) -> CheckReport {
+    func check(readData: Bool, progress: (@Sendable (WorkProgress) -> Void)? = nil) async throws(BackupError) -> CheckReport {
         var report = CheckReport()
+        let started = ContinuousClock.now
         func problem(_ e: BackupError, kind: CheckProblem.Kind? = nil) {
             let k = kind ?? (e.code == .dataMissing ? .missing : .damaged)
             report.problems.append(CheckProblem(kind: k, object: e.object ?? "?", detail: e.message))
@@ -110,8 +111,16 @@ extension Engine {
             if state.packs[id] == nil && !state.condemned.contains(id) { report.unindexedPacks.append(info.name) }
         }
         let opener = BlobOpener(keys: keys)
+        let packTotal = state.packs.count
+        let byteTotal = state.packs.values.reduce(Int64(0)) { $0 + Int64($1.length) }
+        var bytesDone: Int64 = 0
         for (id, pack) in state.packs.sorted(by: { $0.key < $1.key }) {
             report.packsChecked += 1
+            defer {
+                bytesDone += Int64(pack.length)
+                progress?(WorkProgress(step: readData ? "reading packs" : "reading pack headers", unit: "packs", done: report.packsChecked,
+                                       total: packTotal, bytesDone: bytesDone, bytesTotal: byteTotal, elapsed: ContinuousClock.now - started))
+            }
             guard let size = sizes[id] else {
                 report.problems.append(CheckProblem(kind: .missing, object: id.packName, detail: "pack \(id.packName) listed in the index does not exist"))
                 continue

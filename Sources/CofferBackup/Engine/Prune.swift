@@ -23,8 +23,13 @@ extension Engine {
         }
     }
 
-    func prune(mode: PruneMode) async throws(BackupError) -> PruneReport {
+    func prune(mode: PruneMode, progress: (@Sendable (WorkProgress) -> Void)? = nil) async throws(BackupError) -> PruneReport {
         var report = PruneReport()
+        let started = ContinuousClock.now
+        func tell(_ step: String, _ unit: String, _ done: Int, _ total: Int, _ bytesDone: Int64 = 0, _ bytesTotal: Int64 = 0) {
+            progress?(WorkProgress(step: step, unit: unit, done: done, total: total, bytesDone: bytesDone, bytesTotal: bytesTotal,
+                                   elapsed: ContinuousClock.now - started))
+        }
         let graceSeconds: Double
         switch mode {
         case .singleWriterNow: graceSeconds = 0
@@ -46,6 +51,7 @@ extension Engine {
                               message: "prune stopped before changing anything: \(e.message). Run check; a backup re-indexes the packs it listed")
         }
         report.liveSnapshots = all.count
+        tell("reading the snapshots' trees", "snapshots", 0, all.count)
         let (needed, _, problems) = await collectNeeded(all)
         if let e = problems.first {
             throw BackupError(e.code, object: e.object, message: "prune stopped before changing anything: \(e.message)")
@@ -141,7 +147,13 @@ extension Engine {
         if !toRepack.isEmpty {
             let opener = BlobOpener(keys: keys)
             var sink = PackSink(self)
-            for p in toRepack {
+            let repackBytes = toRepack.reduce(Int64(0)) { $0 + Int64($1.length) }
+            var repackDone: Int64 = 0
+            for (n, p) in toRepack.enumerated() {
+                defer {
+                    repackDone += Int64(p.length)
+                    tell("repacking", "packs", n + 1, toRepack.count, repackDone, repackBytes)
+                }
                 let bytes: Data
                 do { bytes = try await storage.get(p.id.packName) } catch {
                     throw Self.storageError(error, doing: "prune stopped before deleting anything: reading \(p.id.packName)")
@@ -217,7 +229,17 @@ extension Engine {
                 try await storage.delete(Array(pendingDeletes.prefix(pendingDeletes.count / 2)))
                 TestHooks.crashPoint("prune-deleting")
             }
-            try await storage.delete(pendingDeletes)
+            // In batches, so that progress shows how the deletions go.
+            var deleted = 0
+            let deleteBytes = pendingDeletes.reduce(Int64(0)) { $0 + Int64(storedSize[$1] ?? 0) }
+            var deletedBytes: Int64 = 0
+            while deleted < pendingDeletes.count {
+                let batch = Array(pendingDeletes[deleted..<min(pendingDeletes.count, deleted + 256)])
+                try await storage.delete(batch)
+                deleted += batch.count
+                deletedBytes += batch.reduce(Int64(0)) { $0 + Int64(storedSize[$1] ?? 0) }
+                tell("deleting", "objects", deleted, pendingDeletes.count, deletedBytes, deleteBytes)
+            }
             try await storage.delete(doneMarks.map(\.markName))
         } catch {
             throw Self.storageError(error, doing: "deleting pruned packs")

@@ -152,12 +152,14 @@ public enum KeyRotation {
     ///     CLI registers the new key in the vault here). If it throws, nothing is committed: the
     ///     repository still opens with the old key and a later run resumes.
     ///   - progress: one line per step, for the user.
+    ///   - work: the re-encryption's progress (blobs read of those to read, stored bytes), for a live line.
     /// - Throws: ``BackupError``: `.wrongKey`, `.dataMissing`/`.dataDamaged` (the old generation
     ///   cannot be read whole: nothing is committed), `.staleRepository`, `.storage`, `.fileSystem`;
     ///   or what `beforeCommit` throws.
     public static func rotate(storage: any Storage, key: BackupKey, deviceStore: DeviceKeyStore,
                               beforeCommit: @Sendable (BackupKey, String) async throws -> Void = { _, _ in },
-                              progress: @Sendable (String) -> Void = { _ in }) async throws -> KeyRotationReport {
+                              progress: @Sendable (String) -> Void = { _ in },
+                              work: (@Sendable (WorkProgress) -> Void)? = nil) async throws -> KeyRotationReport {
         let repo = try await Repository.open(storage: storage, key: key, deviceStore: deviceStore)
         let rootID = repo.repositoryID
 
@@ -225,7 +227,7 @@ public enum KeyRotation {
             }
         }
         let copier = GenerationCopier(old: repo.engine, new: newEngine)
-        let snapshotCount = try await copier.copyAllSnapshots(progress: progress)
+        let snapshotCount = try await copier.copyAllSnapshots(progress: progress, work: work)
         crashPoint("staged")
 
         // The staged generation is complete: say so (record under K'), and leave the old key a note.
@@ -386,6 +388,10 @@ final class GenerationCopier {
     var unindexedBytes = 0
     var blobsWritten = 0
     var bytesWritten: Int64 = 0
+    /// Blobs read from the old side (each verified) and not known before; `onRead` hears each one's
+    /// stored length (a copy's progress).
+    var blobsRead = 0
+    var onRead: ((Int) -> Void)?
 
     init(old: Engine, new: Engine) {
         self.old = old
@@ -400,7 +406,8 @@ final class GenerationCopier {
 
     /// Copies every snapshot of the old generation not yet staged; lists again at the end and
     /// copies newcomers (a backup that finished meanwhile), until none is left. Returns the count.
-    func copyAllSnapshots(progress: (String) -> Void) async throws(BackupError) -> Int {
+    func copyAllSnapshots(progress: (String) -> Void, work: (@Sendable (WorkProgress) -> Void)? = nil) async throws(BackupError) -> Int {
+        let started = ContinuousClock.now
         var stagedIDs: [String: ObjectID] = [:]
         for (id, s) in try await new.loadSnapshots() { stagedIDs[Self.identity(s)] = id }
         var total = 0
@@ -411,6 +418,17 @@ final class GenerationCopier {
             let todo = all.filter { stagedIDs[Self.identity($0.1)] == nil }
             total = all.count
             if todo.isEmpty { break }
+            if let work {
+                let (blobs, bytes) = try await plan(todo.map(\.1.root))
+                var done = 0
+                var bytesDone: Int64 = 0
+                onRead = { length in
+                    done += 1
+                    bytesDone += Int64(length)
+                    work(WorkProgress(step: "re-encrypting", unit: "blobs", done: done, total: blobs, bytesDone: bytesDone,
+                                      bytesTotal: bytes, elapsed: ContinuousClock.now - started))
+                }
+            }
             var roots: [ObjectID: ChunkID] = [:]
             for (n, (id, s)) in todo.enumerated() {
                 roots[id] = try await tree(s.root)
@@ -440,6 +458,7 @@ final class GenerationCopier {
     func tree(_ oldID: ChunkID) async throws(BackupError) -> ChunkID {
         if let m = map[oldID] { return m }
         let t = try await old.readTree(oldID)
+        read(oldID)
         var nodes = t.nodes
         for i in nodes.indices {
             switch nodes[i].kind {
@@ -476,6 +495,7 @@ final class GenerationCopier {
                     out.append(m)
                     continue
                 }
+                read(oid)
                 let nid = new.keys.chunkID(of: p)
                 let compress = (old.location(of: oid)?.entry.compression ?? .none) != .none
                 try await add(nid, type: .data, plaintext: p, compress: compress)
@@ -485,6 +505,11 @@ final class GenerationCopier {
             i += n
         }
         return out
+    }
+
+    func read(_ id: ChunkID) {
+        blobsRead += 1
+        onRead?(old.location(of: id)?.entry.length ?? 0)
     }
 
     func add(_ id: ChunkID, type: BlobType, plaintext: Data, compress: Bool) async throws(BackupError) {

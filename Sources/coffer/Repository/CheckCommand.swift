@@ -24,7 +24,17 @@ struct CheckCommand: AsyncParsableCommand {
     func run() async throws {
         let access = RepositoryAccess(global)
         try await ErrorReport.run(logger: access.logger) {
-            let report = try await access.withRepository { try await $0.check(readData: readData) }
+            let reporter = ProgressReporter(action: "check", text: !json && !global.noProgress, json: json && !global.noProgress)
+            let report: CheckReport
+            do {
+                report = try await access.withRepository { repo in
+                    try await repo.check(readData: readData, progress: reporter.workProgress)
+                }
+            } catch {
+                reporter.clear()
+                throw error
+            }
+            reporter.clear()
             if json {
                 try JSONOutput.print(CheckJSON(report, readData: readData))
                 return report.isClean ? .ok : .damaged

@@ -100,7 +100,11 @@ struct ForgetCommand: AsyncParsableCommand {
                     ? try await repo.forget(policy: policy, dryRun: dryRun)
                     : try await repo.forget(snapshots: snapshots, dryRun: dryRun)
                 var pruneReport: PruneReport?
-                if runPrune, !dryRun { pruneReport = try await repo.prune(mode: prune.mode) }
+                if runPrune, !dryRun {
+                    let reporter = ProgressReporter(action: "prune", text: !json && !global.noProgress, json: false)
+                    defer { reporter.clear() }
+                    pruneReport = try await repo.prune(mode: prune.mode, progress: reporter.workProgress)
+                }
                 if json {
                     try JSONOutput.print(ForgetJSON(result, dryRun: dryRun, prune: pruneReport))
                     return .ok

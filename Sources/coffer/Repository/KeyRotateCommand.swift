@@ -52,6 +52,8 @@ struct KeyRotateCommand: AsyncParsableCommand {
                 }
                 let quiet = self.quiet || global.noProgress, json = self.json
                 let started = ContinuousClock.now
+                let reporter = ProgressReporter(action: "key_rotate", text: !quiet && !json, json: json && !quiet)
+                defer { reporter.clear() }
                 let report = try await KeyRotation.rotate(
                     storage: storage, key: key, deviceStore: access.deviceStore,
                     beforeCommit: { newKey, _ in
@@ -65,12 +67,15 @@ struct KeyRotateCommand: AsyncParsableCommand {
                     },
                     progress: { line in
                         guard !quiet else { return }
+                        reporter.clear()
                         if json {
                             try? JSONOutput.print(StatusJSON(action: "key_rotate", secondsElapsed: (ContinuousClock.now - started).seconds, message: line))
                         } else {
                             Terminal.err("  \(line)\n")
                         }
-                    })
+                    },
+                    work: reporter.workProgress)
+                reporter.clear()
                 if let prepared {
                     // The rotated repository has a new id: remember its vault, and anchor every writer's
                     // newest (re-encrypted, so renamed) snapshot so a new device checks it at once.

@@ -76,11 +76,19 @@ struct PruneCommand: AsyncParsableCommand {
     func run() async throws {
         let access = RepositoryAccess(global)
         try await ErrorReport.run(logger: access.logger) {
-            let report = try await access.withRepository { repo in
-                try await HeadAnchor.checkIfConfigured(repo, access: access, doing: "the prune", action: "prune this repository")
-                if unsafeRecoverNoFreeSpace { return try await repo.pruneUnindexedWithoutWriting() }
-                return try await repo.prune(mode: prune.mode)
+            let reporter = ProgressReporter(action: "prune", text: !json && !global.noProgress, json: json && !global.noProgress)
+            let report: PruneReport
+            do {
+                report = try await access.withRepository { repo in
+                    try await HeadAnchor.checkIfConfigured(repo, access: access, doing: "the prune", action: "prune this repository")
+                    if unsafeRecoverNoFreeSpace { return try await repo.pruneUnindexedWithoutWriting() }
+                    return try await repo.prune(mode: prune.mode, progress: reporter.workProgress)
+                }
+            } catch {
+                reporter.clear()
+                throw error
             }
+            reporter.clear()
             if json { try JSONOutput.print(PruneJSON(report)) } else { printPrune(report) }
             return .ok
         }

@@ -64,8 +64,13 @@ struct StatusJSON: Encodable {
     var bytesDone: Int64?
     var bytesTotal: Int64?
     var currentPath: String?
-    /// A step of a command without counters (key rotate).
+    /// A step of a command without counters (key rotate), or the step under way (prune).
     var message: String?
+    /// What copy, check --read-data and prune count instead of files: `items` names it (blobs,
+    /// packs, objects).
+    var itemsDone: Int?
+    var itemsTotal: Int?
+    var items: String?
 }
 
 /// How often progress is reported: the live line on a terminal is redrawn up to ten times a second;

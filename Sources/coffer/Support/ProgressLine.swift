@@ -3,7 +3,9 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CofferBackup
 import Foundation
+import Synchronization
 
 /// Progress on stderr. On a terminal: the live line, redrawn in place with `\r` at most ten times a
 /// second and erased before any other message or the summary. Anywhere else (a log file, a pipe):
@@ -33,8 +35,9 @@ struct ProgressLine {
     }
 
     /// Draws `files`, `bytes`, rate and ETA, then the current path, cut to the terminal width.
+    /// `unit` names what `filesDone` counts (files, packs, blobs).
     mutating func update(filesDone: Int, filesTotal: Int, bytesDone: Int64, bytesTotal: Int64,
-                         elapsed: Double, current: String?, force: Bool = false) {
+                         elapsed: Double, current: String?, unit: String = "files", force: Bool = false) {
         guard enabled else { return }
         let now = ContinuousClock.now
         samples.append((elapsed, bytesDone))
@@ -49,7 +52,7 @@ struct ProgressLine {
             eta = "ETA --:--"
         }
         let pct = bytesTotal > 0 ? Int(Double(bytesDone) * 100 / Double(bytesTotal)) : 0
-        var line = "[\(Units.duration(elapsed))] \(pct)%  \(filesDone)/\(filesTotal) files  "
+        var line = "[\(Units.duration(elapsed))] \(pct)%  \(filesDone)/\(filesTotal) \(unit)  "
             + "\(Units.bytes(bytesDone))/\(Units.bytes(bytesTotal))  \(Units.bytes(Int64(rate)))/s  \(eta)"
         if !live {
             // A plain line for logs: the whole path, no width limit, no control characters.
@@ -93,4 +96,43 @@ extension Duration {
         let c = components
         return Double(c.seconds) + Double(c.attoseconds) / 1e18
     }
+}
+
+/// Progress of a command whose library call reports from its own task (copy, check --read-data,
+/// prune): the live line or plain lines (text) or `--json` status lines, behind one lock.
+final class ProgressReporter: Sendable {
+    private struct State {
+        var line: ProgressLine
+        var status: StatusEmitter
+    }
+    private let state: Mutex<State>
+    let action: String
+
+    /// `text`: the line on stderr; `json`: status lines on stdout. Both follow ``ProgressRate``.
+    init(action: String, text: Bool, json: Bool) {
+        self.action = action
+        state = Mutex(State(line: ProgressLine(enabled: text), status: StatusEmitter(enabled: json, action: action)))
+    }
+
+    func update(done: Int, total: Int, unit: String, bytesDone: Int64, bytesTotal: Int64, elapsed: Duration, step: String?) {
+        let action = self.action
+        state.withLock {
+            $0.line.update(filesDone: done, filesTotal: total, bytesDone: bytesDone, bytesTotal: bytesTotal,
+                           elapsed: elapsed.seconds, current: step, unit: unit)
+            $0.status.offer(StatusJSON(action: action, secondsElapsed: elapsed.seconds,
+                                       percentDone: bytesTotal > 0 ? min(1, Double(bytesDone) / Double(bytesTotal)) : nil,
+                                       bytesDone: bytesDone, bytesTotal: bytesTotal, message: step,
+                                       itemsDone: done, itemsTotal: total, items: unit))
+        }
+    }
+
+    /// The callback for a library job reporting ``WorkProgress`` (check, prune).
+    var workProgress: @Sendable (WorkProgress) -> Void {
+        { [self] p in
+            update(done: p.done, total: p.total, unit: p.unit, bytesDone: p.bytesDone, bytesTotal: p.bytesTotal, elapsed: p.elapsed, step: p.step)
+        }
+    }
+
+    /// Erases the live line (before a message or the summary).
+    func clear() { state.withLock { $0.line.clear() } }
 }

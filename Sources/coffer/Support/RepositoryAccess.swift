@@ -33,6 +33,9 @@ struct RepositoryAccess {
     let environment: [String: String]
     let logger: Logger
     let deviceStore: DeviceKeyStore
+    /// How the user gives this repository's key, for hints: `--key-file FILE or COFFER_KEY` here,
+    /// `--from-key-file FILE or COFFER_FROM_KEY` for `copy`'s source.
+    var keyOptions = "--key-file FILE or COFFER_KEY"
 
     init(_ options: GlobalOptions, environment: [String: String] = ProcessInfo.processInfo.environment) {
         self.options = options
@@ -126,7 +129,7 @@ struct RepositoryAccess {
             throw CLIError(.wrongKey, replaced, hint: "Get the new key: `coffer vault recover --repo \(storage.location)`, or --key-file FILE with the new 64 digits.")
         }
         throw CLIError(.keyMissing, "this device has no key for repository \(id) at \(storage.location)",
-                       hint: "Give the key with --key-file FILE or COFFER_KEY (64 digits). Looked in \(deviceStore.home.path)/keys.")
+                       hint: "Give the key with \(keyOptions) (64 digits). Looked in \(deviceStore.home.path)/keys.")
     }
 
     /// Runs `body` with the opened repository (config verified, index loaded).

@@ -100,7 +100,7 @@ struct HeadAnchor {
         guard let writer = try? repo.deviceStore?.writerID(),
               let mine = newest.first(where: { $0.writerID == writer }),
               !heads.contains(where: { $0.writerIDHex == writer && $0.seq >= mine.seq }) else { return }
-        await store(mine, repositoryID: repo.repositoryID)
+        await storeHead(mine, repositoryID: repo.repositoryID)
     }
 
     /// After a backup: anchors this device's newest snapshot (the one just made). A failure is a
@@ -108,7 +108,7 @@ struct HeadAnchor {
     func anchorNewest(in repo: Repository) async {
         guard let writer = try? repo.deviceStore?.writerID(), let all = try? await repo.snapshots(),
               let mine = all.filter({ $0.writerID == writer }).max(by: { $0.seq < $1.seq }) else { return }
-        await store(mine, repositoryID: repo.repositoryID)
+        await storeHead(mine, repositoryID: repo.repositoryID)
     }
 
     /// After a key rotation: anchors every writer's newest snapshot of the new generation (their ids
@@ -117,10 +117,10 @@ struct HeadAnchor {
         guard let all = try? await repo.snapshots() else { return }
         var newest: [String: SnapshotInfo] = [:]
         for s in all where (newest[s.writerID]?.seq ?? 0) < s.seq { newest[s.writerID] = s }
-        for s in newest.values.sorted(by: { $0.writerID < $1.writerID }) { await store(s, repositoryID: repo.repositoryID) }
+        for s in newest.values.sorted(by: { $0.writerID < $1.writerID }) { await storeHead(s, repositoryID: repo.repositoryID) }
     }
 
-    private func store(_ info: SnapshotInfo, repositoryID: String) async {
+    func storeHead(_ info: SnapshotInfo, repositoryID: String) async {
         guard let head = AnchoredHead(repositoryIDHex: repositoryID, writerIDHex: info.writerID, seq: info.seq,
                                       snapshotIDHex: info.id, time: info.time) else { return }
         do {
