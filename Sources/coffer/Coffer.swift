@@ -6,6 +6,7 @@ struct Coffer: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "coffer",
         abstract: "End-to-end encrypted, deduplicating backups with a password-protected key vault.",
+        discussion: Coffer.overview,
         version: CofferVersion.description,
         subcommands: [
             InitCommand.self, BackupCommand.self, SnapshotsCommand.self, LsCommand.self, RestoreCommand.self,
@@ -49,5 +50,34 @@ struct Coffer: AsyncParsableCommand {
         var text = fullMessage(for: error)
         if text.hasPrefix("Error: ") { text = "coffer: " + text.dropFirst("Error: ".count) }
         Terminal.err(text + (text.hasSuffix("\n") ? "" : "\n"))
+    }
+}
+
+extension Coffer {
+    /// `coffer --help`'s text under the command list, and the DESCRIPTION of coffer(1): where the
+    /// repository and its key come from, the environment, and the exit codes (from the one table
+    /// the CLI exits by, so the page cannot disagree with the binary).
+    static var overview: String {
+        let codes = CofferExitCode.allCases.sorted { $0.rawValue < $1.rawValue }
+            .map { "  \($0.rawValue)\(String(repeating: " ", count: max(1, 5 - String($0.rawValue).count)))\($0.summary)" }
+            .joined(separator: "\n")
+        return """
+            Every command that works on a repository takes -r/--repo (or $COFFER_REPO) and finds its key \
+            in this device's key file, --key-file, $COFFER_KEY_FILE or $COFFER_KEY (the 64-digit key), \
+            or recovers it from the vault with a password. `coffer COMMAND --help` lists a command's \
+            options; docs/CLI.md is the full guide.
+
+            Environment: COFFER_REPO, COFFER_KEY, COFFER_KEY_FILE, COFFER_PASSWORD, \
+            COFFER_PASSWORD_FILE, COFFER_PASSWORD_COMMAND, COFFER_CURRENT_PASSWORD, COFFER_VAULT, \
+            COFFER_USER, COFFER_HOME (this device's keys and state, default ~/.config/coffer), \
+            COFFER_PROGRESS_FPS, COFFER_NETWORK_BUDGET, COFFER_LOG_LEVEL, COFFER_FROM_REPO, \
+            COFFER_FROM_KEY_FILE, COFFER_FROM_KEY; for S3 the AWS_* variables (AWS_ACCESS_KEY_ID, \
+            AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, AWS_PROFILE); for WebDAV \
+            COFFER_WEBDAV_USER, COFFER_WEBDAV_PASSWORD, COFFER_WEBDAV_PASSWORD_COMMAND, \
+            COFFER_WEBDAV_NETRC.
+
+            Exit codes:
+            \(codes)
+            """
     }
 }

@@ -27,7 +27,7 @@ struct InitCommand: AsyncParsableCommand {
     @Option(name: .customLong("pack-size"), help: ArgumentHelp("Target pack size in MiB (1-128; default \(RepositoryOptions.defaultTargetPackSize >> 20) for a folder, \(RepositoryOptions.defaultRemotePackSize >> 20) for S3).", valueName: "MiB"))
     var packSizeMiB: Int?
 
-    @Option(name: .customLong("padding"), help: ArgumentHelp("Size padding of stored objects: padme (Padmé sizes, 1 MiB floor; hides blob and object lengths from the storage provider) or none (only for comparison).", valueName: "padme|none"))
+    @Option(name: .customLong("padding"), help: ArgumentHelp("Size padding of stored objects: padme (Padme sizes, 1 MiB floor; hides blob and object lengths from the storage provider) or none (only for comparison).", valueName: "padme|none"))
     var padding: String = "padme"
 
     @Flag(name: .long, help: "Print the result as JSON on stdout (the new key included).")
