@@ -56,6 +56,10 @@ public final class S3Storage: Storage {
 
     // MARK: Storage
 
+    /// Every request is retried here (backoff with jitter, within the network budget), so callers
+    /// add no retry layer of their own.
+    public var retriesTransientFailures: Bool { true }
+
     public func put(_ name: String, data: Data) async throws(StorageError) {
         try check(name)
         if data.count > configuration.options.multipartThreshold {

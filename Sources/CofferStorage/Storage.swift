@@ -60,9 +60,19 @@ public protocol Storage: Sendable {
 
     /// Releases connections and other resources. Call once, when done; the storage is unusable after.
     func close() async
+
+    /// `true` when the backend retries transient failures itself (S3 and WebDAV do, with backoff,
+    /// within `COFFER_NETWORK_BUDGET`, and say so on stderr). The engine then makes one call and
+    /// adds no retry layer of its own: stacked layers multiply (8 attempts × 4 = 32) and outlast the
+    /// budget the user set. `false` (the default, and the folder backend's answer) lets the engine
+    /// retry a transient failure a few times with a short backoff.
+    var retriesTransientFailures: Bool { get }
 }
 
 extension Storage {
+    /// No retry layer of its own (see the requirement).
+    public var retriesTransientFailures: Bool { false }
+
     /// Reads the whole object.
     public func get(_ name: String) async throws(StorageError) -> Data {
         try await get(name, range: nil)

@@ -58,6 +58,10 @@ public final class WebDAVStorage: Storage {
 
     // MARK: Storage
 
+    /// Every request is retried here (backoff with jitter, within the network budget), so callers
+    /// add no retry layer of their own.
+    public var retriesTransientFailures: Bool { true }
+
     public func put(_ name: String, data: Data) async throws(StorageError) {
         try check(name)
         try await write(name, data: data, overwrite: true)

@@ -20,6 +20,7 @@ struct PrefixedStorage: Storage {
     }
 
     var location: String { base.location }
+    var retriesTransientFailures: Bool { base.retriesTransientFailures }
 
     private func strip(_ e: StorageError) -> StorageError {
         var e = e

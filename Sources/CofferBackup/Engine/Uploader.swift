@@ -164,14 +164,20 @@ final class Uploader: @unchecked Sendable {
 }
 
 extension Engine {
-    /// Conditional create (`Storage.create`: S3 `If-None-Match: *`, a hard link locally) with a few
-    /// retries on transient failures (a retried upload resends identical bytes, and identical bytes
-    /// already stored count as success). Every object the engine writes is named by the hash of its
+    /// Attempts of a create on a backend without a retry layer of its own (a folder: EIO or a
+    /// timeout on a network file system).
+    static let localAttempts = 4
+
+    /// Conditional create (`Storage.create`: S3 `If-None-Match: *`, a hard link locally), retried on
+    /// transient failures only when the backend does not retry them itself
+    /// (`Storage.retriesTransientFailures`: one retry layer, never two stacked). A retried upload
+    /// resends identical bytes, and identical bytes already stored count as success. Every object the engine writes is named by the hash of its
     /// bytes, so a name that already holds *different* bytes is a damaged or forged object (or a
     /// SHA-256 collision): the error says so and nothing is overwritten.
     /// - Parameter id: the object id (SHA-256 of `data`) when the caller knows it: S3 then signs
     ///   with it instead of hashing the bytes again.
     func createWithRetry(_ name: String, data: Data, id: ObjectID? = nil) async throws(BackupError) {
+        let attempts = storage.retriesTransientFailures ? 1 : Self.localAttempts
         var attempt = 0
         while true {
             do {
@@ -191,7 +197,7 @@ extension Engine {
                                       underlying: error)
                 }
                 attempt += 1
-                if !error.isTransient || attempt >= 4 {
+                if !error.isTransient || attempt >= attempts {
                     throw Self.storageError(error, doing: "uploading \(name)")
                 }
                 try? await Task.sleep(for: .milliseconds(200 << attempt))
