@@ -111,7 +111,7 @@ final class S3Client: Sendable {
             case .failure(let error):
                 let started = firstFailure ?? ContinuousClock.now
                 firstFailure = started
-                let refused = error.message.hasPrefix(Self.refusedPrefix)
+                let refused = error.code == .connectionRefused
                 guard error.isTransient, !Task.isCancelled else { throw error }
                 let delay = backoff(attempt: attempt)
                 let spent = ContinuousClock.now - started
@@ -179,7 +179,7 @@ final class S3Client: Sendable {
             collected = try await response.body.collect(upTo: maxBody)
         } catch {
             if Self.isRefused(error) {
-                return .failure(StorageError(.transient, name: name,
+                return .failure(StorageError(.connectionRefused, name: name,
                                              message: "\(Self.refusedPrefix)\(configuration.endpoint) refused the connection (nothing listens there)"))
             }
             return .failure(Self.transportError(error, name: name))

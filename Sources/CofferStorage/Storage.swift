@@ -108,27 +108,43 @@ public struct ObjectInfo: Sendable, Hashable {
 
 /// A storage failure, with enough context to act on and nothing secret in it.
 public struct StorageError: Error, Sendable, CustomStringConvertible {
-    public enum Code: Sendable, Hashable {
+    /// What kind of failure this is: compare with `==` or switch with a `default:` (codes can be
+    /// added in later versions without breaking callers; match on the code, never on the message).
+    public struct Code: Sendable, Hashable, CaseIterable, CustomStringConvertible {
+        private enum Base: String, Sendable, Hashable, CaseIterable {
+            case notFound, invalidName, rangeNotSatisfiable, accessDenied, missingContainer, clockSkew,
+                 noSpace, alreadyExists, connectionRefused, transient, permanent
+        }
+        private let base: Base
+        private init(_ base: Base) { self.base = base }
+
         /// The object does not exist.
-        case notFound
+        public static let notFound = Code(.notFound)
         /// The name is not a valid object name.
-        case invalidName
+        public static let invalidName = Code(.invalidName)
         /// The requested byte range lies outside the object.
-        case rangeNotSatisfiable
+        public static let rangeNotSatisfiable = Code(.rangeNotSatisfiable)
         /// Credentials missing, wrong, or not allowed to do this.
-        case accessDenied
+        public static let accessDenied = Code(.accessDenied)
         /// The folder or bucket does not exist.
-        case missingContainer
+        public static let missingContainer = Code(.missingContainer)
         /// The device's clock is too far from the server's for signed requests.
-        case clockSkew
+        public static let clockSkew = Code(.clockSkew)
         /// No space left on the device or quota exceeded.
-        case noSpace
+        public static let noSpace = Code(.noSpace)
         /// ``Storage/create(_:data:)`` found the name taken.
-        case alreadyExists
+        public static let alreadyExists = Code(.alreadyExists)
+        /// Nothing listens at the endpoint (the connection was refused). Transient: the server may come
+        /// up, so backends retry it like ``transient``; a message can then say to check the address.
+        public static let connectionRefused = Code(.connectionRefused)
         /// A failure that retrying may fix (timeouts, resets, 5xx, throttling).
-        case transient
+        public static let transient = Code(.transient)
         /// Any other failure that retrying will not fix.
-        case permanent
+        public static let permanent = Code(.permanent)
+
+        public static var allCases: [Code] { Base.allCases.map(Code.init) }
+        /// The code's name (`accessDenied`), for logs and JSON.
+        public var description: String { base.rawValue }
     }
 
     public var code: Code
@@ -146,7 +162,8 @@ public struct StorageError: Error, Sendable, CustomStringConvertible {
         self.underlying = underlying
     }
 
-    public var isTransient: Bool { code == .transient }
+    /// Retrying may help: ``Code/transient`` and ``Code/connectionRefused``.
+    public var isTransient: Bool { code == .transient || code == .connectionRefused }
 
     public static func notFound(_ name: String) -> StorageError {
         StorageError(.notFound, name: name, message: "object \(name) does not exist")

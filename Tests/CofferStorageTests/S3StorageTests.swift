@@ -66,7 +66,8 @@ struct S3StorageTests {
                 let putError = await storageError { try await storage.put("config", data: Data([1])) }
                 #expect(putError?.code == .missingContainer)
             }
-            // A server that is not there: transient, after the retries.
+            // A server that is not there: its own code (no message matching), retried like a
+            // transient failure.
             var quick = S3Options()
             quick.maxAttempts = 2
             quick.initialBackoff = .milliseconds(10)
@@ -74,8 +75,9 @@ struct S3StorageTests {
             let deadPort = try MotoServer.freePort()
             try await S3Storage.with(moto.configuration(bucket: "coffer-errors", endpoint: "http://127.0.0.1:\(deadPort)", options: quick)) { storage in
                 let error = await storageError { _ = try await storage.get("config") }
-                #expect(error?.code == .transient, "\(String(describing: error))")
+                #expect(error?.code == .connectionRefused, "\(String(describing: error))")
                 #expect(error?.isTransient == true)
+                #expect(error?.message.contains("gave up after 2 attempts") == true, "\(String(describing: error))")
             }
         }
     }

@@ -8,38 +8,55 @@ import CofferCore
 /// A failure of a repository operation, with enough context to act on (which object, which file)
 /// and nothing secret in it. The CLI maps ``Code`` to its exit codes in one place.
 public struct BackupError: Error, Sendable, CustomStringConvertible {
-    public enum Code: Sendable, Hashable, CaseIterable {
+    /// What kind of failure this is: compare with `==` or switch with a `default:` (codes can be
+    /// added in later versions without breaking callers; match on the code, never on the message).
+    public struct Code: Sendable, Hashable, CaseIterable, CustomStringConvertible {
+        private enum Base: String, Sendable, Hashable, CaseIterable {
+            case wrongKey, keyReplaced, repositoryDamaged, notARepository, alreadyInitialized,
+                 dataDamaged, dataMissing, staleRepository, partialBackup, snapshotNotFound,
+                 pathNotFound, targetNotEmpty, fileSystem, storage, invalidArgument, cancelled
+        }
+        private let base: Base
+        private init(_ base: Base) { self.base = base }
+
         /// The key does not open this repository (the config's MAC did not verify).
-        case wrongKey
+        public static let wrongKey = Code(.wrongKey)
+        /// The key opened this repository once but was replaced by a key rotation (`coffer key rotate`):
+        /// the message says when, and how to get the new key. A wrong key as well (CLI exit 12).
+        public static let keyReplaced = Code(.keyReplaced)
         /// The repository's config is damaged or missing, or the storage holds no repository.
-        case repositoryDamaged
+        public static let repositoryDamaged = Code(.repositoryDamaged)
         /// No repository at this location (no `config` object).
-        case notARepository
+        public static let notARepository = Code(.notARepository)
         /// `initialize` found an existing repository; nothing was changed.
-        case alreadyInitialized
+        public static let alreadyInitialized = Code(.alreadyInitialized)
         /// An object (pack, index, snapshot, blob) failed verification: wrong name hash,
         /// failed decryption, malformed, or an id that does not match its plaintext.
-        case dataDamaged
+        public static let dataDamaged = Code(.dataDamaged)
         /// An object that the repository refers to does not exist.
-        case dataMissing
+        public static let dataMissing = Code(.dataMissing)
         /// The repository shows an older head than this device has seen (rollback or a stale copy).
-        case staleRepository
+        public static let staleRepository = Code(.staleRepository)
         /// A backup completed but some files could not be read; see ``BackupSummary/unreadable``.
-        case partialBackup
+        public static let partialBackup = Code(.partialBackup)
         /// No snapshot matches the given id, prefix or `latest`.
-        case snapshotNotFound
+        public static let snapshotNotFound = Code(.snapshotNotFound)
         /// A path asked for (list, restore include) is not in the snapshot.
-        case pathNotFound
+        public static let pathNotFound = Code(.pathNotFound)
         /// Restore target is not empty and overwrite was not allowed.
-        case targetNotEmpty
+        public static let targetNotEmpty = Code(.targetNotEmpty)
         /// A local file-system operation failed (reading the source, writing the target).
-        case fileSystem
+        public static let fileSystem = Code(.fileSystem)
         /// The storage backend failed; ``underlying`` holds the ``StorageError``.
-        case storage
+        public static let storage = Code(.storage)
         /// An argument was not acceptable (bad path, bad policy, duplicate names).
-        case invalidArgument
+        public static let invalidArgument = Code(.invalidArgument)
         /// The operation was cancelled; nothing written is referenced by a new snapshot.
-        case cancelled
+        public static let cancelled = Code(.cancelled)
+
+        public static var allCases: [Code] { Base.allCases.map(Code.init) }
+        /// The code's name (`wrongKey`), for logs and JSON.
+        public var description: String { base.rawValue }
     }
 
     public var code: Code

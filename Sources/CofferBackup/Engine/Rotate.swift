@@ -336,6 +336,7 @@ public enum KeyRotation {
         }
         if let note = await retiredNote(storage: storage, key: key) {
             var e = original
+            e.code = .keyReplaced
             e.message = note
             throw e
         }

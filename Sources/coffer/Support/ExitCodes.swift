@@ -112,8 +112,6 @@ enum ErrorReport {
             return classify(backup: e)
         case let e as VaultError:
             return classify(vault: e)
-        case let e as VaultCLIError:
-            return (.usage, e.description, nil)
         case let e as VaultConfigurationError:
             return (.usage, "\(e)", "Check --vault / COFFER_VAULT: `coffer realm cluster` writes a development vault.json.")
         default:
@@ -123,8 +121,9 @@ enum ErrorReport {
 
     static func classify(backup e: BackupError) -> (code: CofferExitCode, message: String, hint: String?) {
         switch e.code {
+        case .keyReplaced:
+            return (.wrongKey, e.message, nil)
         case .wrongKey:
-            if e.message.contains("replaced by a key rotation") { return (.wrongKey, e.message, nil) }
             if e.keyTypo != nil { return (.wrongKey, e.message, "Correct that digit in COFFER_KEY or the --key-file, then run the command again.") }
             return (.wrongKey, e.message, "Check --key-file / COFFER_KEY, or that --repo names the repository you mean.")
         case .notARepository:
@@ -148,7 +147,7 @@ enum ErrorReport {
             return (.storageUnreachable, e.message, nil)
         case .alreadyInitialized:
             return (.failure, e.message, "Nothing was changed. Use the existing repository, or choose another location.")
-        case .snapshotNotFound, .pathNotFound, .fileSystem, .cancelled:
+        default:   // .snapshotNotFound, .pathNotFound, .fileSystem, .cancelled, and codes added later
             return (.failure, e.message, nil)
         }
     }
@@ -183,7 +182,7 @@ enum ErrorReport {
             return (.repositoryNotFound, e.message, "Check --repo / COFFER_REPO, or create a repository with `coffer init`.")
         case .accessDenied:
             return (.storageUnreachable, e.message, "Check the credentials and permissions for this storage.")
-        case .transient where e.message.contains("refused the connection"):
+        case .connectionRefused:
             return (.storageUnreachable, e.message,
                     "Nothing listens at that endpoint: check AWS_ENDPOINT_URL (or the endpoint= of the s3:// URL) and that the server runs. Nothing was changed.")
         case .transient, .clockSkew:
@@ -192,7 +191,7 @@ enum ErrorReport {
             return (.storageUnreachable, e.message, "Free some space or raise the quota; the repository was left as it was.")
         case .notFound, .rangeNotSatisfiable:
             return (.damaged, e.message, "Run `coffer check` to see which objects are missing or damaged.")
-        case .invalidName, .permanent, .alreadyExists:
+        default:   // .invalidName, .permanent, .alreadyExists, and codes added later
             return (.failure, e.message, nil)
         }
     }

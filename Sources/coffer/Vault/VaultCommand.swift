@@ -40,14 +40,14 @@ struct VaultOptions: ParsableArguments {
 
     func account() throws -> String {
         guard let u = user ?? environment["COFFER_USER"], !u.isEmpty else {
-            throw VaultCLIError("no account: pass --user ID or set COFFER_USER", code: 2)
+            throw CLIError(.usage, "no account: pass --user ID or set COFFER_USER")
         }
         return u
     }
 
     func client() async throws -> VaultClient {
         guard let path = vault ?? environment["COFFER_VAULT"], !path.isEmpty else {
-            throw VaultCLIError("no vault configuration: pass --vault FILE or set COFFER_VAULT (`coffer realm cluster` writes one)", code: 2)
+            throw CLIError(.usage, "no vault configuration: pass --vault FILE or set COFFER_VAULT (`coffer realm cluster` writes one)")
         }
         let url = URL(fileURLWithPath: path)
         let raw = try VaultConfiguration.load(from: url)
@@ -78,11 +78,11 @@ struct KeySourceOptions: ParsableArguments {
         let env = ProcessInfo.processInfo.environment
         if let keyFile { return (try DeviceKeyStore.readKeyFile(at: URL(fileURLWithPath: keyFile)), repositoryID) }
         if let digits = env["COFFER_KEY"], !digits.isEmpty {
-            do { return (try BackupKey(digits: digits), repositoryID) } catch { throw VaultCLIError("COFFER_KEY: \(error)", code: 2) }
+            do { return (try BackupKey(digits: digits), repositoryID) } catch { throw CLIError(.usage, "COFFER_KEY: \(error)") }
         }
         if let repositoryID {
             guard let key = try DeviceKeyStore().loadKey(repositoryID: repositoryID) else {
-                throw VaultCLIError("this device holds no key for repository \(repositoryID)", code: 2)
+                throw CLIError(.keyMissing, "this device holds no key for repository \(repositoryID)")
             }
             return (key, repositoryID)
         }
@@ -91,12 +91,12 @@ struct KeySourceOptions: ParsableArguments {
             let access = RepositoryAccess(try GlobalOptions.parse(["--repo", location]))
             return try await access.withRepository { repository in
                 guard let key = try access.deviceStore.loadKey(repositoryID: repository.repositoryID) else {
-                    throw VaultCLIError("this device holds no key for repository \(repository.repositoryID)", code: 2)
+                    throw CLIError(.keyMissing, "this device holds no key for repository \(repository.repositoryID)")
                 }
                 return (key, repository.repositoryID)
             }
         }
-        throw VaultCLIError("no key: pass --repo LOCATION (or set COFFER_REPO), --key-file FILE, set COFFER_KEY, or pass --repository-id ID", code: 2)
+        throw CLIError(.usage, "no key: pass --repo LOCATION (or set COFFER_REPO), --key-file FILE, set COFFER_KEY, or pass --repository-id ID")
     }
 }
 
@@ -395,15 +395,6 @@ func printErr(_ s: String) {
 }
 
 /// A vault command failed: a message and an exit code.
-struct VaultCLIError: Error, CustomStringConvertible {
-    var description: String
-    var code: Int32
-    init(_ description: String, code: Int32 = 1) {
-        self.description = description
-        self.code = code
-    }
-}
-
 /// Runs a vault command body; errors become a message and an exit code through the CLI's one
 /// mapping (`ErrorReport`, docs/CLI.md): 20 wrong password, 21 locked, 22 not registered, 23 realms
 /// unavailable, 24 realm fault, 64 usage.
@@ -426,11 +417,11 @@ func runMapped(_ body: () async throws -> Void) async throws {
 /// the terminal with echo off.
 func readCurrentPassword(prompt: String) throws -> String {
     if let p = ProcessInfo.processInfo.environment["COFFER_CURRENT_PASSWORD"] {
-        guard !p.isEmpty else { throw VaultCLIError("COFFER_CURRENT_PASSWORD is empty", code: 2) }
+        guard !p.isEmpty else { throw CLIError(.usage, "COFFER_CURRENT_PASSWORD is empty") }
         return p
     }
     let p = try promptNoEcho(prompt)
-    guard !p.isEmpty else { throw VaultCLIError("the password must not be empty", code: 2) }
+    guard !p.isEmpty else { throw CLIError(.usage, "the password must not be empty") }
     return p
 }
 
@@ -441,7 +432,7 @@ func readCurrentPassword(prompt: String) throws -> String {
 func readPassword(prompt: String, confirm: Bool, options: VaultOptions) throws -> String {
     let env = ProcessInfo.processInfo.environment
     if options.passwordFile != nil && options.passwordCommand != nil {
-        throw VaultCLIError("give either --password-file or --password-command, not both", code: 2)
+        throw CLIError(.usage, "give either --password-file or --password-command, not both")
     }
     if let file = options.passwordFile { return try PasswordSource.file(file, from: "--password-file") }
     if let command = options.passwordCommand { return try PasswordSource.command(command, from: "--password-command") }
@@ -450,14 +441,14 @@ func readPassword(prompt: String, confirm: Bool, options: VaultOptions) throws -
         return try PasswordSource.command(command, from: "COFFER_PASSWORD_COMMAND")
     }
     if let p = env["COFFER_PASSWORD"] {
-        guard !p.isEmpty else { throw VaultCLIError("COFFER_PASSWORD is empty", code: 2) }
+        guard !p.isEmpty else { throw CLIError(.usage, "COFFER_PASSWORD is empty") }
         return p
     }
     let first = try promptNoEcho(prompt)
-    guard !first.isEmpty else { throw VaultCLIError("the password must not be empty", code: 2) }
+    guard !first.isEmpty else { throw CLIError(.usage, "the password must not be empty") }
     if confirm {
         let second = try promptNoEcho("Repeat: ")
-        guard second == first else { throw VaultCLIError("the passwords do not match", code: 2) }
+        guard second == first else { throw CLIError(.usage, "the passwords do not match") }
     }
     return first
 }
@@ -478,7 +469,7 @@ func promptNoEcho(_ prompt: String) throws -> String {
         }
     }
     guard let line = readLine(strippingNewline: true) else {
-        throw VaultCLIError("no password given (standard input closed); set COFFER_PASSWORD for scripts", code: 2)
+        throw CLIError(.usage, "no password given (standard input closed); set COFFER_PASSWORD for scripts")
     }
     return line
 }
@@ -607,7 +598,7 @@ enum PasswordSource {
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: path))
         } catch {
-            throw VaultCLIError("\(source): cannot read the password file \(path): \((error as NSError).localizedDescription)", code: 2)
+            throw CLIError(.usage, "\(source): cannot read the password file \(path): \((error as NSError).localizedDescription)")
         }
         return try firstLine(data, from: "\(source) \(path)")
     }
@@ -623,15 +614,15 @@ enum PasswordSource {
         do {
             try p.run()
         } catch {
-            throw VaultCLIError("\(source): cannot run /bin/sh: \(error)", code: 2)
+            throw CLIError(.usage, "\(source): cannot run /bin/sh: \(error)")
         }
         let data = out.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         if p.terminationReason == .uncaughtSignal {
-            throw VaultCLIError("\(source): the password command was killed by signal \(p.terminationStatus); no password", code: 2)
+            throw CLIError(.usage, "\(source): the password command was killed by signal \(p.terminationStatus); no password")
         }
         guard p.terminationStatus == 0 else {
-            throw VaultCLIError("\(source): the password command failed (exit status \(p.terminationStatus)); no password", code: 2)
+            throw CLIError(.usage, "\(source): the password command failed (exit status \(p.terminationStatus)); no password")
         }
         return try firstLine(data, from: "\(source)'s command")
     }
@@ -639,7 +630,7 @@ enum PasswordSource {
     static func firstLine(_ data: Data, from source: String) throws -> String {
         var line = Substring(String(decoding: data, as: UTF8.self)).prefix { $0 != "\n" && $0 != "\r\n" }
         if line.hasSuffix("\r") { line = line.dropLast() }
-        guard !line.isEmpty else { throw VaultCLIError("\(source) gave an empty password", code: 2) }
+        guard !line.isEmpty else { throw CLIError(.usage, "\(source) gave an empty password") }
         return String(line)
     }
 }
