@@ -51,7 +51,7 @@ let package = Package(
         .target(
             name: "CofferS3",
             dependencies: [
-                "CofferStorage",
+                "CofferCore", "CofferStorage",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -64,7 +64,7 @@ let package = Package(
         .target(
             name: "CofferWebDAV",
             dependencies: [
-                "CofferStorage", "CofferS3",
+                "CofferCore", "CofferStorage", "CofferS3",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -9,6 +9,7 @@ import Crypto
 import Logging
 import NIOCore
 import NIOHTTP1
+import CofferCore
 
 /// One S3 response, body collected.
 struct S3Response: Sendable {
@@ -82,8 +83,7 @@ final class S3Client: Sendable {
         let (host, path) = address(key: key)
         let payloadHash: String
         if let bodySHA256, body != nil {
-            let digits = Array("0123456789abcdef".utf8)
-            payloadHash = String(decoding: bodySHA256.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 15)]] }, as: UTF8.self)
+            payloadHash = Hex.string(bodySHA256)
         } else {
             payloadHash = body.map { $0.withUnsafeReadableBytes { SHA256.hash(data: $0).hexString } } ?? SigV4Signer.emptyPayloadHash
         }

@@ -9,6 +9,7 @@ import Crypto
 import Logging
 import NIOCore
 import NIOHTTP1
+import CofferCore
 
 /// A repository in an S3-compatible bucket (`s3://BUCKET/PREFIX`).
 ///

@@ -4,6 +4,7 @@ import FoundationEssentials
 import Foundation
 #endif
 import Crypto
+import CofferCore
 
 /// AWS credentials. `description` never shows the secret or the session token.
 public struct AWSCredentials: Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
@@ -227,18 +228,3 @@ func pad4(_ v: Int) -> String {
     return String(repeating: "0", count: max(0, 4 - s.count)) + s
 }
 
-extension Sequence where Element == UInt8 {
-    package var hexString: String {
-        let hex = Array("0123456789abcdef")
-        var out = ""
-        for b in self {
-            out.append(hex[Int(b >> 4)])
-            out.append(hex[Int(b & 0x0f)])
-        }
-        return out
-    }
-}
-
-extension SHA256.Digest {
-    var hexString: String { Array(self).hexString }
-}

@@ -5,6 +5,7 @@ import Foundation
 #endif
 import CofferS3
 import Crypto
+import CofferCore
 
 /// One challenge from a `WWW-Authenticate` header: the scheme and its parameters.
 package struct AuthChallenge: Sendable, Equatable {

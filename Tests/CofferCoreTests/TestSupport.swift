@@ -43,13 +43,13 @@ struct SeededRNG: RandomNumberGenerator {
 
 extension Data {
     init(hex: String) {
-        self = Data(Hex.decode(hex)!)
+        self = Data(Hex.bytes(hex)!)
     }
-    var hex: String { Hex.encode(self) }
+    var hex: String { Hex.string(self) }
 }
 
 extension Array where Element == UInt8 {
-    var hex: String { Hex.encode(self) }
+    var hex: String { Hex.string(self) }
 }
 
 /// A fixed backup key for tests: bytes 00 01 02 … 1f.

@@ -61,7 +61,7 @@ import Crypto
     var key: BackupKey { try! BackupKey(digits: v.backupKey) }
     var keys: RepositoryKeys { RepositoryKeys(key: key, repositoryID: Data(hex: v.repositoryID)) }
 
-    func hex(_ k: SymmetricKey) -> String { k.withUnsafeBytes { Hex.encode($0) } }
+    func hex(_ k: SymmetricKey) -> String { k.withUnsafeBytes { Hex.string($0) } }
 
     @Test func keyDerivation() {
         #expect(v.backupKey == fixedKey.digits)

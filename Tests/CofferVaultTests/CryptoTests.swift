@@ -3,6 +3,7 @@ import Testing
 import Crypto
 @testable import CryptoExtras
 @testable import CofferVault
+import CofferCore
 
 func hex(_ s: String) -> [UInt8] { [UInt8](hexString: s)! }
 

@@ -80,7 +80,7 @@ extension DeviceKeyStore {
         var bytes = [UInt8](repeating: 0, count: 16)
         var rng = SystemRandomNumberGenerator()
         for i in bytes.indices { bytes[i] = UInt8.random(in: 0...255, using: &rng) }
-        let id = bytes.map { String(format: "%02x", $0) }.joined()
+        let id = Hex.string(bytes)
         try Self.writePrivateFile(Data((id + "\n").utf8), to: url)
         return id
     }

@@ -60,7 +60,7 @@ final class Engine: Sendable {
         self.config = config
         self.policy = ChunkingPolicy(parameters: config.parameters)
         self.deviceStore = deviceStore
-        self.repositoryID = config.repositoryID.map { String(format: "%02x", $0) }.joined()
+        self.repositoryID = Hex.string(config.repositoryID)
         self.indexCache = IndexCache(deviceStore: deviceStore, repositoryIDHex: repositoryID, keys: keys)
     }
 
@@ -163,7 +163,7 @@ final class Engine: Sendable {
 
     static func readRepositoryID(storage: any Storage) async throws(BackupError) -> String {
         let u = try await readConfig(storage: storage)
-        return u.repositoryID.map { String(format: "%02x", $0) }.joined()
+        return Hex.string(u.repositoryID)
     }
 
     // MARK: Sealed objects
@@ -430,39 +430,6 @@ final class Engine: Sendable {
         for (w, (id, s)) in newest {
             try? deviceStore.heads.record(DeviceHead(repositoryID: repositoryID, writerID: w, seq: s.seq, snapshotID: id.hex))
         }
-    }
-}
-
-enum Hex {
-    static func string(_ bytes: some Sequence<UInt8>) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out = [UInt8]()
-        for b in bytes {
-            out.append(digits[Int(b >> 4)])
-            out.append(digits[Int(b & 15)])
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
-
-    static func bytes(_ s: String) -> [UInt8]? {
-        let u = Array(s.utf8)
-        guard u.count % 2 == 0 else { return nil }
-        func v(_ c: UInt8) -> UInt8? {
-            switch c {
-            case 48...57: return c - 48
-            case 97...102: return c - 87
-            case 65...70: return c - 55
-            default: return nil
-            }
-        }
-        var out = [UInt8]()
-        var i = 0
-        while i < u.count {
-            guard let h = v(u[i]), let l = v(u[i + 1]) else { return nil }
-            out.append(h << 4 | l)
-            i += 2
-        }
-        return out
     }
 }
 

@@ -59,10 +59,7 @@ public struct RepositoryConfig: Sendable, Hashable {
 
     /// `gen/<32 lowercase hex digits of the repository id>/`.
     public static func generationPrefix(repositoryID: Data) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var hex: [UInt8] = []
-        for b in repositoryID { hex.append(digits[Int(b >> 4)]); hex.append(digits[Int(b & 15)]) }
-        return "gen/" + String(decoding: hex, as: UTF8.self) + "/"
+        "gen/" + Hex.string(repositoryID) + "/"
     }
 
     /// A new config with a fresh random repository id.

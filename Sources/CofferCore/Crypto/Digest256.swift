@@ -47,10 +47,10 @@ struct Digest256: Hashable, Comparable, Sendable {
         (a.w0, a.w1, a.w2, a.w3) < (b.w0, b.w1, b.w2, b.w3)
     }
 
-    var hex: String { withUnsafeBytes { Hex.encode($0) } }
+    var hex: String { withUnsafeBytes { Hex.string($0) } }
 
     init?(hex: String) {
-        guard hex.utf8.count == 64, let b = Hex.decode(hex) else { return nil }
+        guard hex.utf8.count == 64, let b = Hex.bytes(hex) else { return nil }
         self = b.withUnsafeBytes { Digest256($0) }
     }
 }

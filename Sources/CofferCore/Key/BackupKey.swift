@@ -73,16 +73,7 @@ public struct BackupKey: Sendable, CustomStringConvertible, CustomDebugStringCon
 
     /// The 64 lowercase hex digits, without separators.
     public var digits: String {
-        symmetricKey.withUnsafeBytes { raw in
-            let hex: [UInt8] = Array("0123456789abcdef".utf8)
-            var out = [UInt8]()
-            out.reserveCapacity(64)
-            for b in raw {
-                out.append(hex[Int(b >> 4)])
-                out.append(hex[Int(b & 0x0f)])
-            }
-            return String(decoding: out, as: UTF8.self)
-        }
+        symmetricKey.withUnsafeBytes { Hex.string($0) }
     }
 
     /// The 64 digits in 16 groups of 4, separated by spaces, as shown to users.

@@ -71,10 +71,13 @@ struct ByteReader {
     }
 }
 
-enum Hex {
+/// Lowercase hex, the one encoder and decoder of the package (object names, ids, key digits,
+/// SigV4 and Digest hashes, wire fields). `package`: for Coffer's own modules, not part of the API.
+package enum Hex {
     private static let digits: [UInt8] = Array("0123456789abcdef".utf8)
 
-    static func encode(_ bytes: UnsafeRawBufferPointer) -> String {
+    /// Two lowercase digits per byte.
+    package static func string(_ bytes: UnsafeRawBufferPointer) -> String {
         digits.withUnsafeBufferPointer { table in
             String(unsafeUninitializedCapacity: bytes.count * 2) { out in
                 for i in 0..<bytes.count {
@@ -87,12 +90,14 @@ enum Hex {
         }
     }
 
-    static func encode(_ bytes: some ContiguousBytes) -> String {
-        bytes.withUnsafeBytes { encode($0) }
+    /// Two lowercase digits per byte, of any byte sequence (`[UInt8]`, `Data`, a digest).
+    package static func string(_ bytes: some Sequence<UInt8>) -> String {
+        if let s = bytes.withContiguousStorageIfAvailable({ string(UnsafeRawBufferPointer($0)) }) { return s }
+        return Array(bytes).withUnsafeBytes { string($0) }
     }
 
-    /// Strict: an even number of hex digits (either case), nothing else.
-    static func decode(_ string: String) -> [UInt8]? {
+    /// Strict: an even number of hex digits (either case), nothing else; `nil` otherwise.
+    package static func bytes(_ string: String) -> [UInt8]? {
         let utf8 = Array(string.utf8)
         guard utf8.count % 2 == 0 else { return nil }
         var out = [UInt8]()
@@ -113,6 +118,19 @@ enum Hex {
         case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
         default: return nil
         }
+    }
+}
+
+extension Sequence where Element == UInt8 {
+    /// ``Hex/string(_:)-(some Sequence<UInt8>)`` of these bytes.
+    package var hexString: String { Hex.string(self) }
+}
+
+extension Array where Element == UInt8 {
+    /// ``Hex/bytes(_:)``: `nil` unless `hexString` is an even number of hex digits.
+    package init?(hexString: String) {
+        guard let b = Hex.bytes(hexString) else { return nil }
+        self = b
     }
 }
 

@@ -1,5 +1,6 @@
 import CofferVault
 import Foundation
+import CofferCore
 
 /// A realm file could not be read, parsed or written. Never contains key material.
 public struct RealmFileError: Error, Sendable, CustomStringConvertible {

@@ -5,6 +5,7 @@ import Foundation
 #endif
 @_spi(Fuzzing) import CofferCore
 import Crypto
+import CofferCore
 
 /// Fuzz harnesses for what a realm or a client reads from the network in this module: the sealed
 /// envelope (both directions), every request and answer body, and `vault.json` / a realm's

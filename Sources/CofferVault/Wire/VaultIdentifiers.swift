@@ -4,6 +4,7 @@ import FoundationEssentials
 import Foundation
 #endif
 import Crypto
+import CofferCore
 
 /// A fixed-length byte string on the wire (ids, versions, tickets, ...).
 public protocol FixedBytes: Hashable, Sendable, CustomStringConvertible {
