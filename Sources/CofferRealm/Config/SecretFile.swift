@@ -13,31 +13,15 @@ public struct RealmFileError: Error, Sendable, CustomStringConvertible {
     public var description: String { message }
 }
 
-/// Writes files atomically (temporary name, fsync, rename), created with the given mode from the
-/// start so a secret is never readable by others, not even for an instant.
+/// The realm's files: written through the package's one atomic writer (`PrivateFile`: mode set
+/// from the start, fsync, rename, fsync of the folder), read with a permission check for secrets.
 enum AtomicFile {
     static func write(_ bytes: [UInt8], to url: URL, mode: mode_t) throws {
-        let fm = FileManager.default
-        let dir = url.deletingLastPathComponent()
-        try fm.createDirectory(at: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let tmp = dir.appendingPathComponent(".\(url.lastPathComponent).\(UUID().uuidString).tmp")
-        let fd = open(tmp.path, O_WRONLY | O_CREAT | O_EXCL, mode)
-        guard fd >= 0 else { throw RealmFileError(path: url.path, message: "cannot create \(url.path) (errno \(errno))") }
-        var ok = false
-        defer {
-            close(fd)
-            if !ok { unlink(tmp.path) }
+        do {
+            try PrivateFile.save(Data(bytes), to: url, mode: mode)
+        } catch {
+            throw RealmFileError(path: error.path, message: error.message)
         }
-        // The umask may have cleared bits of `mode`; set it exactly.
-        _ = fchmod(fd, mode)
-        let written = bytes.withUnsafeBytes { Foundation.write(fd, $0.baseAddress, $0.count) }
-        guard written == bytes.count, fsync(fd) == 0 else {
-            throw RealmFileError(path: url.path, message: "cannot write \(url.path) (errno \(errno))")
-        }
-        guard rename(tmp.path, url.path) == 0 else {
-            throw RealmFileError(path: url.path, message: "cannot move \(url.path) into place (errno \(errno))")
-        }
-        ok = true
     }
 
     /// Reads a file that must not be readable by group or others (a key file).
