@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "CofferBackup", targets: ["CofferBackup"]),
         .library(name: "CofferVault", targets: ["CofferVault"]),
         .library(name: "CofferRealm", targets: ["CofferRealm"]),
+        .library(name: "CofferTesting", targets: ["CofferTesting"]),
         .executable(name: "coffer", targets: ["coffer"]),
     ],
     dependencies: [
@@ -118,13 +119,23 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],
             swiftSettings: strict),
+        // For people who write a storage backend or embed Coffer: an in-memory storage, a
+        // fault-injecting wrapper and the storage conformance suite (Swift Testing).
+        .target(
+            name: "CofferTesting",
+            dependencies: [
+                "CofferStorage",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict),
         .testTarget(name: "CofferCoreTests", dependencies: ["CofferCore"],
                     resources: [.copy("Vectors")], swiftSettings: strict),
         .testTarget(name: "CofferStorageTests",
-                    dependencies: ["CofferStorage", "CofferS3", "CofferWebDAV", "CofferCore", .product(name: "Crypto", package: "swift-crypto")],
+                    dependencies: ["CofferStorage", "CofferS3", "CofferWebDAV", "CofferCore", "CofferTesting",
+                                   .product(name: "Crypto", package: "swift-crypto")],
                     swiftSettings: strict),
         .testTarget(name: "CofferBackupTests",
-                    dependencies: ["CofferBackup", "CofferStorage", "CofferCore", .product(name: "GRDB", package: "GRDB.swift"),
+                    dependencies: ["CofferBackup", "CofferStorage", "CofferCore", "CofferTesting", .product(name: "GRDB", package: "GRDB.swift"),
                                    .product(name: "Crypto", package: "swift-crypto")],
                     swiftSettings: strict),
         .testTarget(name: "CofferVaultTests", dependencies: ["CofferVault", "CofferRealm"],

@@ -1,4 +1,5 @@
 import CofferStorage
+import CofferTesting
 import Foundation
 import Testing
 

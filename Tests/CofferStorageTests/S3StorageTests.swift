@@ -1,5 +1,6 @@
 @testable import CofferS3
 import CofferStorage
+import CofferTesting
 import Foundation
 import Testing
 

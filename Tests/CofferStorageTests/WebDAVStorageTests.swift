@@ -1,4 +1,5 @@
 import CofferStorage
+import CofferTesting
 @testable import CofferWebDAV
 import Crypto
 import Foundation

@@ -1,4 +1,5 @@
 import CofferStorage
+import CofferTesting
 @_spi(Testing) @testable import CofferWebDAV
 import Foundation
 import Synchronization

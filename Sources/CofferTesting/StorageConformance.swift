@@ -1,29 +1,42 @@
+#if canImport(Testing)
 import CofferStorage
 import Foundation
 import Testing
 import Crypto
 
 /// The behaviour every ``Storage`` backend must show, written once and run against each backend
-/// (LocalStorage, S3Storage on moto, S3Storage through a faulty proxy). Modelled on the idea of
-/// restic's backend test suite: one list of properties, many backends.
+/// (LocalStorage, S3Storage on moto and through a faulty proxy, WebDAV servers, ``MemoryStorage``),
+/// and against yours: call it from a Swift Testing test with an empty storage.
 ///
-/// The storage handed in must be empty. Failures are reported with `#expect` at the caller's
-/// source location plus the name of the check, so one broken property does not hide the others.
-struct StorageConformance {
-    let storage: any Storage
+/// ```swift
+/// @Test func myBackendConforms() async throws {
+///     let storage = try await MyStorage.connect(emptyTestBucket)
+///     try await StorageConformance(storage: storage).runAll()
+/// }
+/// ```
+///
+/// Modelled on the idea of restic's backend test suite: one list of properties, many backends.
+/// The storage handed in must be empty. Failures are reported with `#expect` plus the name of the
+/// check, so one broken property does not hide the others.
+public struct StorageConformance: Sendable {
+    public let storage: any Storage
     /// Size of the "large object" check: above the S3 multipart threshold in use.
-    var largeSize = 12 << 20
+    public var largeSize = 12 << 20
     /// Objects in the "many objects" check: above 1000 to force S3 listing pagination.
-    var manyCount = 1100
+    public var manyCount = 1100
     /// Parallelism used by the checks that write many objects.
-    var parallelism = 16
+    public var parallelism = 16
     /// Whether racing creates must have exactly one winner. False for WebDAV servers whose `MOVE`
     /// is known not to be atomic (Apache mod_dav_fs, WsgiDAV): there at least one must win, and
     /// the object must hold one writer's bytes whole.
-    var atomicCreate = true
+    public var atomicCreate = true
+
+    public init(storage: any Storage) {
+        self.storage = storage
+    }
 
     /// Every check.
-    func runAll() async throws {
+    public func runAll() async throws {
         try await emptyAtStart()
         try await roundTrip()
         try await emptyObject()
@@ -40,8 +53,8 @@ struct StorageConformance {
         try await manyObjects()
     }
 
-    /// The checks that matter when the network misbehaves (run through the fault proxy).
-    func runCore() async throws {
+    /// The checks that matter when the network misbehaves (run through a fault proxy).
+    public func runCore() async throws {
         try await roundTrip()
         try await ranges()
         try await notFound()
@@ -54,13 +67,13 @@ struct StorageConformance {
 
     // MARK: Checks
 
-    func emptyAtStart() async throws {
+    public func emptyAtStart() async throws {
         let all = try await storage.list(prefix: "")
         #expect(all.isEmpty, "a fresh storage lists nothing, got \(all.map(\.name))")
     }
 
-    func roundTrip() async throws {
-        let data = randomData(4321)
+    public func roundTrip() async throws {
+        let data = Self.randomData(4321)
         try await storage.put("config", data: data)
         #expect(try await storage.get("config") == data, "get returns what put stored")
         let info = try await storage.stat("config")
@@ -75,7 +88,7 @@ struct StorageConformance {
         try await storage.delete("config")
     }
 
-    func emptyObject() async throws {
+    public func emptyObject() async throws {
         try await storage.put("keys/empty", data: Data())
         #expect(try await storage.get("keys/empty") == Data())
         #expect(try await storage.get("keys/empty", range: 0..<0) == Data())
@@ -87,9 +100,9 @@ struct StorageConformance {
         try await storage.delete("keys/empty")
     }
 
-    func ranges() async throws {
+    public func ranges() async throws {
         let name = "data/ab/abcdef0123456789"
-        let data = randomData(1000)
+        let data = Self.randomData(1000)
         try await storage.put(name, data: data)
         for range in [0..<10, 0..<1, 500..<600, 990..<1000, 999..<1000, 0..<1000, 1000..<1000, 17..<17] {
             let got = try await storage.get(name, range: range)
@@ -103,7 +116,7 @@ struct StorageConformance {
         try await storage.delete(name)
     }
 
-    func notFound() async throws {
+    public func notFound() async throws {
         await expectCode(.notFound, "get of a missing object") { _ = try await storage.get("data/00/missing") }
         await expectCode(.notFound, "ranged get of a missing object") { _ = try await storage.get("data/00/missing", range: 0..<4) }
         await expectCode(.notFound, "empty ranged get of a missing object") { _ = try await storage.get("data/00/missing", range: 0..<0) }
@@ -112,8 +125,8 @@ struct StorageConformance {
         #expect(try await storage.list(prefix: "nosuchdir/").isEmpty)
     }
 
-    func replace() async throws {
-        let a = randomData(3000), b = randomData(17)
+    public func replace() async throws {
+        let a = Self.randomData(3000), b = Self.randomData(17)
         try await storage.put("index/replace", data: a)
         try await storage.put("index/replace", data: b)
         #expect(try await storage.get("index/replace") == b, "a second put replaces the object whole")
@@ -123,21 +136,21 @@ struct StorageConformance {
         try await storage.delete("index/replace")
     }
 
-    func deleteIsIdempotent() async throws {
-        try await storage.put("snapshots/one", data: randomData(10))
+    public func deleteIsIdempotent() async throws {
+        try await storage.put("snapshots/one", data: Self.randomData(10))
         try await storage.delete("snapshots/one")
         #expect(try await storage.stat("snapshots/one") == nil)
         await expectCode(.notFound, "get after delete") { _ = try await storage.get("snapshots/one") }
         try await storage.delete("snapshots/one")
         try await storage.delete("snapshots/never-was")
 
-        for i in 0..<3 { try await storage.put("snapshots/b\(i)", data: randomData(5)) }
+        for i in 0..<3 { try await storage.put("snapshots/b\(i)", data: Self.randomData(5)) }
         try await storage.delete(["snapshots/b0", "snapshots/b1", "snapshots/b2", "snapshots/b9"])
         #expect(try await storage.list(prefix: "snapshots/").isEmpty, "batch delete removes every listed object, missing ones included")
         try await storage.delete([])
     }
 
-    func invalidNamesRejected() async throws {
+    public func invalidNamesRejected() async throws {
         let bad = ["", "/config", "config/", "data//x", "../x", "data/../x", "./x", ".", "..", "Config",
                    "a b", "a\\b", "data/%2e%2e", "é", "x\u{0}y", "tmp~1", String(repeating: "a", count: 513)]
         for name in bad {
@@ -150,11 +163,11 @@ struct StorageConformance {
         #expect(try await storage.list(prefix: "").isEmpty, "rejected names wrote nothing")
     }
 
-    func listWithPrefixes() async throws {
+    public func listWithPrefixes() async throws {
         let names = ["data/00/0011", "data/00/0022", "data/01/0133", "datab", "database/x", "index/i1", "keys/k1", "config"]
         var sizes: [String: Int] = [:]
         for (i, name) in names.enumerated() {
-            let d = randomData(i * 7 + 1)
+            let d = Self.randomData(i * 7 + 1)
             sizes[name] = d.count
             try await storage.put(name, data: d)
         }
@@ -175,10 +188,10 @@ struct StorageConformance {
         #expect(try await storage.list(prefix: "").isEmpty)
     }
 
-    func readAfterWrite() async throws {
+    public func readAfterWrite() async throws {
         for i in 0..<20 {
             let name = "locks/raw\(i)"
-            let data = randomData(i * 31)
+            let data = Self.randomData(i * 31)
             try await storage.put(name, data: data)
             #expect(try await storage.stat(name)?.size == data.count, "stat sees \(name) right after put")
             #expect(try await storage.get(name) == data, "get sees \(name) right after put")
@@ -187,9 +200,9 @@ struct StorageConformance {
         try await storage.delete((0..<20).map { "locks/raw\($0)" })
     }
 
-    func concurrentPuts() async throws {
+    public func concurrentPuts() async throws {
         let storage = self.storage
-        let distinct = (0..<32).map { ("data/cc/obj\($0)", randomData(1000 + $0 * 100)) }
+        let distinct = (0..<32).map { ("data/cc/obj\($0)", Self.randomData(1000 + $0 * 100)) }
         try await withThrowingTaskGroup(of: Void.self) { group in
             for (name, data) in distinct { group.addTask { try await storage.put(name, data: data) } }
             try await group.waitForAll()
@@ -198,7 +211,7 @@ struct StorageConformance {
             #expect(try await storage.get(name) == data, "concurrent put of \(name) stored its own bytes")
         }
         // Racing writers on one name: the result is one of them, whole.
-        let contenders = (0..<8).map { randomData(5000 + $0 * 1000) }
+        let contenders = (0..<8).map { Self.randomData(5000 + $0 * 1000) }
         try await withThrowingTaskGroup(of: Void.self) { group in
             for data in contenders { group.addTask { try await storage.put("data/cc/same", data: data) } }
             try await group.waitForAll()
@@ -208,15 +221,15 @@ struct StorageConformance {
         try await storage.delete(distinct.map(\.0) + ["data/cc/same"])
     }
 
-    func conditionalCreate() async throws {
+    public func conditionalCreate() async throws {
         let store = self.storage
-        let a = randomData(100), b = randomData(200)
+        let a = Self.randomData(100), b = Self.randomData(200)
         try await store.create("heads/h1", data: a)
         await expectCode(.alreadyExists, "create over an existing object") { try await store.create("heads/h1", data: b) }
         try await store.create("heads/h1", data: a)  // a retried create of the same bytes succeeds
         #expect(try await store.get("heads/h1") == a, "a failed create leaves the first object intact")
         // Racing creators with different bytes: exactly one wins.
-        let contenders = (0..<6).map { randomData(300 + $0) }
+        let contenders = (0..<6).map { Self.randomData(300 + $0) }
         let wins = await Self.raceCreates(store, name: "heads/race", contenders: contenders)
         if atomicCreate {
             #expect(wins == 1, "exactly one of racing creates wins, got \(wins)")
@@ -225,7 +238,7 @@ struct StorageConformance {
         }
         #expect(contenders.contains(try await store.get("heads/race")))
         // With the digest known (the engine's packs): stored byte for byte, still conditional.
-        let c = randomData(5000)
+        let c = Self.randomData(5000)
         let digest = Array(SHA256.hash(data: c))
         try await store.create("heads/h2", data: c, sha256: digest)
         #expect(try await store.get("heads/h2") == c, "create with a known digest stores the bytes")
@@ -235,7 +248,8 @@ struct StorageConformance {
         try await store.delete(["heads/h1", "heads/h2", "heads/race"])
     }
 
-    static func raceCreates(_ store: any Storage, name: String, contenders: [Data]) async -> Int {
+    /// Starts `contenders.count` creates of `name` at once; returns how many succeeded.
+    public static func raceCreates(_ store: any Storage, name: String, contenders: [Data]) async -> Int {
         await withTaskGroup(of: Bool.self) { group in
             for data in contenders {
                 group.addTask {
@@ -255,8 +269,8 @@ struct StorageConformance {
         }
     }
 
-    func largeObject() async throws {
-        let data = randomData(largeSize)
+    public func largeObject() async throws {
+        let data = Self.randomData(largeSize)
         try await storage.put("data/ff/large", data: data)
         #expect(try await storage.stat("data/ff/large")?.size == data.count)
         let got = try await storage.get("data/ff/large")
@@ -270,7 +284,7 @@ struct StorageConformance {
         try await storage.delete("data/ff/large")
     }
 
-    func manyObjects() async throws {
+    public func manyObjects() async throws {
         let storage = self.storage
         let names = (0..<manyCount).map { String(format: "data/%02x/many%05d", $0 % 256, $0) }
         let parallelism = self.parallelism
@@ -298,7 +312,7 @@ struct StorageConformance {
 
     // MARK: Helpers
 
-    func expectCode(_ code: StorageError.Code, _ what: String, sourceLocation: SourceLocation = #_sourceLocation,
+    public func expectCode(_ code: StorageError.Code, _ what: String, sourceLocation: SourceLocation = #_sourceLocation,
                     _ body: () async throws -> Void) async {
         do {
             try await body()
@@ -311,16 +325,20 @@ struct StorageConformance {
     }
 }
 
-func randomData(_ count: Int) -> Data {
-    var g = SystemRandomNumberGenerator()
-    var d = Data(count: count)
-    d.withUnsafeMutableBytes { buf in
-        var i = 0
-        while i + 8 <= buf.count {
-            buf.storeBytes(of: g.next() as UInt64, toByteOffset: i, as: UInt64.self)
-            i += 8
+extension StorageConformance {
+    /// `count` random bytes (incompressible, different every call).
+    public static func randomData(_ count: Int) -> Data {
+        var g = SystemRandomNumberGenerator()
+        var d = Data(count: count)
+        d.withUnsafeMutableBytes { buf in
+            var i = 0
+            while i + 8 <= buf.count {
+                buf.storeBytes(of: g.next() as UInt64, toByteOffset: i, as: UInt64.self)
+                i += 8
+            }
+            while i < buf.count { buf[i] = UInt8.random(in: 0...255, using: &g); i += 1 }
         }
-        while i < buf.count { buf[i] = UInt8.random(in: 0...255, using: &g); i += 1 }
+        return d
     }
-    return d
 }
+#endif
