@@ -46,7 +46,7 @@ let package = Package(
         // One Storage protocol and the local-folder backend.
         .target(
             name: "CofferStorage",
-            dependencies: ["CofferCore"],
+            dependencies: [],
             swiftSettings: strict),
         // S3-compatible backend (SigV4 of our own, HTTP through async-http-client).
         .target(
@@ -79,7 +79,6 @@ let package = Package(
             dependencies: [
                 "CofferCore", "CofferStorage",
                 .product(name: "GRDB", package: "GRDB.swift"),
-                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
         // Backup Key Vault: wire protocol, channel, Shamir, client flows.
@@ -92,7 +91,6 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "JWTKit", package: "jwt-kit"),
-                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
         // The realm server.
@@ -132,14 +130,28 @@ let package = Package(
                     resources: [.copy("Vectors")], swiftSettings: strict),
         .testTarget(name: "CofferStorageTests",
                     dependencies: ["CofferStorage", "CofferS3", "CofferWebDAV", "CofferCore", "CofferTesting",
-                                   .product(name: "Crypto", package: "swift-crypto")],
+                                   .product(name: "Crypto", package: "swift-crypto"),
+                                   .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                                   .product(name: "NIOCore", package: "swift-nio"),
+                                   .product(name: "NIOHTTP1", package: "swift-nio")],
                     swiftSettings: strict),
         .testTarget(name: "CofferBackupTests",
                     dependencies: ["CofferBackup", "CofferStorage", "CofferCore", "CofferTesting", .product(name: "GRDB", package: "GRDB.swift"),
                                    .product(name: "Crypto", package: "swift-crypto")],
                     swiftSettings: strict),
-        .testTarget(name: "CofferVaultTests", dependencies: ["CofferVault", "CofferRealm"],
+        .testTarget(name: "CofferVaultTests",
+                    dependencies: ["CofferVault", "CofferRealm", "CofferCore",
+                                   .product(name: "Crypto", package: "swift-crypto"),
+                                   .product(name: "CryptoExtras", package: "swift-crypto"),
+                                   .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                                   .product(name: "NIOCore", package: "swift-nio"),
+                                   .product(name: "GRDB", package: "GRDB.swift"),
+                                   .product(name: "Hummingbird", package: "hummingbird"),
+                                   .product(name: "JWTKit", package: "jwt-kit"),
+                                   .product(name: "Logging", package: "swift-log"),
+                                   .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
                     resources: [.copy("Vectors")], swiftSettings: strict),
-        .testTarget(name: "CofferCLITests", dependencies: ["CofferCore"], swiftSettings: strict),
+        // Runs the real `coffer` binary that `swift build` made; imports no module of the package.
+        .testTarget(name: "CofferCLITests", dependencies: [], swiftSettings: strict),
     ]
 )
