@@ -20,114 +20,118 @@ struct RealmHardeningTests {
     @Test("a replayed Q0 writes no ticket, before or after a restart, and concurrent copies write one")
     func q0Replay() async throws {
         let t = try await RealmTestCluster.start()
-        defer { Task { await t.stop() } }
-        let realm = t.realm()
-        let reg = try await realm.register("ana")
-        let (bytes, opener) = try realm.probe.seal(.q0(Q0Request(token: try await realm.token("ana", .status))))
-        guard case .q0(let first) = try await realm.sendSealed(bytes, opener: opener, type: .q0) else {
-            Issue.record("Q0 failed"); return
-        }
-        #expect(first.version == reg.version)
-        let tickets = try Self.rows("ticket", realm)
-        for _ in 0..<5 {
-            let again = try await realm.sendSealed(bytes, opener: opener, type: .q0)
-            #expect(again == .error(RealmErrorAnswer(code: .badTicket, currentVersion: reg.version)))
-        }
-        #expect(try Self.rows("ticket", realm) == tickets, "a replayed Q0 wrote a durable ticket")
+        try await stopping(t) {
+            let realm = t.realm()
+            let reg = try await realm.register("ana")
+            let (bytes, opener) = try realm.probe.seal(.q0(Q0Request(token: try await realm.token("ana", .status))))
+            guard case .q0(let first) = try await realm.sendSealed(bytes, opener: opener, type: .q0) else {
+                Issue.record("Q0 failed"); return
+            }
+            #expect(first.version == reg.version)
+            let tickets = try Self.rows("ticket", realm)
+            for _ in 0..<5 {
+                let again = try await realm.sendSealed(bytes, opener: opener, type: .q0)
+                #expect(again == .error(RealmErrorAnswer(code: .badTicket, currentVersion: reg.version)))
+            }
+            #expect(try Self.rows("ticket", realm) == tickets, "a replayed Q0 wrote a durable ticket")
 
-        // The realm remembers it across a restart (the mark is in its database, not its memory).
-        await t.cluster.realms[0].stop()
-        try await t.cluster.realms[0].start()
-        #expect(try await realm.sendSealed(bytes, opener: opener, type: .q0)
-                == .error(RealmErrorAnswer(code: .badTicket, currentVersion: reg.version)))
-        #expect(try Self.rows("ticket", realm) == tickets)
+            // The realm remembers it across a restart (the mark is in its database, not its memory).
+            await t.cluster.realms[0].stop()
+            try await t.cluster.realms[0].start()
+            #expect(try await realm.sendSealed(bytes, opener: opener, type: .q0)
+                    == .error(RealmErrorAnswer(code: .badTicket, currentVersion: reg.version)))
+            #expect(try Self.rows("ticket", realm) == tickets)
 
-        // Eight copies of one fresh request at once: exactly one is served.
-        let (fresh, freshOpener) = try realm.probe.seal(.q0(Q0Request(token: try await realm.token("ana", .status))))
-        let answers = try await withThrowingTaskGroup(of: VaultAnswer.self) { group in
-            for _ in 0..<8 { group.addTask { try await realm.sendSealed(fresh, opener: freshOpener, type: .q0) } }
-            return try await group.reduce(into: [VaultAnswer]()) { $0.append($1) }
+            // Eight copies of one fresh request at once: exactly one is served.
+            let (fresh, freshOpener) = try realm.probe.seal(.q0(Q0Request(token: try await realm.token("ana", .status))))
+            let answers = try await withThrowingTaskGroup(of: VaultAnswer.self) { group in
+                for _ in 0..<8 { group.addTask { try await realm.sendSealed(fresh, opener: freshOpener, type: .q0) } }
+                return try await group.reduce(into: [VaultAnswer]()) { $0.append($1) }
+            }
+            #expect(answers.filter { if case .q0 = $0 { return true } else { return false } }.count == 1)
+            #expect(try Self.rows("ticket", realm) == tickets + 1)
+            // A client's own new request (a fresh sealing of the same body) is served as usual.
+            #expect(try await realm.q0("ana", scope: .status).version == reg.version)
         }
-        #expect(answers.filter { if case .q0 = $0 { return true } else { return false } }.count == 1)
-        #expect(try Self.rows("ticket", realm) == tickets + 1)
-        // A client's own new request (a fresh sealing of the same body) is served as usual.
-        #expect(try await realm.q0("ana", scope: .status).version == reg.version)
     }
 
     @Test("replayed R1s cannot push a registration in progress out; its R2 still completes")
     func r1ReplayKeepsPending() async throws {
         let t = try await RealmTestCluster.start()
-        defer { Task { await t.stop() } }
-        let realm = t.realm()
-        let token = try await realm.token("bea", .register)
-        let current = try await realm.q0("bea", scope: .register)
-        let blinded = try VaultOPRF.blind(Array("pw".utf8))
-        let (bytes, opener) = try realm.probe.seal(.r1(R1Request(token: token, blindedElement: blinded.blindedElementBytes)))
-        guard case .r1(let r1) = try await realm.sendSealed(bytes, opener: opener, type: .r1) else { Issue.record("R1 failed"); return }
-        #expect(try Self.rows("pending", realm) == 1)
+        try await stopping(t) {
+            let realm = t.realm()
+            let token = try await realm.token("bea", .register)
+            let current = try await realm.q0("bea", scope: .register)
+            let blinded = try VaultOPRF.blind(Array("pw".utf8))
+            let (bytes, opener) = try realm.probe.seal(.r1(R1Request(token: token, blindedElement: blinded.blindedElementBytes)))
+            guard case .r1(let r1) = try await realm.sendSealed(bytes, opener: opener, type: .r1) else { Issue.record("R1 failed"); return }
+            #expect(try Self.rows("pending", realm) == 1)
 
-        // Before the fix, four replays made four pending keys and the realm dropped the real one.
-        for _ in 0..<6 {
-            #expect(try await realm.sendSealed(bytes, opener: opener, type: .r1) == .error(RealmErrorAnswer(code: .badTicket)))
+            // Before the fix, four replays made four pending keys and the realm dropped the real one.
+            for _ in 0..<6 {
+                #expect(try await realm.sendSealed(bytes, opener: opener, type: .r1) == .error(RealmErrorAnswer(code: .badTicket)))
+            }
+            #expect(try Self.rows("pending", realm) == 1, "replayed R1s wrote pending registrations")
+
+            let version = RecordVersion.random()
+            let r2 = R2Request(token: token, pendingID: r1.pendingID, expectedVersion: current.version, version: version,
+                               maskedShare: rnd(32), commitment: rnd(32), verificationKey: rnd(32), signature: rnd(64),
+                               unlockTag: rnd(32), wrappedKey: rnd(60), policy: try VaultPolicy(log2N: 15, guessLimit: 10))
+            let (r2bytes, r2opener) = try realm.probe.seal(.r2(r2))
+            #expect(try await realm.sendSealed(r2bytes, opener: r2opener, type: .r2) == .r2(R2Answer(version: version)))
+            #expect(try await realm.sendSealed(r2bytes, opener: r2opener, type: .r2)
+                    == .error(RealmErrorAnswer(code: .badPending, currentVersion: version)))
+            #expect(try await realm.q0("bea").version == version)
         }
-        #expect(try Self.rows("pending", realm) == 1, "replayed R1s wrote pending registrations")
-
-        let version = RecordVersion.random()
-        let r2 = R2Request(token: token, pendingID: r1.pendingID, expectedVersion: current.version, version: version,
-                           maskedShare: rnd(32), commitment: rnd(32), verificationKey: rnd(32), signature: rnd(64),
-                           unlockTag: rnd(32), wrappedKey: rnd(60), policy: try VaultPolicy(log2N: 15, guessLimit: 10))
-        let (r2bytes, r2opener) = try realm.probe.seal(.r2(r2))
-        #expect(try await realm.sendSealed(r2bytes, opener: r2opener, type: .r2) == .r2(R2Answer(version: version)))
-        #expect(try await realm.sendSealed(r2bytes, opener: r2opener, type: .r2)
-                == .error(RealmErrorAnswer(code: .badPending, currentVersion: version)))
-        #expect(try await realm.q0("bea").version == version)
     }
 
     @Test("a replayed head read issues no ticket")
     func headReadReplay() async throws {
         let t = try await RealmTestCluster.start()
-        defer { Task { await t.stop() } }
-        let realm = t.realm()
-        let (bytes, opener) = try realm.probe.seal(.headRead(HeadReadRequest(token: try await realm.token("cid", .head))))
-        guard case .headRead = try await realm.sendSealed(bytes, opener: opener, type: .headRead) else { Issue.record("head read failed"); return }
-        let tickets = try Self.rows("ticket", realm)
-        #expect(try await realm.sendSealed(bytes, opener: opener, type: .headRead) == .error(RealmErrorAnswer(code: .badTicket)))
-        #expect(try Self.rows("ticket", realm) == tickets)
+        try await stopping(t) {
+            let realm = t.realm()
+            let (bytes, opener) = try realm.probe.seal(.headRead(HeadReadRequest(token: try await realm.token("cid", .head))))
+            guard case .headRead = try await realm.sendSealed(bytes, opener: opener, type: .headRead) else { Issue.record("head read failed"); return }
+            let tickets = try Self.rows("ticket", realm)
+            #expect(try await realm.sendSealed(bytes, opener: opener, type: .headRead) == .error(RealmErrorAnswer(code: .badTicket)))
+            #expect(try Self.rows("ticket", realm) == tickets)
+        }
     }
 
     @Test("a Q1 with a bad ticket is refused before any VOPRF evaluation; a replayed or retried Q1 costs none either")
     func badTicketCostsNoEvaluation() async throws {
         let t = try await RealmTestCluster.start()
-        defer { Task { await t.stop() } }
-        let realm = t.realm()
-        let store = try #require(t.cluster.realms[0].service?.store)
-        let reg = try await realm.register("dan")
-        _ = try await realm.register("eve")
-        let token = try await realm.token("dan", .recover)
-        let blinded = try VaultOPRF.blind(rnd(16)).blindedElementBytes
-        let before = store.oprfEvaluations
+        try await stopping(t) {
+            let realm = t.realm()
+            let store = try #require(t.cluster.realms[0].service?.store)
+            let reg = try await realm.register("dan")
+            _ = try await realm.register("eve")
+            let token = try await realm.token("dan", .recover)
+            let blinded = try VaultOPRF.blind(rnd(16)).blindedElementBytes
+            let before = store.oprfEvaluations
 
-        let bad: [(String, Ticket)] = [
-            ("made up", .random()),
-            ("another user's", try await realm.q0("eve").ticket),
-            ("delete-scoped", try await realm.q0("dan", scope: .delete).ticket),
-        ]
-        for (what, ticket) in bad {
-            let a = try await realm.send(.q1(Q1Request(token: token, ticket: ticket, version: reg.version, blindedElement: blinded)))
-            #expect(a == .error(RealmErrorAnswer(code: .badTicket, currentVersion: reg.version)), "\(what)")
+            let bad: [(String, Ticket)] = [
+                ("made up", .random()),
+                ("another user's", try await realm.q0("eve").ticket),
+                ("delete-scoped", try await realm.q0("dan", scope: .delete).ticket),
+            ]
+            for (what, ticket) in bad {
+                let a = try await realm.send(.q1(Q1Request(token: token, ticket: ticket, version: reg.version, blindedElement: blinded)))
+                #expect(a == .error(RealmErrorAnswer(code: .badTicket, currentVersion: reg.version)), "\(what)")
+            }
+            #expect(store.oprfEvaluations == before, "a Q1 with a bad ticket ran the P-384 evaluation")
+
+            // Positive control: a good ticket costs exactly one evaluation; its replay and its retry none.
+            let q = try await realm.q0("dan")
+            let q1 = Q1Request(token: token, ticket: q.ticket, version: reg.version, blindedElement: blinded)
+            let (bytes, opener) = try realm.probe.seal(.q1(q1))
+            guard case .q1(let answer) = try await realm.sendSealed(bytes, opener: opener, type: .q1) else { Issue.record("Q1 failed"); return }
+            #expect(store.oprfEvaluations == before + 1)
+            #expect(try await realm.sendSealed(bytes, opener: opener, type: .q1) == .error(RealmErrorAnswer(code: .badTicket, currentVersion: reg.version)))
+            #expect(try await realm.send(.q1(q1)) == .q1(answer))
+            #expect(store.oprfEvaluations == before + 1)
+            #expect(try await realm.attemptsLeft("dan") == 9)
         }
-        #expect(store.oprfEvaluations == before, "a Q1 with a bad ticket ran the P-384 evaluation")
-
-        // Positive control: a good ticket costs exactly one evaluation; its replay and its retry none.
-        let q = try await realm.q0("dan")
-        let q1 = Q1Request(token: token, ticket: q.ticket, version: reg.version, blindedElement: blinded)
-        let (bytes, opener) = try realm.probe.seal(.q1(q1))
-        guard case .q1(let answer) = try await realm.sendSealed(bytes, opener: opener, type: .q1) else { Issue.record("Q1 failed"); return }
-        #expect(store.oprfEvaluations == before + 1)
-        #expect(try await realm.sendSealed(bytes, opener: opener, type: .q1) == .error(RealmErrorAnswer(code: .badTicket, currentVersion: reg.version)))
-        #expect(try await realm.send(.q1(q1)) == .q1(answer))
-        #expect(store.oprfEvaluations == before + 1)
-        #expect(try await realm.attemptsLeft("dan") == 9)
     }
 
     /// One realm served in-process (the same `handle` the HTTP edge calls) with a hand-moved clock,
@@ -232,25 +236,26 @@ struct RealmHardeningTests {
         let limits = RealmConfig.Limits(perToken: .init(burst: 2, perMinute: 0.001), perUser: .init(burst: 100, perMinute: 0.001),
                                         refusedTokenLogLinesPerMinute: 10)
         let t = try await RealmTestCluster.start(limits: limits)
-        defer { Task { await t.stop() } }
-        let realm = t.realm()
-        let token = try await realm.token("lea", .status)
-        let (good, goodOpener) = try realm.probe.seal(.q0(Q0Request(token: token)))
-        let (_, goodBody) = try await realm.post("/v1/q0", good)
-        guard case .q0 = try realm.probe.open(goodBody, opener: goodOpener, type: .q0) else { Issue.record("Q0 failed"); return }
-        guard case .q0 = try await realm.send(.q0(Q0Request(token: token))) else { Issue.record("second Q0 failed"); return }
-        let tickets = try Self.rows("ticket", realm)
-        for _ in 0..<5 {
-            let (bytes, opener) = try realm.probe.seal(.q0(Q0Request(token: token)))
-            let (status, body) = try await realm.post("/v1/q0", bytes)
-            #expect(status == 200 && body.count == goodBody.count)
-            #expect(try realm.probe.open(body, opener: opener, type: .q0) == .error(RealmErrorAnswer(code: .busy)))
+        try await stopping(t) {
+            let realm = t.realm()
+            let token = try await realm.token("lea", .status)
+            let (good, goodOpener) = try realm.probe.seal(.q0(Q0Request(token: token)))
+            let (_, goodBody) = try await realm.post("/v1/q0", good)
+            guard case .q0 = try realm.probe.open(goodBody, opener: goodOpener, type: .q0) else { Issue.record("Q0 failed"); return }
+            guard case .q0 = try await realm.send(.q0(Q0Request(token: token))) else { Issue.record("second Q0 failed"); return }
+            let tickets = try Self.rows("ticket", realm)
+            for _ in 0..<5 {
+                let (bytes, opener) = try realm.probe.seal(.q0(Q0Request(token: token)))
+                let (status, body) = try await realm.post("/v1/q0", bytes)
+                #expect(status == 200 && body.count == goodBody.count)
+                #expect(try realm.probe.open(body, opener: opener, type: .q0) == .error(RealmErrorAnswer(code: .busy)))
+            }
+            #expect(try Self.rows("ticket", realm) == tickets)
+            let (_, metrics) = try await realm.getAdmin("/metrics")
+            #expect(metrics.contains("coffer_realm_busy_total 5"))
+            // Another token of the same user still has its own two.
+            #expect(try await realm.q0("lea", scope: .status).state == .none)
         }
-        #expect(try Self.rows("ticket", realm) == tickets)
-        let (_, metrics) = try await realm.getAdmin("/metrics")
-        #expect(metrics.contains("coffer_realm_busy_total 5"))
-        // Another token of the same user still has its own two.
-        #expect(try await realm.q0("lea", scope: .status).state == .none)
     }
 
     @Test("a user's tokens share one limit: fresh tokens for each request stop at 120")
@@ -315,23 +320,24 @@ struct RealmHardeningTests {
     @Test("in-process realms: /health and /metrics answer on the admin listener only, the protocol on the public one only")
     func adminListenerInProcess() async throws {
         let t = try await RealmTestCluster.start()
-        defer { Task { await t.stop() } }
-        let realm = t.realm()
-        let admin = try #require(realm.adminURL)
-        #expect(admin != realm.url)
-        _ = try await realm.register("joy")
-        for path in ["/metrics", "/health", "/v1/health"] {
-            #expect(try await realm.get(path).0 == 404, "public \(path)")
+        try await stopping(t) {
+            let realm = t.realm()
+            let admin = try #require(realm.adminURL)
+            #expect(admin != realm.url)
+            _ = try await realm.register("joy")
+            for path in ["/metrics", "/health", "/v1/health"] {
+                #expect(try await realm.get(path).0 == 404, "public \(path)")
+            }
+            let (hs, health) = try await realm.getAdmin("/health")
+            #expect(hs == 200 && health == "ok\n")
+            let (ms, metrics) = try await realm.getAdmin("/metrics")
+            #expect(ms == 200 && metrics.contains("coffer_realm_registrations_total 1"))
+            // The admin listener serves nothing else: no descriptor, no protocol endpoint.
+            #expect(try await realm.getAdmin("/v1/descriptor").0 == 404)
+            let (bytes, _) = try realm.probe.seal(.q0(Q0Request(token: try await realm.token("joy", .status))))
+            let atAdmin = RealmClient(url: admin, probe: realm.probe, tenant: realm.tenant, directory: realm.directory)
+            #expect(try await atAdmin.post("/v1/q0", bytes).0 == 404)
         }
-        let (hs, health) = try await realm.getAdmin("/health")
-        #expect(hs == 200 && health == "ok\n")
-        let (ms, metrics) = try await realm.getAdmin("/metrics")
-        #expect(ms == 200 && metrics.contains("coffer_realm_registrations_total 1"))
-        // The admin listener serves nothing else: no descriptor, no protocol endpoint.
-        #expect(try await realm.getAdmin("/v1/descriptor").0 == 404)
-        let (bytes, _) = try realm.probe.seal(.q0(Q0Request(token: try await realm.token("joy", .status))))
-        let atAdmin = RealmClient(url: admin, probe: realm.probe, tenant: realm.tenant, directory: realm.directory)
-        #expect(try await atAdmin.post("/v1/q0", bytes).0 == 404)
     }
 
     @Test("coffer realm serve: the admin listener from --admin-listen or realm.json adminListen; none on the public port; a bad address is refused")

@@ -237,3 +237,26 @@ extension Data {
         return range(of: Data(needle)) != nil
     }
 }
+
+/// A server or cluster a test starts and must stop, whatever happens in the test.
+protocol StoppableTestService: Sendable {
+    func stop() async
+}
+
+extension RealmTestCluster: StoppableTestService {}
+extension RealmCluster: StoppableTestService {}
+extension FlowHarness: StoppableTestService {}
+extension ForgingServer: StoppableTestService {}
+
+/// Runs `body`, then stops `service` and waits until it has stopped, also when `body` throws:
+/// the scoped teardown that a `defer { Task { await service.stop() } }` only pretended to be
+/// (that Task outlives the test, so servers piled up and ports were reused under load).
+func stopping(_ service: some StoppableTestService, _ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch {
+        await service.stop()
+        throw error
+    }
+    await service.stop()
+}

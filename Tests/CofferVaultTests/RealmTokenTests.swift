@@ -27,61 +27,62 @@ struct RealmTokenTests {
     @Test("expired, foreign, other-realm, wrong-scope, too-long, none, HMAC and swapped-algorithm tokens are refused and spend no guess")
     func refusedTokens() async throws {
         let t = try await RealmTestCluster.start(count: 2)
-        defer { Task { await t.stop() } }
-        let realm = t.realm(1)
-        let reg = try await realm.register("dave")
-        let pem = try String(contentsOf: t.cluster.layout.tenantKeyURL, encoding: .utf8)
-        let devKey = try P256.Signing.PrivateKey(pemRepresentation: pem)
-        let now = Date().timeIntervalSince1970
-        let aud = realm.realmID.hex
-        let user = "dave"
-        let header = #"{"alg":"ES256","typ":"JWT"}"#
-        let good = try Self.es256(devKey, header: header, claims: Self.claims(iss: "coffer-dev", sub: user, aud: aud, scope: "recover", iat: now, exp: now + 300))
+        try await stopping(t) {
+            let realm = t.realm(1)
+            let reg = try await realm.register("dave")
+            let pem = try String(contentsOf: t.cluster.layout.tenantKeyURL, encoding: .utf8)
+            let devKey = try P256.Signing.PrivateKey(pemRepresentation: pem)
+            let now = Date().timeIntervalSince1970
+            let aud = realm.realmID.hex
+            let user = "dave"
+            let header = #"{"alg":"ES256","typ":"JWT"}"#
+            let good = try Self.es256(devKey, header: header, claims: Self.claims(iss: "coffer-dev", sub: user, aud: aud, scope: "recover", iat: now, exp: now + 300))
 
-        let otherKey = P256.Signing.PrivateKey()
-        let hmac = JWTKeyCollection()
-        await hmac.add(hmac: HMACKey(key: SymmetricKey(size: .bits256)), digestAlgorithm: .sha256)
-        let hs256 = try await hmac.sign(RealmTokenClaims(tenant: "coffer-dev", user: user, realmID: realm.realmID, scope: .recover,
-                                                          issuedAt: Date(), lifetime: 300))
-        let noneToken = Self.b64url(Data(#"{"alg":"none"}"#.utf8)) + "." + Self.b64url(Data(Self.claims(iss: "coffer-dev", sub: user, aud: aud, scope: "recover", iat: now, exp: now + 300).utf8)) + "."
+            let otherKey = P256.Signing.PrivateKey()
+            let hmac = JWTKeyCollection()
+            await hmac.add(hmac: HMACKey(key: SymmetricKey(size: .bits256)), digestAlgorithm: .sha256)
+            let hs256 = try await hmac.sign(RealmTokenClaims(tenant: "coffer-dev", user: user, realmID: realm.realmID, scope: .recover,
+                                                              issuedAt: Date(), lifetime: 300))
+            let noneToken = Self.b64url(Data(#"{"alg":"none"}"#.utf8)) + "." + Self.b64url(Data(Self.claims(iss: "coffer-dev", sub: user, aud: aud, scope: "recover", iat: now, exp: now + 300).utf8)) + "."
 
-        let bad: [(String, String, RealmErrorCode)] = [
-            ("expired", try Self.es256(devKey, header: header, claims: Self.claims(iss: "coffer-dev", sub: user, aud: aud, scope: "recover", iat: now - 7200, exp: now - 3600)), .badToken),
-            ("unknown tenant", try Self.es256(devKey, header: header, claims: Self.claims(iss: "evil", sub: user, aud: aud, scope: "recover", iat: now, exp: now + 300)), .badToken),
-            ("known tenant, foreign key", try Self.es256(otherKey, header: header, claims: Self.claims(iss: "coffer-dev", sub: user, aud: aud, scope: "recover", iat: now, exp: now + 300)), .badToken),
-            ("another realm", try Self.es256(devKey, header: header, claims: Self.claims(iss: "coffer-dev", sub: user, aud: t.realm(2).realmID.hex, scope: "recover", iat: now, exp: now + 300)), .badToken),
-            ("uppercase audience", try Self.es256(devKey, header: header, claims: Self.claims(iss: "coffer-dev", sub: user, aud: aud.uppercased(), scope: "recover", iat: now, exp: now + 300)), .badToken),
-            ("status scope", try Self.es256(devKey, header: header, claims: Self.claims(iss: "coffer-dev", sub: user, aud: aud, scope: "status", iat: now, exp: now + 300)), .scopeNotAllowed),
-            ("register scope", try Self.es256(devKey, header: header, claims: Self.claims(iss: "coffer-dev", sub: user, aud: aud, scope: "register", iat: now, exp: now + 300)), .scopeNotAllowed),
-            ("lifetime over 24 h", try Self.es256(devKey, header: header, claims: Self.claims(iss: "coffer-dev", sub: user, aud: aud, scope: "recover", iat: now, exp: now + 25 * 3600)), .badToken),
-            ("issued in the future", try Self.es256(devKey, header: header, claims: Self.claims(iss: "coffer-dev", sub: user, aud: aud, scope: "recover", iat: now + 600, exp: now + 900)), .badToken),
-            ("alg none", noneToken, .badToken),
-            ("HS256", hs256, .badToken),
-            ("EdDSA header on an ES256 key", try Self.es256(devKey, header: #"{"alg":"EdDSA"}"#, claims: Self.claims(iss: "coffer-dev", sub: user, aud: aud, scope: "recover", iat: now, exp: now + 300)), .badToken),
-            ("unknown kid", try Self.es256(devKey, header: #"{"alg":"ES256","kid":"nope"}"#, claims: Self.claims(iss: "coffer-dev", sub: user, aud: aud, scope: "recover", iat: now, exp: now + 300)), .badToken),
-            ("garbage", "not.a.jwt", .badToken),
-        ]
-        for (name, token, code) in bad {
-            // A fresh, valid ticket each time, so only the token can be the reason.
+            let bad: [(String, String, RealmErrorCode)] = [
+                ("expired", try Self.es256(devKey, header: header, claims: Self.claims(iss: "coffer-dev", sub: user, aud: aud, scope: "recover", iat: now - 7200, exp: now - 3600)), .badToken),
+                ("unknown tenant", try Self.es256(devKey, header: header, claims: Self.claims(iss: "evil", sub: user, aud: aud, scope: "recover", iat: now, exp: now + 300)), .badToken),
+                ("known tenant, foreign key", try Self.es256(otherKey, header: header, claims: Self.claims(iss: "coffer-dev", sub: user, aud: aud, scope: "recover", iat: now, exp: now + 300)), .badToken),
+                ("another realm", try Self.es256(devKey, header: header, claims: Self.claims(iss: "coffer-dev", sub: user, aud: t.realm(2).realmID.hex, scope: "recover", iat: now, exp: now + 300)), .badToken),
+                ("uppercase audience", try Self.es256(devKey, header: header, claims: Self.claims(iss: "coffer-dev", sub: user, aud: aud.uppercased(), scope: "recover", iat: now, exp: now + 300)), .badToken),
+                ("status scope", try Self.es256(devKey, header: header, claims: Self.claims(iss: "coffer-dev", sub: user, aud: aud, scope: "status", iat: now, exp: now + 300)), .scopeNotAllowed),
+                ("register scope", try Self.es256(devKey, header: header, claims: Self.claims(iss: "coffer-dev", sub: user, aud: aud, scope: "register", iat: now, exp: now + 300)), .scopeNotAllowed),
+                ("lifetime over 24 h", try Self.es256(devKey, header: header, claims: Self.claims(iss: "coffer-dev", sub: user, aud: aud, scope: "recover", iat: now, exp: now + 25 * 3600)), .badToken),
+                ("issued in the future", try Self.es256(devKey, header: header, claims: Self.claims(iss: "coffer-dev", sub: user, aud: aud, scope: "recover", iat: now + 600, exp: now + 900)), .badToken),
+                ("alg none", noneToken, .badToken),
+                ("HS256", hs256, .badToken),
+                ("EdDSA header on an ES256 key", try Self.es256(devKey, header: #"{"alg":"EdDSA"}"#, claims: Self.claims(iss: "coffer-dev", sub: user, aud: aud, scope: "recover", iat: now, exp: now + 300)), .badToken),
+                ("unknown kid", try Self.es256(devKey, header: #"{"alg":"ES256","kid":"nope"}"#, claims: Self.claims(iss: "coffer-dev", sub: user, aud: aud, scope: "recover", iat: now, exp: now + 300)), .badToken),
+                ("garbage", "not.a.jwt", .badToken),
+            ]
+            for (name, token, code) in bad {
+                // A fresh, valid ticket each time, so only the token can be the reason.
+                let q = try await realm.q0(user)
+                let blinded = try VaultOPRF.blind(rnd(16)).blindedElementBytes
+                let a = try await realm.send(.q1(Q1Request(token: token, ticket: q.ticket, version: reg.version, blindedElement: blinded)))
+                #expect(a == .error(RealmErrorAnswer(code: code)), "\(name): \(a)")
+            }
+            #expect(try await realm.attemptsLeft(user) == 10, "a refused token spent a guess")
+
+            // The hand-made good token works (so the refusals above are about what was changed).
             let q = try await realm.q0(user)
-            let blinded = try VaultOPRF.blind(rnd(16)).blindedElementBytes
-            let a = try await realm.send(.q1(Q1Request(token: token, ticket: q.ticket, version: reg.version, blindedElement: blinded)))
-            #expect(a == .error(RealmErrorAnswer(code: code)), "\(name): \(a)")
-        }
-        #expect(try await realm.attemptsLeft(user) == 10, "a refused token spent a guess")
+            let ok = try await realm.send(.q1(Q1Request(token: good, ticket: q.ticket, version: reg.version, blindedElement: try VaultOPRF.blind(rnd(16)).blindedElementBytes)))
+            guard case .q1(let answer) = ok else { Issue.record("good token refused: \(ok)"); return }
+            #expect(answer.attemptsLeft == 9)
 
-        // The hand-made good token works (so the refusals above are about what was changed).
-        let q = try await realm.q0(user)
-        let ok = try await realm.send(.q1(Q1Request(token: good, ticket: q.ticket, version: reg.version, blindedElement: try VaultOPRF.blind(rnd(16)).blindedElementBytes)))
-        guard case .q1(let answer) = ok else { Issue.record("good token refused: \(ok)"); return }
-        #expect(answer.attemptsLeft == 9)
-
-        // A register token valid for 10 minutes is accepted, one for 11 minutes is not.
-        let reg11 = try Self.es256(devKey, header: header, claims: Self.claims(iss: "coffer-dev", sub: user, aud: aud, scope: "register", iat: now, exp: now + 660))
-        #expect(try await realm.send(.r1(R1Request(token: reg11, blindedElement: try VaultOPRF.blind(rnd(8)).blindedElementBytes))) == .error(RealmErrorAnswer(code: .badToken)))
-        let reg10 = try Self.es256(devKey, header: header, claims: Self.claims(iss: "coffer-dev", sub: user, aud: aud, scope: "register", iat: now, exp: now + 600))
-        guard case .r1 = try await realm.send(.r1(R1Request(token: reg10, blindedElement: try VaultOPRF.blind(rnd(8)).blindedElementBytes))) else {
-            Issue.record("a 10-minute register token was refused"); return
+            // A register token valid for 10 minutes is accepted, one for 11 minutes is not.
+            let reg11 = try Self.es256(devKey, header: header, claims: Self.claims(iss: "coffer-dev", sub: user, aud: aud, scope: "register", iat: now, exp: now + 660))
+            #expect(try await realm.send(.r1(R1Request(token: reg11, blindedElement: try VaultOPRF.blind(rnd(8)).blindedElementBytes))) == .error(RealmErrorAnswer(code: .badToken)))
+            let reg10 = try Self.es256(devKey, header: header, claims: Self.claims(iss: "coffer-dev", sub: user, aud: aud, scope: "register", iat: now, exp: now + 600))
+            guard case .r1 = try await realm.send(.r1(R1Request(token: reg10, blindedElement: try VaultOPRF.blind(rnd(8)).blindedElementBytes))) else {
+                Issue.record("a 10-minute register token was refused"); return
+            }
         }
     }
 

@@ -74,28 +74,29 @@ struct VaultLostQ2Tests {
     @Test("every realm's first Q2 answer is dropped: the client resends the same Q2 and recovers; one guess counted per realm")
     func lostQ2AnswersAreResent() async throws {
         let h = try await FlowHarness.start()
-        defer { Task { await h.stop() } }
-        let key = BackupKey()
-        try await h.client(transport: HTTPRealmTransport(timeout: .seconds(30))).register(key: key, password: "pw", user: "oli")
-        var raw = h.cluster.vaultConfiguration
-        raw.policy = .init(FlowHarness.policy, minPasswordLength: 1)
-        var proxies = [DroppingProxy]()
-        for i in 0..<5 {
-            let p = try await DroppingProxy.start(target: h.config.realms[i].baseURL, dropQ2Answers: 1)
-            proxies.append(p)
-            raw.realms[i].url = p.url
+        try await stopping(h) {
+            let key = BackupKey()
+            try await h.client(transport: HTTPRealmTransport(timeout: .seconds(30))).register(key: key, password: "pw", user: "oli")
+            var raw = h.cluster.vaultConfiguration
+            raw.policy = .init(FlowHarness.policy, minPasswordLength: 1)
+            var proxies = [DroppingProxy]()
+            for i in 0..<5 {
+                let p = try await DroppingProxy.start(target: h.config.realms[i].baseURL, dropQ2Answers: 1)
+                proxies.append(p)
+                raw.realms[i].url = p.url
+            }
+            let started = proxies
+            defer { Task { for p in started { await p.stop() } } }
+            let client = VaultClient(configuration: try raw.validated(), tokens: h.tenant, transport: HTTPRealmTransport(timeout: .seconds(30)))
+            let result = try await client.recover(password: "pw", user: "oli", rotate: false)
+            #expect(result.key.constantTimeEquals(key))
+            let q1 = VaultMessageType.q1.path, q2 = VaultMessageType.q2.path
+            #expect(proxies.map { $0.count("dropped") } == [1, 1, 1, 1, 1])
+            #expect(proxies.map { $0.count(q2) } == [2, 2, 2, 2, 2], "each Q2 resent once")
+            #expect(proxies.map { $0.count(q1) } == [1, 1, 1, 1, 1], "one guess per realm, no second attempt")
+            // Every realm unlocked (count reset), nothing more was spent.
+            let status = await h.client(transport: HTTPRealmTransport(timeout: .seconds(30))).status(user: "oli")
+            #expect(status.realms.allSatisfy { $0.state == .active(version: result.version, attemptsLeft: 10) })
         }
-        let started = proxies
-        defer { Task { for p in started { await p.stop() } } }
-        let client = VaultClient(configuration: try raw.validated(), tokens: h.tenant, transport: HTTPRealmTransport(timeout: .seconds(30)))
-        let result = try await client.recover(password: "pw", user: "oli", rotate: false)
-        #expect(result.key.constantTimeEquals(key))
-        let q1 = VaultMessageType.q1.path, q2 = VaultMessageType.q2.path
-        #expect(proxies.map { $0.count("dropped") } == [1, 1, 1, 1, 1])
-        #expect(proxies.map { $0.count(q2) } == [2, 2, 2, 2, 2], "each Q2 resent once")
-        #expect(proxies.map { $0.count(q1) } == [1, 1, 1, 1, 1], "one guess per realm, no second attempt")
-        // Every realm unlocked (count reset), nothing more was spent.
-        let status = await h.client(transport: HTTPRealmTransport(timeout: .seconds(30))).status(user: "oli")
-        #expect(status.realms.allSatisfy { $0.state == .active(version: result.version, attemptsLeft: 10) })
     }
 }
