@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "CofferBackup", targets: ["CofferBackup"]),
         .library(name: "CofferVault", targets: ["CofferVault"]),
         .library(name: "CofferRealm", targets: ["CofferRealm"]),
+        .library(name: "CofferKit", targets: ["CofferKit"]),
         .library(name: "CofferTesting", targets: ["CofferTesting"]),
         .executable(name: "coffer", targets: ["coffer"]),
     ],
@@ -117,6 +118,12 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],
             swiftSettings: strict),
+        // What an app embeds: one type over the engine and the vault with every protection of the
+        // CLI (anchored heads, pending vault changes, the device home's layout).
+        .target(
+            name: "CofferKit",
+            dependencies: ["CofferCore", "CofferStorage", "CofferBackup", "CofferVault"],
+            swiftSettings: strict),
         // For people who write a storage backend or embed Coffer: an in-memory storage, a
         // fault-injecting wrapper and the storage conformance suite (Swift Testing).
         .target(
@@ -151,6 +158,9 @@ let package = Package(
                                    .product(name: "Logging", package: "swift-log"),
                                    .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
                     resources: [.copy("Vectors")], swiftSettings: strict),
+        .testTarget(name: "CofferKitTests",
+                    dependencies: ["CofferKit", "CofferBackup", "CofferCore", "CofferStorage", "CofferVault", "CofferRealm"],
+                    swiftSettings: strict),
         // Runs the real `coffer` binary that `swift build` made; imports no module of the package.
         .testTarget(name: "CofferCLITests", dependencies: [], swiftSettings: strict),
     ]

@@ -62,4 +62,9 @@ public struct KeyFileError: Error, Sendable, CustomStringConvertible {
     public var path: String
     public var message: String
     public var description: String { message }
+
+    public init(path: String, message: String) {
+        self.path = path
+        self.message = message
+    }
 }
