@@ -112,7 +112,7 @@ let package = Package(
         .executableTarget(
             name: "coffer",
             dependencies: [
-                "CofferCore", "CofferStorage", "CofferS3", "CofferWebDAV", "CofferBackup", "CofferVault", "CofferRealm",
+                "CofferCore", "CofferStorage", "CofferS3", "CofferWebDAV", "CofferBackup", "CofferVault", "CofferRealm", "CofferKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "GRDB", package: "GRDB.swift"),

@@ -81,9 +81,23 @@ public struct HeadGuard: Sendable {
     /// After a key rotation: anchors every writer's newest snapshot of the new generation (their ids
     /// all changed with the key), so a device that recovers the new key can check the repository.
     public func anchorEveryWriter(in repo: Repository) async -> [HeadStoreOutcome] {
+        await anchorNewest(ofWriters: nil, in: repo)
+    }
+
+    /// After a copy: anchors the newest snapshot of each writer that made one of `snapshotIDs`
+    /// (the copied chains).
+    public func anchorWriters(of snapshotIDs: Set<String>, in repo: Repository) async -> [HeadStoreOutcome] {
+        guard let all = try? await repo.snapshots() else { return [] }
+        return await anchorNewest(ofWriters: Set(all.filter { snapshotIDs.contains($0.id) }.map(\.writerID)), in: repo)
+    }
+
+    /// The newest snapshot of each writer in `writers` (all when nil), anchored in writer order.
+    private func anchorNewest(ofWriters writers: Set<String>?, in repo: Repository) async -> [HeadStoreOutcome] {
         guard let all = try? await repo.snapshots() else { return [] }
         var newest: [String: SnapshotInfo] = [:]
-        for s in all where (newest[s.writerID]?.seq ?? 0) < s.seq { newest[s.writerID] = s }
+        for s in all where writers?.contains(s.writerID) ?? true && (newest[s.writerID]?.seq ?? 0) < s.seq {
+            newest[s.writerID] = s
+        }
         var out: [HeadStoreOutcome] = []
         for s in newest.values.sorted(by: { $0.writerID < $1.writerID }) {
             if let o = await store(s, repositoryID: repo.repositoryID) { out.append(o) }

@@ -112,11 +112,7 @@ extension RepositoryAccess {
 extension HeadAnchor {
     /// Anchors the newest snapshot of each writer that made one of `snapshotIDs` (a copy's chains).
     func anchorWriters(of snapshotIDs: Set<String>, in repo: Repository) async {
-        guard let all = try? await repo.snapshots() else { return }
-        let writers = Set(all.filter { snapshotIDs.contains($0.id) }.map(\.writerID))
-        var newest: [String: SnapshotInfo] = [:]
-        for s in all where writers.contains(s.writerID) && (newest[s.writerID]?.seq ?? 0) < s.seq { newest[s.writerID] = s }
-        for s in newest.values.sorted(by: { $0.writerID < $1.writerID }) { await storeHead(s, repositoryID: repo.repositoryID) }
+        for outcome in await guardian.anchorWriters(of: snapshotIDs, in: repo) { Self.say(outcome) }
     }
 }
 

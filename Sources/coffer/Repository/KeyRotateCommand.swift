@@ -80,7 +80,7 @@ struct KeyRotateCommand: AsyncParsableCommand {
                     // The rotated repository has a new id: remember its vault, and anchor every writer's
                     // newest (re-encrypted, so renamed) snapshot so a new device checks it at once.
                     if let path = prepared.configPath {
-                        VaultLink.save(access.deviceStore, repositoryID: report.newRepositoryID, vault: path, user: prepared.user)
+                        VaultLinks.save(access.deviceStore, repositoryID: report.newRepositoryID, vault: path, user: prepared.user)
                     }
                     if let repo = try? await Repository.open(storage: storage, key: report.newKey, deviceStore: access.deviceStore) {
                         await HeadAnchor(client: prepared.client, user: prepared.user, key: report.newKey).anchorEveryWriter(in: repo)

@@ -37,6 +37,6 @@ enum NewKeyHook {
         let report = try await vault.client.register(key: key, password: vault.password, user: vault.user)
         printRegistration(report, client: vault.client,
                           what: "The Backup Key Vault now protects this key for \(vault.user): on a new device, `coffer vault recover` gets it back with the password.")
-        if let path = vault.configPath { VaultLink.save(DeviceKeyStore(), repositoryID: repositoryID, vault: path, user: vault.user) }
+        if let path = vault.configPath { VaultLinks.save(DeviceKeyStore(), repositoryID: repositoryID, vault: path, user: vault.user) }
     }
 }

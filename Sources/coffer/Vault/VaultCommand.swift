@@ -129,7 +129,7 @@ struct VaultEnable: AsyncParsableCommand {
                 : "The vault now protects this key for \(user)."
             let complete = printRegistration(report, client: client, what: what)
             if json { try JSONOutput.print(VaultRegistrationJSON(report, user: user, client: client)) }
-            if let repositoryID, let path = options.configPath { VaultLink.save(DeviceKeyStore(), repositoryID: repositoryID, vault: path, user: user) }
+            if let repositoryID, let path = options.configPath { VaultLinks.save(DeviceKeyStore(), repositoryID: repositoryID, vault: path, user: user) }
             if !complete { throw ExitCode(CofferExitCode.vaultIncomplete.rawValue) }
         }
     }
@@ -205,7 +205,7 @@ struct VaultRecover: AsyncParsableCommand {
                 try access.deviceStore.saveKey(result.key, repositoryID: id)
                 recoveredID = id
                 sayResult("Recovered the key of repository \(id); saved to \(access.deviceStore.keyFileURL(repositoryID: id).path) (mode 0600).")
-                if let path = options.configPath { VaultLink.save(access.deviceStore, repositoryID: id, vault: path, user: user) }
+                if let path = options.configPath { VaultLinks.save(access.deviceStore, repositoryID: id, vault: path, user: user) }
                 // Before anything is restored: the anchored heads against what the storage shows.
                 do {
                     try await access.withStorage { storage in
@@ -222,7 +222,7 @@ struct VaultRecover: AsyncParsableCommand {
                 let store = DeviceKeyStore()
                 try store.saveKey(result.key, repositoryID: repositoryID)
                 sayResult("Recovered the key; saved to \(store.keyFileURL(repositoryID: repositoryID).path) (mode 0600).")
-                if let path = options.configPath { VaultLink.save(store, repositoryID: repositoryID, vault: path, user: user) }
+                if let path = options.configPath { VaultLinks.save(store, repositoryID: repositoryID, vault: path, user: user) }
             }
             if let keyOut {
                 try DeviceKeyStore.writeKeyFile(result.key, to: URL(fileURLWithPath: keyOut))

@@ -1,31 +1,23 @@
 import CofferBackup
+import CofferKit
 import CofferCore
 import CofferVault
 import Foundation
 
-/// Which vault (and account) protects a repository on this device: `$COFFER_HOME/vault/links/<id>.json`
-/// (0600), written by `init --password`, `vault enable` and `vault recover` for a repository, so later
-/// backups, restores and prunes anchor and check heads without flags. `COFFER_VAULT` + `COFFER_USER`
-/// (or a link) configure it; `COFFER_VAULT_HEADS=off` turns the anchoring off for one run,
-/// `COFFER_VAULT_TIMEOUT` bounds each realm call (seconds, default 10).
-struct VaultLink: Codable, Equatable {
-    var vault: String
-    var user: String
-
-    static func url(_ store: DeviceKeyStore, repositoryID: String) -> URL {
-        store.home.appendingPathComponent("vault/links/\(repositoryID).json")
-    }
-
+/// Which vault (and account) protects a repository on this device: `DeviceHome.vaultLink` (CofferKit),
+/// `$COFFER_HOME/vault/links/<id>.json` (0600), written by `init --password`, `vault enable` and
+/// `vault recover` for a repository, so later backups, restores and prunes anchor and check heads
+/// without flags. `COFFER_VAULT` + `COFFER_USER` (or a link) configure it; `COFFER_VAULT_HEADS=off`
+/// turns the anchoring off for one run, `COFFER_VAULT_TIMEOUT` bounds each realm call (seconds,
+/// default 10).
+enum VaultLinks {
     static func load(_ store: DeviceKeyStore, repositoryID: String) -> VaultLink? {
-        guard let data = try? Data(contentsOf: url(store, repositoryID: repositoryID)) else { return nil }
-        return try? JSONDecoder().decode(VaultLink.self, from: data)
+        DeviceHome(store.home).vaultLink(repositoryID: repositoryID)
     }
 
     /// Remembers the link (absolute vault path). Best effort: a failure only costs the automatic check.
     static func save(_ store: DeviceKeyStore, repositoryID: String, vault: String, user: String) {
-        let link = VaultLink(vault: URL(fileURLWithPath: vault).standardizedFileURL.path, user: user)
-        guard load(store, repositoryID: repositoryID) != link, let data = try? JSONEncoder().encode(link) else { return }
-        try? DeviceKeyStore.writePrivateFile(data, to: url(store, repositoryID: repositoryID))
+        DeviceHome(store.home).saveVaultLink(VaultLink(vault: vault, user: user), repositoryID: repositoryID)
     }
 }
 
@@ -46,7 +38,7 @@ struct HeadAnchor {
         if env["COFFER_VAULT_HEADS"] == "off" { return nil }
         var vault = env["COFFER_VAULT"].flatMap { $0.isEmpty ? nil : $0 }
         var user = env["COFFER_USER"].flatMap { $0.isEmpty ? nil : $0 }
-        if vault == nil || user == nil, let link = VaultLink.load(access.deviceStore, repositoryID: repo.repositoryID) {
+        if vault == nil || user == nil, let link = VaultLinks.load(access.deviceStore, repositoryID: repo.repositoryID) {
             vault = vault ?? link.vault
             user = user ?? link.user
         }
@@ -84,50 +76,35 @@ struct HeadAnchor {
     /// `what` names the command in warnings ("the restore"), `action` the refused action in errors
     /// ("restore from this repository").
     func check(_ repo: Repository, doing what: String, action: String, latest: (String) -> Void = { Terminal.err($0 + "\n") }) async throws {
-        let found: AnchoredHeads
-        do { found = try await client.readHeads(key: key, user: user) } catch {
+        let result = try await guardian.check(repo, action: action) { heads in latest(Self.latestLine(heads)) }
+        if let error = result.unreadable {
             Terminal.err("coffer: warning: cannot read the backup heads anchored in the vault (\(error)); "
                          + "\(what) goes ahead checked only against the heads this device has seen\n")
-            return
         }
-        let heads = found.heads(repositoryIDHex: repo.repositoryID)
-        latest(Self.latestLine(heads))
-        try repo.adoptHeads(heads.map {
-            DeviceHead(repositoryID: $0.repositoryIDHex, writerID: $0.writerIDHex, seq: $0.seq, snapshotID: $0.snapshotIDHex)
-        })
-        let newest = try await repo.verifyHeads(doing: action)
-        // Retry of a failed store: this device's newest snapshot, if the vault lacks it.
-        guard let writer = try? repo.deviceStore?.writerID(),
-              let mine = newest.first(where: { $0.writerID == writer }),
-              !heads.contains(where: { $0.writerIDHex == writer && $0.seq >= mine.seq }) else { return }
-        await storeHead(mine, repositoryID: repo.repositoryID)
+        if let outcome = result.reanchored { Self.say(outcome) }
     }
+
+    /// The library's side of it (CofferKit): reading, adopting, verifying and storing heads.
+    var guardian: HeadGuard { HeadGuard(vault: client, user: user, key: key) }
 
     /// After a backup: anchors this device's newest snapshot (the one just made). A failure is a
     /// warning (the backup itself is done) and is retried by the next run's ``check(_:doing:)``.
     func anchorNewest(in repo: Repository) async {
-        guard let writer = try? repo.deviceStore?.writerID(), let all = try? await repo.snapshots(),
-              let mine = all.filter({ $0.writerID == writer }).max(by: { $0.seq < $1.seq }) else { return }
-        await storeHead(mine, repositoryID: repo.repositoryID)
+        if let outcome = await guardian.anchorNewest(in: repo) { Self.say(outcome) }
     }
 
     /// After a key rotation: anchors every writer's newest snapshot of the new generation (their ids
     /// all changed with the key), so a device that recovers the new key checks the repository at once.
     func anchorEveryWriter(in repo: Repository) async {
-        guard let all = try? await repo.snapshots() else { return }
-        var newest: [String: SnapshotInfo] = [:]
-        for s in all where (newest[s.writerID]?.seq ?? 0) < s.seq { newest[s.writerID] = s }
-        for s in newest.values.sorted(by: { $0.writerID < $1.writerID }) { await storeHead(s, repositoryID: repo.repositoryID) }
+        for outcome in await guardian.anchorEveryWriter(in: repo) { Self.say(outcome) }
     }
 
-    func storeHead(_ info: SnapshotInfo, repositoryID: String) async {
-        guard let head = AnchoredHead(repositoryIDHex: repositoryID, writerIDHex: info.writerID, seq: info.seq,
-                                      snapshotIDHex: info.id, time: info.time) else { return }
-        do {
-            let report = try await client.storeHead(head, key: key, user: user)
+    static func say(_ outcome: HeadStoreOutcome) {
+        switch outcome {
+        case .anchored(let info, let acknowledged, let n):
             Terminal.err("coffer: backup head anchored in the vault (snapshot \(info.shortID), seq \(info.seq), "
-                         + "\(report.acknowledged.count) of \(client.configuration.n) realms)\n")
-        } catch {
+                         + "\(acknowledged) of \(n) realms)\n")
+        case .failed(let info, let error):
             Terminal.err("coffer: warning: snapshot \(info.shortID) is saved, but its head could not be anchored in the vault: \(error)\n"
                          + "  The backup itself is complete. The next backup, restore or prune with the vault configured anchors it "
                          + "again; until then a new device cannot detect a storage rollback to before this snapshot.\n")
