@@ -15,6 +15,19 @@ import Testing
     #expect(documented == compiled, "docs/LIBRARY.md's example differs from Tests/CofferBackupTests/LibraryExampleTests.swift")
 }
 
+/// docs/LIBRARY.md's CofferKit example is the code that `CofferKitTests/KitExampleTests.swift` runs.
+@Test func libraryDocKitExampleMatchesTheCompiledOne() throws {
+    let doc = try String(contentsOf: packageRoot.appendingPathComponent("docs/LIBRARY.md"), encoding: .utf8)
+    let test = try String(contentsOf: packageRoot.appendingPathComponent("Tests/CofferKitTests/KitExampleTests.swift"), encoding: .utf8)
+    func between(_ text: String, _ begin: String, _ end: String) -> String? {
+        guard let a = text.range(of: begin), let b = text.range(of: end, range: a.upperBound..<text.endIndex) else { return nil }
+        return text[a.upperBound..<b.lowerBound].trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+    let compiled = try #require(between(test, "// EXAMPLE BEGIN", "// EXAMPLE END"))
+    let documented = try #require(between(doc, "<!-- KIT EXAMPLE BEGIN -->\n```swift", "```\n<!-- KIT EXAMPLE END -->"))
+    #expect(documented == compiled, "docs/LIBRARY.md's CofferKit example differs from Tests/CofferKitTests/KitExampleTests.swift")
+}
+
 /// Every exit code in `Sources/coffer/Support/ExitCodes.swift` is documented in docs/CLI.md, and
 /// the documentation lists no other.
 @Test func exitCodesAreDocumented() throws {
