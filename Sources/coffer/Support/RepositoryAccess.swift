@@ -25,6 +25,17 @@ struct GlobalOptions: ParsableArguments {
     var noProgress = false
 
     var logger: Logger { CLILog.logger(verbose: verbose) }
+
+    /// The options for `location` and nothing else set (a command that opens a repository it was
+    /// given another way, e.g. `vault enable --repo`), without building an argument list to parse.
+    static func forRepository(_ location: String) -> GlobalOptions {
+        var o = GlobalOptions()
+        o.repo = location
+        o.keyFile = nil
+        o.verbose = false
+        o.noProgress = false
+        return o
+    }
 }
 
 /// Opens storage and repositories from the command line and the environment, and closes what it opened.

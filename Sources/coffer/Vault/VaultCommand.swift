@@ -49,11 +49,18 @@ struct VaultOptions: ParsableArguments {
         guard let path = vault ?? environment["COFFER_VAULT"], !path.isEmpty else {
             throw CLIError(.usage, "no vault configuration: pass --vault FILE or set COFFER_VAULT (`coffer realm cluster` writes one)")
         }
+        return try await Self.client(configPath: path, tokenCommand: tokenCommand ?? environment["COFFER_VAULT_TOKEN_COMMAND"],
+                                     timeout: timeout)
+    }
+
+    /// The vault client for the configuration at `configPath`: tokens from `tokenCommand` when
+    /// given, else from the development tenant key the configuration names; `timeout` seconds per realm.
+    static func client(configPath path: String, tokenCommand: String?, timeout: Int) async throws -> VaultClient {
         let url = URL(fileURLWithPath: path)
         let raw = try VaultConfiguration.load(from: url)
         let config = try raw.validated()
         let tokens: any TokenProvider
-        if let cmd = tokenCommand ?? environment["COFFER_VAULT_TOKEN_COMMAND"], !cmd.isEmpty {
+        if let cmd = tokenCommand, !cmd.isEmpty {
             tokens = CommandTokenProvider(commandLine: cmd)
         } else {
             tokens = try await DevelopmentTenant.forConfiguration(raw, at: url)
@@ -88,7 +95,7 @@ struct KeySourceOptions: ParsableArguments {
         }
         if let location = repo ?? env["COFFER_REPO"], !location.isEmpty {
             // The device key of that repository, checked against the repository before it is protected.
-            let access = RepositoryAccess(try GlobalOptions.parse(["--repo", location]))
+            let access = RepositoryAccess(GlobalOptions.forRepository(location))
             return try await access.withRepository { repository in
                 guard let key = try access.deviceStore.loadKey(repositoryID: repository.repositoryID) else {
                     throw CLIError(.keyMissing, "this device holds no key for repository \(repository.repositoryID)")
@@ -197,7 +204,7 @@ struct VaultRecover: AsyncParsableCommand {
             var recoveredID: String?
             if let location = repositoryLocation {
                 // Check the recovered key against the repository before the device keeps it.
-                let access = RepositoryAccess(try GlobalOptions.parse(["--repo", location]))
+                let access = RepositoryAccess(GlobalOptions.forRepository(location))
                 let id = try await access.withStorage { storage in
                     let repository = try await Repository.open(storage: storage, key: result.key, deviceStore: nil)
                     return repository.repositoryID
