@@ -35,11 +35,15 @@ let package = Package(
     targets: [
         // zlib (present on Linux and in Apple SDKs) for compressing database chunks.
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
-        // Pure core: key, subkeys, chunking, format, crypto envelope. No I/O.
+        // The one POSIX layer (stat, open, read/write loops, fsync with F_FULLFSYNC on Apple,
+        // durable renames); `package` API, in no product of its own.
+        .target(name: "CofferPosix", swiftSettings: strict),
+        // Pure core: key, subkeys, chunking, format, crypto envelope. No I/O but the device's
+        // private files (PrivateFile).
         .target(
             name: "CofferCore",
             dependencies: [
-                "CZlib",
+                "CZlib", "CofferPosix",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "CryptoExtras", package: "swift-crypto"),
             ],
@@ -47,7 +51,7 @@ let package = Package(
         // One Storage protocol and the local-folder backend.
         .target(
             name: "CofferStorage",
-            dependencies: [],
+            dependencies: ["CofferPosix"],
             swiftSettings: strict),
         // S3-compatible backend (SigV4 of our own, HTTP through async-http-client).
         .target(
@@ -78,7 +82,7 @@ let package = Package(
         .target(
             name: "CofferBackup",
             dependencies: [
-                "CofferCore", "CofferStorage",
+                "CofferCore", "CofferStorage", "CofferPosix",
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],
             swiftSettings: strict),
@@ -143,7 +147,7 @@ let package = Package(
                                    .product(name: "NIOHTTP1", package: "swift-nio")],
                     swiftSettings: strict),
         .testTarget(name: "CofferBackupTests",
-                    dependencies: ["CofferBackup", "CofferStorage", "CofferCore", "CofferTesting", .product(name: "GRDB", package: "GRDB.swift"),
+                    dependencies: ["CofferBackup", "CofferStorage", "CofferCore", "CofferTesting", "CofferPosix", .product(name: "GRDB", package: "GRDB.swift"),
                                    .product(name: "Crypto", package: "swift-crypto")],
                     swiftSettings: strict),
         .testTarget(name: "CofferVaultTests",

@@ -14,6 +14,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import CofferPosix
 
 /// A repository in a local folder: the embedded default, and what a user points at a synced
 /// cloud-drive folder.
@@ -85,7 +86,7 @@ public struct LocalStorage: Storage {
             if e == ENOENT || e == ENOTDIR { throw StorageError.notFound(name) }
             throw Self.error(e, name: name, doing: "read")
         }
-        defer { _ = Glue.close(fd) }
+        defer { _ = Posix.close(fd) }
         var st = FileStatus()
         guard fstat(fd, &st) == 0 else { throw Self.error(errno, name: name, doing: "read") }
         let size = Int(st.st_size)
@@ -323,7 +324,7 @@ public struct LocalStorage: Storage {
         guard fd >= 0 else { throw Self.error(errno, name: name, doing: "write") }
         var fdOpen = true
         func fail(_ e: Int32, _ doing: String) -> StorageError {
-            if fdOpen { _ = Glue.close(fd); fdOpen = false }
+            if fdOpen { _ = Posix.close(fd); fdOpen = false }
             _ = unlink(tmpPath)
             return Self.error(e, name: name, doing: doing)
         }
@@ -331,7 +332,7 @@ public struct LocalStorage: Storage {
         var written = 0
         let writeError: Int32? = data.withUnsafeBytes { buf -> Int32? in
             while written < buf.count {
-                let n = Glue.write(fd, buf.baseAddress! + written, buf.count - written)
+                let n = Posix.write(fd, buf.baseAddress! + written, buf.count - written)
                 if n < 0 {
                     if errno == EINTR { continue }
                     return errno
@@ -342,10 +343,10 @@ public struct LocalStorage: Storage {
         }
         if let writeError { throw fail(writeError, "write") }
         if Self.crashAfterTemporaryWrite.withLock({ $0 }) { kill(getpid(), SIGKILL) }
-        if Glue.fsync(fd) != 0 { throw fail(errno, "flush") }
+        if Posix.fsync(fd) != 0 { throw fail(errno, "flush") }
         // close can report a deferred write error (NFS, some FUSE drives): do not ignore it.
         fdOpen = false
-        if Glue.close(fd) != 0 { throw fail(errno, "write") }
+        if Posix.close(fd) != 0 { throw fail(errno, "write") }
         if let hook = Self.beforeFinalName.withLock({ $0 }) { hook(tmpPath) }
 
         if exclusive && placeholderExists(name) {
@@ -422,8 +423,8 @@ public struct LocalStorage: Storage {
     private static func syncDirectory(_ dir: String, name: String?) throws(StorageError) {
         let fd = Self.open(dir, O_RDONLY | O_CLOEXEC, 0)
         guard fd >= 0 else { throw error(errno, name: name, doing: "sync folder") }
-        defer { _ = Glue.close(fd) }
-        if Glue.fsync(fd) != 0 {
+        defer { _ = Posix.close(fd) }
+        if Posix.fsync(fd) != 0 {
             let e = errno
             // Some file systems (certain FUSE and network mounts) cannot fsync a directory.
             if e == EINVAL || e == ENOTSUP || e == EBADF { return }
@@ -597,62 +598,9 @@ typealias FileStatus = stat
 private func posixStat(_ path: String, _ st: inout FileStatus) -> Int32 { stat(path, &st) }
 private func posixLstat(_ path: String, _ st: inout FileStatus) -> Int32 { lstat(path, &st) }
 
-/// POSIX calls whose names clash with Swift members.
-enum Glue {
-    static func close(_ fd: Int32) -> Int32 {
-        #if canImport(Darwin)
-        return Darwin.close(fd)
-        #elseif canImport(Glibc)
-        return Glibc.close(fd)
-        #else
-        return Musl.close(fd)
-        #endif
-    }
-
-    static func write(_ fd: Int32, _ p: UnsafeRawPointer, _ n: Int) -> Int {
-        #if canImport(Darwin)
-        return Darwin.write(fd, p, n)
-        #elseif canImport(Glibc)
-        return Glibc.write(fd, p, n)
-        #else
-        return Musl.write(fd, p, n)
-        #endif
-    }
-
-    static func fsync(_ fd: Int32) -> Int32 {
-        #if canImport(Darwin)
-        // On Apple platforms fsync does not flush the drive's cache; F_FULLFSYNC does.
-        if fcntl(fd, F_FULLFSYNC) == 0 { return 0 }
-        return Darwin.fsync(fd)
-        #elseif canImport(Glibc)
-        return Glibc.fsync(fd)
-        #else
-        return Musl.fsync(fd)
-        #endif
-    }
-}
-
 extension LocalStorage {
     /// Renames `from` to `to` unless `to` exists, atomically (Linux `renameat2(RENAME_NOREPLACE)`,
     /// Apple `renamex_np(RENAME_EXCL)`): the conditional create of file systems without hard links.
     /// Returns 0, or the errno (`EEXIST` when taken; `EINVAL`/`ENOSYS`/`ENOTSUP` when unsupported).
-    static func renameNoReplace(_ from: String, _ to: String) -> Int32 {
-        #if canImport(Darwin)
-        return renamex_np(from, to, UInt32(RENAME_EXCL)) == 0 ? 0 : errno
-        #elseif canImport(Glibc)
-        // glibc declares renameat2 only under _GNU_SOURCE, which Swift's Glibc module does not see.
-        guard let f = renameat2Function else { return ENOSYS }
-        return f(AT_FDCWD, from, AT_FDCWD, to, 1 /* RENAME_NOREPLACE */) == 0 ? 0 : errno
-        #else
-        return ENOSYS
-        #endif
-    }
+    static func renameNoReplace(_ from: String, _ to: String) -> Int32 { Posix.renameNoReplace(from, to) }
 }
-
-#if canImport(Glibc)
-private typealias RenameAt2 = @convention(c) (Int32, UnsafePointer<CChar>?, Int32, UnsafePointer<CChar>?, UInt32) -> Int32
-private nonisolated(unsafe) let renameat2Function: RenameAt2? = {
-    guard let symbol = dlsym(nil, "renameat2") else { return nil }
-    return unsafeBitCast(symbol, to: RenameAt2.self)
-}()
-#endif

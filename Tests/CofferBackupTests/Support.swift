@@ -1,3 +1,4 @@
+import CofferPosix
 import Foundation
 import Testing
 @testable import CofferBackup

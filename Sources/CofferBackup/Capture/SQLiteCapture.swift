@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import CofferPosix
 
 /// Captures a live SQLite database consistently with the online backup API in one step
 /// (`sqlite3_backup_step(-1)`, which holds one read transaction for the whole copy, so an app that

@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import CofferCore
 import CofferStorage
+import CofferPosix
 
 /// A regular file the backup reads (or captures, for a SQLite database).
 final class FileJob: @unchecked Sendable {

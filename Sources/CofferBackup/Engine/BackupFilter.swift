@@ -4,6 +4,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CofferPosix
 
 /// What a backup leaves out, with restic's semantics (restic 0.14, `internal/filter` and
 /// `cmd/restic/exclude.go`); docs/CLI.md, "Backup filters", is the user's description.

@@ -1,6 +1,7 @@
 import Foundation
 import CofferCore
 import CofferStorage
+import CofferPosix
 
 /// Closes the suspended-writer hole before (and, when the commit itself was slow, after) a backup
 /// writes its snapshot.

@@ -1,6 +1,7 @@
 import Foundation
 import CofferCore
 import CofferStorage
+import CofferPosix
 
 // `forget` with restic's semantics (restic 0.14, `internal/restic/snapshot_policy.go` and
 // `snapshot_group.go`): snapshots are grouped (host and paths by default), each group's snapshots are

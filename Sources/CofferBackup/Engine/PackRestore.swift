@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import CofferCore
 import CofferStorage
+import CofferPosix
 
 /// One regular file being restored. Its blobs arrive in pack order, not file order, from several
 /// tasks at once; each is written at its own offset of a temporary file beside the destination, and

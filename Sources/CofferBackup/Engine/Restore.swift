@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import CofferCore
 import CofferStorage
+import CofferPosix
 
 /// One thing to restore, found by walking the snapshot's trees.
 struct RestoreItem: Sendable {

@@ -10,6 +10,7 @@ import Darwin
 #endif
 import CofferCore
 import Synchronization
+import CofferPosix
 
 /// The device's cache of the repository index: sorted, memory-mapped run files under
 /// `$COFFER_HOME/cache/<repository id>/` (a private temporary folder, removed when the repository is
@@ -140,8 +141,8 @@ final class IndexCache: @unchecked Sendable {
                                     packs: packs, bound: bound, next: next)
             guard let tag = RunTag.compute(path: tmp, mac: mac) else { throw RunError.invalid("cannot read back \(tmp)") }
             TestHooks.crashPoint("index-cache-temporary")
-            guard FileOps.rename(tmp, path(name)) else { throw RunError.invalid("cannot rename \(tmp): \(String(cString: strerror(errno)))") }
-            FileOps.syncDirectory(dir.path)
+            guard Posix.rename(tmp, path(name)) else { throw RunError.invalid("cannot rename \(tmp): \(String(cString: strerror(errno)))") }
+            Posix.syncDirectory(dir.path)
             written.withLock { _ = $0.insert(name) }
             return try IndexRun(path: path(name), name: name, tag: tag, mac: mac, repositoryID: repositoryID, verified: true)
         } catch {

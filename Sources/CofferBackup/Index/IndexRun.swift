@@ -6,6 +6,7 @@ import Foundation
 import CofferCore
 import Dispatch
 import Synchronization
+import CofferPosix
 
 /// One blob as a run file stores it: the id, its pack (an ordinal into the run's pack table) and
 /// the fields of its ``PackEntry``.
@@ -332,14 +333,14 @@ enum RunTag {
     static let segment = 32 << 20
 
     static func compute(path: String, mac: DeviceCacheMAC) -> [UInt8]? {
-        guard let size = FileOps.size(path) else { return nil }
+        guard let size = Posix.size(path) else { return nil }
         let n = max(1, (size + segment - 1) / segment)
         let tags = Mutex([[UInt8]?](repeating: nil, count: n))
         DispatchQueue.concurrentPerform(iterations: n) { i in
             var s = mac.stream()
             s.update(withUnsafeBytes(of: UInt64(i).littleEndian) { Array($0) })
             let lo = i * segment, hi = min(size, lo + segment)
-            guard FileOps.stream(path, from: lo, to: hi, { s.update($0) }) == hi - lo else { return }
+            guard Posix.stream(path, from: lo, to: hi, { s.update($0) }) == hi - lo else { return }
             let t = s.finalize()
             tags.withLock { $0[i] = t }
         }

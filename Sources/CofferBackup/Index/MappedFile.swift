@@ -8,6 +8,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CofferPosix
 
 /// A read-only memory map of a whole file (the index cache's run files). Pages are read on first
 /// touch and stay reclaimable by the kernel (they are file-backed), so a 600 MB run costs only the
@@ -131,51 +132,7 @@ final class PrivateFileWriter {
 
     func sync() throws(Failure) {
         try flush()
-        guard fsync(fd) == 0 else { throw Failure(description: "cannot sync \(path): \(String(cString: strerror(errno)))") }
+        guard Posix.fsync(fd) == 0 else { throw Failure(description: "cannot sync \(path): \(String(cString: strerror(errno)))") }
     }
 }
 
-enum FileOps {
-    /// fsync a directory so a rename in it is durable.
-    static func syncDirectory(_ path: String) {
-        let fd = open(path, O_RDONLY)
-        if fd >= 0 {
-            _ = fsync(fd)
-            close(fd)
-        }
-    }
-
-    static func rename(_ from: String, _ to: String) -> Bool {
-        #if canImport(Glibc)
-        return Glibc.rename(from, to) == 0
-        #else
-        return Darwin.rename(from, to) == 0
-        #endif
-    }
-
-    /// Streams the file through `body` in 1 MiB pieces (pread into one reused buffer: unlike a map,
-    /// the pages read do not stay in this process's resident set).
-    static func stream(_ path: String, from start: Int = 0, to end: Int = Int.max,
-                       _ body: (UnsafeRawBufferPointer) -> Void) -> Int? {
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
-        defer { buf.deallocate() }
-        var at = start
-        while at < end {
-            let n = pread(fd, buf.baseAddress!, min(buf.count, end - at), off_t(at))
-            if n < 0 { return nil }
-            if n == 0 { break }
-            body(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
-            at += n
-        }
-        return at - start
-    }
-
-    static func size(_ path: String) -> Int? {
-        var st = stat()
-        guard stat(path, &st) == 0 else { return nil }
-        return Int(st.st_size)
-    }
-}

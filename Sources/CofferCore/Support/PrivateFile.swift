@@ -1,3 +1,4 @@
+import CofferPosix
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -12,7 +13,8 @@ public enum PrivateFile {
     /// from the first byte on, so a secret is never readable by others, not even for an instant.
     ///
     /// The guarantee: a temporary file in the same folder (created 0700 if missing) with `mode` set
-    /// exactly (`fchmod`, whatever the umask), the bytes written and `fsync`ed, renamed over `url`,
+    /// exactly (`fchmod`, whatever the umask), the bytes written and `fsync`ed (`F_FULLFSYNC` on Apple
+    /// platforms, `Posix.fsync`), renamed over `url`,
     /// then the folder `fsync`ed so the rename itself survives a power loss. After a crash at any
     /// point `url` holds the old content or the new one, never a mix, and a returned call means the
     /// new content is on disk.
@@ -38,7 +40,7 @@ public enum PrivateFile {
             throw PrivateFileError(path: url.path, message: "cannot set the permissions of \(url.path) (errno \(errno))")
         }
         let written = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        guard written == data.count, fsync(fd) == 0 else {
+        guard written == data.count, Posix.fsync(fd) == 0 else {
             throw PrivateFileError(path: url.path, message: "cannot write \(url.path) (errno \(errno))")
         }
         guard rename(tmp.path, url.path) == 0 else {
@@ -46,11 +48,7 @@ public enum PrivateFile {
         }
         ok = true
         // Make the rename itself durable.
-        let dirfd = open(dir.path, O_RDONLY)
-        if dirfd >= 0 {
-            _ = fsync(dirfd)
-            close(dirfd)
-        }
+        Posix.syncDirectory(dir.path)
     }
 }
 
