@@ -34,55 +34,8 @@ struct StatsCommand: AsyncParsableCommand {
     func run() async throws {
         let access = RepositoryAccess(global)
         try await ErrorReport.run(logger: access.logger) {
-            let stats = try await access.withRepository { repo -> RepositoryStats in
-                let all = try await repo.snapshots()
-                var chosen = all
-                if let snapshot { chosen = [try await repo.snapshot(matching: snapshot)] }
-                var s = RepositoryStats(mode: mode.rawValue, snapshot: chosen.count == 1 && snapshot != nil ? chosen[0].id : nil)
-                s.snapshotsCount = chosen.count
-                var blobs = Set<String>()
-                var dataBlobs = Set<String>()
-                for snap in chosen {
-                    blobs.insert(try await repo.rootTree(snapshot: snap.id))
-                    for e in try await repo.entries(snapshot: snap.id) {
-                        if e.info.kind == .file {
-                            s.totalFileCount += 1
-                            s.restoreSize += e.info.size
-                        }
-                        if let t = e.subtree { blobs.insert(t) }
-                        for c in e.content {
-                            blobs.insert(c)
-                            dataBlobs.insert(c)
-                        }
-                    }
-                }
-                var dataPlain: Int64 = 0
-                for id in blobs {
-                    guard let b = repo.blobStat(id) else {
-                        throw CLIError(.damaged, "blob \(id) is not in the index: its data is missing",
-                                       hint: "Run `coffer check` to see what is damaged.")
-                    }
-                    s.blobCount += 1
-                    s.storedSize += Int64(b.storedLength)
-                    s.uncompressedSize += Int64(b.length)
-                    if dataBlobs.contains(id) { dataPlain += Int64(b.length) }
-                }
-                s.dedupRatio = dataPlain > 0 ? Double(s.restoreSize) / Double(dataPlain) : 1
-                s.compressionRatio = s.storedSize > 0 ? Double(s.uncompressedSize) / Double(s.storedSize) : 1
-                if snapshot != nil {
-                    var others = Set<String>()
-                    for other in all where !chosen.contains(where: { $0.id == other.id }) {
-                        others.insert(try await repo.rootTree(snapshot: other.id))
-                        for e in try await repo.entries(snapshot: other.id) {
-                            if let t = e.subtree { others.insert(t) }
-                            others.formUnion(e.content)
-                        }
-                    }
-                    s.uniqueStoredSize = blobs.subtracting(others).reduce(0) { $0 + Int64(repo.blobStat($1)?.storedLength ?? 0) }
-                }
-                s.totalSize = mode == .restoreSize ? s.restoreSize : s.storedSize
-                return s
-            }
+            let found = try await access.withRepository { repo in try await repo.stats(snapshot: snapshot) }
+            let stats = StatsJSON(found, mode: mode.rawValue)
             if json {
                 try JSONOutput.print(stats)
                 return .ok
@@ -106,24 +59,34 @@ struct StatsCommand: AsyncParsableCommand {
     }
 }
 
-/// `coffer stats --json`.
-struct RepositoryStats: Encodable {
+/// `coffer stats --json` (docs/schemas/stats.json).
+struct StatsJSON: Encodable {
     var mode: String
     var snapshot: String?
-    var snapshotsCount = 0
-    var totalSize: Int64 = 0
-    var totalFileCount = 0
-    var restoreSize: Int64 = 0
-    var blobCount = 0
-    var uncompressedSize: Int64 = 0
-    var storedSize: Int64 = 0
+    var snapshotsCount: Int
+    var totalSize: Int64
+    var totalFileCount: Int
+    var restoreSize: Int64
+    var blobCount: Int
+    var uncompressedSize: Int64
+    var storedSize: Int64
     var uniqueStoredSize: Int64?
-    var dedupRatio: Double = 1
-    var compressionRatio: Double = 1
+    var dedupRatio: Double
+    var compressionRatio: Double
 
-    init(mode: String, snapshot: String?) {
+    init(_ s: RepositoryStats, mode: String) {
         self.mode = mode
-        self.snapshot = snapshot
+        snapshot = s.snapshot?.id
+        snapshotsCount = s.snapshotsCount
+        totalSize = mode == "restore-size" ? s.restoreSize : s.storedSize
+        totalFileCount = s.totalFileCount
+        restoreSize = s.restoreSize
+        blobCount = s.blobCount
+        uncompressedSize = s.uncompressedSize
+        storedSize = s.storedSize
+        uniqueStoredSize = s.uniqueStoredSize
+        dedupRatio = s.dedupRatio
+        compressionRatio = s.compressionRatio
     }
 
     enum CodingKeys: String, CodingKey {
