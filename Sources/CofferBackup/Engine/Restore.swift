@@ -72,7 +72,9 @@ extension Engine {
 
     func restoreStream(repository: Repository, snapshot: String, target: URL, options: RestoreOptions) -> AsyncThrowingStream<RestoreEvent, any Error> {
         AsyncThrowingStream(bufferingPolicy: .unbounded) { continuation in
-            let task = Task {
+            // On the I/O executor: the restore's file writes block their thread, never the
+            // cooperative pool's.
+            let task = Task(executorPreference: IOExecutor.shared) {
                 do {
                     let summary = try await self.restore(snapshot: snapshot, target: target.path, options: options, events: continuation)
                     continuation.yield(.finished(summary))

@@ -1,0 +1,41 @@
+import Foundation
+import Synchronization
+import Testing
+@testable import CofferBackup
+
+/// A restore's blocking file writes run on the I/O executor's threads, never on the cooperative
+/// pool (two threads on a 2-core machine, shared with the app's other tasks).
+@Suite struct IOExecutorTests {
+    @Test("every blob a restore writes is written on the I/O executor, and the cooperative pool stays free meanwhile")
+    func restoreWritesOffThePool() async throws {
+        let s = Scratch()
+        let t = try await TestRepo.make(s, options: RepositoryOptions(fileChunkSize: 256 << 10, targetPackSize: 1 << 20, padding: .none))
+        let src = s.path("src/data")
+        for i in 0..<12 { write(randomBytes(700_000, seed: UInt64(i + 1)), to: src + "/f\(i).bin") }
+        let summary: BackupSummary = try await t.repo.backup(paths: [src])
+
+        let offBefore = Engine.writesOffIOExecutor.load(ordering: .relaxed)
+        let jobsBefore = IOExecutor.shared.jobsRun.load(ordering: .relaxed)
+        // A task on the cooperative pool that must keep getting turns while the restore runs.
+        let ticks = Counter()
+        let ticker = Task {
+            while !Task.isCancelled {
+                ticks.bump()
+                try? await Task.sleep(for: .milliseconds(1))
+            }
+        }
+        let r: RestoreSummary = try await t.repo.restore(snapshot: summary.snapshotID, target: URL(fileURLWithPath: s.path("out")))
+        ticker.cancel()
+        #expect(r.isComplete && r.filesRestored == 12)
+        expectSameTree(src, s.path("out/data"))
+        #expect(IOExecutor.shared.jobsRun.load(ordering: .relaxed) > jobsBefore, "the restore ran on the I/O executor")
+        #expect(Engine.writesOffIOExecutor.load(ordering: .relaxed) == offBefore, "a blob was written on a thread of the cooperative pool")
+        #expect(ticks.value > 0)
+    }
+
+    final class Counter: Sendable {
+        private let n = Mutex(0)
+        func bump() { n.withLock { $0 += 1 } }
+        var value: Int { n.withLock { $0 } }
+    }
+}
