@@ -112,8 +112,10 @@ package enum Posix {
     package static func open(_ path: String, _ flags: Int32, _ mode: mode_t = 0) -> Int32 {
         #if canImport(Darwin)
         Darwin.open(path, flags, mode)
-        #else
+        #elseif canImport(Glibc)
         Glibc.open(path, flags, mode)
+        #else
+        Musl.open(path, flags, mode)
         #endif
     }
 

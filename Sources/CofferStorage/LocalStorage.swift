@@ -75,11 +75,11 @@ public struct LocalStorage: Storage {
     public func get(_ name: String, range: Range<Int>?) async throws(StorageError) -> Data {
         try check(name)
         let path = self.path(name)
-        var fd = Self.open(path, O_RDONLY | O_CLOEXEC, 0)
+        var fd = Posix.open(path, O_RDONLY | O_CLOEXEC, 0)
         if fd < 0 && errno == ENOENT && placeholderExists(name) {
             // In iCloud Drive but not on this device: download it (Apple) or say so (elsewhere).
             try materialize(name)
-            fd = Self.open(path, O_RDONLY | O_CLOEXEC, 0)
+            fd = Posix.open(path, O_RDONLY | O_CLOEXEC, 0)
         }
         guard fd >= 0 else {
             let e = errno
@@ -320,7 +320,7 @@ public struct LocalStorage: Storage {
         }
         let tmpPath = "\(dir)/.\(Self.basename(finalPath)).\(Self.randomSuffix())~tmp"
 
-        let fd = Self.open(tmpPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        let fd = Posix.open(tmpPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw Self.error(errno, name: name, doing: "write") }
         var fdOpen = true
         func fail(_ e: Int32, _ doing: String) -> StorageError {
@@ -421,7 +421,7 @@ public struct LocalStorage: Storage {
     }
 
     private static func syncDirectory(_ dir: String, name: String?) throws(StorageError) {
-        let fd = Self.open(dir, O_RDONLY | O_CLOEXEC, 0)
+        let fd = Posix.open(dir, O_RDONLY | O_CLOEXEC, 0)
         guard fd >= 0 else { throw error(errno, name: name, doing: "sync folder") }
         defer { _ = Posix.close(fd) }
         if Posix.fsync(fd) != 0 {
@@ -560,16 +560,6 @@ public struct LocalStorage: Storage {
         let ts = st.st_mtim
         #endif
         return Date(timeIntervalSince1970: Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9)
-    }
-
-    private static func open(_ path: String, _ flags: Int32, _ mode: mode_t) -> Int32 {
-        #if canImport(Darwin)
-        return Darwin.open(path, flags, mode)
-        #elseif canImport(Glibc)
-        return Glibc.open(path, flags, mode)
-        #else
-        return Musl.open(path, flags, mode)
-        #endif
     }
 
     /// Maps an errno to a storage error a user can act on.

@@ -15,13 +15,19 @@ import CofferTesting
         try await Repository.open(storage: storage, key: key, deviceStore: DeviceKeyStore(home: URL(fileURLWithPath: s.path("home"))))
     }
 
+    /// A new repository in memory: the storage, its key and the repository as created.
+    static func create(_ s: Scratch) async throws -> (MemoryStorage, BackupKey, Repository) {
+        let memory = MemoryStorage()
+        let key = BackupKey()
+        let repo = try await Repository.initialize(storage: memory, key: key, options: options,
+                                                   deviceStore: DeviceKeyStore(home: URL(fileURLWithPath: s.path("home"))))
+        return (memory, key, repo)
+    }
+
     @Test("lost answers on pack uploads: the engine's retries find their own bytes; everything restores")
     func lostAnswersAreRetried() async throws {
         let s = Scratch()
-        let memory = MemoryStorage()
-        let key = BackupKey()
-        _ = try await Repository.initialize(storage: memory, key: key, options: Self.options,
-                                            deviceStore: DeviceKeyStore(home: URL(fileURLWithPath: s.path("home"))))
+        let (memory, key, _) = try await Self.create(s)
         let faulty = FaultInjectingStorage(memory)
         faulty.inject(.loseAnswer, on: .create, times: 2, where: { $0.hasPrefix("data/") })
         let repo = try await Self.open(faulty, key: key, s)
@@ -42,10 +48,7 @@ import CofferTesting
     @Test("no space for the index: the backup fails with the storage's code, and the next one succeeds on an intact repository")
     func fullDiskLeavesTheRepositoryIntact() async throws {
         let s = Scratch()
-        let memory = MemoryStorage()
-        let key = BackupKey()
-        _ = try await Repository.initialize(storage: memory, key: key, options: Self.options,
-                                            deviceStore: DeviceKeyStore(home: URL(fileURLWithPath: s.path("home"))))
+        let (memory, key, _) = try await Self.create(s)
         let faulty = FaultInjectingStorage(memory)
         let repo = try await Self.open(faulty, key: key, s)
         let src = s.path("src/data")
@@ -76,10 +79,7 @@ import CofferTesting
     @Test("a pack read with a changed byte: restore names the damage and writes none of that pack's data")
     func corruptedReadIsDetected() async throws {
         let s = Scratch()
-        let memory = MemoryStorage()
-        let key = BackupKey()
-        let created = try await Repository.initialize(storage: memory, key: key, options: Self.options,
-                                                      deviceStore: DeviceKeyStore(home: URL(fileURLWithPath: s.path("home"))))
+        let (memory, key, created) = try await Self.create(s)
         let src = s.path("src/data")
         write(randomBytes(400_000, seed: 9), to: src + "/only.bin")
         let summary: BackupSummary = try await created.backup(paths: [src])

@@ -1,15 +1,17 @@
 import Foundation
 import Testing
 
+/// The text between `begin` and `end`, trimmed.
+func between(_ text: String, _ begin: String, _ end: String) -> String? {
+    guard let a = text.range(of: begin), let b = text.range(of: end, range: a.upperBound..<text.endIndex) else { return nil }
+    return text[a.upperBound..<b.lowerBound].trimmingCharacters(in: .whitespacesAndNewlines)
+}
+
 /// docs/LIBRARY.md's example is the code that `CofferBackupTests/LibraryExampleTests.swift` compiles
 /// and runs; this keeps the two identical.
 @Test func libraryDocExampleMatchesTheCompiledOne() throws {
     let doc = try String(contentsOf: packageRoot.appendingPathComponent("docs/LIBRARY.md"), encoding: .utf8)
     let test = try String(contentsOf: packageRoot.appendingPathComponent("Tests/CofferBackupTests/LibraryExampleTests.swift"), encoding: .utf8)
-    func between(_ text: String, _ begin: String, _ end: String) -> String? {
-        guard let a = text.range(of: begin), let b = text.range(of: end, range: a.upperBound..<text.endIndex) else { return nil }
-        return text[a.upperBound..<b.lowerBound].trimmingCharacters(in: .whitespacesAndNewlines)
-    }
     let compiled = try #require(between(test, "// EXAMPLE BEGIN", "// EXAMPLE END"))
     let documented = try #require(between(doc, "<!-- EXAMPLE BEGIN -->\n```swift", "```\n<!-- EXAMPLE END -->"))
     #expect(documented == compiled, "docs/LIBRARY.md's example differs from Tests/CofferBackupTests/LibraryExampleTests.swift")
@@ -19,10 +21,6 @@ import Testing
 @Test func libraryDocKitExampleMatchesTheCompiledOne() throws {
     let doc = try String(contentsOf: packageRoot.appendingPathComponent("docs/LIBRARY.md"), encoding: .utf8)
     let test = try String(contentsOf: packageRoot.appendingPathComponent("Tests/CofferKitTests/KitExampleTests.swift"), encoding: .utf8)
-    func between(_ text: String, _ begin: String, _ end: String) -> String? {
-        guard let a = text.range(of: begin), let b = text.range(of: end, range: a.upperBound..<text.endIndex) else { return nil }
-        return text[a.upperBound..<b.lowerBound].trimmingCharacters(in: .whitespacesAndNewlines)
-    }
     let compiled = try #require(between(test, "// EXAMPLE BEGIN", "// EXAMPLE END"))
     let documented = try #require(between(doc, "<!-- KIT EXAMPLE BEGIN -->\n```swift", "```\n<!-- KIT EXAMPLE END -->"))
     #expect(documented == compiled, "docs/LIBRARY.md's CofferKit example differs from Tests/CofferKitTests/KitExampleTests.swift")
