@@ -7,7 +7,7 @@ import CofferPosix
 /// One regular file being restored. Its blobs arrive in pack order, not file order, from several
 /// tasks at once; each is written at its own offset of a temporary file beside the destination, and
 /// the file gets its name only when every blob has been written and verified.
-final class FileRestore: @unchecked Sendable {
+final class FileRestore: Sendable {
     let item: RestoreItem
     /// The directory below the target (`""` = the target) and the name in it.
     let dir: String
@@ -15,12 +15,20 @@ final class FileRestore: @unchecked Sendable {
     let tmpName: String
     /// For messages: where the file goes.
     let dest: String
-    // Guarded by `lock`.
-    let lock = NSLock()
-    var created = false
-    var remaining = 0
-    var failure: RestoreFailure?
-    var restored = false
+    /// What the pack tasks writing this file share.
+    struct Status {
+        /// The temporary file exists.
+        var created = false
+        /// Blobs still to write.
+        var remaining = 0
+        /// The first failure; later blobs are then skipped.
+        var failure: RestoreFailure?
+        /// The file has its final name.
+        var restored = false
+    }
+    let status = Mutex(Status())
+
+    var failure: RestoreFailure? { status.withLock { $0.failure } }
 
     init(item: RestoreItem, target: String) {
         self.item = item
@@ -33,9 +41,7 @@ final class FileRestore: @unchecked Sendable {
 
     /// Records the first failure; later blobs for this file are then skipped.
     func fail(_ f: RestoreFailure) {
-        lock.lock()
-        if failure == nil { failure = f }
-        lock.unlock()
+        status.withLock { if $0.failure == nil { $0.failure = f } }
     }
 
     /// Opens the temporary file (creating it, sized to the file so that zero runs never written stay
@@ -193,7 +199,7 @@ extension Engine {
                                       message: "\(item.path) was not restored: its chunks hold \(offset) bytes but the listing says \(item.node.size)"))
                 continue
             }
-            file.remaining = located.count
+            file.status.withLock { $0.remaining = located.count }
             files.append(file)
             for (loc, off) in located {
                 let p: Int
@@ -218,7 +224,7 @@ extension Engine {
         for i in plans.indices { plans[i].planReads() }
 
         // Empty files have nothing to wait for.
-        for file in files where file.remaining == 0 {
+        for file in files where file.status.withLock({ $0.remaining == 0 }) {
             finishFile(file, handles: handles, overwrite: overwrite, state: state, events: events)
         }
 
@@ -249,8 +255,8 @@ extension Engine {
         }
         // Whatever did not complete (a failed blob, a cancelled restore) leaves no file behind.
         for file in files {
-            let (unfinished, created, failure) = file.lock.withLock {
-                (file.remaining > 0 || file.failure != nil, file.created, file.failure)
+            let (unfinished, created, failure) = file.status.withLock {
+                ($0.remaining > 0 || $0.failure != nil, $0.created, $0.failure)
             }
             guard unfinished else { continue }
             if created { file.removeTemporary(handles) }
@@ -277,7 +283,7 @@ extension Engine {
     /// a temporary name and renamed over whatever had the name.
     static func restoreHardLink(_ item: RestoreItem, to first: FileRestore, handles: TargetDirectories,
                                 overwrite: Bool) -> RestoreFailure? {
-        let done = first.lock.withLock { first.restored }
+        let done = first.status.withLock { $0.restored }
         guard done else {
             return RestoreFailure(path: item.path, object: nil, code: first.failure?.code ?? .fileSystem,
                                   message: "\(item.path) was not restored: it is a hard link to \(first.item.path), which was not restored")
@@ -410,11 +416,13 @@ extension Engine {
         let key = ObjectIdentifier(file)
         var fd = fds[key] ?? -1
         if fd < 0 {
-            file.lock.lock()
-            if file.failure != nil { file.lock.unlock(); return }
-            let opened = file.openTemporary(handles, create: !file.created)
-            if case .success = opened { file.created = true }
-            file.lock.unlock()
+            let attempt: Result<Int32, Errno>? = file.status.withLock { st in
+                if st.failure != nil { return nil }
+                let opened = file.openTemporary(handles, create: !st.created)
+                if case .success = opened { st.created = true }
+                return opened
+            }
+            guard let opened = attempt else { return }
             switch opened {
             case .success(let f): fd = f
             case .failure(let e):
@@ -431,10 +439,10 @@ extension Engine {
             return
         }
         state.progress.withLock { $0.written += Int64(plain.count) }
-        file.lock.lock()
-        file.remaining -= 1
-        let last = file.remaining == 0 && file.failure == nil
-        file.lock.unlock()
+        let last = file.status.withLock { st in
+            st.remaining -= 1
+            return st.remaining == 0 && st.failure == nil
+        }
         if last {
             if let fd = fds.removeValue(forKey: key) { close(fd) }
             finishFile(file, handles: handles, overwrite: overwrite, state: state, events: events)
@@ -446,11 +454,11 @@ extension Engine {
     func finishFile(_ file: FileRestore, handles: TargetDirectories, overwrite: Bool, state: RestoreState,
                     events: AsyncThrowingStream<RestoreEvent, any Error>.Continuation) {
         let node = file.item.node
-        file.lock.lock()
-        let needsCreate = !file.created
-        let opened = file.openTemporary(handles, create: needsCreate)
-        if case .success = opened { file.created = true }
-        file.lock.unlock()
+        let opened = file.status.withLock { st in
+            let opened = file.openTemporary(handles, create: !st.created)
+            if case .success = opened { st.created = true }
+            return opened
+        }
         let fd: Int32
         switch opened {
         case .success(let f): fd = f
@@ -484,10 +492,10 @@ extension Engine {
         case .success(nil):
             break
         }
-        file.lock.lock()
-        file.created = false  // the temporary name no longer exists
-        file.restored = true
-        file.lock.unlock()
+        file.status.withLock {
+            $0.created = false  // the temporary name no longer exists
+            $0.restored = true
+        }
         state.progress.withLock {
             $0.files += 1
             $0.restored += 1

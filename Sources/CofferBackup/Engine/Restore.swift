@@ -286,12 +286,16 @@ extension Engine {
 /// before the restore, or while it runs) is ever followed: such an entry fails (ELOOP/ENOTDIR), or,
 /// with `--overwrite`, is removed and replaced by a real directory. At most `limit` unused
 /// descriptors stay open (the others are closed and opened again when needed).
-final class TargetDirectories: @unchecked Sendable {
+final class TargetDirectories: Sendable {
     let target: String
     let overwrite: Bool
     private let rootFD: Int32
-    private let lock = NSLock()
-    private var open: [String: (fd: Int32, users: Int)] = [:]
+    private struct Entry {
+        var fd: Int32
+        var users: Int
+    }
+    /// Open descriptors by relative path, with how many callers use each right now.
+    private let open = Mutex<[String: Entry]>([:])
     private let limit = 64
 
     init(target: String, overwrite: Bool) throws(Errno) {
@@ -319,20 +323,19 @@ final class TargetDirectories: @unchecked Sendable {
     }
 
     func closeAll() {
-        lock.lock()
-        for (_, e) in open { close(e.fd) }
-        open = [:]
-        lock.unlock()
+        open.withLock { all in
+            for (_, e) in all { close(e.fd) }
+            all = [:]
+        }
     }
 
     private func acquire(_ relative: String, create: Bool) -> Result<Int32, Errno> {
-        lock.lock()
-        if let e = open[relative] {
-            open[relative] = (e.fd, e.users + 1)
-            lock.unlock()
-            return .success(e.fd)
+        let cached: Int32? = open.withLock { all in
+            guard let e = all[relative] else { return nil }
+            all[relative]?.users += 1
+            return e.fd
         }
-        lock.unlock()
+        if let cached { return .success(cached) }
         let (parent, name) = Engine.split(relative)
         let opened: Result<Int32, Errno>
         if parent.isEmpty {
@@ -344,27 +347,26 @@ final class TargetDirectories: @unchecked Sendable {
             }
         }
         guard case .success(let fd) = opened else { return opened }
-        lock.lock()
-        defer { lock.unlock() }
-        if let e = open[relative] {  // another task opened it meanwhile
-            close(fd)
-            open[relative] = (e.fd, e.users + 1)
-            return .success(e.fd)
-        }
-        if open.count >= limit {
-            for (k, e) in open where e.users == 0 {
-                close(e.fd)
-                open[k] = nil
+        let limit = self.limit
+        return open.withLock { all in
+            if let e = all[relative] {  // another task opened it meanwhile
+                close(fd)
+                all[relative]?.users += 1
+                return .success(e.fd)
             }
+            if all.count >= limit {
+                for (k, e) in all where e.users == 0 {
+                    close(e.fd)
+                    all[k] = nil
+                }
+            }
+            all[relative] = Entry(fd: fd, users: 1)
+            return .success(fd)
         }
-        open[relative] = (fd, 1)
-        return .success(fd)
     }
 
     private func release(_ relative: String) {
-        lock.lock()
-        if let e = open[relative] { open[relative] = (e.fd, e.users - 1) }
-        lock.unlock()
+        open.withLock { $0[relative]?.users -= 1 }
     }
 
     /// One component: open it as a directory without following; create it when missing; with
