@@ -47,7 +47,7 @@ struct ProgressTests {
         #expect(j.stdout.split(separator: "\n").count == 1 && j.stdout.contains(#""message_type":"summary""#), "\(j)")
     }
 
-    @Test("check --read-data, prune and copy print plain progress lines on a non-terminal stderr, with what they count")
+    @Test("check --read-data, prune, copy and key rotate print plain progress lines on a non-terminal stderr, with what they count")
     func longRepositoryJobsReportProgress() throws {
         let box = try Self.sandbox()
         let fast = ["COFFER_PROGRESS_FPS": "1000000"]
@@ -74,5 +74,10 @@ struct ProgressTests {
         #expect(!lines(prune, "snapshots").isEmpty, "the tree-reading step:\n\(prune)")
         #expect(lines(prune, "objects").contains { $0.contains("deleting") }, "the deletions:\n\(prune)")
         #expect(prune.stdout.contains("prune: "), "\(prune)")
+
+        // Key rotation re-encrypts every blob of the live snapshots: counted in blobs, with the step.
+        let rotate = try box.ok(["key", "rotate", "--no-vault"], env: fast)
+        #expect(lines(rotate, "blobs").contains { $0.contains("re-encrypting") }, "\(rotate)")
+        #expect(!rotate.stderr.contains("\r") && !rotate.stderr.contains("\u{1B}"), "\(rotate.stderr)")
     }
 }
