@@ -517,7 +517,7 @@ public final class RealmStore: Sendable {
         }
     }
 
-    private static func verifyReplaceProof(_ proof: Data, record: StoredRecord, realmID: Data, newVersion: Data, pendingID: Data) -> Bool {
+    static func verifyReplaceProof(_ proof: Data, record: StoredRecord, realmID: Data, newVersion: Data, pendingID: Data) -> Bool {
         guard proof.count == WireSize.replaceProof, proof.contains(where: { $0 != 0 }), record.tag.count == WireSize.unlockTag,
               let rid = try? RealmID(bytes: Array(realmID)), let cur = try? RecordVersion(bytes: Array(record.version)),
               let new = try? RecordVersion(bytes: Array(newVersion)), let pid = try? PendingID(bytes: Array(pendingID))
