@@ -20,27 +20,29 @@ enum PostgresTestServer {
 
     static var isRoot: Bool { getuid() == 0 }
 
-    /// Runs a PostgreSQL program (as `postgres` when we are root); throws with its output on failure.
+    /// Runs a PostgreSQL program (as `postgres` when we are root) in `dir`; throws with its output on
+    /// failure. Through /bin/sh and posix_spawn + waitpid rather than Foundation's Process, whose
+    /// wait never returned for pg_ctl here (the server it starts outlives it).
     @discardableResult
     static func run(_ program: URL, _ args: [String], in dir: URL) throws -> String {
-        let p = Process()
-        if isRoot {
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-            p.arguments = ["--reuid=postgres", "--regid=postgres", "--init-groups", program.path] + args
-        } else {
-            p.executableURL = program
-            p.arguments = args
-        }
-        p.currentDirectoryURL = dir
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
-        guard p.terminationStatus == 0 else {
-            throw TestFailure("\(program.lastPathComponent) \(args.joined(separator: " ")) exited with \(p.terminationStatus): \(text)")
+        func q(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'" }
+        let outFile = dir.appendingPathComponent("out-\(UUID().uuidString.prefix(8))")
+        let command = ([program.path] + args).map(q).joined(separator: " ")
+        let prefix = isRoot ? "/usr/bin/setpriv --reuid=postgres --regid=postgres --init-groups " : ""
+        let script = "cd \(q(dir.path)) && \(prefix)\(command) > \(q(outFile.path)) 2>&1 < /dev/null"
+        var pid: pid_t = 0
+        let argv: [UnsafeMutablePointer<CChar>?] = ["/bin/sh", "-c", script].map { (s: String) in strdup(s) } + [nil]
+        defer { argv.forEach { free($0) } }
+        let rc = posix_spawn(&pid, "/bin/sh", nil, nil, argv, environ)
+        guard rc == 0 else { throw TestFailure("could not start /bin/sh for \(program.lastPathComponent): errno \(rc)") }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+        let text = (try? String(contentsOf: outFile, encoding: .utf8)) ?? ""
+        try? FileManager.default.removeItem(at: outFile)
+        let exited = (status & 0x7f) == 0
+        let code = (status >> 8) & 0xff
+        guard exited && code == 0 else {
+            throw TestFailure("\(program.lastPathComponent) \(args.joined(separator: " ")) failed (status \(status)): \(text)")
         }
         return text
     }
