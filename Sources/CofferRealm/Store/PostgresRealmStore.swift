@@ -163,10 +163,10 @@ public final class PostgresRealmStore: Sendable {
     /// With `lock`, the user's advisory lock is taken first. The replay mark of the task's request
     /// (``RequestMark``) is inserted before `body`, outside its savepoint: a refusal `body` throws
     /// rolls back only `body`'s changes and the transaction still commits the mark, as on SQLite.
-    func write<T: Sendable>(lock rk: Data?, _ body: (Tx) async throws -> T) async throws -> T {
+    func write<T: Sendable>(lock rk: Data?, _ body: @escaping @Sendable (Tx) async throws -> T) async throws -> T {
         let mark = RequestMark.current?.take()
         let logger = self.logger
-        let outcome: Result<T, any Error> = try await client.withConnection { conn in
+        let outcome: Result<T, any Error> = try await withConnection { conn in
             let tx = Tx(conn: conn, logger: logger)
             try await conn.query("BEGIN ISOLATION LEVEL READ COMMITTED", logger: logger)
             do {
@@ -200,9 +200,42 @@ public final class PostgresRealmStore: Sendable {
     }
 
     /// A read outside any transaction (one statement, its own snapshot).
-    func read<T: Sendable>(_ body: (Tx) async throws -> T) async throws -> T {
+    func read<T: Sendable>(_ body: @escaping @Sendable (Tx) async throws -> T) async throws -> T {
         let logger = self.logger
-        return try await client.withConnection { conn in try await body(Tx(conn: conn, logger: logger)) }
+        return try await withConnection { conn in try await body(Tx(conn: conn, logger: logger)) }
+    }
+
+    /// How long a request waits for a pooled connection before it fails (the database is down or
+    /// every connection is busy): the request gets an internal error instead of hanging, and
+    /// `/ready` turns 503.
+    static let leaseTimeout: Duration = .seconds(5)
+
+    /// Leases a connection for `body`, failing after ``leaseTimeout`` if none comes (the pool
+    /// otherwise waits for the database indefinitely). Only the wait for the lease is bounded, never
+    /// a transaction under way.
+    func withConnection<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        let leased = LeaseFlag()
+        let location = self.location
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask {
+                try await self.client.withConnection { conn in
+                    leased.set()
+                    return try await body(conn)
+                }
+            }
+            group.addTask {
+                try await Task.sleep(for: Self.leaseTimeout)
+                if leased.isSet { return nil }
+                throw RealmStoreUnavailable("no connection to \(location) within \(Self.leaseTimeout)")
+            }
+            while let r = try await group.next() {
+                if let v = r {
+                    group.cancelAll()
+                    return v
+                }
+            }
+            throw CancellationError()
+        }
     }
 
     // MARK: row helpers
@@ -282,6 +315,13 @@ public final class PostgresRealmStore: Sendable {
                            attemptsLeft: max(0, r.guessLimit - r.attempts))
         }
     }
+}
+
+/// Set once a connection was leased.
+final class LeaseFlag: Sendable {
+    private let value = Mutex(false)
+    func set() { value.withLock { $0 = true } }
+    var isSet: Bool { value.withLock { $0 } }
 }
 
 extension PostgresRealmStore: RealmDatabase {
