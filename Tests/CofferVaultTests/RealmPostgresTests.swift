@@ -229,6 +229,50 @@ struct RealmPostgresTests {
         await cluster.stop()
     }
 
+    @Test("SIGTERM mid-flood: in-flight guesses finish before the store closes, every answered guess counted and nothing more")
+    func gracefulShutdownFinishesGuesses() async throws {
+        let binary = try RealmCrashTests.cofferBinary()
+        try await PostgresTestServer.withPostgres { url in
+            let s = try await Self.setup(store: url, guessLimit: 100)
+            defer { try? FileManager.default.removeItem(at: s.root) }
+            let (a, port) = try await RealmCrashTests.startServer(binary: binary, dir: s.dir.url, client: s.client)
+            defer { a.stop() }
+            let reg = try await s.client(port).register("gina", guessLimit: 100)
+            let acks = Mutex2(0), q0s = Mutex2(0), stop = Mutex2(false)
+            let realm = s.client(port)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<12 {
+                    group.addTask {
+                        while !stop.withLock({ $0 }) {
+                            // Q0 first, then the Q1 that may be in flight at the SIGTERM.
+                            guard let q = try? await realm.q0("gina") else { continue }
+                            q0s.withLock { $0 += 1 }
+                            let blinded = try VaultOPRF.blind(rnd(32))
+                            guard let token = try? await realm.token("gina", .recover),
+                                  let answer = try? await realm.send(.q1(Q1Request(token: token, ticket: q.ticket, version: reg.version,
+                                                                                    blindedElement: blinded.blindedElementBytes)))
+                            else { continue }
+                            if case .q1 = answer { acks.withLock { $0 += 1 } }
+                        }
+                    }
+                }
+                while acks.withLock({ $0 }) < 10 { try await Task.sleep(for: .milliseconds(5)) }
+                a.process.terminate()   // SIGTERM: graceful
+                a.process.waitUntilExit()
+                stop.withLock { $0 = true }
+                try await group.waitForAll()
+            }
+            #expect(a.process.terminationStatus == 0, "serve exited with \(a.process.terminationStatus): \(a.stderr)")
+            let acknowledged = acks.withLock { $0 }
+            let (b, port2) = try await RealmCrashTests.startServer(binary: binary, dir: s.dir.url, client: s.client)
+            defer { b.stop() }
+            let counted = 100 - (try await s.client(port2).attemptsLeft("gina"))
+            print("graceful shutdown: \(acknowledged) answered, \(counted) counted")
+            // Nothing committed without its answer being delivered: a graceful stop loses no answer.
+            #expect(counted == acknowledged)
+        }
+    }
+
     @Test("/ready on the SQLite store is 200")
     func readySQLite() async throws {
         let t = try await RealmTestCluster.start()
