@@ -290,10 +290,12 @@ struct RealmBench: AsyncParsableCommand {
     @Option(help: "Guesses in the timed run.") var guesses: Int = 3000
     @Option(help: "Requests in flight.") var concurrency: Int = 64
     @Option(help: "Seconds per raw VOPRF measurement.") var seconds: Double = 3
+    @Option(help: "The benchmark realm's store (sqlite, or postgres://... with a schema of its own).") var store: String?
+    @Option(help: "Realm instances sharing the store (each with its own connection pool).") var instances: Int = 1
 
     func run() async throws {
         let report = try await RealmBenchmark.run(directory: URL(fileURLWithPath: dir), guesses: guesses,
-                                                  concurrency: concurrency, seconds: seconds) { print($0) }
+                                                  concurrency: concurrency, seconds: seconds, store: store, instances: instances) { print($0) }
         print(report)
     }
 }
