@@ -90,11 +90,18 @@ enum PostgresTestServer {
             _ = try? PostgresTestServer.run(bin.appendingPathComponent("pg_ctl"), ["-D", data.path, "-m", "immediate", "-w", "stop"], in: folder)
         }
 
+        /// One value from `psql -Atc SQL` on this server.
+        func psql(_ sql: String) throws -> String {
+            try PostgresTestServer.run(try PostgresTestServer.binDir().appendingPathComponent("psql"),
+                                       ["-h", "127.0.0.1", "-p", "\(port)", "-U", "postgres", "-d", "postgres", "-Atc", sql], in: folder)
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+
         var log: String { (try? String(contentsOf: folder.appendingPathComponent("log-\(port)"), encoding: .utf8)) ?? "" }
     }
 
     /// initdb into a new folder and start a server on a free port.
-    static func makeInstance(name: String = "db") throws -> Instance {
+    static func makeInstance(name: String = "db", options: String = "") throws -> Instance {
         let bin = try binDir()
         let folder = try makeFolder(name)
         let data = folder.appendingPathComponent("data")
@@ -103,7 +110,7 @@ enum PostgresTestServer {
         for _ in 0..<3 {
             let instance = Instance(folder: folder, data: data, port: freePort())
             do {
-                try instance.start()
+                try instance.start(extraOptions: options)
                 return instance
             } catch {
                 lastError = error
