@@ -384,3 +384,38 @@ struct RealmStoreConformanceTests {
         }
     }
 }
+
+/// The `--store` / `store` syntax, and that a password never shows.
+@Suite("Realm store URLs")
+struct RealmStoreURLTests {
+    let dir = RealmDirectory(URL(fileURLWithPath: "/var/lib/realm"))
+
+    @Test("sqlite, sqlite:PATH and postgres:// parse; the password is starred in every description")
+    func parse() throws {
+        #expect(try RealmStoreLocation.parse("sqlite", directory: dir) == .sqlite(dir.databaseFile))
+        #expect(try RealmStoreLocation.parse("sqlite:/tmp/x.sqlite", directory: dir) == .sqlite(URL(fileURLWithPath: "/tmp/x.sqlite")))
+        let p = try PostgresStoreURL(parsing: "postgres://realm3:s3cr%40t@db.internal:6543/coffer?schema=realm_3&sslmode=require&pool=4")
+        #expect(p.host == "db.internal" && p.port == 6543 && p.user == "realm3" && p.password == "s3cr@t" && p.database == "coffer")
+        #expect(p.schema == "realm_3" && p.tls == .require && p.maxConnections == 4)
+        #expect(!p.description.contains("s3cr") && p.description.contains(":***@"))
+        #expect(!RealmStoreLocation.postgres(p).description.contains("s3cr"))
+        #expect(!p.urlString().contains("s3cr"))
+        let q = try PostgresStoreURL(parsing: "postgresql://u@h/d")
+        #expect(q.port == 5432 && q.password == nil && q.tls == .prefer && q.schema == nil)
+    }
+
+    @Test("bad store values are refused with what is expected, never echoing a password")
+    func refused() {
+        for bad in ["mysql://u@h/d", "postgres://u:pw@h/", "postgres://u:pw@h/d?schema=Bad-Name", "postgres://u:pw@h/d?sslmode=maybe",
+                    "postgres://u:pw@h/d?pool=0", "postgres://u:pw@h/d?user=x", "sqlite:"] {
+            do {
+                _ = try RealmStoreLocation.parse(bad, directory: dir)
+                Issue.record("\(bad) was accepted")
+            } catch let e as RealmFileError {
+                #expect(!e.message.contains(":pw@"), "\(e.message)")
+            } catch {
+                Issue.record("\(bad): \(error)")
+            }
+        }
+    }
+}

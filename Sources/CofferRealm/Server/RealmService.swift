@@ -42,8 +42,10 @@ public final class RealmService: Sendable {
 
     public convenience init(keys: RealmKeys, config: RealmConfig, databaseURL: URL, logger: Logger? = nil,
                             observer: RealmRequestObserver? = nil, now: @escaping @Sendable () -> Date = { Date() }) async throws {
-        try await self.init(keys: keys, config: config, store: try RealmStore(url: databaseURL, keys: keys, config: config, now: now),
-                            logger: logger, observer: observer, now: now)
+        // Opened through RealmStoreLocation (not `RealmStore(...)` inline in the delegation: Swift 6.3.1's
+        // optimizer crashed on that in release builds).
+        let store = try await RealmStoreLocation.sqlite(databaseURL).open(keys: keys, config: config, logger: logger, now: now)
+        try await self.init(keys: keys, config: config, store: store, logger: logger, observer: observer, now: now)
     }
 
     /// A realm over an opened `store` (which it closes in ``close()``).

@@ -208,7 +208,7 @@ public final class PostgresRealmStore: Sendable {
     /// How long a request waits for a pooled connection before it fails (the database is down or
     /// every connection is busy): the request gets an internal error instead of hanging, and
     /// `/ready` turns 503.
-    static let leaseTimeout: Duration = .seconds(5)
+    static let leaseTimeout: Duration = .seconds(15)
 
     /// Leases a connection for `body`, failing after ``leaseTimeout`` if none comes (the pool
     /// otherwise waits for the database indefinitely). Only the wait for the lease is bounded, never

@@ -106,7 +106,7 @@ public struct PostgresStoreURL: Sendable, Equatable, CustomStringConvertible {
             let v = item.value ?? ""
             switch item.name {
             case "schema":
-                guard Self.isIdentifier(v) else { throw fail("schema must be letters, digits and _ (starting with a letter or _), at most 63") }
+                guard Self.isIdentifier(v) else { throw fail("schema must be lowercase letters, digits and _ (starting with a letter or _), at most 63") }
                 schema = v
             case "sslmode":
                 guard let m = TLSMode(rawValue: v) else { throw fail("sslmode must be disable, prefer or require") }
@@ -122,9 +122,11 @@ public struct PostgresStoreURL: Sendable, Equatable, CustomStringConvertible {
 
     static func isIdentifier(_ s: String) -> Bool {
         guard let first = s.unicodeScalars.first, s.unicodeScalars.count <= 63 else { return false }
-        let letters = CharacterSet.lowercaseLetters.union(.uppercaseLetters)
-        guard first.isASCII, letters.contains(first) || first == "_" else { return false }
-        return s.unicodeScalars.allSatisfy { $0.isASCII && (letters.contains($0) || CharacterSet.decimalDigits.contains($0) || $0 == "_") }
+        // Lowercase only: PostgreSQL folds the unquoted search_path to lowercase.
+        func letter(_ c: Unicode.Scalar) -> Bool { ("a"..."z").contains(c) }
+        func digit(_ c: Unicode.Scalar) -> Bool { ("0"..."9").contains(c) }
+        guard letter(first) || first == "_" else { return false }
+        return s.unicodeScalars.allSatisfy { letter($0) || digit($0) || $0 == "_" }
     }
 
     /// The same database with another schema (`coffer realm cluster` gives each realm its own).
