@@ -3,6 +3,7 @@
 #   1. SQLite, one realm instance;
 #   2. PostgreSQL, one realm instance;
 #   3. PostgreSQL, two realm instances sharing the database (each its own connection pool),
+# and the latency of a recovery with 5 loopback realms each on PostgreSQL (p50/p99);
 # each beside the raw VOPRF evaluation rate measured in the same run (`coffer realm bench` prints both).
 # Requests are in process (sealed exactly as over HTTP, no HTTP parsing), as in scripts/bench-realm.sh.
 #
@@ -42,3 +43,6 @@ echo "-- 2. PostgreSQL, one instance"
 "$BIN" realm bench --dir "$OUT/pg1" "${ARGS[@]}" --store "$URL&schema=bench1"
 echo "-- 3. PostgreSQL, two instances sharing the database"
 "$BIN" realm bench --dir "$OUT/pg2" "${ARGS[@]}" --store "$URL&schema=bench2" --instances 2
+echo
+echo "-- recovery latency, 5 loopback realms, each on PostgreSQL (a schema each)"
+"$BIN" realm bench-recovery --dir "$OUT/cluster" --iterations "${ITERATIONS:-40}" --store "$URL&schema=rec"

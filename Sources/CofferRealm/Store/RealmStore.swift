@@ -142,6 +142,9 @@ public final class RealmStore: Sendable {
     public var oprfEvaluations: Int { evaluationCounter.load(ordering: .relaxed) }
 
     /// Opens (creating if needed) the store at `url`.
+    // Not inlined: Swift 6.3.1's optimizer crashed (CopyPropagation, "outside of lifetime use" on the
+    // Atomic counter's drop) when this throwing init was inlined into an async caller in release builds.
+    @inline(never)
     public init(url: URL, keys: RealmKeys, config: RealmConfig, limits: Limits? = nil,
                 now: @escaping @Sendable () -> Date = { Date() }) throws {
         var c = Configuration()
