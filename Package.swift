@@ -31,6 +31,8 @@ let package = Package(
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.0"),
         // Prometheus text exposition for the realm's /metrics (a swift-metrics backend).
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.0.0"),
+        // PostgreSQL realm store (issue 16): PostgresClient with a connection pool. Realm server only.
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.0"),
     ],
     targets: [
         // zlib (present on Linux and in Apple SDKs) for compressing database chunks.
@@ -110,6 +112,8 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "PostgresNIO", package: "postgres-nio",
+                         condition: .when(platforms: [.linux, .macOS])),
             ],
             swiftSettings: strict),
         // The `coffer` command: parses arguments and calls the libraries.

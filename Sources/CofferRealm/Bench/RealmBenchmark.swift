@@ -20,12 +20,16 @@ public enum RealmBenchmark {
         public var concurrency: Int
         public var commits: Int
         public var committedJobs: Int
+        /// The store (safe to print) and how many realm instances (each its own store connection) served the run.
+        public var store: String = "sqlite"
+        public var instances: Int = 1
         public var guessesPerSecond: Double { Double(guessesAnswered) / guessSeconds }
         public var ratio: Double { guessesPerSecond / voprfPerSecondAllCores }
 
         public var description: String {
             func f(_ x: Double) -> String { String(format: "%.0f", x) }
             return """
+            store:                                   \(store), \(instances) realm instance\(instances == 1 ? "" : "s") sharing it
             cores:                                   \(cores)
             raw VOPRF evaluations/s (1 core):        \(f(voprfPerSecondOneCore))
             raw VOPRF evaluations/s (\(cores) cores):       \(f(voprfPerSecondAllCores))  (before the run \(f(voprfAllCoresBefore)), after \(f(voprfAllCoresAfter)))
@@ -40,7 +44,11 @@ public enum RealmBenchmark {
     /// - Parameters:
     ///   - guesses: Q1 requests in the timed run (spread over users with 100 guesses each).
     ///   - seconds: duration of each raw VOPRF measurement.
+    ///   - store: the realm's store as `--store` takes it (nil: SQLite in `directory`).
+    ///   - instances: realm services sharing that store, requests spread over them round-robin (each
+    ///     opens the store itself: its own SQLite pool, or its own PostgreSQL connection pool).
     public static func run(directory: URL, guesses: Int = 3000, concurrency: Int = 64, seconds: Double = 3,
+                           store: String? = nil, instances: Int = 1,
                            progress: @Sendable (String) -> Void = { _ in }) async throws -> Report {
         let cores = ProcessInfo.processInfo.activeProcessorCount
         // 1. Raw VOPRF evaluation rate (the realm's unavoidable per-guess work).
@@ -58,10 +66,13 @@ public enum RealmBenchmark {
         // which are raised so the benchmark measures the guess path.
         var config = try RealmConfig.load(from: dir.configFile)
         config.limits = .unlimitedForBenchmarks
+        config.store = store
         try config.save(to: dir.configFile)
         var log = Logger(label: "coffer.realm.bench")
         log.logLevel = .warning
-        let service = try await RealmService(directory: dir, logger: log)
+        var services: [RealmService] = []
+        for _ in 0..<max(1, instances) { services.append(try await RealmService(directory: dir, logger: log)) }
+        let service = services[0]
         let probe = RealmProbe(realmID: service.realmID, key: try RealmPublicKey(id: keys.hpkeKeys[0].id, rawRepresentation: Array(keys.hpkeKeys[0].publicKey.rawRepresentation)))
         let tenant = try await DevelopmentTenant(tenant: tenantName, privateKeyPEM: tenantKey.pemRepresentation)
         let policy = try VaultPolicy(log2N: 15, guessLimit: 100)
@@ -119,16 +130,20 @@ public enum RealmBenchmark {
 
         // 5. The timed run: `concurrency` requests in flight at once.
         progress("timed run …")
-        let before = service.store.commitCounts
+        func commitTotals() -> (batches: Int, jobs: Int) {
+            services.reduce((0, 0)) { ($0.0 + $1.store.commitCounts.batches, $0.1 + $1.store.commitCounts.jobs) }
+        }
+        let before = commitTotals()
         let start = ContinuousClock.now
         let answered = try await withThrowingTaskGroup(of: Int.self) { group in
             var next = 0
             var ok = 0
             func add() {
                 let p = prepared[next]
+                let target = services[next % services.count]
                 next += 1
                 group.addTask {
-                    guard case .sealed(let bytes) = await service.handle(type: .q1, request: p.bytes),
+                    guard case .sealed(let bytes) = await target.handle(type: .q1, request: p.bytes),
                           case .q1 = try probe.open(bytes, opener: p.opener, type: .q1) else { return 0 }
                     return 1
                 }
@@ -141,7 +156,8 @@ public enum RealmBenchmark {
             return ok
         }
         let elapsed = ContinuousClock.now - start
-        let after = service.store.commitCounts
+        let after = commitTotals()
+        for s in services { await s.close() }
         // Raw rate again after the run: the machine may be shared, so the mean of before and after
         // is the fairer reference.
         progress("measuring raw VOPRF evaluation again …")
@@ -150,7 +166,8 @@ public enum RealmBenchmark {
         return Report(cores: cores, voprfPerSecondOneCore: one, voprfPerSecondAllCores: (all + allAfter) / 2,
                       voprfAllCoresBefore: all, voprfAllCoresAfter: allAfter, guesses: guesses,
                       guessesAnswered: answered, guessSeconds: secs, concurrency: concurrency,
-                      commits: after.batches - before.batches, committedJobs: after.jobs - before.jobs)
+                      commits: after.batches - before.batches, committedJobs: after.jobs - before.jobs,
+                      store: try RealmStoreLocation.parse(store ?? "sqlite", directory: dir).description, instances: services.count)
     }
 
     /// VOPRF evaluations (with proof) per second over `tasks` parallel tasks.

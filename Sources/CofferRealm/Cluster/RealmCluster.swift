@@ -19,13 +19,25 @@ public struct RealmClusterLayout: Sendable {
     /// Request limits written into every realm's `realm.json` by `prepare` (nil: leave them as
     /// they are; new realms get the defaults). Benchmarks and flood tests raise them.
     public var limits: RealmConfig.Limits?
+    /// All realms in this PostgreSQL database, one schema each (`realm_1` … or `SCHEMA_1` … when the
+    /// URL names a schema), written into every realm's `realm.json` by `prepare`; nil: each realm's
+    /// SQLite file (or whatever its realm.json already says).
+    public var postgres: PostgresStoreURL?
 
     /// `threshold` defaults to the smallest majority (3 of 5).
-    public init(directory: URL, count: Int = 5, threshold: Int? = nil, limits: RealmConfig.Limits? = nil) {
+    public init(directory: URL, count: Int = 5, threshold: Int? = nil, limits: RealmConfig.Limits? = nil,
+                postgres: PostgresStoreURL? = nil) {
         self.directory = directory
         self.count = count
         self.threshold = threshold ?? (count / 2 + 1)
         self.limits = limits
+        self.postgres = postgres
+    }
+
+    /// Realm `i`'s store URL in the cluster's PostgreSQL database (its own schema), as realm.json holds it.
+    public func postgresStore(_ i: Int) -> String? {
+        guard let postgres else { return nil }
+        return postgres.withSchema(postgres.schema.map { "\($0)_\(i)" } ?? "realm_\(i)").urlString()
     }
 
     public func realmDirectory(_ i: Int) -> RealmDirectory { RealmDirectory(directory.appendingPathComponent("realm-\(i)")) }
@@ -41,6 +53,9 @@ public struct RealmClusterLayout: Sendable {
         guard count >= 1, count <= 255 else { throw RealmFileError(path: directory.path, message: "--count must be 1...255") }
         guard threshold >= 1, threshold <= count, 2 * threshold > count else {
             throw RealmFileError(path: directory.path, message: "--threshold \(threshold) must be more than half of \(count) and at most \(count)")
+        }
+        if let postgres, postgres.password != nil {
+            throw RealmFileError(path: directory.path, message: "--store: give the PostgreSQL password in PGPASSWORD, not in the URL (it would be written into every realm.json)")
         }
         var did: [String] = []
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
@@ -77,6 +92,15 @@ public struct RealmClusterLayout: Sendable {
             } else {
                 let (keys, _) = try dir.initialize(x: UInt8(i), tenants: [tenant])
                 did.append("initialised realm \(i) (id \(keys.realmIDHex), x = \(i)) in \(dir.url.path)")
+            }
+            if let store = postgresStore(i) {
+                var config = try RealmConfig.load(from: dir.configFile)
+                if config.store != store {
+                    config.store = store
+                    try config.validate(path: dir.configFile.path)
+                    try config.save(to: dir.configFile)
+                    did.append("realm \(i) keeps its state in \(store)")
+                }
             }
             if let limits {
                 var config = try RealmConfig.load(from: dir.configFile)
@@ -184,6 +208,8 @@ public final class RealmHandle: Sendable {
         guard let bound, adminPort == nil || adminBound != nil else {
             await group.triggerGracefulShutdown()
             state.withLock { $0 = State(port: $0.port, adminPort: $0.adminPort) }
+            _ = await task.result
+            await service.close()
             var reason = ""
             if case .failure(let error) = await task.result { reason = ": \(error)" }
             let which = bound == nil ? "\(host):\(port)" : "\(host):\(adminPort ?? 0) (admin)"
@@ -197,16 +223,17 @@ public final class RealmHandle: Sendable {
 
     /// Graceful stop: in-flight requests finish, the database closes.
     public func stop() async {
-        let (group, task) = state.withLock { s -> (ServiceGroup?, Task<Void, any Error>?) in
+        let (group, task, service) = state.withLock { s -> (ServiceGroup?, Task<Void, any Error>?, RealmService?) in
             defer {
                 s.group = nil
                 s.task = nil
                 s.service = nil
             }
-            return (s.group, s.task)
+            return (s.group, s.task, s.service)
         }
         await group?.triggerGracefulShutdown()
         _ = try? await task?.value
+        await service?.close()
     }
 }
 

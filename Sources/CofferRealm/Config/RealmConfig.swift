@@ -98,6 +98,10 @@ public struct RealmConfig: Codable, Sendable, Equatable {
     /// `HOST:PORT` of the admin listener (`/health`, `/metrics`) that `coffer realm serve` opens
     /// unless `--admin-listen` overrides it; absent: no admin listener.
     public var adminListen: String?
+    /// Where the realm keeps its state (``RealmStoreLocation``): absent or `sqlite`, `realm.sqlite` in
+    /// its folder; `sqlite:PATH`; or `postgres://USER@HOST:PORT/DATABASE[?schema=NAME...]`. Keep the
+    /// password out of it (`PGPASSWORD`): realm.json is not a secret file.
+    public var store: String?
 
     public init(x: UInt8, guessLimit: Int = 10, url: String? = nil, tenants: [Tenant] = [], limits: Limits? = nil) {
         self.x = x
@@ -125,6 +129,11 @@ public struct RealmConfig: Codable, Sendable, Equatable {
         if let adminListen {
             do { _ = try RealmServer.parseListen(adminListen, option: "adminListen") } catch let e as RealmFileError {
                 throw RealmFileError(path: path, message: "\(path): \(e.message)")
+            }
+        }
+        if let store {
+            do { _ = try RealmStoreLocation.parse(store, directory: RealmDirectory(URL(fileURLWithPath: "/"))) } catch let e as RealmFileError {
+                throw RealmFileError(path: path, message: "\(path): store: \(e.message)")
             }
         }
     }
@@ -163,11 +172,13 @@ public struct RealmDirectory: Sendable {
     /// Creates a new realm here; refuses to overwrite an existing key file (that would destroy every
     /// record the realm holds).
     @discardableResult
-    public func initialize(x: UInt8, guessLimit: Int = 10, url: String? = nil, tenants: [RealmConfig.Tenant] = []) throws -> (RealmKeys, RealmConfig) {
+    public func initialize(x: UInt8, guessLimit: Int = 10, url: String? = nil, tenants: [RealmConfig.Tenant] = [],
+                           store: String? = nil) throws -> (RealmKeys, RealmConfig) {
         if exists {
             throw RealmFileError(path: keyFile.path, message: "\(keyFile.path) already exists; a realm is never re-initialised in place (its records would become unreadable)")
         }
-        let config = RealmConfig(x: x, guessLimit: guessLimit, url: url, tenants: tenants)
+        var config = RealmConfig(x: x, guessLimit: guessLimit, url: url, tenants: tenants)
+        config.store = store
         try config.validate()
         let keys = try RealmKeys.generate()
         try FileManager.default.createDirectory(at: self.url, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])

@@ -24,6 +24,8 @@ public final class RealmMetrics: Sendable {
     let resets: CoreMetrics.Counter
     /// R2 over an active registration refused for want of a replace proof (`replaceNotProven`).
     let replaceRefusals: CoreMetrics.Counter
+    /// 1 while the store answered the last readiness probe.
+    let storeUp: CoreMetrics.Gauge
     private let factory: PrometheusMetricsFactory
 
     public init() {
@@ -51,12 +53,31 @@ public final class RealmMetrics: Sendable {
         tokenRefusals = CoreMetrics.Counter(label: "coffer_realm_token_refusals_total", factory: factory)
         resets = CoreMetrics.Counter(label: "coffer_realm_resets_total", factory: factory)
         replaceRefusals = CoreMetrics.Counter(label: "coffer_realm_replace_refusals_total", factory: factory)
+        storeUp = CoreMetrics.Gauge(label: "coffer_realm_store_up", factory: factory)
     }
 
     /// Records one request's latency, by endpoint.
     func recordLatency(endpoint: String, nanoseconds: Int64) {
         CoreMetrics.Timer(label: "coffer_realm_request_duration_seconds", dimensions: [("endpoint", endpoint)], factory: factory)
             .recordNanoseconds(nanoseconds)
+    }
+
+    /// Records one store operation's latency (`op`: q0, q1, q2, r1, r2, delete, head_read,
+    /// head_write, replay_check, sweep, ready, read).
+    func recordStore(op: String, duration: Duration) {
+        let c = duration.components
+        CoreMetrics.Timer(label: "coffer_realm_store_duration_seconds", dimensions: [("op", op)], factory: factory)
+            .recordNanoseconds(c.seconds * 1_000_000_000 + c.attoseconds / 1_000_000_000)
+    }
+
+    /// Counts a store operation that failed (not a refusal: the database could not be read or written).
+    func storeError(op: String) {
+        CoreMetrics.Counter(label: "coffer_realm_store_errors_total", dimensions: [("op", op)], factory: factory).increment()
+    }
+
+    /// 1 while the store answers the readiness probe, 0 when it does not (`GET /ready`).
+    func setStoreUp(_ up: Bool) {
+        storeUp.record(up ? 1 : 0)
     }
 
     /// The Prometheus text exposition.

@@ -58,8 +58,8 @@ public enum RealmServer {
 }
 
 extension RealmServer {
-    /// The admin listener of `service`: `GET /health` (`ok`) and `GET /metrics` (Prometheus text),
-    /// nothing else, on `host:port` (port 0: any free port; `onListening` receives the bound port).
+    /// The admin listener of `service`: `GET /health` (`ok`), `GET /ready` (200 `ready` when the store
+    /// answers, else 503) and `GET /metrics` (Prometheus text), nothing else, on `host:port` (port 0: any free port; `onListening` receives the bound port).
     /// Serve it on an address only the operator's monitoring reaches (e.g. 127.0.0.1 or a private
     /// network): the metrics say how many guesses, unlocks and refusals a realm sees.
     public static func adminApplication(
@@ -69,6 +69,21 @@ extension RealmServer {
         let router = Router()
         router.get("/health") { _, _ -> Response in
             Response(status: .ok, headers: [.contentType: "text/plain"], body: ResponseBody(byteBuffer: ByteBuffer(string: "ok\n")))
+        }
+        // Readiness: whether this process can serve requests now, i.e. its store answers (a
+        // PostgreSQL database that cannot be reached makes it 503, so a load balancer sends the
+        // realm's traffic to another process). /health stays "the process is up".
+        router.get("/ready") { _, _ -> Response in
+            do {
+                try await service.store.checkReady()
+                service.metrics.setStoreUp(true)
+                return Response(status: .ok, headers: [.contentType: "text/plain"], body: ResponseBody(byteBuffer: ByteBuffer(string: "ready\n")))
+            } catch {
+                service.metrics.setStoreUp(false)
+                service.logger.warning("not ready", metadata: ["store": "\(service.store.storeDescription)", "error": "\(error)"])
+                return Response(status: .serviceUnavailable, headers: [.contentType: "text/plain"],
+                                body: ResponseBody(byteBuffer: ByteBuffer(string: "not ready: the store does not answer (see the realm's log)\n")))
+            }
         }
         router.get("/metrics") { _, _ -> Response in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
@@ -98,7 +113,15 @@ extension RealmServer {
             })
         }
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        // The servers return from a graceful shutdown once their in-flight requests are answered
+        // (each guess's transaction committed); only then does the store close.
+        do {
+            try await group.run()
+        } catch {
+            await service.close()
+            throw error
+        }
+        await service.close()
     }
 
     /// Parses `HOST:PORT` (`[v6]:PORT` too) as `--listen`, `--admin-listen` and `adminListen` take it.

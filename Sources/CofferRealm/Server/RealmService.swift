@@ -12,7 +12,8 @@ public typealias RealmRequestObserver = @Sendable (_ type: VaultMessageType, _ b
 public final class RealmService: Sendable {
     public let keys: RealmKeys
     public let config: RealmConfig
-    public let store: RealmStore
+    /// Everything the realm persists (SQLite by default, or PostgreSQL: ``RealmDatabase``).
+    public let store: any RealmDatabase
     public let metrics: RealmMetrics
     public let realmID: RealmID
     let verifier: TokenVerifier
@@ -21,25 +22,45 @@ public final class RealmService: Sendable {
     let observer: RealmRequestObserver?
     let limiter: RequestLimiter
     let tokenRefusalLog: LogLimiter
+    let now: @Sendable () -> Date
 
-    /// Opens the realm in `directory` (key file, configuration, store).
+    /// Opens the realm in `directory` (key file, configuration, and the store `realm.json` names, or
+    /// `store` when given: `coffer realm serve --store`).
     /// - Parameter now: the realm's clock (store lifetimes, rate limits, log limits); tests move it by hand.
-    public convenience init(directory: RealmDirectory, logger: Logger? = nil, observer: RealmRequestObserver? = nil,
-                            now: @escaping @Sendable () -> Date = { Date() }) async throws {
+    public convenience init(directory: RealmDirectory, store location: RealmStoreLocation? = nil, logger: Logger? = nil,
+                            observer: RealmRequestObserver? = nil, now: @escaping @Sendable () -> Date = { Date() }) async throws {
         let (keys, config) = try directory.load()
-        try await self.init(keys: keys, config: config, databaseURL: directory.databaseFile, logger: logger, observer: observer, now: now)
+        let where_ = try location ?? RealmStoreLocation.configured(config, directory: directory)
+        let store = try await where_.open(keys: keys, config: config, logger: logger, now: now)
+        do {
+            try await self.init(keys: keys, config: config, store: store, logger: logger, observer: observer, now: now)
+        } catch {
+            await store.close()
+            throw error
+        }
     }
 
-    public init(keys: RealmKeys, config: RealmConfig, databaseURL: URL, logger: Logger? = nil,
+    public convenience init(keys: RealmKeys, config: RealmConfig, databaseURL: URL, logger: Logger? = nil,
+                            observer: RealmRequestObserver? = nil, now: @escaping @Sendable () -> Date = { Date() }) async throws {
+        // Opened through RealmStoreLocation (not `RealmStore(...)` inline in the delegation: Swift 6.3.1's
+        // optimizer crashed on that in release builds).
+        let store = try await RealmStoreLocation.sqlite(databaseURL).open(keys: keys, config: config, logger: logger, now: now)
+        try await self.init(keys: keys, config: config, store: store, logger: logger, observer: observer, now: now)
+    }
+
+    /// A realm over an opened `store` (which it closes in ``close()``).
+    public init(keys: RealmKeys, config: RealmConfig, store: any RealmDatabase, logger: Logger? = nil,
                 observer: RealmRequestObserver? = nil, now: @escaping @Sendable () -> Date = { Date() }) async throws {
         self.keys = keys
         self.config = config
         self.realmID = try RealmID(bytes: Array(keys.realmID))
-        self.store = try RealmStore(url: databaseURL, keys: keys, config: config, now: now)
+        let metrics = RealmMetrics()
+        self.metrics = metrics
+        self.store = MeasuredRealmDatabase(store, metrics: metrics)
+        self.now = now
         let limits = config.effectiveLimits
         self.limiter = RequestLimiter(limits: limits, now: now)
         self.tokenRefusalLog = LogLimiter(perMinute: limits.refusedTokenLogLinesPerMinute, now: now)
-        self.metrics = RealmMetrics()
         self.verifier = try await TokenVerifier(config: config, realmID: realmID)
         var l = logger ?? Logger(label: "coffer.realm")
         l[metadataKey: "realm"] = .string(keys.realmIDHex)
@@ -146,7 +167,7 @@ public final class RealmService: Sendable {
     /// issued before this request, so it is dead by now + its lifetime; a replay after that is
     /// refused by the dead value and changes nothing).
     func markExpiry(type: VaultMessageType, tokenExpires: Date) -> Date {
-        let now = store.now()
+        let now = self.now()
         let valueLifetime: TimeInterval?
         switch type {
         case .q1, .delete, .headWrite: valueLifetime = store.limits.ticketLifetime
@@ -316,6 +337,9 @@ public final class RealmService: Sendable {
         }
         return .error(RealmErrorAnswer(code: code, currentVersion: current))
     }
+
+    /// Closes the store (after the servers stopped: graceful shutdown lets in-flight requests finish first).
+    public func close() async { await store.close() }
 
     /// The descriptor clients pin, with `url` as this realm's address.
     public func descriptor(url: String) -> RealmDescriptor { keys.descriptor(url: config.url ?? url) }

@@ -142,6 +142,9 @@ public final class RealmStore: Sendable {
     public var oprfEvaluations: Int { evaluationCounter.load(ordering: .relaxed) }
 
     /// Opens (creating if needed) the store at `url`.
+    // Not inlined: Swift 6.3.1's optimizer crashed (CopyPropagation, "outside of lifetime use" on the
+    // Atomic counter's drop) when this throwing init was inlined into an async caller in release builds.
+    @inline(never)
     public init(url: URL, keys: RealmKeys, config: RealmConfig, limits: Limits? = nil,
                 now: @escaping @Sendable () -> Date = { Date() }) throws {
         var c = Configuration()
@@ -517,7 +520,7 @@ public final class RealmStore: Sendable {
         }
     }
 
-    private static func verifyReplaceProof(_ proof: Data, record: StoredRecord, realmID: Data, newVersion: Data, pendingID: Data) -> Bool {
+    static func verifyReplaceProof(_ proof: Data, record: StoredRecord, realmID: Data, newVersion: Data, pendingID: Data) -> Bool {
         guard proof.count == WireSize.replaceProof, proof.contains(where: { $0 != 0 }), record.tag.count == WireSize.unlockTag,
               let rid = try? RealmID(bytes: Array(realmID)), let cur = try? RecordVersion(bytes: Array(record.version)),
               let new = try? RecordVersion(bytes: Array(newVersion)), let pid = try? PendingID(bytes: Array(pendingID))

@@ -17,13 +17,16 @@ struct RealmBenchRecovery: AsyncParsableCommand {
     @Option(help: "Realms.") var count: Int = 5
     @Option(help: "Recoveries to time.") var iterations: Int = 40
     @Option(help: "scrypt log2(N) of the registration's policy.") var log2N: UInt8 = 16
+    @Option(help: "Put every realm in this PostgreSQL database, a schema each (postgres://USER@HOST:PORT/DB).") var store: String?
 
     func run() async throws {
         var log = Logger(label: "coffer.realm.bench")
         log.logLevel = .error
         // The benchmark times recoveries of one user back to back, far above the per-user limit a
         // realm applies by default: the limits are raised, so it measures the protocol, not them.
-        let layout = RealmClusterLayout(directory: URL(fileURLWithPath: dir), count: count, limits: RealmConfig.Limits.unlimitedForBenchmarks)
+        let postgres = try store.map { try PostgresStoreURL(parsing: $0) }
+        let layout = RealmClusterLayout(directory: URL(fileURLWithPath: dir), count: count, limits: RealmConfig.Limits.unlimitedForBenchmarks,
+                                        postgres: postgres)
         let cluster = try await CofferRealm.RealmCluster.start(layout: layout, logger: log)
         defer { Task { await cluster.stop() } }
         let config = try cluster.vaultConfiguration.validated()
@@ -55,7 +58,7 @@ struct RealmBenchRecovery: AsyncParsableCommand {
             let s = xs.sorted()
             return String(format: "%.1f", s[min(s.count - 1, Int((Double(s.count - 1) * p).rounded()))])
         }
-        print("== recovery latency, \(count) loopback realms, threshold \(config.threshold), scrypt N=2^\(log2N) r=8 p=1 ==")
+        print("== recovery latency, \(count) loopback realms (\(postgres.map { "PostgreSQL \($0)" } ?? "SQLite")), threshold \(config.threshold), scrypt N=2^\(log2N) r=8 p=1 ==")
         print("KSF (scrypt) alone:              p50 \(pct(ksf, 0.5)) ms   p99 \(pct(ksf, 0.99)) ms   (\(ksf.count) runs)")
         print("recovery (Q0, Q1, Q2):           p50 \(pct(plain, 0.5)) ms   p99 \(pct(plain, 0.99)) ms   (\(plain.count) runs, one scrypt each)")
         print("recovery + rotation:             p50 \(pct(rotated, 0.5)) ms   p99 \(pct(rotated, 0.99)) ms   (\(rotated.count) runs, two scrypts each)")

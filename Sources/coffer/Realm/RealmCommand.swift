@@ -9,7 +9,7 @@ struct RealmCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "realm",
         abstract: "Run a Backup Key Vault realm (operators), or a local development cluster.",
-        subcommands: [RealmInit.self, RealmServe.self, RealmCluster_.self, RealmAddTenant.self, RealmRotateKey.self, RealmBench.self, RealmBenchRecovery.self])
+        subcommands: [RealmInit.self, RealmServe.self, RealmCluster_.self, RealmMigrate.self, RealmAddTenant.self, RealmRotateKey.self, RealmBench.self, RealmBenchRecovery.self])
 }
 
 /// Errors of the realm commands: a message for the person, exit code 1.
@@ -87,13 +87,22 @@ struct RealmInit: AsyncParsableCommand {
     @Option(help: "This realm's Shamir x-coordinate, 1...255 (distinct per realm of a vault).") var x: UInt8 = 1
     @Option(help: "Maximum wrong guesses per record (a registration's policy may ask for fewer).") var guessLimit: Int = 10
     @Option(help: "The URL clients will use (printed in the descriptor).") var url: String?
+    @Option(help: ArgumentHelp("Where the realm keeps its state: sqlite (default, realm.sqlite in --dir), sqlite:PATH, or postgres://USER@HOST:PORT/DATABASE[?schema=NAME].",
+                               discussion: "Written into realm.json. Give a PostgreSQL password in PGPASSWORD, not in the URL."))
+    var store: String?
     @Flag(name: .long, help: "Print the result as JSON on stdout.") var json = false
 
     func run() async throws {
         // Errors as every command prints them: `coffer: message` (or the --json error line).
         try await runMapped {
             let dir = RealmDirectory(URL(fileURLWithPath: self.dir))
-            let (keys, _) = try dir.initialize(x: x, guessLimit: guessLimit, url: url)
+            if let store {
+                let location = try RealmStoreLocation.parse(store, directory: dir)
+                if case .postgres(let p) = location, p.password != nil {
+                    throw RealmCommandError(description: "--store: give the PostgreSQL password in PGPASSWORD, not in the URL (realm.json is not a secret file)")
+                }
+            }
+            let (keys, _) = try dir.initialize(x: x, guessLimit: guessLimit, url: url, store: store)
             if json {
                 try JSONOutput.print(RealmInitJSON(realmId: keys.realmIDHex, dir: dir.url.path, keyFile: dir.keyFile.path,
                                                    configFile: dir.configFile.path, x: Int(x), guessLimit: guessLimit,
@@ -103,6 +112,7 @@ struct RealmInit: AsyncParsableCommand {
             print("Created realm \(keys.realmIDHex) in \(dir.url.path):")
             print("  \(dir.keyFile.path)     secrets (mode 0600): back it up offline")
             print("  \(dir.configFile.path)    configuration: x = \(x), guess limit \(guessLimit), no tenants yet")
+            if let store { print("  store: \(try RealmStoreLocation.parse(store, directory: dir)) (created when the realm first starts)") }
             print("Add a tenant with `coffer realm add-tenant --dir \(self.dir) --id ISSUER --key PUBLIC.pem --alg ES256`.")
             print("Descriptor for clients to pin (Shamir x = \(x)):")
             print(prettyJSON(keys.descriptor(url: url ?? "http://HOST:PORT")))
@@ -199,11 +209,24 @@ struct RealmServe: AsyncParsableCommand {
     @Option(help: ArgumentHelp("HOST:PORT of the admin listener (/health, /metrics); overrides adminListen in realm.json.",
                                discussion: "Bind it to an address only your monitoring reaches. Without either, no admin listener runs."))
     var adminListen: String?
+    @Option(help: ArgumentHelp("The store, overriding store in realm.json: sqlite, sqlite:PATH or postgres://USER@HOST:PORT/DATABASE[?schema=NAME].",
+                               discussion: "Several `serve` processes of one realm may share one PostgreSQL store (docs/REALM.md)."))
+    var store: String?
 
     func run() async throws {
         let (host, port) = try parseListen(listen)
         let logger = realmLogger("coffer.realm")
-        let service = try await RealmService(directory: RealmDirectory(URL(fileURLWithPath: dir)), logger: logger)
+        let directory = RealmDirectory(URL(fileURLWithPath: dir))
+        let service: RealmService
+        do {
+            let location = try store.map { try RealmStoreLocation.parse($0, directory: directory) }
+            service = try await RealmService(directory: directory, store: location, logger: logger)
+        } catch let e as RealmStoreUnavailable {
+            throw RealmCommandError(description: e.description)
+        } catch let e as RealmFileError {
+            throw RealmCommandError(description: e.message)
+        }
+        say("realm \(service.keys.realmIDHex) store: \(service.store.storeDescription)")
         var admin: (String, Int)?
         if let a = adminListen ?? service.config.adminListen {
             admin = try parseListen(a, option: adminListen != nil ? "--admin-listen" : "adminListen")
@@ -227,6 +250,9 @@ struct RealmCluster_: AsyncParsableCommand {
     @Option(help: "First port (realm i listens on base-port + i - 1); 0 picks free ports.") var basePort: Int = 7301
     @Option(help: "First admin port (/health, /metrics of realm i on admin-base-port + i - 1, loopback); 0 picks free ports. Default: no admin listeners.")
     var adminBasePort: Int?
+    @Option(help: ArgumentHelp("Put every realm in this PostgreSQL database, one schema each (realm_1 ...): postgres://USER@HOST:PORT/DATABASE.",
+                               discussion: "Default: each realm's SQLite file. The password, if any, in PGPASSWORD."))
+    var store: String?
 
     func validate() throws {
         if let adminBasePort, !(0...65535).contains(adminBasePort) { throw ValidationError("--admin-base-port must be 0...65535") }
@@ -234,7 +260,11 @@ struct RealmCluster_: AsyncParsableCommand {
 
     func run() async throws {
         let logger = realmLogger("coffer.realm")
-        let layout = RealmClusterLayout(directory: URL(fileURLWithPath: dir), count: count, threshold: threshold)
+        var postgres: PostgresStoreURL?
+        if let store {
+            do { postgres = try PostgresStoreURL(parsing: store) } catch let e as RealmFileError { throw ValidationError(e.message) }
+        }
+        let layout = RealmClusterLayout(directory: URL(fileURLWithPath: dir), count: count, threshold: threshold, postgres: postgres)
         let cluster = try await CofferRealm.RealmCluster.start(layout: layout, basePort: basePort == 0 ? nil : basePort,
                                                                adminBasePort: adminBasePort, logger: logger)
         for line in cluster.actions { say(line) }
@@ -260,10 +290,56 @@ struct RealmBench: AsyncParsableCommand {
     @Option(help: "Guesses in the timed run.") var guesses: Int = 3000
     @Option(help: "Requests in flight.") var concurrency: Int = 64
     @Option(help: "Seconds per raw VOPRF measurement.") var seconds: Double = 3
+    @Option(help: "The benchmark realm's store (sqlite, or postgres://... with a schema of its own).") var store: String?
+    @Option(help: "Realm instances sharing the store (each with its own connection pool).") var instances: Int = 1
 
     func run() async throws {
         let report = try await RealmBenchmark.run(directory: URL(fileURLWithPath: dir), guesses: guesses,
-                                                  concurrency: concurrency, seconds: seconds) { print($0) }
+                                                  concurrency: concurrency, seconds: seconds, store: store, instances: instances) { print($0) }
         print(report)
+    }
+}
+
+struct RealmMigrate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "migrate",
+        abstract: "Copy a realm's store into another (SQLite to PostgreSQL or back), then check it record by record.",
+        discussion: """
+            Stop every `coffer realm serve` of the realm first (a request served during the copy would be lost). \
+            The target must hold no records. Every row is copied as stored (sealed values stay sealed), then both \
+            stores are read back and compared row by row, and every record is opened with the realm's key. \
+            Afterwards set `store` in realm.json (or pass --store to serve) to the target.
+            """)
+
+    @Option(help: "The realm's folder (its realm.key opens the records for the check).") var dir: String
+    @Option(help: "The store to copy from: sqlite, sqlite:PATH or postgres://...") var from: String
+    @Option(help: "The store to copy into (empty): sqlite:PATH or postgres://...") var to: String
+    @Flag(name: .long, help: "Write the target into realm.json's store when the check passed.") var updateConfig = false
+
+    func run() async throws {
+        try await runMapped {
+            let directory = RealmDirectory(URL(fileURLWithPath: self.dir))
+            let (keys, config) = try directory.load()
+            let source = try RealmStoreLocation.parse(from, directory: directory)
+            let target = try RealmStoreLocation.parse(to, directory: directory)
+            guard source != target else { throw RealmCommandError(description: "--from and --to name the same store") }
+            do {
+                let report = try await RealmMigration.run(keys: keys, config: config, from: source, to: target)
+                for (table, rows) in report.counts { print("  \(table): \(rows) rows copied and compared") }
+                print("Migrated \(source) to \(target): \(report.records) records opened with the realm's key, every row identical.")
+            } catch let e as RealmStoreUnavailable {
+                throw RealmCommandError(description: e.description)
+            } catch let e as RealmMigrationError {
+                throw RealmCommandError(description: e.description)
+            }
+            if updateConfig {
+                var c = try RealmConfig.load(from: directory.configFile)
+                c.store = to
+                try c.save(to: directory.configFile)
+                print("realm.json now names \(target) as the store.")
+            } else {
+                print("Set \"store\": \"\(target)\" in \(directory.configFile.path) (or pass --update-config) before serving again.")
+            }
+        }
     }
 }
