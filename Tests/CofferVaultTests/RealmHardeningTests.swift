@@ -37,7 +37,7 @@ struct RealmHardeningTests {
 
             // The realm remembers it across a restart (the mark is in its database, not its memory).
             await t.cluster.realms[0].stop()
-            try await t.cluster.realms[0].start()
+            try await restart(t.cluster.realms[0])
             #expect(try await realm.sendSealed(bytes, opener: opener, type: .q0)
                     == .error(RealmErrorAnswer(code: .badTicket, currentVersion: reg.version)))
             #expect(try Self.rows("ticket", realm) == tickets)

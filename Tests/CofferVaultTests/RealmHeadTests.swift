@@ -161,7 +161,7 @@ struct RealmHeadTests {
             await h.cluster.realms[0].stop()
             let partial = try await quick().storeHead(new, key: key, user: "ed")
             #expect(partial.acknowledged.count == 4)
-            try await h.cluster.realms[0].start()
+            try await restart(h.cluster.realms[0])
 
             // Realm 1 also forges: a higher seq in the same slot under a key it does not have.
             let liar = h.config.realms[0].id

@@ -30,7 +30,9 @@ final class RealmTestCluster: Sendable {
         }
         let recorder = RequestRecorder()
         // Admin listeners (/health, /metrics) on free ports, apart from the public ones.
-        let cluster = try await RealmCluster.start(layout: layout, adminBasePort: 0, observer: { type, body in recorder.record(type, body) })
+        // Fixed ports below the ephemeral range: tests stop realms and start them again on them.
+        let cluster = try await startOnFixedPorts(layout, range: 20_000..<32_000, adminBasePort: 0,
+                                                  observer: { type, body in recorder.record(type, body) })
         let tenant = try await DevelopmentTenant.forConfiguration(cluster.vaultConfiguration, at: layout.vaultConfigURL)
         return RealmTestCluster(root: root, cluster: cluster, tenant: tenant, recorder: recorder)
     }
@@ -259,4 +261,37 @@ func stopping(_ service: some StoppableTestService, _ body: () async throws -> V
         throw error
     }
     await service.stop()
+}
+
+/// Starts a cluster whose realms a test stops and starts again on the same ports: its ports come
+/// from `range`, below the system's ephemeral range (32768 and up on Linux), so no server another
+/// test starts on a free port (port 0) can take one of them while its realm is down. A base that
+/// is taken (another such test, another program) is given up for another, up to 50 times.
+func startOnFixedPorts(_ layout: RealmClusterLayout, range: Range<Int> = 20_000..<32_000, adminBasePort: Int? = nil,
+                       observer: (@Sendable (VaultMessageType, [UInt8]) -> Void)? = nil) async throws -> RealmCluster {
+    var lastError: (any Error)?
+    for _ in 0..<50 {
+        let base = range.lowerBound + layout.count * Int.random(in: 0..<((range.count - layout.count) / layout.count))
+        do {
+            return try await RealmCluster.start(layout: layout, basePort: base, adminBasePort: adminBasePort, observer: observer)
+        } catch {
+            lastError = error
+            guard "\(error)".contains("Address already in use") else { throw error }
+        }
+    }
+    throw lastError!
+}
+
+/// Starts a stopped realm again on its port. The old listener can still be closing when `stop`
+/// returns, so "address in use" is retried for up to 10 s.
+func restart(_ realm: RealmHandle) async throws {
+    let deadline = ContinuousClock.now + .seconds(10)
+    while true {
+        do {
+            try await realm.start()
+            return
+        } catch where "\(error)".contains("Address already in use") && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
 }

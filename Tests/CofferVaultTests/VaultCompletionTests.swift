@@ -58,8 +58,8 @@ struct VaultGuessBoundTests {
             let rotation = try #require(recovered.rotation)
             #expect(!rotation.complete && rotation.pending.map(\.realmID) == [h.config.realms[3].id, h.config.realms[4].id])
             let v2 = rotation.version
-            try await h.cluster.realms[3].start()
-            try await h.cluster.realms[4].start()
+            try await restart(h.cluster.realms[3])
+            try await restart(h.cluster.realms[4])
             // The attacker (a token holder, with realm 2's copy of v1 to complete a group) spends the
             // stale realms' whole budget on v1: they end locked.
             let v1Spent = [try await spendGuesses(h, realm: 3, user: "ivy", version: v1), try await spendGuesses(h, realm: 4, user: "ivy", version: v1)]
@@ -95,7 +95,7 @@ struct VaultGuessBoundTests {
             await h.cluster.realms[4].stop()
             let change = try await client.changePassword(currentPassword: "pw", newPassword: "pw two", user: "jon")
             #expect(!change.complete)
-            try await h.cluster.realms[4].start()
+            try await restart(h.cluster.realms[4])
             // Spend 5 of realm 4's guesses on the old record before the change reaches it.
             for _ in 0..<5 {
                 let token = try await h.tenant.token(user: "jon", realmID: h.config.realms[4].id, scope: .recover)
@@ -191,7 +191,7 @@ struct VaultPendingDisableTests {
             let file = client.repairStore!.url(tenant: h.config.tenant, user: "lea")
             #expect(try FileManager.default.attributesOfItem(atPath: file.path)[.posixPermissions] as? Int == 0o600)
             #expect(try await client.repair(user: "lea") == .stillPending(repaired: 0, remaining: 1))
-            try await h.cluster.realms[1].start()
+            try await restart(h.cluster.realms[1])
             #expect(await client.status(user: "lea").realms[1].state != .notRegistered)
             #expect(try await client.repair(user: "lea") == .completed(repaired: 1))
             #expect(await client.status(user: "lea").realms.allSatisfy { $0.state == .notRegistered })
@@ -201,7 +201,7 @@ struct VaultPendingDisableTests {
             try await client.register(key: key, password: "pw", user: "lea")
             await h.cluster.realms[1].stop()
             _ = try await client.disable(user: "lea")
-            try await h.cluster.realms[1].start()
+            try await restart(h.cluster.realms[1])
             // Another device, without the pending disable, re-enables: realm 1 still holds the old record,
             // which only a reset (or the current password) may replace.
             let newer = try await h.client(transport: HTTPRealmTransport(timeout: .seconds(30))).register(key: key, password: "pw3", user: "lea", replace: .reset)

@@ -57,11 +57,14 @@ final class FlowHarness: Sendable {
     /// Fast scrypt for tests (the minimum the client accepts).
     static let policy = try! VaultPolicy(log2N: 15, r: 8, p: 1, guessLimit: 10)
 
+    /// The realms get fixed ports below the ephemeral range (`startOnFixedPorts`): tests stop
+    /// realms and start them again on their ports.
     static func start() async throws -> FlowHarness {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-vault-flow-\(UUID().uuidString)")
         let layout = RealmClusterLayout(directory: root, count: 5)
         let seen = Mutex2<[(VaultMessageType, [UInt8])]>([])
-        let cluster = try await RealmCluster.start(layout: layout, observer: { type, body in seen.withLock { $0.append((type, body)) } })
+        let observer: @Sendable (VaultMessageType, [UInt8]) -> Void = { type, body in seen.withLock { $0.append((type, body)) } }
+        let cluster = try await startOnFixedPorts(layout, observer: observer)
         var raw = cluster.vaultConfiguration
         raw.policy = .init(policy, minPasswordLength: 1)  // the flow tests use short passwords; the default minimum (6) is tested in VaultPasswordPolicyTests
         let tenant = try await DevelopmentTenant.forConfiguration(raw, at: layout.vaultConfigURL)
@@ -201,7 +204,7 @@ struct VaultFlowTests {
             }
             // Bring them back: the stale realms (old version) are outvoted, and the next recovery's
             // rotation repairs them.
-            for i in [0, 3, 4] { try await h.cluster.realms[i].start() }
+            for i in [0, 3, 4] { try await restart(h.cluster.realms[i]) }
             let status = await client.status(user: "dave")
             #expect(status.activeVersion == rotation.version)
             #expect(Set(status.stale) == [h.config.realms[0].id, h.config.realms[3].id])
@@ -230,8 +233,8 @@ struct VaultFlowTests {
             // Still down: nothing to do yet, the repair stays.
             #expect(try await client.repair(user: "hank") == .stillPending(repaired: 0, remaining: 2))
             #expect(FileManager.default.fileExists(atPath: file.path))
-            try await h.cluster.realms[1].start()
-            try await h.cluster.realms[2].start()
+            try await restart(h.cluster.realms[1])
+            try await restart(h.cluster.realms[2])
             #expect(await client.status(user: "hank").stale.count == 2)
             #expect(try await client.repair(user: "hank") == .completed(repaired: 2))
             #expect(!FileManager.default.fileExists(atPath: file.path))
@@ -244,7 +247,7 @@ struct VaultFlowTests {
             // (This device made the registration: its report proves it for the replacement.)
             let partial = try await client.register(key: key, password: "pw2", user: "hank", replace: .proof(try #require(reg.replaceCredential)))
             #expect(partial.pending.count == 1)
-            try await h.cluster.realms[0].start()
+            try await restart(h.cluster.realms[0])
             let otherDevice = h.client()
             let newer = try await otherDevice.changePassword(currentPassword: "pw2", newPassword: "pw3", user: "hank")
             #expect(try await client.repair(user: "hank") == .superseded)

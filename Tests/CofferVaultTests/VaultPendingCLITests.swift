@@ -18,7 +18,7 @@ struct VaultPendingCLITests {
         for suffix in ["", "-wal", "-shm"] where fm.fileExists(atPath: db.path + suffix) {
             try fm.copyItem(atPath: db.path + suffix, toPath: dir.appendingPathComponent(db.lastPathComponent + suffix).path)
         }
-        try await cluster.realms[i].start()
+        try await restart(cluster.realms[i])
     }
 
     /// Puts the copy back in place of realm `i`'s database (the operator restores its old copy).
@@ -30,7 +30,7 @@ struct VaultPendingCLITests {
             let copy = dir.appendingPathComponent(db.lastPathComponent + suffix)
             if fm.fileExists(atPath: copy.path) { try fm.copyItem(atPath: copy.path, toPath: db.path + suffix) }
         }
-        try await cluster.realms[i].start()
+        try await restart(cluster.realms[i])
     }
 
     @Test("change-password with 2 realms down says which realms still accept the old password (exit 25); the next backup finishes it; then a copied realm plus the stale ones cannot recover with the old password")
@@ -38,7 +38,8 @@ struct VaultPendingCLITests {
         try #require(Self.fm.isExecutableFile(atPath: VaultCLITests.binary.path), "build the coffer binary first (swift build)")
         let root = Self.fm.temporaryDirectory.appendingPathComponent("coffer-vault-pending-\(UUID().uuidString)")
         let layout = RealmClusterLayout(directory: root.appendingPathComponent("cluster"), count: 5)
-        let cluster = try await RealmCluster.start(layout: layout)
+        // The test stops realms and starts them again on the same ports.
+        let cluster = try await startOnFixedPorts(layout)
         defer { try? Self.fm.removeItem(at: root) }
         try await stopping(cluster) {
             let config = try cluster.vaultConfiguration.validated()
@@ -101,8 +102,8 @@ struct VaultPendingCLITests {
             #expect(r.stderr.contains("still accepts the old password"), "\(r.stderr)")
 
             // Back up: the backup retries the pending change first and completes it.
-            try await cluster.realms[3].start()
-            try await cluster.realms[4].start()
+            try await restart(cluster.realms[3])
+            try await restart(cluster.realms[4])
             r = try await VaultCLITests.coffer(["backup", data.path], env: phone)
             #expect(r.status == 0, "\(r.stderr)")
             #expect(r.stderr.contains("the pending vault change is now complete: all 5 realms have it; the old password no longer works at any realm"), "\(r.stderr)")
@@ -120,8 +121,8 @@ struct VaultPendingCLITests {
             #expect(!Self.fm.fileExists(atPath: out.path))
             #expect(r.stderr.hasPrefix("coffer: "), "\(r.stderr)")
             // And with all five back, the old password is simply wrong; the new one works.
-            try await cluster.realms[0].start()
-            try await cluster.realms[1].start()
+            try await restart(cluster.realms[0])
+            try await restart(cluster.realms[1])
             r = try await VaultCLITests.coffer(["vault", "recover", "--timeout", "60", "--key-out", out.path], env: newDevice)
             #expect(r.status == 20 && !Self.fm.fileExists(atPath: out.path), "\(r.stderr)")
             r = try await VaultCLITests.coffer(["vault", "recover", "--timeout", "60", "--key-out", out.path],
