@@ -9,13 +9,10 @@ import Testing
 /// realm acknowledged is still counted, and the right password still unlocks.
 @Suite("Realm failover on PostgreSQL", .serialized)
 struct RealmFailoverTests {
-    // Not yet passing: after the primary is killed mid-flood the process stops making progress (every
-    // thread idle, some task awaiting forever; seen twice, not yet diagnosed: a query in flight on a
-    // connection to the killed primary, or the pool's lease, never completing). Until that is
-    // understood and fixed this test would hang CI, so it is disabled, and failover is NOT claimed as
-    // tested (docs/REALM.md only advises a synchronous standby).
+    // The flood outlives the primary's death only because the store bounds every operation (30 s):
+    // queries in flight on the killed primary were otherwise never answered (PostgresRealmStore).
     @Test("kill the primary mid-flood, promote the synchronous standby: no acknowledged guess forgotten, recovery still works",
-          .disabled("hangs after the primary is killed (undiagnosed); see the comment above"), .timeLimit(.minutes(3)))
+          .timeLimit(.minutes(3)))
     func failover() async throws {
         // synchronous_commit = on with a named synchronous standby: COMMIT returns once the standby flushed the WAL.
         let primary = try PostgresTestServer.makeInstance(name: "primary",
@@ -40,7 +37,7 @@ struct RealmFailoverTests {
             if sync != "sync" { try await Task.sleep(for: .milliseconds(50)) }
         }
         try #require(sync == "sync", "the standby never became synchronous")
-        FileHandle.standardError.write(Data("failover: standby is synchronous\n".utf8))
+        
 
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-realm-failover-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: root) }
@@ -68,33 +65,24 @@ struct RealmFailoverTests {
                     }
                 }
             }
-            var waited = 0
-            while acks.withLock({ $0 }) < 15 {
-                try await Task.sleep(for: .milliseconds(5))
-                waited += 1
-                if waited % 400 == 0 { FileHandle.standardError.write(Data("failover: \(acks.withLock { $0 }) acks so far\n".utf8)) }
-            }
+            while acks.withLock({ $0 }) < 15 { try await Task.sleep(for: .milliseconds(5)) }
             try await Task.sleep(for: .milliseconds(Int.random(in: 10...80)))
             primary.stop()   // immediate: the primary is gone mid-flood
-            FileHandle.standardError.write(Data(("failover: primary stopped after \(acks.withLock { $0 }) acknowledged" + "\n").utf8))
             stop.withLock { $0 = true }
             try await group.waitForAll()
         }
-        FileHandle.standardError.write(Data(("failover: flood ended" + "\n").utf8))
         let acknowledged = acks.withLock { $0 }
 
         // Promote the standby and point the realm at it.
         try PostgresTestServer.run(bin.appendingPathComponent("pg_ctl"), ["-D", standbyData.path, "-w", "promote"], in: standbyFolder)
-        FileHandle.standardError.write(Data(("failover: standby promoted" + "\n").utf8))
         await handle.stop()
-        FileHandle.standardError.write(Data(("failover: realm stopped" + "\n").utf8))
         config = try RealmConfig.load(from: handle.directory.configFile)
         config.store = standby.url.withSchema("realm_1").urlString()
         try config.save(to: handle.directory.configFile)
         try await handle.start()
         let realm = RealmClient(url: handle.url, probe: try RealmProbe(descriptor: descriptor), tenant: tenant, directory: handle.directory)
         let counted = 100 - (try await realm.attemptsLeft("fred"))
-        FileHandle.standardError.write(Data(("failover: \(acknowledged) acknowledged on the primary, \(counted) counted on the promoted standby" + "\n").utf8))
+        print("failover: \(acknowledged) acknowledged on the primary, \(counted) counted on the promoted standby")
         #expect(counted >= acknowledged, "\(acknowledged) acknowledged, only \(counted) counted after failover")
         #expect(counted <= acknowledged + 8)
         // Recovery still works: the right proof unlocks and returns W.
