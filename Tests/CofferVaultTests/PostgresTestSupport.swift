@@ -33,7 +33,12 @@ enum PostgresTestServer {
         var pid: pid_t = 0
         let argv: [UnsafeMutablePointer<CChar>?] = ["/bin/sh", "-c", script].map { (s: String) in strdup(s) } + [nil]
         defer { argv.forEach { free($0) } }
-        let rc = posix_spawn(&pid, "/bin/sh", nil, nil, argv, environ)
+        #if os(Linux)
+        let env = environ
+        #else
+        let env = _NSGetEnviron().pointee
+        #endif
+        let rc = posix_spawn(&pid, "/bin/sh", nil, nil, argv, env)
         guard rc == 0 else { throw TestFailure("could not start /bin/sh for \(program.lastPathComponent): errno \(rc)") }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
@@ -49,7 +54,11 @@ enum PostgresTestServer {
 
     /// A free TCP port on 127.0.0.1 (bound, read, closed: the server binds it right after; a clash retries).
     static func freePort() -> Int {
+        #if os(Linux)
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #else
+        let fd = socket(AF_INET, SOCK_STREAM, 0)
+        #endif
         defer { close(fd) }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)

@@ -273,6 +273,42 @@ struct RealmPostgresTests {
         }
     }
 
+    @Test("the database killed mid-flood: every store call returns (an error once it is gone), none hangs", .timeLimit(.minutes(2)))
+    func databaseKilledMidFlood() async throws {
+        let instance = try PostgresTestServer.makeInstance(name: "kill")
+        defer {
+            instance.stop()
+            try? FileManager.default.removeItem(at: instance.folder)
+        }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-realm-pgkill-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (keys, config) = try RealmDirectory(dir).initialize(x: 1, guessLimit: 100)
+        let store = try await RealmStoreLocation.postgres(instance.url).open(keys: keys, config: config)
+        let version = try await RealmStoreConformanceTests.register(store, guessLimit: 100)
+        let ok = Mutex2(0), failed = Mutex2(0)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<8 {
+                group.addTask {
+                    while true {
+                        do {
+                            let q = try await store.query(tenant: "t", user: "u", scope: .recover)
+                            _ = try await store.guess(tenant: "t", user: "u", ticket: q.ticket, version: version, blinded: try RealmStoreTests.blinded())
+                            ok.withLock { $0 += 1 }
+                        } catch {
+                            failed.withLock { $0 += 1 }
+                            return
+                        }
+                    }
+                }
+            }
+            while ok.withLock({ $0 }) < 10 { try await Task.sleep(for: .milliseconds(5)) }
+            instance.stop()   // immediate: queries in flight lose their server
+            try await group.waitForAll()
+        }
+        #expect(failed.withLock { $0 } == 8)
+        await store.close()
+    }
+
     @Test("/ready on the SQLite store is 200")
     func readySQLite() async throws {
         let t = try await RealmTestCluster.start()

@@ -210,31 +210,53 @@ public final class PostgresRealmStore: Sendable {
     /// `/ready` turns 503.
     static let leaseTimeout: Duration = .seconds(15)
 
-    /// Leases a connection for `body`, failing after ``leaseTimeout`` if none comes (the pool
-    /// otherwise waits for the database indefinitely). Only the wait for the lease is bounded, never
-    /// a transaction under way.
+    /// How long one operation (lease and transaction) may take before the caller gets an error:
+    /// postgres-nio was seen to leave a query unanswered for good when the server died under it.
+    static let operationTimeout: Duration = .seconds(30)
+
+    /// Leases a connection for `body`. Fails after ``leaseTimeout`` if no connection comes (the pool
+    /// otherwise waits for the database indefinitely), and after ``operationTimeout`` in all (a
+    /// query on a connection whose server died was seen never to complete). The work runs in a task
+    /// of its own that is cancelled and abandoned on a timeout, so the request is answered (an
+    /// internal error) instead of hanging; a transaction that still commits afterwards is a guess
+    /// counted without its answer, as with a crash, never the reverse.
     func withConnection<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
         let leased = LeaseFlag()
         let location = self.location
-        return try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask {
-                try await self.client.withConnection { conn in
-                    leased.set()
-                    return try await body(conn)
+        let client = self.client
+        let gate = ResumeOnce<T>()
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (cont: CheckedContinuation<T, any Error>) in
+                gate.set(cont)
+                let work = Task {
+                    do {
+                        let v = try await client.withConnection { conn in
+                            leased.set()
+                            return try await body(conn)
+                        }
+                        gate.resume(.success(v))
+                    } catch {
+                        gate.resume(.failure(error))
+                    }
+                }
+                let timer = Task {
+                    try? await Task.sleep(for: Self.leaseTimeout)
+                    if Task.isCancelled { return }
+                    if !leased.isSet {
+                        gate.resume(.failure(RealmStoreUnavailable("no connection to \(location) within \(Self.leaseTimeout)")))
+                        return
+                    }
+                    try? await Task.sleep(for: Self.operationTimeout - Self.leaseTimeout)
+                    if Task.isCancelled { return }
+                    gate.resume(.failure(RealmStoreUnavailable("no answer from \(location) within \(Self.operationTimeout)")))
+                }
+                gate.onFinish {
+                    work.cancel()
+                    timer.cancel()
                 }
             }
-            group.addTask {
-                try await Task.sleep(for: Self.leaseTimeout)
-                if leased.isSet { return nil }
-                throw RealmStoreUnavailable("no connection to \(location) within \(Self.leaseTimeout)")
-            }
-            while let r = try await group.next() {
-                if let v = r {
-                    group.cancelAll()
-                    return v
-                }
-            }
-            throw CancellationError()
+        } onCancel: {
+            gate.resume(.failure(CancellationError()))
         }
     }
 
@@ -314,6 +336,50 @@ public final class PostgresRealmStore: Sendable {
             return .active(version: r.version, policy: r.policy, commitment: r.commitment, vk: r.vk,
                            attemptsLeft: max(0, r.guessLimit - r.attempts))
         }
+    }
+}
+
+/// Resumes a continuation once (the first of the work's result, a timeout or cancellation wins).
+final class ResumeOnce<T: Sendable>: Sendable {
+    private struct State {
+        var cont: CheckedContinuation<T, any Error>?
+        var early: Result<T, any Error>?
+        var done = false
+        var finish: (@Sendable () -> Void)?
+    }
+    private let state = Mutex(State())
+
+    func set(_ cont: CheckedContinuation<T, any Error>) {
+        let early = state.withLock { s -> Result<T, any Error>? in
+            if let e = s.early { s.early = nil; return e }
+            s.cont = cont
+            return nil
+        }
+        if let early { cont.resume(with: early) }
+    }
+
+    func onFinish(_ f: @escaping @Sendable () -> Void) {
+        let run = state.withLock { s -> Bool in
+            if s.done { return true }
+            s.finish = f
+            return false
+        }
+        if run { f() }
+    }
+
+    func resume(_ r: Result<T, any Error>) {
+        let (cont, finish) = state.withLock { s -> (CheckedContinuation<T, any Error>?, (@Sendable () -> Void)?) in
+            if s.done { return (nil, nil) }
+            s.done = true
+            let c = s.cont
+            s.cont = nil
+            if c == nil { s.early = r }
+            let f = s.finish
+            s.finish = nil
+            return (c, f)
+        }
+        cont?.resume(with: r)
+        finish?()
     }
 }
 
