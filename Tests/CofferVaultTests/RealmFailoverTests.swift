@@ -48,48 +48,49 @@ struct RealmFailoverTests {
         try config.save(to: layout.realmDirectory(1).configFile)
         let cluster = try await RealmCluster.start(layout: layout)
         let handle = cluster.realms[0]
-        defer { Task { await cluster.stop() } }
-        let tenant = try await DevelopmentTenant.forConfiguration(cluster.vaultConfiguration, at: layout.vaultConfigURL)
-        let descriptor = cluster.vaultConfiguration.realms[0].descriptor
-        let client = { RealmClient(url: handle.url, probe: try! RealmProbe(descriptor: descriptor), tenant: tenant, directory: handle.directory) }
-        let reg = try await client().register("fred", guessLimit: 100)
+        try await stopping(cluster) {
+            let tenant = try await DevelopmentTenant.forConfiguration(cluster.vaultConfiguration, at: layout.vaultConfigURL)
+            let descriptor = cluster.vaultConfiguration.realms[0].descriptor
+            let client = { RealmClient(url: handle.url, probe: try! RealmProbe(descriptor: descriptor), tenant: tenant, directory: handle.directory) }
+            let reg = try await client().register("fred", guessLimit: 100)
 
-        let acks = Mutex2(0), stop = Mutex2(false)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for _ in 0..<8 {
-                let realm = client()
-                group.addTask {
-                    while !stop.withLock({ $0 }) {
-                        guard let a = try? await realm.guess("fred", version: reg.version) else { continue }
-                        if case .q1 = a { acks.withLock { $0 += 1 } }
+            let acks = Mutex2(0), stop = Mutex2(false)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<8 {
+                    let realm = client()
+                    group.addTask {
+                        while !stop.withLock({ $0 }) {
+                            guard let a = try? await realm.guess("fred", version: reg.version) else { continue }
+                            if case .q1 = a { acks.withLock { $0 += 1 } }
+                        }
                     }
                 }
+                while acks.withLock({ $0 }) < 15 { try await Task.sleep(for: .milliseconds(5)) }
+                try await Task.sleep(for: .milliseconds(Int.random(in: 10...80)))
+                primary.stop()   // immediate: the primary is gone mid-flood
+                stop.withLock { $0 = true }
+                try await group.waitForAll()
             }
-            while acks.withLock({ $0 }) < 15 { try await Task.sleep(for: .milliseconds(5)) }
-            try await Task.sleep(for: .milliseconds(Int.random(in: 10...80)))
-            primary.stop()   // immediate: the primary is gone mid-flood
-            stop.withLock { $0 = true }
-            try await group.waitForAll()
-        }
-        let acknowledged = acks.withLock { $0 }
+            let acknowledged = acks.withLock { $0 }
 
-        // Promote the standby and point the realm at it.
-        try PostgresTestServer.run(bin.appendingPathComponent("pg_ctl"), ["-D", standbyData.path, "-w", "promote"], in: standbyFolder)
-        await handle.stop()
-        config = try RealmConfig.load(from: handle.directory.configFile)
-        config.store = standby.url.withSchema("realm_1").urlString()
-        try config.save(to: handle.directory.configFile)
-        try await handle.start()
-        let realm = RealmClient(url: handle.url, probe: try RealmProbe(descriptor: descriptor), tenant: tenant, directory: handle.directory)
-        let counted = 100 - (try await realm.attemptsLeft("fred"))
-        print("failover: \(acknowledged) acknowledged on the primary, \(counted) counted on the promoted standby")
-        #expect(counted >= acknowledged, "\(acknowledged) acknowledged, only \(counted) counted after failover")
-        #expect(counted <= acknowledged + 8)
-        // Recovery still works: the right proof unlocks and returns W.
-        guard case .q1(let q1) = try await realm.guess("fred", version: reg.version) else { Issue.record("no guess after failover"); return }
-        let answer = try await realm.unlock("fred", version: reg.version, challenge: q1.challenge,
-                                            proof: realm.proof(tag: reg.tag, version: reg.version, challenge: q1.challenge))
-        #expect(answer == .q2(Q2Answer(wrappedKey: reg.wrapped)))
-        #expect(try await realm.attemptsLeft("fred") == 100)
+            // Promote the standby and point the realm at it.
+            try PostgresTestServer.run(bin.appendingPathComponent("pg_ctl"), ["-D", standbyData.path, "-w", "promote"], in: standbyFolder)
+            await handle.stop()
+            config = try RealmConfig.load(from: handle.directory.configFile)
+            config.store = standby.url.withSchema("realm_1").urlString()
+            try config.save(to: handle.directory.configFile)
+            try await handle.start()
+            let realm = RealmClient(url: handle.url, probe: try RealmProbe(descriptor: descriptor), tenant: tenant, directory: handle.directory)
+            let counted = 100 - (try await realm.attemptsLeft("fred"))
+            print("failover: \(acknowledged) acknowledged on the primary, \(counted) counted on the promoted standby")
+            #expect(counted >= acknowledged, "\(acknowledged) acknowledged, only \(counted) counted after failover")
+            #expect(counted <= acknowledged + 8)
+            // Recovery still works: the right proof unlocks and returns W.
+            guard case .q1(let q1) = try await realm.guess("fred", version: reg.version) else { Issue.record("no guess after failover"); return }
+            let answer = try await realm.unlock("fred", version: reg.version, challenge: q1.challenge,
+                                                proof: realm.proof(tag: reg.tag, version: reg.version, challenge: q1.challenge))
+            #expect(answer == .q2(Q2Answer(wrappedKey: reg.wrapped)))
+            #expect(try await realm.attemptsLeft("fred") == 100)
+        }
     }
 }

@@ -250,6 +250,17 @@ extension RealmCluster: StoppableTestService {}
 extension FlowHarness: StoppableTestService {}
 extension ForgingServer: StoppableTestService {}
 
+/// ``stopping(_:_:)`` for several services, stopped in order.
+func stopping(all services: [some StoppableTestService], _ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch {
+        for s in services { await s.stop() }
+        throw error
+    }
+    for s in services { await s.stop() }
+}
+
 /// Runs `body`, then stops `service` and waits until it has stopped, also when `body` throws:
 /// the scoped teardown that a `defer { Task { await service.stop() } }` only pretended to be
 /// (that Task outlives the test, so servers piled up and ports were reused under load).

@@ -86,17 +86,20 @@ struct VaultLostQ2Tests {
                 raw.realms[i].url = p.url
             }
             let started = proxies
-            defer { Task { for p in started { await p.stop() } } }
-            let client = VaultClient(configuration: try raw.validated(), tokens: h.tenant, transport: HTTPRealmTransport(timeout: .seconds(30)))
-            let result = try await client.recover(password: "pw", user: "oli", rotate: false)
-            #expect(result.key.constantTimeEquals(key))
-            let q1 = VaultMessageType.q1.path, q2 = VaultMessageType.q2.path
-            #expect(proxies.map { $0.count("dropped") } == [1, 1, 1, 1, 1])
-            #expect(proxies.map { $0.count(q2) } == [2, 2, 2, 2, 2], "each Q2 resent once")
-            #expect(proxies.map { $0.count(q1) } == [1, 1, 1, 1, 1], "one guess per realm, no second attempt")
-            // Every realm unlocked (count reset), nothing more was spent.
-            let status = await h.client(transport: HTTPRealmTransport(timeout: .seconds(30))).status(user: "oli")
-            #expect(status.realms.allSatisfy { $0.state == .active(version: result.version, attemptsLeft: 10) })
+            try await stopping(all: started) {
+                let client = VaultClient(configuration: try raw.validated(), tokens: h.tenant, transport: HTTPRealmTransport(timeout: .seconds(30)))
+                let result = try await client.recover(password: "pw", user: "oli", rotate: false)
+                #expect(result.key.constantTimeEquals(key))
+                let q1 = VaultMessageType.q1.path, q2 = VaultMessageType.q2.path
+                #expect(proxies.map { $0.count("dropped") } == [1, 1, 1, 1, 1])
+                #expect(proxies.map { $0.count(q2) } == [2, 2, 2, 2, 2], "each Q2 resent once")
+                #expect(proxies.map { $0.count(q1) } == [1, 1, 1, 1, 1], "one guess per realm, no second attempt")
+                // Every realm unlocked (count reset), nothing more was spent.
+                let status = await h.client(transport: HTTPRealmTransport(timeout: .seconds(30))).status(user: "oli")
+                #expect(status.realms.allSatisfy { $0.state == .active(version: result.version, attemptsLeft: 10) })
+            }
         }
     }
 }
+
+extension DroppingProxy: StoppableTestService {}
