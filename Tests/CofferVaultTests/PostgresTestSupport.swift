@@ -20,6 +20,16 @@ enum PostgresTestServer {
 
     static var isRoot: Bool { getuid() == 0 }
 
+    #if !canImport(Darwin)
+    /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34+), which Swift's Glibc module does
+    /// not declare: looked up at run time.
+    private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, Int32) -> Int32
+    private static let addCloseFrom: AddCloseFrom? = {
+        guard let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") else { return nil }
+        return unsafeBitCast(symbol, to: AddCloseFrom.self)
+    }()
+    #endif
+
     /// Runs a PostgreSQL program (as `postgres` when we are root) in `dir`; throws with its output on
     /// failure. Through /bin/sh and posix_spawn + waitpid rather than Foundation's Process, whose
     /// wait never returned for pg_ctl here (the server it starts outlives it).
@@ -38,7 +48,23 @@ enum PostgresTestServer {
         #else
         let env = _NSGetEnviron().pointee
         #endif
-        let rc = posix_spawn(&pid, "/bin/sh", nil, nil, argv, env)
+        // The child must not inherit this process's descriptors: PostgreSQL keeps whatever it
+        // inherits open for its lifetime, and a realm's listening socket held by a postgres process
+        // made that realm's port unusable for a restart ("address already in use").
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        #if canImport(Darwin)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_CLOEXEC_DEFAULT))
+        #else
+        guard let closeFrom = Self.addCloseFrom, closeFrom(&actions, 3) == 0 else {
+            throw TestFailure("posix_spawn_file_actions_addclosefrom_np is missing (glibc 2.34 or later is needed)")
+        }
+        #endif
+        let rc = posix_spawn(&pid, "/bin/sh", &actions, &attributes, argv, env)
         guard rc == 0 else { throw TestFailure("could not start /bin/sh for \(program.lastPathComponent): errno \(rc)") }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) == -1 && errno == EINTR {}

@@ -31,7 +31,7 @@ final class RealmTestCluster: Sendable {
         let recorder = RequestRecorder()
         // Admin listeners (/health, /metrics) on free ports, apart from the public ones.
         // Fixed ports below the ephemeral range: tests stop realms and start them again on them.
-        let cluster = try await startOnFixedPorts(layout, range: 20_000..<32_000, adminBasePort: 0,
+        let cluster = try await startOnFixedPorts(layout, admin: true,
                                                   observer: { type, body in recorder.record(type, body) })
         let tenant = try await DevelopmentTenant.forConfiguration(cluster.vaultConfiguration, at: layout.vaultConfigURL)
         return RealmTestCluster(root: root, cluster: cluster, tenant: tenant, recorder: recorder)
@@ -274,17 +274,21 @@ func stopping(_ service: some StoppableTestService, _ body: () async throws -> V
     await service.stop()
 }
 
-/// Starts a cluster whose realms a test stops and starts again on the same ports: its ports come
-/// from `range`, below the system's ephemeral range (32768 and up on Linux), so no server another
-/// test starts on a free port (port 0) can take one of them while its realm is down. A base that
+/// Starts a cluster whose realms a test stops and starts again on the same ports: its ports (and
+/// its admin ports, 6000 above) come from `range`, below the system's ephemeral range (32768 and
+/// up on Linux), so no server another test starts on a free port (port 0), and no outgoing
+/// connection, can take one of them while its realm is down. A base that
 /// is taken (another such test, another program) is given up for another, up to 50 times.
-func startOnFixedPorts(_ layout: RealmClusterLayout, range: Range<Int> = 20_000..<32_000, adminBasePort: Int? = nil,
+func startOnFixedPorts(_ layout: RealmClusterLayout, range: Range<Int> = 20_000..<26_000, admin: Bool = false,
                        observer: (@Sendable (VaultMessageType, [UInt8]) -> Void)? = nil) async throws -> RealmCluster {
     var lastError: (any Error)?
     for _ in 0..<50 {
         let base = range.lowerBound + layout.count * Int.random(in: 0..<((range.count - layout.count) / layout.count))
         do {
-            return try await RealmCluster.start(layout: layout, basePort: base, adminBasePort: adminBasePort, observer: observer)
+            // Admin listeners (when asked for) 6000 ports above, also fixed: a restarted realm binds
+            // its admin port again too.
+            return try await RealmCluster.start(layout: layout, basePort: base, adminBasePort: admin ? base + 6_000 : nil,
+                                                observer: observer)
         } catch {
             lastError = error
             guard "\(error)".contains("Address already in use") else { throw error }
@@ -303,6 +307,16 @@ func restart(_ realm: RealmHandle) async throws {
             return
         } catch where "\(error)".contains("Address already in use") && ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(100))
+        } catch where "\(error)".contains("Address already in use") {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/bin/sh")
+            p.arguments = ["-c", "ss -ltnpa | grep -E ':\(realm.port)\\b' ; ss -tan | grep -c ':\(realm.port) '"]
+            let pipe = Pipe()
+            p.standardOutput = pipe
+            try? p.run()
+            p.waitUntilExit()
+            let who = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            throw TestFailure("\(error); listening there now: \(who)")
         }
     }
 }

@@ -212,7 +212,10 @@ public final class RealmHandle: Sendable {
             await service.close()
             var reason = ""
             if case .failure(let error) = await task.result { reason = ": \(error)" }
-            let which = bound == nil ? "\(host):\(port)" : "\(host):\(adminPort ?? 0) (admin)"
+            // A failed admin listener ends the group too, possibly before the public one reported.
+            let which = bound == nil
+                ? "\(host):\(port)" + (adminPort.map { $0 == 0 ? "" : " (or its admin port \($0))" } ?? "")
+                : "\(host):\(adminPort ?? 0) (admin)"
             throw RealmFileError(path: directory.url.path, message: "realm \(number) could not listen on \(which)\(reason)")
         }
         state.withLock {
