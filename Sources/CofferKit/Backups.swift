@@ -35,6 +35,8 @@ public enum BackupsEvent: Sendable {
     case headStored(HeadStoreOutcome)
     /// A password change, disable or rotation that some realms had missed is now at all of them.
     case pendingVaultChangeCompleted
+    /// Such a change was dropped: a later one (another device, a disable, a lockout) replaced it.
+    case pendingVaultChangeSuperseded
     /// Such a change is still missing at these realms (they accept the old password / hold the old
     /// key); it is retried before every operation.
     case pendingVaultChangeStillMissing([RealmID])
@@ -80,10 +82,13 @@ public final class Backups: Sendable {
     /// key to the user once (``BackupKey/groupedDigits``): it opens the backups without any vault.
     /// With `vault` and `password`, the key is also protected in the vault (refused, with nothing
     /// replaced, if the account already has an active registration: `VaultError.registrationExists`).
+    /// The password is checked against the vault's policy before anything is created; if the vault
+    /// then fails (too few realms), the repository exists and its key is saved in `home`: open it
+    /// and call ``enableVault(_:password:)`` again.
     public static func create(storage: any Storage, home: DeviceHome, options: RepositoryOptions = RepositoryOptions(),
                               vault: VaultAccess? = nil, password: String? = nil,
                               events: @escaping @Sendable (BackupsEvent) -> Void = { _ in }) async throws -> (Backups, BackupKey) {
-        if let vault, password != nil { try vault.client.checkPasswordPolicy(password!) }
+        if let vault, let password { try vault.client.checkPasswordPolicy(password) }
         let key = BackupKey()
         let repo = try await Repository.initialize(storage: storage, key: key, options: options, deviceStore: home.keys)
         let backups = Backups(repository: repo, home: home, key: key, vault: nil, events: events)
@@ -173,8 +178,10 @@ public final class Backups: Sendable {
     private func finishPendingChange(_ vault: VaultAccess) async {
         guard vault.client.pendingChange(user: vault.user) != nil else { return }
         switch try? await vault.client.repair(user: vault.user) {
-        case .completed?, .nothingPending?, .superseded?:
+        case .completed?, .nothingPending?:
             events(.pendingVaultChangeCompleted)
+        case .superseded?:
+            events(.pendingVaultChangeSuperseded)
         case .stillPending?, nil:
             if let left = vault.client.pendingChange(user: vault.user) {
                 events(.pendingVaultChangeStillMissing(left.realmsNotUpdated(in: vault.client.configuration)))

@@ -6,7 +6,7 @@ import Testing
 /// A restore's blocking file writes run on the I/O executor's threads, never on the cooperative
 /// pool (two threads on a 2-core machine, shared with the app's other tasks).
 @Suite struct IOExecutorTests {
-    @Test("every blob a restore writes is written on the I/O executor, and the cooperative pool stays free meanwhile")
+    @Test("every blob a restore writes is written on the I/O executor, and a task on the cooperative pool still runs meanwhile")
     func restoreWritesOffThePool() async throws {
         let s = Scratch()
         let t = try await TestRepo.make(s, options: RepositoryOptions(fileChunkSize: 256 << 10, targetPackSize: 1 << 20, padding: .none))
