@@ -195,14 +195,9 @@ public final class Backups: Sendable {
     /// checked against the anchored heads first (refused on a rolled-back repository, nothing
     /// written), and the new snapshot's head anchored after.
     public func backup(paths: [String], options: BackupOptions = BackupOptions(),
-                       progress: @Sendable (BackupEvent) -> Void = { _ in }) async throws -> BackupSummary {
+                       progress: @escaping @Sendable (BackupEvent) -> Void = { _ in }) async throws -> BackupSummary {
         try await checkHeads(action: "back up onto this repository")
-        var summary: BackupSummary?
-        for try await event in repository.backup(paths: paths, options: options) {
-            progress(event)
-            if case .finished(let s) = event { summary = s }
-        }
-        guard let summary else { throw BackupError(.cancelled, message: "the backup ended without a snapshot") }
+        let summary = try await repository.backup(paths: paths, options: options, progress: progress)
         if let vault, !options.dryRun,
            let outcome = await HeadGuard(vault: vault.client, user: vault.user, key: key).anchorNewest(in: repository) {
             events(.headStored(outcome))

@@ -333,7 +333,7 @@ import Darwin
         let first = randomBytes(3 << 20, seed: 5)
         write(first, to: path)
         write(Data("steady\n".utf8), to: src + "/steady.txt")
-        BackupRun.afterFileRead.withLock {
+        BackupPipeline.afterFileRead.withLock {
             $0[path] = {
                 let h = FileHandle(forWritingAtPath: path)!
                 h.seekToEndOfFile()
@@ -341,7 +341,7 @@ import Darwin
                 h.closeFile()
             }
         }
-        defer { _ = BackupRun.afterFileRead.withLock { $0.removeValue(forKey: path) } }
+        defer { _ = BackupPipeline.afterFileRead.withLock { $0.removeValue(forKey: path) } }
         let b: BackupSummary = try await t.repo.backup(paths: [src])
         #expect(b.changedWhileRead.map(\.path) == [path])
         #expect(b.changedWhileRead.first?.reason.contains("changed while it was read") == true)

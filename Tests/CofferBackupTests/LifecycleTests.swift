@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import Synchronization
 @testable import CofferBackup
 import CofferCore
 import CofferStorage
@@ -10,29 +11,36 @@ import CofferStorage
     @Test func interruptedBackupResumesWithoutUploadingAgain() async throws {
         let s = Scratch()
         let t0 = try await TestRepo.make(s, options: RepositoryOptions(fileChunkSize: 1 << 20, targetPackSize: 1 << 20))
-        // A slow backend (each upload takes 40 ms) so that the backup can be stopped part-way.
-        let slow = SlowStorage(base: t0.storage, delay: .milliseconds(40))
+        // A backend that holds the 7th pack upload until the test lets it go: the backup is
+        // cancelled while it is certainly running, whatever the machine's speed.
+        let gate = UploadGate(holdAfter: 6)
+        let gated = GatedStorage(base: t0.storage, gate: gate)
         let t = TestRepo(scratch: s, storage: t0.storage, key: t0.key,
-                         repo: try await Repository.open(storage: slow, key: t0.key, deviceStore: t0.device), device: t0.device)
+                         repo: try await Repository.open(storage: gated, key: t0.key, deviceStore: t0.device), device: t0.device)
         let src = s.path("src/data")
         write(Data("first".utf8), to: src + "/first.txt")
         let base: BackupSummary = try await t.repo.backup(paths: [src])
         for i in 0..<24 { write(randomBytes(1 << 20, seed: UInt64(100 + i)), to: src + "/file\(i).bin") }
+        gate.arm()
 
         var options = BackupOptions()
         options.checkpointBytes = 1 << 20
         options.uploadConcurrency = 1
-        var storedAtStop: Int64 = 0
-        for try await e in t.repo.backup(paths: [src], options: options) {
-            if case .progress(let p) = e, p.bytesStored >= 6 << 20 {
-                storedAtStop = p.bytesStored
-                break  // cancels the backup
+        let stored = Mutex<Int64>(0)
+        let repo0 = t.repo
+        let run = Task {
+            try await repo0.backup(paths: [src], options: options) { e in
+                if case .progress(let p) = e { stored.withLock { $0 = max($0, p.bytesStored) } }
             }
-            if case .finished = e { Issue.record("finished before it could be interrupted") }
         }
-        #expect(storedAtStop >= 6 << 20)
-        // Let the cancelled run wind down.
-        try await Task.sleep(for: .milliseconds(500))
+        await gate.waitUntilHolding()
+        run.cancel()
+        gate.open()
+        let outcome = await run.result
+        #expect(throws: BackupError.self, "the cancelled backup ends with an error, not a snapshot") { try outcome.get() }
+        if case .failure(let e as BackupError) = outcome { #expect(e.code == .cancelled, "\(e)") }
+        let storedAtStop = stored.withLock { $0 }
+        #expect(storedAtStop >= 6 << 20, "six packs were uploaded before the cancel")
         let afterStop = try await t.repo.snapshots()
         #expect(afterStop.count == 1, "the interrupted backup wrote no snapshot: \(afterStop.map(\.id))")
         let indexes = try await t.storage.list(prefix: "index/")
@@ -196,15 +204,69 @@ import CofferStorage
 }
 
 /// LocalStorage whose puts of packs take a while, like a remote backend.
-struct SlowStorage: Storage {
-    let base: LocalStorage
-    let delay: Duration
-    var location: String { base.location }
-    func put(_ name: String, data: Data) async throws(StorageError) {
-        if name.hasPrefix("data/") { try? await Task.sleep(for: delay) }
-        try await base.put(name, data: data)
+/// Holds pack uploads after the first `holdAfter` (once armed) until ``open()``.
+final class UploadGate: Sendable {
+    private struct State {
+        var armed = false
+        var passed = 0
+        var open = false
+        var held: [CheckedContinuation<Void, Never>] = []
+        var holdingWaiters: [CheckedContinuation<Void, Never>] = []
     }
-    func create(_ name: String, data: Data) async throws(StorageError) { try await base.create(name, data: data) }
+    private let state = Mutex(State())
+    let holdAfter: Int
+    init(holdAfter: Int) { self.holdAfter = holdAfter }
+
+    func arm() { state.withLock { $0.armed = true } }
+
+    func pass() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let (go, wake) = state.withLock { s -> (Bool, [CheckedContinuation<Void, Never>]) in
+                guard s.armed, !s.open else { return (true, []) }
+                s.passed += 1
+                if s.passed <= holdAfter { return (true, []) }
+                s.held.append(c)
+                let w = s.holdingWaiters
+                s.holdingWaiters = []
+                return (false, w)
+            }
+            for w in wake { w.resume() }
+            if go { c.resume() }
+        }
+    }
+
+    /// Returns once an upload is being held.
+    func waitUntilHolding() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { s -> Bool in
+                if !s.held.isEmpty { return true }
+                s.holdingWaiters.append(c)
+                return false
+            }
+            if now { c.resume() }
+        }
+    }
+
+    func open() {
+        let held = state.withLock { s in
+            s.open = true
+            let h = s.held
+            s.held = []
+            return h
+        }
+        for c in held { c.resume() }
+    }
+}
+
+struct GatedStorage: Storage {
+    let base: LocalStorage
+    let gate: UploadGate
+    var location: String { base.location }
+    func put(_ name: String, data: Data) async throws(StorageError) { try await base.put(name, data: data) }
+    func create(_ name: String, data: Data) async throws(StorageError) {
+        if name.hasPrefix("data/") { await gate.pass() }
+        try await base.create(name, data: data)
+    }
     func get(_ name: String, range: Range<Int>?) async throws(StorageError) -> Data { try await base.get(name, range: range) }
     func stat(_ name: String) async throws(StorageError) -> ObjectInfo? { try await base.stat(name) }
     func list(prefix: String) async throws(StorageError) -> [ObjectInfo] { try await base.list(prefix: prefix) }

@@ -77,18 +77,25 @@ public final class Repository: Sendable {
         engine.backupStream(repository: self, paths: paths, options: options)
     }
 
-    /// Runs a backup to the end, ignoring progress. Returns the summary (check `isPartial`).
-    public func backup(paths: [String], options: BackupOptions = BackupOptions()) async throws(BackupError) -> BackupSummary {
-        do {
-            for try await event in backup(paths: paths, options: options) {
-                if case .finished(let summary) = event { return summary }
+    /// Runs a backup to the end in the calling task, reporting progress to `progress` (the same
+    /// events as the sequence, ``BackupEvent/finished(_:)`` last). Returns the summary (check
+    /// `isPartial`). Cancelling the calling task stops the backup as the sequence's consumer does.
+    /// Its blocking work (reading files, a folder's writes) runs on threads of its own, never on
+    /// the cooperative pool.
+    public func backup(paths: [String], options: BackupOptions = BackupOptions(),
+                       progress: @escaping @Sendable (BackupEvent) -> Void = { _ in }) async throws(BackupError) -> BackupSummary {
+        let cancel = CancelFlag()
+        let engine = self.engine
+        let result: Result<BackupSummary, BackupError> = await withTaskCancellationHandler {
+            do throws(BackupError) {
+                return .success(try await engine.backup(paths: paths, options: options, cancel: cancel, events: progress))
+            } catch {
+                return .failure(error)
             }
-        } catch let error as BackupError {
-            throw error
-        } catch {
-            throw BackupError(.cancelled, message: "the backup was interrupted: \(error)")
+        } onCancel: {
+            cancel.set()
         }
-        throw BackupError(.cancelled, message: "the backup ended without a snapshot")
+        return try result.get()
     }
 
     /// Every snapshot in the repository, oldest first. Each is verified (name hash, decryption).

@@ -5,67 +5,103 @@ import CofferStorage
 import CofferPosix
 
 /// The backup's second stage: the workers capture databases, read and chunk files, and hand chunks
-/// to the pack writers (packing, then upload, are in PackSink.swift and Uploader.swift).
+/// to the open packs (PackPool.swift), which hand full packs to the upload tasks (Uploader.swift).
+/// Workers and upload tasks are one task group; the workers run on the I/O executor (their reads
+/// block), and wait for work or for an upload suspended, never holding a thread.
 extension BackupRun {
-    // MARK: Workers
+    // MARK: Stage: pack and upload
 
-    func enqueueInitialWork() {
-        // Databases first: their capture and compression are the longest single jobs.
-        for j in jobs where j.isDatabase { queue.append(.capture(j)) }
-        for j in jobs where !j.isDatabase { planSegments(j, length: Int(j.node.size), head: nil) }
-        jobsOutstanding = jobs.count
+    /// Reads and packs every job, then stores the trees of `top` and flushes the last packs, with
+    /// the upload tasks running throughout; then indexes what was uploaded. Returns the root tree.
+    func packAndUpload(_ top: [ScanEntry]) async throws(BackupError) -> ChunkID {
+        let pipe = self.pipe
+        enqueueInitialWork()
+        let cancelled = BackupError(.cancelled, message: "the backup was cancelled; what was uploaded is indexed and will not be uploaded again")
+        let outcome: Result<ChunkID, BackupError> = await withTaskGroup(of: Void.self) { uploads in
+            for _ in 0..<pipe.uploader.limit {
+                uploads.addTask { await pipe.uploader.uploadLoop() }
+            }
+            let result: Result<ChunkID, BackupError>
+            do throws(BackupError) {
+                try await pipe.runWorkers()
+                if pipe.isCancelled {
+                    try? await pipe.packs.flush()
+                    result = .failure(cancelled)
+                } else {
+                    FreedMemory.release()  // the workers' buffers, before the trees and the snapshot need new ones
+                    let rootID = try await storeTrees(top)
+                    try await pipe.packs.flush()
+                    result = .success(rootID)
+                }
+            } catch {
+                result = .failure(error)
+            }
+            pipe.uploader.close()
+            await uploads.waitForAll()
+            return result
+        }
+        switch outcome {
+        case .success(let rootID):
+            try await pipe.uploader.drain()
+            return rootID
+        case .failure(let e) where e.code == .cancelled:
+            try? await pipe.uploader.drain()
+            throw e
+        case .failure(let e):
+            throw pipe.uploader.failed ?? e
+        }
     }
 
+    func enqueueInitialWork() {
+        var items: [WorkItem] = []
+        // Databases first: their capture and compression are the longest single jobs.
+        for j in jobs where j.isDatabase { items.append(.capture(j)) }
+        for j in jobs where !j.isDatabase { items += pipe.planSegments(j, length: Int(j.node.size), head: nil) }
+        pipe.queue.add(items)
+        // Empty files are done at once.
+        for j in jobs where !j.isDatabase && j.state.withLock({ $0.content.isEmpty }) { pipe.finishJob(j) }
+    }
+}
+
+extension BackupPipeline {
+    // MARK: Workers
+
     /// Splits a file into segments of up to 16 chunks so that one large file uses every worker.
-    func planSegments(_ j: FileJob, length: Int, head: [UInt8]?) {
+    func planSegments(_ j: FileJob, length: Int, head: [UInt8]?) -> [WorkItem] {
         let plan = engine.policy.plan(forFileStartingWith: head ?? [])
-        j.chunkSize = plan.chunkSize
         let ranges = plan.chunkRanges(fileLength: length)
-        j.content = Array(repeating: nil, count: ranges.count)
-        if ranges.isEmpty {
-            j.segmentsLeft = 0
-            return
-        }
-        let per = max(16, (1 << 20) / max(1, j.chunkSize))  // about 1 MiB or 16 chunks per work item
+        let per = max(16, (1 << 20) / max(1, plan.chunkSize))  // about 1 MiB or 16 chunks per work item
         var items: [WorkItem] = []
         var i = 0
         while i < ranges.count {
             items.append(.segment(j, i..<min(ranges.count, i + per)))
             i += per
         }
-        j.segmentsLeft = items.count
-        queue.append(contentsOf: items)
+        j.state.withLock {
+            $0.chunkSize = plan.chunkSize
+            $0.content = Array(repeating: nil, count: ranges.count)
+            $0.segmentsLeft = items.count
+        }
+        return items
     }
 
-    func runWorkers() throws(BackupError) {
-        let params = engine.config.parameters
-        let keys = engine.keys
-        let padding = PaddingPolicy(parameters: params)
-        packWriters = PackWriterFactory {
-            PackWriter(keys: keys, compressionLevel: params.compressionLevel, expectedSize: params.targetPackSize,
-                       padding: padding)
-        }
-        defer { packWriters.stop() }
-        // Non-database files with their plan set at enqueue time: plan needs the head only for SQLite.
-        enqueueInitialWork()
-        // Empty files are done at once.
-        for j in jobs where !j.isDatabase && j.content.isEmpty { finishJob(j) }
-        let workerCount = max(1, min(ProcessInfo.processInfo.activeProcessorCount, 8))
-        let factory = packWriters!
-        packs = PackPool(count: workerCount, target: params.targetPackSize, uploader: uploader) { factory.next() }
-        let group = DispatchGroup()
-        for _ in 0..<workerCount {
-            group.enter()
-            let t = Thread { [self] in
-                self.workerLoop()
-                group.leave()
+    /// The workers, in a task group on the I/O executor, with a progress report several times a
+    /// second until they are done.
+    func runWorkers() async throws(BackupError) {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(250))
+                    if Task.isCancelled { break }
+                    self.emitProgress()
+                }
             }
-            t.stackSize = 1 << 20
-            t.start()
-        }
-        // Progress, several times a second, until the workers are done.
-        while group.wait(timeout: .now() + .milliseconds(250)) == .timedOut {
-            emitProgress()
+            await withTaskGroup(of: Void.self) { workers in
+                for _ in 0..<workerCount {
+                    workers.addTask(executorPreference: IOExecutor.shared) { await self.workerLoop() }
+                }
+            }
+            group.cancelAll()
         }
         emitProgress()
         if let f = uploader.failed { throw f }
@@ -73,53 +109,42 @@ extension BackupRun {
 
     func emitProgress() {
         let c = counters.withLock { $0 }
-        continuation.yield(.progress(BackupProgress(
-            filesDone: c.filesDone, filesTotal: filesTotal, bytesDone: c.bytesDone, bytesTotal: bytesTotal,
+        let t = totals.withLock { $0 }
+        events(.progress(BackupProgress(
+            filesDone: c.filesDone, filesTotal: t.files, bytesDone: c.bytesDone, bytesTotal: t.bytes,
             bytesRead: c.bytesRead, bytesStored: uploader.stored, currentPath: c.currentPath,
             elapsed: ContinuousClock.now - started)))
     }
 
-    func nextItem() -> WorkItem? {
-        queueLock.lock()
-        defer { queueLock.unlock() }
-        while true {
-            if isCancelled || uploader.failed != nil { return nil }
-            if queueHead < queue.count {
-                let item = queue[queueHead]
-                queueHead += 1
-                activeWorkers += 1
-                return item
-            }
-            // Nothing queued: done unless another worker may still add segments (a capture in progress).
-            if activeWorkers == 0 { queueLock.broadcast(); return nil }
-            queueLock.wait()
-        }
-    }
-
-    func itemDone() {
-        queueLock.lock()
-        activeWorkers -= 1
-        queueLock.broadcast()
-        queueLock.unlock()
-    }
-
-    func workerLoop() {
+    func workerLoop() async {
         let bufferSize = max(engine.policy.fileChunkSize, 1 << 16)
         var buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferSize, alignment: 64)
-        defer { buffer.deallocate() }
+        var scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferSize, alignment: 64)
+        defer {
+            buffer.deallocate()
+            scratch.deallocate()
+        }
         let deflater = Deflater(level: engine.config.parameters.compressionLevel)
-        while let item = nextItem() {
+        while let item = await queue.next() {
+            if isCancelled || uploader.failed != nil {
+                queue.close()
+                queue.done()
+                break
+            }
             switch item {
             case .capture(let job):
                 capture(job)
             case .segment(let job, let chunks):
-                if job.chunkSize > buffer.count {
+                let chunkSize = job.state.withLock { $0.chunkSize }
+                if chunkSize > buffer.count {
                     buffer.deallocate()
-                    buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: job.chunkSize, alignment: 64)
+                    scratch.deallocate()
+                    buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 64)
+                    scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 64)
                 }
-                processSegment(job, chunks, buffer: buffer, deflater: deflater)
+                await processSegment(job, chunks, buffer: buffer, scratch: scratch, deflater: deflater)
             }
-            itemDone()
+            queue.done()
         }
     }
 
@@ -140,46 +165,43 @@ extension BackupRun {
         }
         var head = [UInt8](repeating: 0, count: ChunkingPolicy.headerLength)
         let n = head.withUnsafeMutableBytes { (try? Posix.preadFully(fd, $0.baseAddress!, count: $0.count, offset: 0)) ?? 0 }
-        job.captureFD = fd
-        job.node.size = UInt64(length)
+        job.state.withLock {
+            $0.captureFD = fd
+            $0.node.size = UInt64(length)
+        }
         counters.withLock { $0.databasesCaptured += 1 }
-        queueLock.lock()
-        planSegments(job, length: length, head: Array(head[0..<n]))
-        let empty = job.content.isEmpty
-        queueLock.broadcast()
-        queueLock.unlock()
-        if empty { finishJob(job) }
+        let items = planSegments(job, length: length, head: Array(head[0..<n]))
+        if items.isEmpty { finishJob(job) } else { queue.add(items) }
     }
 
     func failJob(_ job: FileJob, _ reason: String) {
-        job.lock.lock()
-        let first = job.failure == nil
-        if first { job.failure = reason }
-        job.lock.unlock()
+        let first = job.state.withLock { s in
+            guard s.failure == nil else { return false }
+            s.failure = reason
+            return true
+        }
         if first { unreadable(job.path, reason) }
     }
 
     func processSegment(_ job: FileJob, _ chunks: Range<Int>, buffer: UnsafeMutableRawBufferPointer,
-                        deflater: Deflater) {
+                        scratch: UnsafeMutableRawBufferPointer, deflater: Deflater) async {
         defer { segmentDone(job) }
-        job.lock.lock()
-        let skip = job.failure != nil
-        job.lock.unlock()
+        let (skip, captureFD, size, chunkSize) = job.state.withLock { ($0.failure != nil, $0.captureFD, $0.node.size, $0.chunkSize) }
         if skip { return }
-        let ownFD = job.captureFD < 0
-        let fd = ownFD ? open(job.path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW) : job.captureFD
+        let ownFD = captureFD < 0
+        let fd = ownFD ? open(job.path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW) : captureFD
         guard fd >= 0 else {
             failJob(job, String(cString: strerror(errno)))
             return
         }
         defer { if ownFD { close(fd) } }
         counters.withLock { $0.currentPath = job.path }
-        let ranges = ChunkRanges(length: Int(job.node.size), chunkSize: job.chunkSize)
+        let ranges = ChunkRanges(length: Int(size), chunkSize: chunkSize)
         for i in chunks {
             if isCancelled { return }
             let r = ranges[i]
             let n: Int
-            if ownFD, Self.isHole(fd, r) {
+            if ownFD, BackupRun.isHole(fd, r) {
                 // A hole (SEEK_DATA): zeros, known without reading them.
                 buffer.baseAddress!.initializeMemory(as: UInt8.self, repeating: 0, count: r.count)
                 n = r.count
@@ -195,15 +217,13 @@ extension BackupRun {
             }
             let plain = UnsafeRawBufferPointer(rebasing: buffer[0..<n])
             let id = engine.keys.chunkID(of: plain)
-            job.lock.lock()
-            job.content[i] = id
-            job.lock.unlock()
+            job.state.withLock { $0.content[i] = id }
             var isNew = false
             if claim(id) {
                 isNew = true
                 do {
-                    try packs.add(type: .data, id: id, plaintext: plain, compress: job.isDatabase && engine.compresses,
-                                  deflater: deflater)
+                    try await packs.add(type: .data, id: id, plaintext: plain, compress: job.isDatabase && engine.compresses,
+                                        deflater: deflater, scratch: scratch)
                 } catch is BackupError {
                     return  // an upload failed: recorded by the uploader, the run stops
                 } catch {
@@ -221,7 +241,9 @@ extension BackupRun {
             }
         }
     }
+}
 
+extension BackupRun {
     /// True when `range` of the file lies wholly in a hole: the file system says the next data is at
     /// or after its end, and the file still reaches its end (a file that shrank is read, and reported).
     static func isHole(_ fd: Int32, _ range: Range<Int>) -> Bool {
@@ -242,42 +264,46 @@ extension BackupRun {
         let header = 16 + 48 * (w.blobCount + 1) + PackFormat.tagLength + PackFormat.trailerLength
         return w.byteCount + n + 64 > target || w.byteCount + blob + header > target + (64 << 10)
     }
+}
 
+extension BackupPipeline {
     func segmentDone(_ job: FileJob) {
-        job.lock.lock()
-        job.segmentsLeft -= 1
-        let last = job.segmentsLeft == 0
-        job.lock.unlock()
+        let last = job.state.withLock { s in
+            s.segmentsLeft -= 1
+            return s.segmentsLeft == 0
+        }
         if last { finishJob(job) }
     }
 
     func finishJob(_ job: FileJob) {
-        if job.captureFD >= 0 {
-            close(job.captureFD)
-            job.captureFD = -1
+        let (fd, size, mtimeSec, mtimeNsec, failed) = job.state.withLock { s in
+            let fd = s.captureFD
+            s.captureFD = -1
+            return (fd, s.node.size, s.node.mtimeSec, s.node.mtimeNsec, s.failure != nil)
         }
-        if !job.isDatabase, job.failure == nil {
+        if fd >= 0 { close(fd) }
+        if !job.isDatabase, !failed {
             if let hook = Self.afterFileRead.withLock({ $0[job.path] }) { hook() }
             // Compared with what the walk saw: a file written meanwhile is stored as read, with a warning.
             if case .success(let now) = FileStat.lstat(job.path),
-               UInt64(now.size) != job.node.size || now.mtimeSec != job.node.mtimeSec || now.mtimeNsec != job.node.mtimeNsec {
-                let w = UnreadableFile(path: job.path, reason: "the file changed while it was read (size \(job.node.size) -> \(now.size)); it was stored as read and is read again next time")
+               UInt64(now.size) != size || now.mtimeSec != mtimeSec || now.mtimeNsec != mtimeNsec {
+                let w = UnreadableFile(path: job.path, reason: "the file changed while it was read (size \(size) -> \(now.size)); it was stored as read and is read again next time")
                 counters.withLock { $0.changedWhileRead.append(w) }
             }
         }
-        job.lock.lock()
-        job.done = true
-        if job.failure == nil {
-            if job.content.contains(where: { $0 == nil }) {
-                job.failure = "incomplete"
-            } else {
-                job.node.content = job.content.map { $0! }
+        job.state.withLock { s in
+            s.done = true
+            if s.failure == nil {
+                if s.content.contains(where: { $0 == nil }) {
+                    s.failure = "incomplete"
+                } else {
+                    s.node.content = s.content.map { $0! }
+                }
             }
         }
-        job.lock.unlock()
         counters.withLock {
             $0.filesDone += 1
-            if job.isDatabase { $0.bytesDone += Int64(job.node.size) }
+            if job.isDatabase { $0.bytesDone += Int64(size) }
         }
     }
 }

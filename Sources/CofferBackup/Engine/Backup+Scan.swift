@@ -15,7 +15,7 @@ extension BackupRun {
         return n
     }
 
-    func walkEntry(path: String, name: [UInt8], st: FileStat, parentNode: TreeNode?) -> ScanEntry? {
+    func walkEntry(path: String, name: [UInt8], st: FileStat, parentNode: TreeNode?) async -> ScanEntry? {
         switch filterRun?.decide(path: path, st) ?? .include {
         case .exclude: return nil
         case .emptyDirectory: directories += 1; return .directory(ScanDir(node: makeNode(name, .directory, st)))
@@ -39,7 +39,7 @@ extension BackupRun {
                 return nil
             }
         case .directory:
-            return walkDirectory(path: path, name: name, st: st, parentNode: parentNode?.kind == .directory ? parentNode : nil)
+            return await walkDirectory(path: path, name: name, st: st, parentNode: parentNode?.kind == .directory ? parentNode : nil)
         case .other where st.isFIFO:
             fifos += 1
             return .symlink(makeNode(name, .fifo, st))  // an entry without content, like a symlink
@@ -54,7 +54,7 @@ extension BackupRun {
     /// paths, folders down to each source (with the metadata of the folders on this machine, not
     /// their other contents), and each source walked as usual; the parent snapshot (same paths, so
     /// the same layout) is followed down the same way for the unchanged-file shortcut.
-    func walkFullPaths(_ absPaths: [String], parentRoot: Tree?) throws(BackupError) -> [ScanEntry] {
+    func walkFullPaths(_ absPaths: [String], parentRoot: Tree?) async throws(BackupError) -> [ScanEntry] {
         let root = ScanDir(node: TreeNode(name: [0x2f], kind: .directory))
         for p in absPaths {
             let comps = p.split(separator: "/").map { Array($0.utf8) }
@@ -69,7 +69,7 @@ extension BackupRun {
                     case .failure(let e):
                         throw BackupError(.invalidArgument, path: p, message: "cannot back up \(p): \(e)")
                     case .success(let st):
-                        if let entry = walkEntry(path: p, name: c, st: st, parentNode: pn) { container.children.append(entry) }
+                        if let entry = await walkEntry(path: p, name: c, st: st, parentNode: pn) { container.children.append(entry) }
                     }
                     break
                 }
@@ -89,7 +89,7 @@ extension BackupRun {
                     container = d
                 }
                 if let sub = pn?.kind == .directory ? pn?.subtree : nil {
-                    parentTree = try? runBlocking { try await self.engine.readTree(sub) }
+                    parentTree = try? await engine.readTree(sub)
                 } else {
                     parentTree = nil
                 }
@@ -98,7 +98,7 @@ extension BackupRun {
         return root.children
     }
 
-    func walkDirectory(path: String, name: [UInt8], st: FileStat, parentNode: TreeNode?) -> ScanEntry? {
+    func walkDirectory(path: String, name: [UInt8], st: FileStat, parentNode: TreeNode?) async -> ScanEntry? {
         let names: [String]
         do { names = try FileManager.default.contentsOfDirectory(atPath: path) } catch {
             unreadable(path, "cannot list directory: \(Self.reason(error))")
@@ -108,7 +108,7 @@ extension BackupRun {
         let dir = ScanDir(node: makeNode(name, .directory, st))
         var parentTree: Tree?
         if let sub = parentNode?.subtree {
-            parentTree = try? runBlocking { try await self.engine.readTree(sub) }
+            parentTree = try? await engine.readTree(sub)
         }
         let present = Set(names)
         for child in names.sorted() {
@@ -121,7 +121,7 @@ extension BackupRun {
                 continue
             }
             let pn = parentTree?.nodes.first { $0.name == childName }
-            if let e = walkEntry(path: childPath, name: childName, st: cst, parentNode: pn) { dir.children.append(e) }
+            if let e = await walkEntry(path: childPath, name: childName, st: cst, parentNode: pn) { dir.children.append(e) }
         }
         return .directory(dir)
     }
@@ -166,7 +166,7 @@ extension BackupRun {
             node.content = p.content
             filesSkipped += 1
             reusedFiles.append((path, node))
-            counters.withLock {
+            pipe.counters.withLock {
                 $0.filesDone += 1
                 $0.bytesDone += st.size
             }

@@ -5,23 +5,36 @@ import CofferStorage
 import CofferPosix
 
 extension Engine {
+    /// Runs a backup in the calling task (its blocking work on the I/O executor), reporting events
+    /// through `events` (``BackupEvent/finished(_:)`` last). Setting `cancel` (or cancelling the
+    /// task) stops it at the next item: what was uploaded is indexed, no snapshot is written.
+    func backup(paths: [String], options: BackupOptions, cancel: CancelFlag = CancelFlag(),
+                events: @escaping @Sendable (BackupEvent) -> Void) async throws(BackupError) -> BackupSummary {
+        let pipe = BackupPipeline(engine: self, options: options, cancel: cancel, events: events)
+        let summary = try await withTaskExecutorPreference(IOExecutor.shared) { () async throws(BackupError) -> BackupSummary in
+            try await BackupRun(pipe: pipe, paths: paths).run()
+        }
+        events(.finished(summary))
+        return summary
+    }
+
+    /// The backup as an asynchronous sequence of events: the one unstructured task of a backup is
+    /// the one that feeds this sequence (a sequence outlives the call that returns it). A consumer
+    /// that stops iterating sets the run's cancel flag.
     func backupStream(repository: Repository, paths: [String], options: BackupOptions) -> AsyncThrowingStream<BackupEvent, any Error> {
         AsyncThrowingStream(bufferingPolicy: .unbounded) { continuation in
-            let run = BackupRun(engine: self, paths: paths, options: options, continuation: continuation)
+            let cancel = CancelFlag()
             continuation.onTermination = { reason in
-                if case .cancelled = reason { run.cancelled.store(true, ordering: .relaxed) }
+                if case .cancelled = reason { cancel.set() }
             }
-            let t = Thread {
+            Task(executorPreference: IOExecutor.shared) {
                 do {
-                    let summary = try run.run()
-                    continuation.yield(.finished(summary))
+                    _ = try await self.backup(paths: paths, options: options, cancel: cancel) { continuation.yield($0) }
                     continuation.finish()
                 } catch {
                     continuation.finish(throwing: error)
                 }
             }
-            t.stackSize = 4 << 20
-            t.start()
         }
     }
 

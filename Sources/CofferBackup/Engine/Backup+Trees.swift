@@ -8,15 +8,30 @@ import CofferPosix
 extension BackupRun {
     // MARK: Trees
 
-    func storeTree(_ tree: Tree, deflater: Deflater) throws(BackupError) -> ChunkID {
+    /// Stores the trees of the walked entries, bottom up; returns the root tree's id.
+    func storeTrees(_ top: [ScanEntry]) async throws(BackupError) -> ChunkID {
+        let deflater = Deflater(level: engine.config.parameters.compressionLevel)
+        var rootNodes: [TreeNode] = []
+        for entry in top {
+            if let n = try await node(for: entry, deflater: deflater) { rootNodes.append(n) }
+        }
+        return try await storeTree(Tree(nodes: rootNodes), deflater: deflater)
+    }
+
+    func storeTree(_ tree: Tree, deflater: Deflater) async throws(BackupError) -> ChunkID {
         let bytes = tree.encoded()
         let id = engine.keys.chunkID(of: bytes)
-        producedTrees.withLock { $0[id] = bytes }
+        pipe.producedTrees.withLock { $0[id] = bytes }
         if claim(id) {
+            // The encoded tree, and room for it compressed, in buffers that stay valid while the
+            // pack's slot is awaited.
+            let raw = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, 2 * bytes.count), alignment: 16)
+            defer { raw.deallocate() }
+            bytes.withUnsafeBytes { raw.copyMemory(from: $0) }
+            let scratch = UnsafeMutableRawBufferPointer(rebasing: raw[bytes.count...])
             do {
-                try bytes.withUnsafeBytes { raw in
-                    try packs.add(type: .tree, id: id, plaintext: raw, compress: engine.compresses, deflater: deflater)
-                }
+                try await packs.add(type: .tree, id: id, plaintext: UnsafeRawBufferPointer(rebasing: raw[0..<bytes.count]),
+                                    compress: engine.compresses, deflater: deflater, scratch: scratch)
             } catch let e as BackupError {
                 throw e
             } catch {
@@ -26,24 +41,23 @@ extension BackupRun {
         return id
     }
 
-    func node(for entry: ScanEntry, deflater: Deflater) throws(BackupError) -> TreeNode? {
+    func node(for entry: ScanEntry, deflater: Deflater) async throws(BackupError) -> TreeNode? {
         switch entry {
         case .reused(let n), .symlink(let n):
             return n
         case .file(let job):
-            guard job.failure == nil else { return nil }
-            return job.node
+            return job.state.withLock { $0.failure == nil ? $0.node : nil }
         case .directory(let dir):
             var nodes: [TreeNode] = []
             var below: UInt64 = 0
             for c in dir.children {
-                guard let n = try node(for: c, deflater: deflater) else { continue }
+                guard let n = try await node(for: c, deflater: deflater) else { continue }
                 nodes.append(n)
                 // Counted so that a restore that cannot read this listing still knows what it held.
                 below += n.kind == .directory ? (n.entriesBelow ?? 0) : 1
             }
             var n = dir.node
-            n.subtree = try storeTree(Tree(nodes: nodes), deflater: deflater)
+            n.subtree = try await storeTree(Tree(nodes: nodes), deflater: deflater)
             n.entriesBelow = below
             return n
         }

@@ -4,28 +4,34 @@ import CofferCore
 import CofferStorage
 import CofferPosix
 
-/// A regular file the backup reads (or captures, for a SQLite database).
-final class FileJob: @unchecked Sendable {
+/// A regular file the backup reads (or captures, for a SQLite database). Shared by the workers
+/// that read its segments; what they change is behind its mutex.
+final class FileJob: Sendable {
     let path: String
-    var node: TreeNode
     let parentNode: TreeNode?
-    var isDatabase: Bool
-    var chunkSize = 0
-    /// Descriptor of the captured (unlinked) database copy, shared by the file's segments.
-    var captureFD: Int32 = -1
-    var content: [ChunkID?] = []
-    // Guarded by `lock`.
-    let lock = NSLock()
-    var segmentsLeft = 0
-    var failure: String?
-    var done = false
+    let isDatabase: Bool
+
+    struct State {
+        var node: TreeNode
+        var chunkSize = 0
+        /// Descriptor of the captured (unlinked) database copy, shared by the file's segments.
+        var captureFD: Int32 = -1
+        var content: [ChunkID?] = []
+        var segmentsLeft = 0
+        var failure: String?
+        var done = false
+    }
+    let state: Mutex<State>
 
     init(path: String, node: TreeNode, parentNode: TreeNode?, isDatabase: Bool) {
         self.path = path
-        self.node = node
         self.parentNode = parentNode
         self.isDatabase = isDatabase
+        state = Mutex(State(node: node))
     }
+
+    var node: TreeNode { state.withLock { $0.node } }
+    var failure: String? { state.withLock { $0.failure } }
 }
 
 /// One entry found by the walk.
@@ -60,21 +66,82 @@ struct BackupCounters {
     var changedWhileRead: [UnreadableFile] = []
 }
 
-/// One backup run: walk, read/chunk/hash/compress/encrypt/pack on worker threads, upload with
-/// bounded concurrency, write trees, index, snapshot (in that order).
-final class BackupRun: @unchecked Sendable {
+/// What a backup run's concurrent stages share (the workers, the upload tasks, the progress
+/// task): only immutable values and state behind a mutex or an atomic.
+final class BackupPipeline: Sendable {
     let engine: Engine
-    let paths: [String]
     let options: BackupOptions
-    let continuation: AsyncThrowingStream<BackupEvent, any Error>.Continuation
-    let cancelled = Atomic<Bool>(false)
+    let events: @Sendable (BackupEvent) -> Void
+    let cancel: CancelFlag
     let counters = Mutex(BackupCounters())
     let claimed = Mutex(Set<ChunkID>())
     let started = ContinuousClock.now
-    var uploader: Uploader!
-    var packWriters: PackWriterFactory!
+    /// Every tree this run encoded: the commit check (CommitCheck.swift) uploads them again if a
+    /// prune removed them meanwhile.
+    let producedTrees = Mutex([ChunkID: [UInt8]]())
+    /// Files and bytes the walk found (set once the walk is done; for progress).
+    let totals = Mutex((files: 0, bytes: Int64(0)))
+    let uploader: Uploader
     /// The open packs every new blob (data and trees) is assigned to at random.
-    var packs: PackPool!
+    let packs: PackPool
+    let queue = WorkQueue<WorkItem>()
+    let workerCount: Int
+
+    init(engine: Engine, options: BackupOptions, cancel: CancelFlag, events: @escaping @Sendable (BackupEvent) -> Void) {
+        self.engine = engine
+        self.options = options
+        self.cancel = cancel
+        self.events = events
+        let params = engine.config.parameters
+        uploader = Uploader(engine: engine, limit: options.uploadConcurrency, checkpointBytes: options.checkpointBytes,
+                            checkpointInterval: options.checkpointInterval)
+        workerCount = max(1, min(ProcessInfo.processInfo.activeProcessorCount, 8))
+        packs = PackPool(count: workerCount, target: params.targetPackSize, uploader: uploader,
+                         factory: PackWriterFactory(keys: engine.keys, parameters: params))
+    }
+
+    /// Cancelled by the caller (the stream's consumer went away, or the calling task was cancelled).
+    var isCancelled: Bool { cancel.isSet || Task.isCancelled }
+
+    /// Tests only: run after a file's data has been read and before it is checked for changes, keyed
+    /// by the file's path (a deterministic point at which a test changes a file "while it is read").
+    static let afterFileRead = Mutex<[String: @Sendable () -> Void]>([:])
+
+    func unreadable(_ path: String, _ reason: String) {
+        let u = UnreadableFile(path: path, reason: reason)
+        counters.withLock { $0.unreadable.append(u) }
+        events(.unreadable(u))
+    }
+
+    /// True when this run is the first to need blob `id` stored (not in the index, not claimed).
+    func claim(_ id: ChunkID) -> Bool {
+        if engine.location(of: id) != nil { return false }
+        return claimed.withLock { $0.insert(id).inserted }
+    }
+}
+
+/// Set when a backup is to stop at the next item: the packs uploaded so far are indexed, no
+/// snapshot is written.
+final class CancelFlag: Sendable {
+    private let flag = Atomic<Bool>(false)
+    init() {}
+    func set() { flag.store(true, ordering: .relaxed) }
+    var isSet: Bool { flag.load(ordering: .relaxed) }
+}
+
+/// One backup run, in its stages: walk (Backup+Scan), read/chunk/hash/compress/encrypt/pack in a
+/// task group of workers and upload tasks (Backup+Chunk, PackPool, Uploader), trees
+/// (Backup+Trees), index, commit check and snapshot (below). The walk's results belong to the
+/// run's own task; what the concurrent stages share is the ``BackupPipeline``.
+final class BackupRun {
+    let pipe: BackupPipeline
+    let paths: [String]
+    var engine: Engine { pipe.engine }
+    var options: BackupOptions { pipe.options }
+    var uploader: Uploader { pipe.uploader }
+    var packs: PackPool { pipe.packs }
+    var started: ContinuousClock.Instant { pipe.started }
+    var isCancelled: Bool { pipe.isCancelled }
     /// --exclude and the other filters (BackupFilter.swift).
     lazy var filterRun: FilterRun? = options.filter.map { FilterRun($0, targets: paths.map(Posix.absolute)) }
 
@@ -86,50 +153,24 @@ final class BackupRun: @unchecked Sendable {
     var notStored: [UnreadableFile] = []
     var jobs: [FileJob] = []
     var parentTime: Int64 = Int64.min
-    /// Files taken over from the parent unread, and every tree this run encoded: the commit check
-    /// (CommitCheck.swift) uploads their blobs again if a prune removed them meanwhile.
+    /// Files taken over from the parent unread: the commit check (CommitCheck.swift) reads them
+    /// again if a prune removed their blobs meanwhile.
     var reusedFiles: [(String, TreeNode)] = []
-    let producedTrees = Mutex([ChunkID: [UInt8]]())
 
-    // Work queue.
-    let queueLock = NSCondition()
-    var queue: [WorkItem] = []
-    var queueHead = 0
-    var activeWorkers = 0
-    var jobsOutstanding = 0
-
-    init(engine: Engine, paths: [String], options: BackupOptions,
-         continuation: AsyncThrowingStream<BackupEvent, any Error>.Continuation) {
-        self.engine = engine
+    init(pipe: BackupPipeline, paths: [String]) {
+        self.pipe = pipe
         self.paths = paths
-        self.options = options
-        self.continuation = continuation
     }
 
-    var isCancelled: Bool { cancelled.load(ordering: .relaxed) }
+    func unreadable(_ path: String, _ reason: String) { pipe.unreadable(path, reason) }
+    func claim(_ id: ChunkID) -> Bool { pipe.claim(id) }
 
-    /// Tests only: run after a file's data has been read and before it is checked for changes, keyed
-    /// by the file's path (a deterministic point at which a test changes a file "while it is read").
-    static let afterFileRead = Mutex<[String: @Sendable () -> Void]>([:])
+    // MARK: Run (on the I/O executor)
 
-    func unreadable(_ path: String, _ reason: String) {
-        let u = UnreadableFile(path: path, reason: reason)
-        counters.withLock { $0.unreadable.append(u) }
-        continuation.yield(.unreadable(u))
-    }
-
-    /// True when this run is the first to need blob `id` stored (not in the index, not claimed).
-    func claim(_ id: ChunkID) -> Bool {
-        if engine.location(of: id) != nil { return false }
-        return claimed.withLock { $0.insert(id).inserted }
-    }
-
-    // MARK: Run (on a dedicated thread)
-
-    func run() throws(BackupError) -> BackupSummary {
+    func run() async throws(BackupError) -> BackupSummary {
         SQLiteCapture.removeStaleCaptures()
         let all: [(ObjectID, Snapshot)]
-        do { all = try runBlocking { try await self.engine.loadSnapshots() } } catch { throw Self.wrap(error) }
+        all = try await engine.loadSnapshots()
         try engine.verifyHeads(all, doing: "back up onto this repository")
 
         let writerHex: String
@@ -171,16 +212,12 @@ final class BackupRun: @unchecked Sendable {
         }
         var parentRoot: Tree?
         if let parent {
-            do { parentRoot = try runBlocking { try await self.engine.readTree(parent.1.root) } } catch {
-                parentRoot = nil  // an unreadable parent only costs the shortcut
-            }
+            parentRoot = try? await engine.readTree(parent.1.root)  // an unreadable parent only costs the shortcut
             parentTime = parent.1.timeSec
         }
 
         // Orphan packs (uploaded by an interrupted run, never indexed) are adopted, not uploaded again.
-        uploader = Uploader(engine: engine, limit: options.uploadConcurrency, checkpointBytes: options.checkpointBytes,
-                            checkpointInterval: options.checkpointInterval)
-        let adopted = (try? runBlocking { try await self.engine.recoverOrphanPacks() }) ?? []
+        let adopted = (try? await engine.recoverOrphanPacks()) ?? []
         if !adopted.isEmpty {
             uploader.adopt(adopted)
             engine.index.withLock { for p in adopted { $0.add(p) } }
@@ -193,7 +230,7 @@ final class BackupRun: @unchecked Sendable {
         // Walk.
         var top: [ScanEntry] = []
         if fullPaths {
-            top = try walkFullPaths(absPaths, parentRoot: parentRoot)
+            top = try await walkFullPaths(absPaths, parentRoot: parentRoot)
         }
         for p in absPaths where !fullPaths {
             let name = Array(p.split(separator: "/").last!.utf8)
@@ -202,32 +239,16 @@ final class BackupRun: @unchecked Sendable {
             case .failure(let e):
                 throw BackupError(.invalidArgument, path: p, message: "cannot back up \(p): \(e)")
             case .success(let st):
-                if let entry = walkEntry(path: p, name: name, st: st, parentNode: parentNode) { top.append(entry) }
+                if let entry = await walkEntry(path: p, name: name, st: st, parentNode: parentNode) { top.append(entry) }
             }
         }
-        continuation.yield(.scanned(files: filesTotal, bytes: bytesTotal))
+        pipe.totals.withLock { $0 = (filesTotal, bytesTotal) }
+        pipe.events(.scanned(files: filesTotal, bytes: bytesTotal))
         if options.dryRun { return dryRunSummary(top, absPaths: absPaths, parentID: parent?.0.hex) }  // nothing written
 
-        // Read, chunk, pack, upload.
-        try runWorkers()
-        if isCancelled {
-            try? packs.flush()
-            try? uploader.drain()
-            throw BackupError(.cancelled, message: "the backup was cancelled; what was uploaded is indexed and will not be uploaded again")
-        }
-
-        FreedMemory.release()  // the workers' buffers, before the trees and the snapshot need new ones
-
-        // Trees, bottom-up, into the same open packs as the data (at random), then the last packs.
-        let treeDeflater = Deflater(level: engine.config.parameters.compressionLevel)
-        var rootNodes: [TreeNode] = []
-        for entry in top {
-            if let n = try node(for: entry, deflater: treeDeflater) { rootNodes.append(n) }
-        }
-        let rootTree = Tree(nodes: rootNodes)
-        let rootID = try storeTree(rootTree, deflater: treeDeflater)
-        try packs.flush()
-        try uploader.drain()
+        // Read, chunk, pack and upload; then the trees, bottom-up, into the same open packs as the
+        // data (at random), then the last packs: all while the upload tasks run.
+        let rootID = try await packAndUpload(top)
         if isCancelled {
             throw BackupError(.cancelled, message: "the backup was cancelled; what was uploaded is indexed and will not be uploaded again")
         }
@@ -235,7 +256,7 @@ final class BackupRun: @unchecked Sendable {
         // Nothing the snapshot needs may lie only in a pack a prune marked or deleted meanwhile.
         let commitCheck = CommitCheck(run: self)
         let checkedAt: Date
-        do { checkedAt = try runBlocking { try await commitCheck.secure() } } catch { throw Self.wrap(error) }
+        checkedAt = try await commitCheck.secure()
 
         // Snapshot last.
         let seq = (all.filter { $0.1.writerID == writer }.map(\.1.seq).max() ?? 0) + 1
@@ -243,7 +264,7 @@ final class BackupRun: @unchecked Sendable {
             .first { $0.writerID == writerHex }
         let finalSeq = max(seq, (recorded?.seq ?? 0) + 1)
         let prev = all.filter { $0.1.writerID == writer }.max { $0.1.seq < $1.1.seq }?.0
-        let c = counters.withLock { $0 }
+        let c = pipe.counters.withLock { $0 }
         let summary = SnapshotSummary(files: UInt64(filesTotal - c.unreadable.count), directories: UInt64(directories),
                                       bytesTotal: UInt64(bytesTotal), bytesNew: UInt64(c.bytesNew),
                                       bytesStored: UInt64(uploader.stored), unreadable: UInt64(c.unreadable.count))
@@ -251,18 +272,10 @@ final class BackupRun: @unchecked Sendable {
                             root: rootID, hostname: options.hostname ?? ProcessInfo.processInfo.hostName,
                             paths: absPaths, tags: options.tags, summary: summary, fullPaths: fullPaths)
         let (snapID, snapSize): (ObjectID, Int)
-        do {
-            (snapID, snapSize) = try runBlocking {
-                try await self.engine.writeSealed(snap.encoded(), type: .snapshot) { $0.snapshotName }
-            }
-        } catch { throw Self.wrap(error) }
+        (snapID, snapSize) = try await engine.writeSealed(snap.encoded(), type: .snapshot) { $0.snapshotName }
         TestHooks.crashPoint("backup-snapshot")
-        do {
-            try runBlocking {
-                try await commitCheck.confirm(snapshotName: snapID.snapshotName, checkedAt: checkedAt)
-                await commitCheck.finish()
-            }
-        } catch { throw Self.wrap(error) }
+        try await commitCheck.confirm(snapshotName: snapID.snapshotName, checkedAt: checkedAt)
+        await commitCheck.finish()
         engine.snapshotCache.withLock { $0[snapID] = snap }
         if let store = engine.deviceStore {
             try? store.heads.record(DeviceHead(repositoryID: engine.repositoryID, writerID: writerHex, seq: finalSeq, snapshotID: snapID.hex))
@@ -271,7 +284,8 @@ final class BackupRun: @unchecked Sendable {
         var changed = 0, unchangedRead = 0
         for j in jobs where j.failure == nil {
             guard let p = j.parentNode else { continue }
-            if p.content == j.node.content && p.kind == .file { unchangedRead += 1 } else { changed += 1 }
+            let node = j.node
+            if p.content == node.content && p.kind == .file { unchangedRead += 1 } else { changed += 1 }
         }
         var result = BackupSummary(
             snapshotID: snapID.hex, parentID: parent?.0.hex, filesNew: filesNew, filesChanged: changed,

@@ -319,7 +319,7 @@ extension BackupRun {
         }
         let byName = Dictionary(absPaths.map { (String($0.split(separator: "/").last ?? ""), $0) }, uniquingKeysWith: { a, _ in a })
         for entry in top { visit(entry, byName[Self.name(of: entry)] ?? Self.name(of: entry)) }
-        let c = counters.withLock { $0 }
+        let c = pipe.counters.withLock { $0 }
         var summary = BackupSummary(parentID: parentID, filesNew: filesNew, filesChanged: jobs.count - filesNew,
                                     filesUnchanged: filesSkipped, filesSkippedByMetadata: filesSkipped, directories: directories,
                                     symlinks: symlinks, bytesTotal: bytesTotal, bytesRead: bytesToRead, unreadable: c.unreadable,

@@ -27,7 +27,7 @@ import CofferPosix
 /// snapshot written before `T + grace/2`. The backup compares the snapshot's own storage timestamp
 /// with `T`; when the gap exceeds ``maximumCommitGap`` it checks (and repairs) once more, after the
 /// snapshot exists.
-final class CommitCheck: @unchecked Sendable {
+final class CommitCheck {
     /// A snapshot stored more than this long (storage time) after the last clean check is checked
     /// again after the write. Safe for grace periods above 2 × (this + the storage clock's 1 s resolution).
     static let maximumCommitGap: TimeInterval = 1
@@ -141,7 +141,7 @@ final class CommitCheck: @unchecked Sendable {
             if let loc = location(id), view.present.contains(loc.pack), !view.condemned.contains(loc.pack) { return }
             out[id] = type
         }
-        for (id, bytes) in run.producedTrees.withLock({ $0 }) {
+        for (id, bytes) in run.pipe.producedTrees.withLock({ $0 }) {
             check(id, .tree)
             guard let tree = try? Tree.decode(bytes, what: "tree \(id.hex)") else { continue }
             for node in tree.nodes where node.kind == .file {
@@ -196,7 +196,7 @@ final class CommitCheck: @unchecked Sendable {
                 break
             }
             if done { continue }
-            if type == .tree, let bytes = run.producedTrees.withLock({ $0[id] }) {
+            if type == .tree, let bytes = run.pipe.producedTrees.withLock({ $0[id] }) {
                 try await add(.tree, id, Data(bytes), compress: engine.compresses)
                 reread += 1
                 continue
@@ -254,7 +254,9 @@ final class CommitCheck: @unchecked Sendable {
                                add: (BlobType, ChunkID, Data, Bool) async throws(BackupError) -> Void) async throws(BackupError) {
         let chunkSize = engine.policy.plan(forFileStartingWith: [UInt8]()).chunkSize
         var files: [(String, TreeNode)] = run.reusedFiles
-        for j in run.jobs where !j.isDatabase && j.failure == nil { files.append((j.path, j.node)) }
+        for j in run.jobs where !j.isDatabase {
+            if let node = j.state.withLock({ $0.failure == nil ? $0.node : nil }) { files.append((j.path, node)) }
+        }
         for (path, node) in files where !missing.isEmpty {
             guard node.content.contains(where: { missing[$0] == .data }) else { continue }
             let ranges = ChunkRanges(length: Int(node.size), chunkSize: chunkSize)

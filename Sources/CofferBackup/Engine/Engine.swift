@@ -432,17 +432,3 @@ final class Engine: Sendable {
         }
     }
 }
-
-/// Runs async work from a plain thread (never from the cooperative pool) and waits for it.
-func runBlocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
-    let box = Mutex<Result<T, any Error>?>(nil)
-    let sem = DispatchSemaphore(value: 0)
-    Task {
-        let r: Result<T, any Error>
-        do { r = .success(try await body()) } catch { r = .failure(error) }
-        box.withLock { $0 = r }
-        sem.signal()
-    }
-    sem.wait()
-    return try box.withLock { $0! }.get()
-}

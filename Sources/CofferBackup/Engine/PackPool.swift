@@ -1,5 +1,6 @@
 import Foundation
 import CofferCore
+import Synchronization
 
 /// The open packs of one backup run, shared by its workers (and then by the trees). Every new blob
 /// goes to one of them chosen with the system CSPRNG, so where a blob lands (which pack, which
@@ -12,32 +13,42 @@ import CofferCore
 /// to fall, which would leak how many blobs the run had.
 ///
 /// Memory: the set has `max(2, workers)` packs, the number of per-worker packs it replaces when
-/// there are two or more workers. A full pack is finished and handed to the uploader while its
-/// slot is locked, so a worker waiting for an upload slot holds that pack only (no second buffer
-/// is made for the slot meanwhile); compression happens on the worker before the slot is locked.
-final class PackPool: @unchecked Sendable {
-    private final class Slot {
-        let lock = NSLock()
-        var writer: PackWriter?
+/// there are two or more workers. A full pack is finished and handed to an upload task while its
+/// slot is held, so a worker waiting for an upload holds that pack only (no second buffer is made
+/// for the slot meanwhile); compression happens on the worker before the slot is taken.
+final class PackPool: Sendable {
+    /// One open pack. Only the task that holds the slot reads or writes `writer`: ``acquire(_:)``
+    /// and ``release(_:)`` hand the slot from one worker to the next under the pool's mutex, which
+    /// orders their accesses (an asynchronous lock per slot; a `Mutex` cannot be held across the
+    /// suspension of an upload, and a writer is not `Sendable`).
+    private final class Slot: Sendable {
+        nonisolated(unsafe) var writer: PackWriter?
+    }
+
+    private struct State {
+        /// Blobs assigned to each slot's current pack (added or about to be).
+        var claims: [Int]
+        var held: [Bool]
+        /// Workers waiting for each slot, in order.
+        var waiters: [[CheckedContinuation<Void, Never>]]
     }
 
     private let slots: [Slot]
-    /// Guards `claims`: blobs assigned to each slot's current pack (added or about to be).
-    private let choice = NSLock()
-    private var claims: [Int]
-    private let make: () -> PackWriter
+    private let state: Mutex<State>
+    private let factory: PackWriterFactory
     private let uploader: Uploader
     private let target: Int
 
     /// - Parameters:
     ///   - count: open packs (at least 2).
-    ///   - make: a new, empty writer (the run's ``PackWriterFactory``).
+    ///   - factory: makes new, empty writers.
     ///   - target: a pack is finished once it holds this many bytes of blobs.
-    init(count: Int, target: Int, uploader: Uploader, make: @escaping () -> PackWriter) {
+    init(count: Int, target: Int, uploader: Uploader, factory: PackWriterFactory) {
         let n = max(2, count)
         slots = (0..<n).map { _ in Slot() }
-        claims = Array(repeating: 0, count: n)
-        self.make = make
+        state = Mutex(State(claims: Array(repeating: 0, count: n), held: Array(repeating: false, count: n),
+                            waiters: Array(repeating: [], count: n)))
+        self.factory = factory
         self.uploader = uploader
         self.target = target
     }
@@ -47,81 +58,113 @@ final class PackPool: @unchecked Sendable {
     /// Picks a slot: a random empty one if any, else a random one (SystemRandomNumberGenerator
     /// is the OS CSPRNG).
     private func pick() -> Int {
-        choice.lock()
-        defer { choice.unlock() }
-        var rng = SystemRandomNumberGenerator()
-        let empty = claims.indices.filter { claims[$0] == 0 }
-        let i = empty.isEmpty ? Int.random(in: 0..<slots.count, using: &rng) : empty.randomElement(using: &rng)!
-        claims[i] += 1
-        return i
+        state.withLock { s in
+            var rng = SystemRandomNumberGenerator()
+            let empty = s.claims.indices.filter { s.claims[$0] == 0 }
+            let i = empty.isEmpty ? Int.random(in: 0..<slots.count, using: &rng) : empty.randomElement(using: &rng)!
+            s.claims[i] += 1
+            return i
+        }
     }
 
     private func released(_ slot: Int, blobs: Int) {
-        choice.lock()
-        claims[slot] = max(0, claims[slot] - blobs)
-        choice.unlock()
+        state.withLock { $0.claims[slot] = max(0, $0.claims[slot] - blobs) }
+    }
+
+    /// Waits (suspended, not blocking a thread) until this task holds slot `i`.
+    private func acquire(_ i: Int) async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { s -> Bool in
+                if !s.held[i] {
+                    s.held[i] = true
+                    return true
+                }
+                s.waiters[i].append(c)
+                return false
+            }
+            if now { c.resume() }
+        }
+    }
+
+    /// Passes slot `i` to the next waiting worker, if any.
+    private func release(_ i: Int) {
+        let next = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            if s.waiters[i].isEmpty {
+                s.held[i] = false
+                return nil
+            }
+            return s.waiters[i].removeFirst()
+        }
+        next?.resume()
+    }
+
+    /// Finishes slot `i`'s pack if `close` says so; the slot must be held.
+    private func finish(_ i: Int, if close: (PackWriter) -> Bool) -> FinishedPack? {
+        guard let cur = slots[i].writer, cur.blobCount > 0, close(cur) else { return nil }
+        slots[i].writer = nil
+        released(i, blobs: cur.blobCount)
+        return cur.finish()
     }
 
     /// Adds one blob whose payload is already compressed (or is the plaintext) to a random open pack,
-    /// finishing and uploading that pack if the blob would overflow it or fills it.
+    /// finishing and uploading that pack if the blob would overflow it or fills it. The worker holds
+    /// the pack's slot until the pack is handed to an upload, so a worker waiting for an upload
+    /// holds that pack only (no second buffer is made for the slot meanwhile).
     /// - Throws: ``FormatError`` when the blob cannot be packed, ``BackupError`` when an upload failed.
     @discardableResult
     func add(type: BlobType, id: ChunkID, payload: UnsafeRawBufferPointer, compression: Compression,
-             uncompressedLength: Int) throws -> PackEntry {
+             uncompressedLength: Int) async throws -> PackEntry {
         let i = pick()
-        let slot = slots[i]
-        slot.lock.lock()
-        defer { slot.lock.unlock() }
+        await acquire(i)
+        defer { release(i) }
         // Close a pack before a blob would overflow it: its buffer never reallocates.
-        if let w = slot.writer, w.blobCount > 0, BackupRun.packWouldOverflow(w, adding: payload.count, target: target) {
-            slot.writer = nil
-            released(i, blobs: w.blobCount)
-            try uploader.submit { w.finish() }
+        let target = self.target
+        if let full = finish(i, if: { BackupRun.packWouldOverflow($0, adding: payload.count, target: target) }) {
+            try await uploader.submit(full)
         }
-        if slot.writer == nil { slot.writer = make() }
-        let w = slot.writer!
+        if slots[i].writer == nil { slots[i].writer = await factory.next() }
         let entry: PackEntry
         do {
-            entry = try w.add(type: type, id: id, payload: payload, compression: compression,
-                              uncompressedLength: uncompressedLength)
+            entry = try slots[i].writer!.add(type: type, id: id, payload: payload, compression: compression,
+                                             uncompressedLength: uncompressedLength)
         } catch {
             released(i, blobs: 1)
             throw error
         }
-        if w.byteCount >= target {
-            slot.writer = nil
-            released(i, blobs: w.blobCount)
-            try uploader.submit { w.finish() }
+        if let full = finish(i, if: { $0.byteCount >= target }) {
+            try await uploader.submit(full)
         }
         return entry
     }
 
-    /// Compresses (when asked and worthwhile) with the caller's deflater, then adds.
+    /// Compresses (when asked and worthwhile) with the caller's deflater into `scratch` (the
+    /// caller's, at least as large as `plaintext`), then adds: compression runs before a slot is held.
     @discardableResult
     func add(type: BlobType, id: ChunkID, plaintext: UnsafeRawBufferPointer, compress: Bool,
-             deflater: Deflater) throws -> PackEntry {
+             deflater: Deflater, scratch: UnsafeMutableRawBufferPointer) async throws -> PackEntry {
         if compress {
-            return try deflater.compress(plaintext) { (c) throws -> PackEntry in
-                if let c {
-                    return try add(type: type, id: id, payload: c, compression: .deflate, uncompressedLength: plaintext.count)
-                }
-                return try add(type: type, id: id, payload: plaintext, compression: .none, uncompressedLength: plaintext.count)
+            let n: Int? = deflater.compress(plaintext) { c in
+                guard let c else { return nil }
+                scratch.copyMemory(from: c)
+                return c.count
+            }
+            if let n {
+                return try await add(type: type, id: id, payload: UnsafeRawBufferPointer(rebasing: scratch[0..<n]),
+                                     compression: .deflate, uncompressedLength: plaintext.count)
             }
         }
-        return try add(type: type, id: id, payload: plaintext, compression: .none, uncompressedLength: plaintext.count)
+        return try await add(type: type, id: id, payload: plaintext, compression: .none, uncompressedLength: plaintext.count)
     }
 
     /// Finishes and uploads every open pack that holds blobs (the end of the run, or a cancel).
-    func flush() throws(BackupError) {
+    func flush() async throws(BackupError) {
         var firstError: BackupError?
-        for (i, slot) in slots.enumerated() {
-            slot.lock.lock()
-            if let w = slot.writer, w.blobCount > 0 {
-                slot.writer = nil
-                released(i, blobs: w.blobCount)
-                do { try uploader.submit { w.finish() } } catch { firstError = firstError ?? error }
+        for i in slots.indices {
+            await acquire(i)
+            if let full = finish(i, if: { _ in true }) {
+                do { try await uploader.submit(full) } catch { firstError = firstError ?? error }
             }
-            slot.lock.unlock()
+            release(i)
         }
         if let firstError { throw firstError }
     }

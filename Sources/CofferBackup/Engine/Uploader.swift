@@ -2,29 +2,34 @@ import Foundation
 import Synchronization
 import CofferCore
 import CofferStorage
+import AsyncAlgorithms
 
-/// Uploads finished packs with bounded concurrency (back-pressure on the workers that fill them)
-/// and writes index checkpoints: after at most `checkpointBytes` of packs or `checkpointInterval`,
-/// the packs uploaded since the last checkpoint are written to a new index object, so an
-/// interrupted backup does not upload them again.
+/// Uploads finished packs with bounded concurrency and writes index checkpoints: after at most
+/// `checkpointBytes` of packs or `checkpointInterval`, the packs uploaded since the last checkpoint
+/// are written to a new index object, so an interrupted backup does not upload them again.
 ///
-/// `submit` and `drain` block the calling thread: call them only from the engine's worker
-/// threads, never from the cooperative pool.
-final class Uploader: @unchecked Sendable {
+/// Packs reach the uploads through a channel without a buffer (`AsyncChannel`): ``submit(_:)``
+/// suspends until one of the `limit` upload tasks (``uploadLoop()``, run in the backup's task
+/// group) takes the pack, which is the back-pressure on the workers that fill packs. A failed
+/// upload closes the channel: every waiting and later ``submit(_:)`` throws that failure.
+final class Uploader: Sendable {
     let engine: Engine
     let limit: Int
     let checkpointBytes: Int
     let checkpointInterval: Duration
-    private let cond = NSCondition()
-    private var inFlight = 0
-    private var pending: [IndexedPack] = []
-    private var pendingBytes = 0
-    private var lastCheckpoint = ContinuousClock.now
-    private(set) var failure: BackupError?
-    private(set) var bytesStored: Int64 = 0
-    private(set) var metadataBytes: Int64 = 0
-    private(set) var packsWritten = 0
-    private(set) var indexObjectsWritten: [ObjectID] = []
+    private let channel = AsyncChannel<FinishedPack>()
+
+    private struct State {
+        var pending: [IndexedPack] = []
+        var pendingBytes = 0
+        var lastCheckpoint = ContinuousClock.now
+        var failure: BackupError?
+        var bytesStored: Int64 = 0
+        var metadataBytes: Int64 = 0
+        var packsWritten = 0
+        var indexObjectsWritten: [ObjectID] = []
+    }
+    private let state = Mutex(State())
     /// Test hook (``TestHooks/stop(afterPacks:)``): the process stops itself (SIGSTOP) once N packs
     /// are uploaded, so tests can suspend a real backup at a known point and resume it with SIGCONT.
     private let stopAfterPacks = TestHooks.stopAfterPacks
@@ -36,130 +41,100 @@ final class Uploader: @unchecked Sendable {
         self.checkpointInterval = min(checkpointInterval, .seconds(60))
     }
 
-    var failed: BackupError? {
-        cond.lock(); defer { cond.unlock() }
-        return failure
-    }
-
-    var stored: Int64 {
-        cond.lock(); defer { cond.unlock() }
-        return bytesStored
-    }
+    var failed: BackupError? { state.withLock { $0.failure } }
+    var stored: Int64 { state.withLock { $0.bytesStored } }
+    var metadataBytes: Int64 { state.withLock { $0.metadataBytes } }
+    var packsWritten: Int { state.withLock { $0.packsWritten } }
+    /// The index objects this run wrote so far (the commit check may supersede them).
+    var indexObjects: [ObjectID] { state.withLock { $0.indexObjectsWritten } }
 
     private func fail(_ e: BackupError) {
-        cond.lock()
-        if failure == nil { failure = e }
-        cond.broadcast()
-        cond.unlock()
+        state.withLock { if $0.failure == nil { $0.failure = e } }
+        channel.finish()  // waiting submitters return and see the failure
     }
 
     /// Packs recovered from storage (uploaded by an interrupted run, never indexed): indexed at the next checkpoint.
     func adopt(_ packs: [IndexedPack]) {
-        cond.lock()
-        pending.append(contentsOf: packs)
-        cond.unlock()
+        state.withLock { $0.pending.append(contentsOf: packs) }
     }
 
-    /// Queues a finished pack for upload; blocks while `limit` uploads are in flight.
-    func submit(_ pack: FinishedPack) throws(BackupError) {
-        try submit { pack }
-    }
-
-    /// Waits for an upload slot, then finishes the pack (`make`) and uploads it: a worker waiting
-    /// for a slot holds only its open pack, not a finished copy as well.
-    func submit(_ make: () -> FinishedPack) throws(BackupError) {
-        cond.lock()
-        while inFlight >= limit && failure == nil { cond.wait() }
-        if let failure {
-            cond.unlock()
-            throw failure
+    /// Hands a finished pack to an upload task; suspends until one takes it.
+    /// - Throws: the first upload failure; `.cancelled` when the run is cancelled meanwhile.
+    func submit(_ pack: FinishedPack) async throws(BackupError) {
+        if let f = failed { throw f }
+        await channel.send(pack)
+        if let f = failed { throw f }
+        if Task.isCancelled {
+            throw BackupError(.cancelled, message: "the backup was cancelled; what was uploaded is indexed and will not be uploaded again")
         }
-        inFlight += 1
-        cond.unlock()
-        let pack = make()
-        let engine = self.engine
-        Task {
+    }
+
+    /// No more packs: the upload tasks end once they have uploaded what they hold.
+    func close() { channel.finish() }
+
+    /// One upload task: uploads packs as they come until ``close()`` (or a failure).
+    func uploadLoop() async {
+        for await pack in channel {
             do {
                 try await engine.createWithRetry(pack.id.packName, data: pack.bytes, id: pack.id)
             } catch {
-                self.fail(BackupRun.wrap(error))
-                self.finishOne()
+                fail(BackupRun.wrap(error))
                 return
             }
             TestHooks.crashPoint("backup-pack")
-            let (checkpoint, count) = self.uploaded(pack)
+            let (checkpoint, count) = uploaded(pack)
             if let checkpoint {
-                do { try await self.writeIndex(checkpoint) } catch { self.fail(BackupRun.wrap(error)) }
+                do { try await writeIndex(checkpoint) } catch {
+                    fail(BackupRun.wrap(error))
+                    return
+                }
             }
-            if let n = self.stopAfterPacks, count == n { raise(SIGSTOP) }  // raise: this thread stops before it goes on
-            self.finishOne()
+            if let n = stopAfterPacks, count == n { raise(SIGSTOP) }  // raise: this thread stops before it goes on
         }
     }
 
     /// Records an uploaded pack; returns the packs to checkpoint now, if it is time.
     private func uploaded(_ pack: FinishedPack) -> ([IndexedPack]?, Int) {
-        cond.lock()
-        defer { cond.unlock() }
-        pending.append(IndexedPack(id: pack.id, salt: pack.salt, length: pack.bytes.count, entries: pack.entries))
-        pendingBytes += pack.bytes.count
-        bytesStored += Int64(pack.bytes.count)
-        packsWritten += 1
-        guard pendingBytes >= checkpointBytes || ContinuousClock.now - lastCheckpoint >= checkpointInterval else { return (nil, packsWritten) }
-        let out = pending
-        pending = []
-        pendingBytes = 0
-        lastCheckpoint = .now
-        return (out, packsWritten)
-    }
-
-    private func indexWritten(_ id: ObjectID, size: Int) {
-        cond.lock()
-        metadataBytes += Int64(size)
-        indexObjectsWritten.append(id)
-        cond.unlock()
-    }
-
-    /// The index objects this run wrote so far (the commit check may supersede them).
-    var indexObjects: [ObjectID] {
-        cond.lock(); defer { cond.unlock() }
-        return indexObjectsWritten
-    }
-
-    private func finishOne() {
-        cond.lock()
-        inFlight -= 1
-        cond.broadcast()
-        cond.unlock()
+        state.withLock { s in
+            s.pending.append(IndexedPack(id: pack.id, salt: pack.salt, length: pack.bytes.count, entries: pack.entries))
+            s.pendingBytes += pack.bytes.count
+            s.bytesStored += Int64(pack.bytes.count)
+            s.packsWritten += 1
+            guard s.pendingBytes >= checkpointBytes || ContinuousClock.now - s.lastCheckpoint >= checkpointInterval else {
+                return (nil, s.packsWritten)
+            }
+            let out = s.pending
+            s.pending = []
+            s.pendingBytes = 0
+            s.lastCheckpoint = .now
+            return (out, s.packsWritten)
+        }
     }
 
     private func writeIndex(_ packs: [IndexedPack]) async throws(BackupError) {
         let (id, size) = try await engine.writeSealed(IndexFile(packs: packs).encoded(), type: .index) { $0.indexName }
         TestHooks.crashPoint("backup-index")
-        indexWritten(id, size: size)
+        state.withLock {
+            $0.metadataBytes += Int64(size)
+            $0.indexObjectsWritten.append(id)
+        }
         engine.index.withLock { state in
             state.indexObjects.insert(id)
             for p in packs { state.add(p) }
         }
     }
 
-    /// Waits for every upload; then writes an index for packs not yet in one. Blocking.
-    func drain() throws(BackupError) {
-        cond.lock()
-        while inFlight > 0 { cond.wait() }
-        let rest = pending
-        pending = []
-        pendingBytes = 0
-        let failure = self.failure
-        cond.unlock()
+    /// After the upload tasks have ended: writes an index for the packs not yet in one.
+    func drain() async throws(BackupError) {
+        let (rest, failure) = state.withLock { s in
+            let rest = s.pending
+            s.pending = []
+            s.pendingBytes = 0
+            return (rest, s.failure)
+        }
         if let failure { throw failure }
         guard !rest.isEmpty else { return }
-        do {
-            try runBlocking { try await self.writeIndex(rest) }
-        } catch let e as BackupError {
-            throw e
-        } catch {
-            throw BackupError(.storage, message: "\(error)")
-        }
+        try await writeIndex(rest)
     }
 }
 

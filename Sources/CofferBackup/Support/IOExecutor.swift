@@ -6,8 +6,15 @@ import Synchronization
 /// (two threads on a 2-core phone or server) is never held by a `pwrite` and the app's other tasks
 /// keep running. Tasks started with `Task(executorPreference: IOExecutor.shared)` (and their child
 /// tasks) run here; awaiting another actor hops there and back.
+///
+/// A backup's workers run here too (reading files, hashing, compressing, sealing), in a task group;
+/// they never block waiting for each other or for an upload (they suspend), so the threads are
+/// held only by system calls and CPU work.
 final class IOExecutor: TaskExecutor {
     static let shared = IOExecutor(threads: max(4, 2 * ProcessInfo.processInfo.activeProcessorCount))
+    /// One thread on which a backup makes its pack buffers (PackWriterFactory): every 8 MiB buffer
+    /// then comes from that thread's glibc malloc arena, which keeps freed blocks for reuse.
+    static let packBuffers = IOExecutor(threads: 1, prefix: "coffer-packbuf-", marks: false)
 
     private let jobs = Mutex<[UnownedJob]>([])
     private let available = DispatchSemaphore(value: 0)
@@ -16,10 +23,13 @@ final class IOExecutor: TaskExecutor {
 
     private static let threadNamePrefix = "coffer-io-"
 
-    private init(threads: Int) {
+    private let marks: Bool
+
+    private init(threads: Int, prefix: String = IOExecutor.threadNamePrefix, marks: Bool = true) {
+        self.marks = marks
         for i in 0..<threads {
             let t = Thread { [unowned self] in self.serve() }
-            t.name = Self.threadNamePrefix + String(i)
+            t.name = prefix + String(i)
             t.stackSize = 1 << 20
             t.start()
         }
@@ -32,7 +42,7 @@ final class IOExecutor: TaskExecutor {
     }
 
     private func serve() {
-        Thread.current.threadDictionary[Self.marker] = true
+        if marks { Thread.current.threadDictionary[Self.marker] = true }
         while true {
             available.wait()
             guard let job = jobs.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) else { continue }
