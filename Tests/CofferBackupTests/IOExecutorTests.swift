@@ -37,6 +37,27 @@ import Testing
         #expect(ticks.value > 0)
     }
 
+    @Test("a backup reads every file on the I/O executor and makes every pack buffer on its own thread")
+    func backupReadsOffThePool() async throws {
+        let s = Scratch()
+        let t = try await TestRepo.make(s, options: RepositoryOptions(fileChunkSize: 256 << 10, targetPackSize: 1 << 20, padding: .none))
+        let src = s.path("src/data")
+        for i in 0..<12 { write(randomBytes(700_000, seed: UInt64(i + 1)), to: src + "/f\(i).bin") }
+        let readsOff = Engine.readsOffIOExecutor.load(ordering: .relaxed)
+        let madeOff = PackWriterFactory.madeElsewhere.load(ordering: .relaxed)
+        let made = PackWriterFactory.made.load(ordering: .relaxed)
+        let jobsBefore = IOExecutor.shared.jobsRun.load(ordering: .relaxed)
+        let summary: BackupSummary = try await t.repo.backup(paths: [src])
+        #expect(summary.packsWritten >= 4, "the 8.4 MB of data fill several packs")
+        #expect(IOExecutor.shared.jobsRun.load(ordering: .relaxed) > jobsBefore, "the backup ran on the I/O executor")
+        #expect(Engine.readsOffIOExecutor.load(ordering: .relaxed) == readsOff, "a file was read on a thread of the cooperative pool")
+        #expect(PackWriterFactory.made.load(ordering: .relaxed) >= made + summary.packsWritten, "every pack came from the factory")
+        #expect(PackWriterFactory.madeElsewhere.load(ordering: .relaxed) == madeOff, "a pack buffer was made off its thread")
+        let r: RestoreSummary = try await t.repo.restore(snapshot: summary.snapshotID, target: URL(fileURLWithPath: s.path("out")))
+        #expect(r.isComplete)
+        expectSameTree(src, s.path("out/data"))
+    }
+
     final class Counter: Sendable {
         private let n = Mutex(0)
         func bump() { n.withLock { $0 += 1 } }

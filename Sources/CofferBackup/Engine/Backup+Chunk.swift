@@ -63,6 +63,12 @@ extension BackupRun {
     }
 }
 
+extension Engine {
+    /// File segments a backup read on a thread other than the I/O executor's (debug builds count
+    /// them; tests: must stay 0).
+    static let readsOffIOExecutor = Atomic<Int>(0)
+}
+
 extension BackupPipeline {
     // MARK: Workers
 
@@ -186,6 +192,10 @@ extension BackupPipeline {
     func processSegment(_ job: FileJob, _ chunks: Range<Int>, buffer: UnsafeMutableRawBufferPointer,
                         scratch: UnsafeMutableRawBufferPointer, deflater: Deflater) async {
         defer { segmentDone(job) }
+        #if DEBUG
+        // Test instrumentation only (a thread-dictionary lookup per segment).
+        if !IOExecutor.isCurrentThread { Engine.readsOffIOExecutor.add(1, ordering: .relaxed) }
+        #endif
         let (skip, captureFD, size, chunkSize) = job.state.withLock { ($0.failure != nil, $0.captureFD, $0.node.size, $0.chunkSize) }
         if skip { return }
         let ownFD = captureFD < 0

@@ -1,5 +1,6 @@
 import Foundation
 import CofferCore
+import Synchronization
 
 /// Makes the backup's pack writers on one thread of its own (``IOExecutor/packBuffers``), so that
 /// every pack buffer (8 MiB each, reserved when the writer is made) comes from that thread's glibc
@@ -20,8 +21,17 @@ struct PackWriterFactory: Sendable {
         }
     }
 
+    /// Writers made elsewhere than on ``IOExecutor/packBuffers`` (debug builds count them; tests:
+    /// must stay 0), and writers made.
+    static let madeElsewhere = Atomic<Int>(0)
+    static let made = Atomic<Int>(0)
+
     private static func make(keys: RepositoryKeys, parameters: RepositoryParameters) -> sending PackWriter {
-        PackWriter(keys: keys, compressionLevel: parameters.compressionLevel, expectedSize: parameters.targetPackSize,
+        #if DEBUG
+        made.add(1, ordering: .relaxed)
+        if !IOExecutor.isPackBufferThread { madeElsewhere.add(1, ordering: .relaxed) }
+        #endif
+        return PackWriter(keys: keys, compressionLevel: parameters.compressionLevel, expectedSize: parameters.targetPackSize,
                    padding: PaddingPolicy(parameters: parameters))
     }
 }

@@ -14,7 +14,7 @@ final class IOExecutor: TaskExecutor {
     static let shared = IOExecutor(threads: max(4, 2 * ProcessInfo.processInfo.activeProcessorCount))
     /// One thread on which a backup makes its pack buffers (PackWriterFactory): every 8 MiB buffer
     /// then comes from that thread's glibc malloc arena, which keeps freed blocks for reuse.
-    static let packBuffers = IOExecutor(threads: 1, prefix: "coffer-packbuf-", marks: false)
+    static let packBuffers = IOExecutor(threads: 1, prefix: "coffer-packbuf-", marker: "coffer.packbuf-executor")
 
     private let jobs = Mutex<[UnownedJob]>([])
     private let available = DispatchSemaphore(value: 0)
@@ -23,10 +23,10 @@ final class IOExecutor: TaskExecutor {
 
     private static let threadNamePrefix = "coffer-io-"
 
-    private let marks: Bool
+    private let threadMarker: String
 
-    private init(threads: Int, prefix: String = IOExecutor.threadNamePrefix, marks: Bool = true) {
-        self.marks = marks
+    private init(threads: Int, prefix: String = IOExecutor.threadNamePrefix, marker: String = IOExecutor.marker) {
+        threadMarker = marker
         for i in 0..<threads {
             let t = Thread { [unowned self] in self.serve() }
             t.name = prefix + String(i)
@@ -42,7 +42,7 @@ final class IOExecutor: TaskExecutor {
     }
 
     private func serve() {
-        if marks { Thread.current.threadDictionary[Self.marker] = true }
+        Thread.current.threadDictionary[threadMarker] = true
         while true {
             available.wait()
             guard let job = jobs.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) else { continue }
@@ -54,5 +54,7 @@ final class IOExecutor: TaskExecutor {
     /// True on one of this executor's threads (marked in their thread dictionary: thread names
     /// are not reliable across platforms).
     static var isCurrentThread: Bool { Thread.current.threadDictionary[marker] != nil }
+    /// True on the ``packBuffers`` thread.
+    static var isPackBufferThread: Bool { Thread.current.threadDictionary["coffer.packbuf-executor"] != nil }
     private static let marker = "coffer.io-executor"
 }
