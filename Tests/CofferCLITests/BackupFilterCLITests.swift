@@ -5,9 +5,9 @@ import Testing
 /// --dry-run, through the real binary: the dry run writes nothing and lists exactly what the real
 /// backup then stores.
 @Suite struct BackupFilterCLITests {
-    @Test func filtersAndDryRun() throws {
+    @Test func filtersAndDryRun() async throws {
         let box = try Sandbox()
-        try box.initRepository()
+        try await box.initRepository()
         let src = box.path("src")
         let fm = FileManager.default
         for f in ["a.txt", "b.log", "C.LOG", "keep/x.txt", "node_modules/m/i.js", "cache/junk", "build/out.o"] {
@@ -26,7 +26,7 @@ import Testing
 
         // Dry run: the list, and not one byte written to the repository.
         let before = ForgetCLITests.files(box.repo)
-        let dry = try box.backupJSON([src.path], extra: ["--dry-run"] + flags, env: env)
+        let dry = try await box.backupJSON([src.path], extra: ["--dry-run"] + flags, env: env)
         #expect(ForgetCLITests.files(box.repo) == before, "a dry run wrote to the repository")
         #expect(dry["dry_run"] as? Bool == true)
         #expect(dry["snapshot_id"] as? String == "")
@@ -35,25 +35,25 @@ import Testing
         #expect(planned == ["src", "src/a.txt", "src/keep", "src/keep/x.txt", "src/cache", "src/cache/CACHEDIR.TAG", "src/build"].asSet,
                 "\(planned.sorted())")
         #expect(entries.first { ($0["path"] as? String)?.hasSuffix("a.txt") == true }?["status"] as? String == "new")
-        #expect(try box.snapshotIDs().isEmpty)
-        let text = try box.ok(["backup", "-n"] + flags + [src.path], env: env).stdout
+        #expect(try await box.snapshotIDs().isEmpty)
+        let text = try await box.ok(["backup", "-n"] + flags + [src.path], env: env).stdout
         #expect(text.contains("new        \(src.path)/a.txt"), "\(text)")
         #expect(text.contains("nothing was read, stored or written"), "\(text)")
 
         // The real backup stores exactly that.
-        try box.backupJSON([src.path], extra: flags, env: env)
-        let listed = try #require(try box.ok(["ls", "latest", "--json"]).json() as? [[String: Any]]).compactMap { $0["path"] as? String }
+        try await box.backupJSON([src.path], extra: flags, env: env)
+        let listed = try #require(try await box.ok(["ls", "latest", "--json"]).json() as? [[String: Any]]).compactMap { $0["path"] as? String }
         let root = String(box.root.path.dropFirst())  // snapshot paths have no leading slash
         let stored = Set(listed.map { $0.hasPrefix(root + "/") ? String($0.dropFirst(root.count + 1)) : $0 }.filter { $0.hasPrefix("src") })
         #expect(stored == planned, "stored \(stored.sorted()), planned \(planned.sorted())")
         // A second dry run: the files are taken over unread.
-        let again = try box.backupJSON([src.path], extra: ["-n"] + flags, env: env)
+        let again = try await box.backupJSON([src.path], extra: ["-n"] + flags, env: env)
         let statuses = Set((again["entries"] as? [[String: Any]] ?? []).compactMap { $0["status"] as? String })
         #expect(statuses == ["unchanged"], "\(again)")
 
         // --files-from: globs expanded, comments skipped, a line matching nothing named on stderr.
         try "# list\n\(src.path)/a*\n\(src.path)/keep\n\(src.path)/nothing-*\n".write(to: box.path("list"), atomically: true, encoding: .utf8)
-        let r = try box.run(["backup", "--json", "-n", "--files-from", box.path("list").path])
+        let r = try await box.run(["backup", "--json", "-n", "--files-from", box.path("list").path])
         #expect(r.status == 0, "\(r)")
         #expect(r.stderr.contains("nothing-*"), "\(r)")
         let fromList = try #require(try r.json() as? [String: Any])
@@ -61,12 +61,12 @@ import Testing
         #expect(listedPaths == ["\(src.path)/a.txt", "\(src.path)/keep", "\(src.path)/keep/x.txt"], "\(listedPaths)")
 
         // Bad input: named, nothing done.
-        let bad = try box.run(["backup", "--exclude", "[oops", src.path])
+        let bad = try await box.run(["backup", "--exclude", "[oops", src.path])
         #expect(bad.status == 64)
         #expect(bad.stderr.contains("[oops"), "\(bad)")
-        let missing = try box.run(["backup", "--exclude-file", box.path("nope").path, src.path])
+        let missing = try await box.run(["backup", "--exclude-file", box.path("nope").path, src.path])
         #expect(missing.status == 64, "\(missing)")
-        #expect(try box.snapshotIDs().count == 1)
+        #expect(try await box.snapshotIDs().count == 1)
     }
 }
 

@@ -19,25 +19,25 @@ import Darwin
 
     /// Restores `snapshot` and expects it to equal `expected` (relative path → entry) exactly.
     static func expectRestores(_ box: Sandbox, _ snapshot: String, equals expected: [String: Entry], root: String,
-                               _ what: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
-        let target = try box.restore(snapshot, into: "verify")
+                               _ what: String, sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        let target = try await box.restore(snapshot, into: "verify")
         let diffs = TreeCompare.differences(expected, try TreeCompare.read(target.appendingPathComponent(root)))
         #expect(diffs.isEmpty, "\(what): snapshot \(snapshot.prefix(8)) does not restore identically: \(diffs.prefix(5))",
                 sourceLocation: sourceLocation)
         try FileManager.default.removeItem(at: target)
     }
 
-    static func expectCheckClean(_ box: Sandbox, _ what: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
-        let r = try box.run(["check", "--json"])
+    static func expectCheckClean(_ box: Sandbox, _ what: String, sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        let r = try await box.run(["check", "--json"])
         #expect(r.status == 0, "\(what): check is not clean:\n\(r)", sourceLocation: sourceLocation)
     }
 
-    @Test func killedBackupsLoseNothingAndResume() throws {
+    @Test func killedBackupsLoseNothingAndResume() async throws {
         let box = try Sandbox()
-        try box.initRepository(["--pack-size", "2"])
+        try await box.initRepository(["--pack-size", "2"])
         let base = box.path("base")
         try Fixtures.makeTree(at: base)
-        let s0 = try #require(try box.backupJSON([base.path])["snapshot_id"] as? String)
+        let s0 = try #require(try await box.backupJSON([base.path])["snapshot_id"] as? String)
         let baseTree = try TreeCompare.read(base)
 
         // Every round writes new content (1 MiB chunks, 2 MiB packs, a checkpoint every 4 MiB).
@@ -47,7 +47,7 @@ import Darwin
         let chunk = 1 << 20
         try Fixtures.makeBulk(at: bulk, files: files, size: size, seed: 100)
         let t0 = Date()
-        let first = try box.backupJSON([bulk.path], extra: ["--checkpoint-mib", "4"])
+        let first = try await box.backupJSON([bulk.path], extra: ["--checkpoint-mib", "4"])
         var duration = Date().timeIntervalSince(t0)
         var previous: (id: String, tree: [String: Entry]) = (try #require(first["snapshot_id"] as? String), try TreeCompare.read(bulk))
 
@@ -59,21 +59,21 @@ import Darwin
             let tree = try TreeCompare.read(bulk)
             let point: String? = round <= injected.count ? injected[round - 1] : nil
             let packsBefore = Set(box.objects("data")), indexesBefore = Set(box.objects("index"))
-            let snapshotsBefore = try box.snapshotIDs()
+            let snapshotsBefore = try await box.snapshotIDs()
             let started = Date()
             let r: RunResult
             if let point {
-                r = try box.run(["backup", "--json", "--checkpoint-mib", "4", bulk.path], env: ["COFFER_TEST_CRASH_AT": point])
+                r = try await box.run(["backup", "--json", "--checkpoint-mib", "4", bulk.path], env: ["COFFER_TEST_CRASH_AT": point])
                 #expect(r.signalled, "round \(round): the backup never reached \(point):\n\(r)")
             } else {
                 let delay = Double.random(in: 0.05...0.95, using: &rng) * duration
-                r = try box.run(["backup", "--json", "--checkpoint-mib", "4", bulk.path], killAfter: delay)
+                r = try await box.run(["backup", "--json", "--checkpoint-mib", "4", bulk.path], killAfter: delay)
                 if r.signalled { killedAtRandom += 1 }
             }
             let what = "round \(round) (\(point ?? "random kill"))"
             let newPacks = Set(box.objects("data")).subtracting(packsBefore)
             let newIndexes = Set(box.objects("index")).subtracting(indexesBefore)
-            let snapshotsAfter = try box.snapshotIDs()
+            let snapshotsAfter = try await box.snapshotIDs()
             if !r.signalled {
                 #expect(r.status == 0, "\(what): \(r)")
                 duration = Date().timeIntervalSince(started)  // a whole backup of new data: recalibrate
@@ -89,15 +89,15 @@ import Darwin
             if point != nil { #expect(!newPacks.isEmpty, "\(what): no pack was stored before the crash") }
 
             // Earlier snapshots intact, check clean; a snapshot the crash left restores too.
-            try Self.expectCheckClean(box, what)
-            try Self.expectRestores(box, s0, equals: baseTree, root: "base", what)
-            try Self.expectRestores(box, previous.id, equals: previous.tree, root: "bulk", what)
+            try await Self.expectCheckClean(box, what)
+            try await Self.expectRestores(box, s0, equals: baseTree, root: "base", what)
+            try await Self.expectRestores(box, previous.id, equals: previous.tree, root: "bulk", what)
             if finished, let made = snapshotsAfter.last {
-                try Self.expectRestores(box, made, equals: tree, root: "bulk", "\(what), its own snapshot")
+                try await Self.expectRestores(box, made, equals: tree, root: "bulk", "\(what), its own snapshot")
             }
 
             // The next backup succeeds and does not upload again what the crashed one stored.
-            let next = try box.backupJSON([bulk.path], extra: ["--checkpoint-mib", "4"])
+            let next = try await box.backupJSON([bulk.path], extra: ["--checkpoint-mib", "4"])
             let bytesNew = next["bytes_new"] as? Int ?? -1
             #expect(bytesNew >= 0 && bytesNew <= bulkBytes, "\(what): \(next)")
             if r.signalled {
@@ -112,13 +112,13 @@ import Darwin
         }
         print("kill -9 backup: \(injected.count) crashes at injected points, \(Self.randomKills) random kill moments of which \(killedAtRandom) landed before the end, a backup takes ~\(String(format: "%.2f", duration)) s")
         // Every snapshot made along the way, and all their data, still verify.
-        let finalCheck = try box.run(["check", "--read-data"])
+        let finalCheck = try await box.run(["check", "--read-data"])
         #expect(finalCheck.status == 0, "\(finalCheck)")
     }
 
-    @Test func killedPrunesLoseNothing() throws {
+    @Test func killedPrunesLoseNothing() async throws {
         let box = try Sandbox()
-        try box.initRepository(["--pack-size", "1"])
+        try await box.initRepository(["--pack-size", "1"])
         let data = box.path("data")
         let sets = data.appendingPathComponent("sets")
         try Fixtures.makeTree(at: data)
@@ -129,24 +129,24 @@ import Darwin
         // previous set, backs up, forgets all but the newest two snapshots, and prunes (crashed at an
         // injected step, or killed at a random moment). The removed halves leave packs partly dead,
         // so prune must repack.
-        func step(_ round: Int) throws {
+        func step(_ round: Int) async throws {
             try Fixtures.makeBulk(at: sets.appendingPathComponent("set-\(round)"), files: 60, size: 40_000, seed: UInt64(500 + round))
             let previous = sets.appendingPathComponent("set-\(round - 1)")
             for i in stride(from: 1, to: 60, by: 2) {
                 try? FileManager.default.removeItem(at: previous.appendingPathComponent(String(format: "file-%04d.bin", i)))
             }
             try? FileManager.default.removeItem(at: sets.appendingPathComponent("set-\(round - 3)"))
-            let id = try #require(try box.backupJSON([data.path])["snapshot_id"] as? String)
+            let id = try #require(try await box.backupJSON([data.path])["snapshot_id"] as? String)
             truth.append((id, try TreeCompare.read(data)))
-            let forget = try box.run(["forget", "--keep-last", "2"])
+            let forget = try await box.run(["forget", "--keep-last", "2"])
             #expect(forget.status == 0, "\(forget)")
             truth = Array(truth.suffix(2))
         }
-        try step(0)
-        try step(1)
-        try step(2)
+        try await step(0)
+        try await step(1)
+        try await step(2)
         var t0 = Date()
-        let calibration = try #require(try box.ok(["prune", "--now", "--json"]).json() as? [String: Any])
+        let calibration = try #require(try await box.ok(["prune", "--now", "--json"]).json() as? [String: Any])
         var duration = max(0.02, Date().timeIntervalSince(t0))
         #expect((calibration["packs_repacked"] as? Int ?? 0) >= 1, "the scenario should make prune repack: \(calibration)")
 
@@ -154,17 +154,17 @@ import Darwin
         var rng = SystemRandomNumberGenerator()
         var killedAtRandom = 0, repacked = 0
         for round in 3..<(3 + injected.count + Self.randomKills) {
-            try step(round)
+            try await step(round)
             let point: String? = round - 3 < injected.count ? injected[round - 3] : nil
             let marksBefore = box.objects("marks"), packsBefore = Set(box.objects("data"))
             let r: RunResult
             if let point {
-                r = try box.run(["prune", "--now", "--json"], env: ["COFFER_TEST_CRASH_AT": point])
+                r = try await box.run(["prune", "--now", "--json"], env: ["COFFER_TEST_CRASH_AT": point])
                 #expect(r.signalled, "round \(round): the prune never reached \(point):\n\(r)")
             } else {
                 let delay = Double.random(in: 0.02...0.98, using: &rng) * duration
                 t0 = Date()
-                r = try box.run(["prune", "--now", "--json"], killAfter: delay)
+                r = try await box.run(["prune", "--now", "--json"], killAfter: delay)
                 if r.signalled { killedAtRandom += 1 }
             }
             let what = "round \(round) (\(point ?? "random kill"))"
@@ -184,17 +184,17 @@ import Darwin
                 if let report = try? r.json() as? [String: Any] { repacked += report["packs_repacked"] as? Int ?? 0 }
                 duration = max(0.02, Date().timeIntervalSince(t0))
             }
-            try Self.expectCheckClean(box, what)
+            try await Self.expectCheckClean(box, what)
             for (id, tree) in truth {
-                try Self.expectRestores(box, id, equals: tree, root: "data", what)
+                try await Self.expectRestores(box, id, equals: tree, root: "data", what)
             }
         }
         print("kill -9 prune: \(injected.count) crashes at injected points, \(Self.randomKills) random kill moments of which \(killedAtRandom) landed, prune takes ~\(String(format: "%.2f", duration)) s, \(repacked) packs repacked by the prunes that finished")
         // After all that, a full prune and a backup still work and everything verifies.
-        try box.ok(["prune", "--now"])
-        try box.backupJSON([data.path])
-        let finalCheck = try box.run(["check", "--read-data"])
+        try await box.ok(["prune", "--now"])
+        try await box.backupJSON([data.path])
+        let finalCheck = try await box.run(["check", "--read-data"])
         #expect(finalCheck.status == 0, "\(finalCheck)")
-        #expect(try box.snapshotIDs().count == 3)
+        #expect(try await box.snapshotIDs().count == 3)
     }
 }

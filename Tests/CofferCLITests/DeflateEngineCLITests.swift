@@ -5,7 +5,7 @@ import Testing
 /// checked and restored by the other, through the real binary.
 @Suite struct DeflateEngineCLITests {
     /// A SQLite database of `rows` repetitive text rows (compressible: the engine deflates database pages).
-    static func makeDatabase(at url: URL, rows: Int, word: String) throws {
+    static func makeDatabase(at url: URL, rows: Int, word: String) async throws {
         let sqlite3 = try #require(which("sqlite3"), "sqlite3 is needed (scripts/test installs it)")
         try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
         let sql = """
@@ -13,7 +13,7 @@ import Testing
             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < \(rows))
             INSERT INTO message(body) SELECT printf('%s %d: the quick brown fox jumps over the lazy dog, again and again', '\(word)', i) FROM n;
             """
-        let r = try runProcess(sqlite3, [url.path, sql])
+        let r = try await runProcess(sqlite3, [url.path, sql])
         #expect(r.status == 0, "\(r)")
     }
 
@@ -24,22 +24,22 @@ import Testing
     }
 
     @Test("a repository written with zlib and with libdeflate is checked and restored by either")
-    func enginesReadEachOther() throws {
+    func enginesReadEachOther() async throws {
         let box = try Sandbox()
         #if os(Linux)
         // The default engine here is libdeflate (scripts/test installs it): otherwise this test
         // would compare zlib with itself.
-        #expect(try box.ok(["--version"]).stdout.contains("deflate: libdeflate"))
+        #expect(try await box.ok(["--version"]).stdout.contains("deflate: libdeflate"))
         #endif
-        #expect(try box.ok(["--version"], env: ["COFFER_DEFLATE": "zlib"]).stdout.contains("deflate: zlib"))
+        #expect(try await box.ok(["--version"], env: ["COFFER_DEFLATE": "zlib"]).stdout.contains("deflate: zlib"))
         // No padding: stored sizes then measure compression, not the 1 MiB padding floor.
-        try box.initRepository(["--padding", "none"])
+        try await box.initRepository(["--padding", "none"])
         let one = box.path("one"), two = box.path("two")
-        try Self.makeDatabase(at: one.appendingPathComponent("a.db"), rows: 40_000, word: "zlib")
-        try box.ok(["backup", one.path], env: ["COFFER_DEFLATE": "zlib"])
+        try await Self.makeDatabase(at: one.appendingPathComponent("a.db"), rows: 40_000, word: "zlib")
+        try await box.ok(["backup", one.path], env: ["COFFER_DEFLATE": "zlib"])
         let afterZlib = try Self.storedBytes(box)
-        try Self.makeDatabase(at: two.appendingPathComponent("b.db"), rows: 40_000, word: "libdeflate")
-        try box.ok(["backup", two.path], env: ["COFFER_DEFLATE": "libdeflate"])
+        try await Self.makeDatabase(at: two.appendingPathComponent("b.db"), rows: 40_000, word: "libdeflate")
+        try await box.ok(["backup", two.path], env: ["COFFER_DEFLATE": "libdeflate"])
         let afterBoth = try Self.storedBytes(box)
         // Both databases were stored compressed (each is ~3.5 MB of repetitive text).
         let dbSize = try #require(try FileManager.default.attributesOfItem(atPath: one.appendingPathComponent("a.db").path)[.size] as? Int)
@@ -48,16 +48,16 @@ import Testing
         #expect(afterBoth - afterZlib < dbSize / 3, "libdeflate stored \(afterBoth - afterZlib) of \(dbSize)")
 
         for engine in ["zlib", "libdeflate"] {
-            try box.ok(["check", "--read-data"], env: ["COFFER_DEFLATE": engine])
+            try await box.ok(["check", "--read-data"], env: ["COFFER_DEFLATE": engine])
         }
-        let ids = try box.snapshotIDs()
+        let ids = try await box.snapshotIDs()
         #expect(ids.count == 2)
         // Every snapshot restored by each engine: one of the two was written by the other engine.
         var restoredNames: Set<String> = []
         for id in ids {
             for engine in ["zlib", "libdeflate"] {
                 let target = box.path("restored-\(id.prefix(8))-\(engine)")
-                try box.ok(["restore", id, "--target", target.path], env: ["COFFER_DEFLATE": engine])
+                try await box.ok(["restore", id, "--target", target.path], env: ["COFFER_DEFLATE": engine])
                 let files = FileManager.default.enumerator(at: target, includingPropertiesForKeys: nil)?
                     .compactMap { $0 as? URL }.filter { ["a.db", "b.db"].contains($0.lastPathComponent) } ?? []
                 #expect(files.count == 1, "snapshot \(id) restored \(files)")
@@ -66,7 +66,7 @@ import Testing
                     // A captured database is a consistent copy (SQLite's backup API), not the same
                     // bytes: compare what it holds.
                     let sqlite3 = try #require(which("sqlite3"))
-                    let got = try runProcess(sqlite3, [file.path, ".dump"]), want = try runProcess(sqlite3, [source.path, ".dump"])
+                    let got = try await runProcess(sqlite3, [file.path, ".dump"]), want = try await runProcess(sqlite3, [source.path, ".dump"])
                     #expect(got.status == 0 && got.stdout.count > 1_000_000)
                     #expect(got.stdout == want.stdout, "\(file.lastPathComponent) restored by \(engine)")
                     restoredNames.insert(file.lastPathComponent)

@@ -5,10 +5,10 @@ import Testing
 /// own checks (which compare restored files and messages with the originals, search the storage for
 /// plaintext, and exhaust a throwaway account's guesses).
 @Suite struct DemoTests {
-    @Test func demoRunsEveryStepAndKeepsItsFolders() throws {
+    @Test func demoRunsEveryStepAndKeepsItsFolders() async throws {
         let sandbox = try Sandbox()
         let kept = sandbox.path("kept")
-        let r = try sandbox.run(["demo", "--keep", kept.path, "--messages", "2000"])
+        let r = try await sandbox.run(["demo", "--keep", kept.path, "--messages", "2000"])
         #expect(r.status == 0 && !r.signalled, "\(r)")
         for step in 1...8 {
             #expect(r.stdout.contains("[\(step)/8]"), "step \(step) missing from the narration")
@@ -26,12 +26,12 @@ import Testing
         }
     }
 
-    @Test func demoRefusesANonEmptyKeepFolder() throws {
+    @Test func demoRefusesANonEmptyKeepFolder() async throws {
         let sandbox = try Sandbox()
         let kept = sandbox.path("busy")
         try FileManager.default.createDirectory(at: kept, withIntermediateDirectories: true)
         try Data("x".utf8).write(to: kept.appendingPathComponent("something"))
-        let r = try sandbox.run(["demo", "--keep", kept.path])
+        let r = try await sandbox.run(["demo", "--keep", kept.path])
         #expect(r.status != 0)
         #expect(r.stderr.contains("not empty"), "\(r)")
         #expect(FileManager.default.fileExists(atPath: kept.appendingPathComponent("something").path))

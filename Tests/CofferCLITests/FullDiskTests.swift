@@ -14,11 +14,21 @@ import Darwin
     /// Mounts a tmpfs of `mib` MiB at `dir`; false when this process may not mount (not root).
     static func mountTmpfs(_ dir: URL, mib: Int) -> Bool {
         try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        guard let r = try? runProcess("/bin/sh", ["-c", "mount -t tmpfs -o size=\(mib)m tmpfs '\(dir.path)' 2>&1"]) else { return false }
-        return r.status == 0
+        return sh("mount -t tmpfs -o size=\(mib)m tmpfs '\(dir.path)' >/dev/null 2>&1") == 0
     }
 
-    static func unmount(_ dir: URL) { _ = try? runProcess("/bin/sh", ["-c", "umount '\(dir.path)'"]) }
+    static func unmount(_ dir: URL) { _ = sh("umount '\(dir.path)'") }
+
+    /// A shell command, waited for on this thread (a mount takes milliseconds; `canMount` is a
+    /// static initializer, which cannot suspend).
+    static func sh(_ command: String) -> Int32 {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        p.arguments = ["-c", command]
+        guard (try? p.run()) != nil else { return -1 }
+        p.waitUntilExit()
+        return p.terminationStatus
+    }
 
     static let canMount: Bool = {
         #if os(Linux)
@@ -43,37 +53,37 @@ import Darwin
     }
 
     @Test(.enabled(if: FullDiskTests.canMount, "needs root on Linux to mount a small tmpfs (the full disk)"))
-    func pruneFreesAFullDiskWithoutWritingFirst() throws {
+    func pruneFreesAFullDiskWithoutWritingFirst() async throws {
         let box = try Sandbox()
         let small = box.path("small")
         #expect(Self.mountTmpfs(small, mib: 24), "mounting the tmpfs failed")
         defer { Self.unmount(small) }
         let repo = small.appendingPathComponent("repo")
         box.extraEnvironment["COFFER_REPO"] = repo.path
-        try box.initRepository(["--pack-size", "1"])
+        try await box.initRepository(["--pack-size", "1"])
         let base = box.path("base")
         try Fixtures.makeTree(at: base)
-        let s0 = try #require(try box.backupJSON([base.path])["snapshot_id"] as? String)
+        let s0 = try #require(try await box.backupJSON([base.path])["snapshot_id"] as? String)
         let repoObjects = { (kind: String) in box.objects(kind, in: repo) }
 
         // A backup bigger than the space left fails (exit 11) and leaves its packs, unindexed.
         let bulk = box.path("bulk")
         try Fixtures.makeBulk(at: bulk, files: 40, size: 1 << 20, seed: 77)
-        let failed = try box.run(["backup", bulk.path])
+        let failed = try await box.run(["backup", bulk.path])
         #expect(failed.status == 11 && failed.stderr.contains("no space"), "\(failed)")
-        let check = try #require(try box.ok(["check", "--json"]).json() as? [String: Any])
+        let check = try #require(try await box.ok(["check", "--json"]).json() as? [String: Any])
         let unindexed = try #require(check["unindexed_packs"] as? [String])
         #expect(unindexed.count >= 5, "\(check)")
         Self.fill(small)  // whatever the failed write left free goes too: the disk is full
 
         // What was stuck: a two-phase prune marks nothing that young, and --now cannot write.
-        let twoPhase = try box.run(["prune", "--json"])
+        let twoPhase = try await box.run(["prune", "--json"])
         #expect(twoPhase.status != 0 || ((try? twoPhase.json() as? [String: Any])?["objects_deleted"] as? Int) == 0, "\(twoPhase)")
-        let now = try box.run(["prune", "--now"])
+        let now = try await box.run(["prune", "--now"])
         #expect(now.status == 11, "prune --now should fail for want of space:\n\(now)")
 
         let before = (index: repoObjects("index"), marks: repoObjects("marks"), snapshots: repoObjects("snapshots"))
-        let r = try box.run(["prune", "--unsafe-recover-no-free-space", "--json"])
+        let r = try await box.run(["prune", "--unsafe-recover-no-free-space", "--json"])
         #expect(r.status == 0, "\(r)")
         let report = try #require(try r.json() as? [String: Any])
         #expect(report["objects_deleted"] as? Int == unindexed.count, "\(report)")
@@ -84,16 +94,16 @@ import Darwin
         for name in unindexed { #expect(!FileManager.default.fileExists(atPath: repo.appendingPathComponent(name).path), "\(name) is still there") }
 
         // The repository is whole and usable again.
-        let after = try #require(try box.ok(["check", "--read-data", "--json"]).json() as? [String: Any])
+        let after = try #require(try await box.ok(["check", "--read-data", "--json"]).json() as? [String: Any])
         #expect((after["unindexed_packs"] as? [String])?.isEmpty == true, "\(after)")
-        let target = try box.restore(s0, into: "restored")
+        let target = try await box.restore(s0, into: "restored")
         #expect(TreeCompare.differences(try TreeCompare.read(base), try TreeCompare.read(target.appendingPathComponent("base"))).isEmpty)
         try FileManager.default.removeItem(at: small.appendingPathComponent("filler"))
-        try box.ok(["prune", "--now"])
+        try await box.ok(["prune", "--now"])
         let small2 = box.path("bulk-small")
         try Fixtures.makeBulk(at: small2, files: 3, size: 1 << 20, seed: 78)
-        try box.backupJSON([small2.path])
-        let final = try box.run(["check", "--read-data"])
+        try await box.backupJSON([small2.path])
+        let final = try await box.run(["check", "--read-data"])
         #expect(final.status == 0, "\(final)")
     }
 }

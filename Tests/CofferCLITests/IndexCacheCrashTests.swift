@@ -14,19 +14,19 @@ import Testing
         return Int(f[i + 1])
     }
 
-    @Test func killedWhileWritingTheIndexCacheLeavesAValidCacheOrNone() throws {
+    @Test func killedWhileWritingTheIndexCacheLeavesAValidCacheOrNone() async throws {
         let box = try Sandbox()
-        try box.initRepository()
+        try await box.initRepository()
         let data = box.path("data")
         try Fixtures.makeTree(at: data)
-        let snap = try #require(try box.backupJSON([data.path])["snapshot_id"] as? String)
+        let snap = try #require(try await box.backupJSON([data.path])["snapshot_id"] as? String)
         let tree = try TreeCompare.read(data)
-        try box.ok(["debug-scale", "synthesize", "--blobs", "100000", "--per-object", "10000", "--seed", "1"], env: Self.env)
+        try await box.ok(["debug-scale", "synthesize", "--blobs", "100000", "--per-object", "10000", "--seed", "1"], env: Self.env)
         let cache = box.home.appendingPathComponent("cache")
 
         // How long a first build takes here.
         let t0 = Date()
-        let full = try box.ok(["debug-scale", "open", "--probe", "1000"], env: Self.env)
+        let full = try await box.ok(["debug-scale", "open", "--probe", "1000"], env: Self.env)
         let duration = Date().timeIntervalSince(t0)
         var expected = try #require(Self.blobs(full))
         #expect(expected >= 100_000)
@@ -38,16 +38,16 @@ import Testing
             for incremental in [false, true] {
                 round += 1
                 if incremental {
-                    try box.ok(["debug-scale", "synthesize", "--blobs", "5000", "--seed", "\(200 + round)"], env: Self.env)
+                    try await box.ok(["debug-scale", "synthesize", "--blobs", "5000", "--seed", "\(200 + round)"], env: Self.env)
                     expected += 5000
                 } else {
                     try? FileManager.default.removeItem(at: cache)
                 }
                 var env = Self.env
                 env["COFFER_TEST_CRASH_AT"] = point
-                let r = try box.run(["debug-scale", "open"], env: env)
+                let r = try await box.run(["debug-scale", "open"], env: env)
                 #expect(r.signalled, "\(point) (\(incremental ? "incremental" : "first build")) was never reached: \(r)")
-                let after = try box.ok(["debug-scale", "open", "--probe", "1000"], env: Self.env)
+                let after = try await box.ok(["debug-scale", "open", "--probe", "1000"], env: Self.env)
                 #expect(Self.blobs(after) == expected, "after a kill at \(point): \(after)")
             }
         }
@@ -62,16 +62,16 @@ import Testing
                 try? FileManager.default.removeItem(at: cache)  // a first build
             } else {
                 // An incremental update: a new index object to merge in.
-                try box.ok(["debug-scale", "synthesize", "--blobs", "5000", "--seed", "\(100 + round)"], env: Self.env)
+                try await box.ok(["debug-scale", "synthesize", "--blobs", "5000", "--seed", "\(100 + round)"], env: Self.env)
                 expected += 5000
             }
-            let r = try box.run(["debug-scale", "open"], env: Self.env, killAfter: Double.random(in: 0.05..<max(0.1, duration)))
+            let r = try await box.run(["debug-scale", "open"], env: Self.env, killAfter: Double.random(in: 0.05..<max(0.1, duration)))
             if r.signalled { killed += 1 } else { #expect(r.status == 0, "\(r)") }
-            let after = try box.ok(["debug-scale", "open", "--probe", "1000"], env: Self.env)
+            let after = try await box.ok(["debug-scale", "open", "--probe", "1000"], env: Self.env)
             #expect(Self.blobs(after) == expected, "round \(round): \(after)")
         }
         print("index cache: \(killed) random kills landed, besides the 6 injected ones")
-        let target = try box.restore(snap, into: "verify")
+        let target = try await box.restore(snap, into: "verify")
         #expect(TreeCompare.differences(tree, try TreeCompare.read(target.appendingPathComponent("data"))).isEmpty)
     }
 }

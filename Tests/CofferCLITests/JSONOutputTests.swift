@@ -68,14 +68,14 @@ struct JSONOutputTests {
     ]
 
     /// Runs the steps in one sandbox and checks every line; returns the problems found.
-    static func check(_ steps: [Step], in box: Sandbox, env: [String: String] = [:]) throws -> [String] {
+    static func check(_ steps: [Step], in box: Sandbox, env: [String: String] = [:]) async throws -> [String] {
         var problems: [String] = []
         for step in steps {
             let args = step.args.map {
                 $0.replacingOccurrences(of: "{data}", with: box.path("data").path)
                     .replacingOccurrences(of: "{root}", with: box.root.path)
             }
-            let r = try box.run(args, env: env.merging(step.env) { $1 })
+            let r = try await box.run(args, env: env.merging(step.env) { $1 })
             let name = "coffer " + step.args.joined(separator: " ")
             guard r.status == step.status, !r.signalled else {
                 problems.append("\(name): exit \(r.status), expected \(step.status)\n\(r)")
@@ -83,7 +83,7 @@ struct JSONOutputTests {
             }
             let out = r.stdout.split(separator: "\n").map(String.init)
             if step.status == 0 {
-                problems += try JSONSchemaCheck.problems(lines: out, schema: step.schema).map { "\(name): \($0)" }
+                await problems += try JSONSchemaCheck.problems(lines: out, schema: step.schema).map { "\(name): \($0)" }
                 let statuses = out.filter { $0.contains(#""message_type":"status""#) }.count
                 if statuses < step.statusLines { problems.append("\(name): \(statuses) status lines, expected at least \(step.statusLines)\n\(r)") }
                 if step.statusLines > 0, !(out.last ?? "").contains(#""message_type":"summary""#) {
@@ -93,7 +93,7 @@ struct JSONOutputTests {
                 // Nothing on stdout; the last line on stderr is the error, with the exit code.
                 if !out.isEmpty { problems.append("\(name): printed on stdout although it failed: \(r.stdout)") }
                 let last = String(r.stderr.split(separator: "\n").last ?? "")
-                problems += try JSONSchemaCheck.problems(lines: [last], schema: "error").map { "\(name) (stderr): \($0)" }
+                await problems += try JSONSchemaCheck.problems(lines: [last], schema: "error").map { "\(name) (stderr): \($0)" }
                 if !last.contains(#""code":\#(step.status)"#) { problems.append("\(name): the error line lacks the exit code: \(last)") }
             }
         }
@@ -111,15 +111,15 @@ struct JSONOutputTests {
     }
 
     @Test("every repository command's --json output matches its schema, status lines and the error line included")
-    func repositoryCommandsMatchSchemas() throws {
+    func repositoryCommandsMatchSchemas() async throws {
         let box = try Sandbox()
         try Self.makeData(box)
-        let problems = try Self.check(Self.repositoryCommands, in: box)
+        let problems = try await Self.check(Self.repositoryCommands, in: box)
         #expect(problems.isEmpty, "\(problems.joined(separator: "\n"))")
     }
 
     @Test("every vault and realm command's --json output matches its schema")
-    func vaultCommandsMatchSchemas() throws {
+    func vaultCommandsMatchSchemas() async throws {
         let box = try Sandbox()
         try Self.makeData(box)
         let cluster = try RealmClusterProcess(in: box.path("cluster"))
@@ -127,25 +127,25 @@ struct JSONOutputTests {
         // A tenant public key for `realm add-tenant`.
         let priv = box.path("tenant.pem").path, pub = box.path("tenant.pub.pem").path
         let openssl = try #require(which("openssl"), "openssl makes the tenant key")
-        _ = try runProcess(openssl, ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", priv])
-        _ = try runProcess(openssl, ["ec", "-in", priv, "-pubout", "-out", pub])
+        _ = try await runProcess(openssl, ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", priv])
+        _ = try await runProcess(openssl, ["ec", "-in", priv, "-pubout", "-out", pub])
         let env = ["COFFER_VAULT": cluster.vaultConfig.path, "COFFER_USER": "dana@example.com", "COFFER_PASSWORD": "correct horse 7",
                    "COFFER_CURRENT_PASSWORD": "correct horse 7"]
-        let problems = try Self.check(Self.vaultCommands, in: box, env: env)
+        let problems = try await Self.check(Self.vaultCommands, in: box, env: env)
         #expect(problems.isEmpty, "\(problems.joined(separator: "\n"))")
     }
 
     @Test("the schemas are strict: a renamed or camelCase field fails validation")
-    func schemasRejectRenamedFields() throws {
+    func schemasRejectRenamedFields() async throws {
         let box = try Sandbox()
         try Self.makeData(box)
-        try box.ok(["init"])
-        let line = try #require(try box.ok(["backup", "--json", box.path("data").path]).stdout.split(separator: "\n").last.map(String.init))
-        #expect(try JSONSchemaCheck.problems(lines: [line], schema: "backup").isEmpty)
+        try await box.ok(["init"])
+        let line = try #require(try await box.ok(["backup", "--json", box.path("data").path]).stdout.split(separator: "\n").last.map(String.init))
+        await #expect(try JSONSchemaCheck.problems(lines: [line], schema: "backup").isEmpty)
         let renamed = line.replacingOccurrences(of: #""snapshot_id""#, with: #""snapshotID""#)
         #expect(renamed != line)
-        #expect(!(try JSONSchemaCheck.problems(lines: [renamed], schema: "backup")).isEmpty, "snapshotID must not validate")
+        await #expect(!(try JSONSchemaCheck.problems(lines: [renamed], schema: "backup")).isEmpty, "snapshotID must not validate")
         let extra = line.replacingOccurrences(of: #""partial""#, with: #""unknown_field":1,"partial""#)
-        #expect(!(try JSONSchemaCheck.problems(lines: [extra], schema: "backup")).isEmpty, "an unknown field must not validate")
+        await #expect(!(try JSONSchemaCheck.problems(lines: [extra], schema: "backup")).isEmpty, "an unknown field must not validate")
     }
 }

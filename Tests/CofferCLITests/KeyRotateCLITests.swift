@@ -27,15 +27,15 @@ import Darwin
         return out.sorted()
     }
 
-    @Test func killedRotationsFinishAndLoseNothing() throws {
+    @Test func killedRotationsFinishAndLoseNothing() async throws {
         let box = try Sandbox()
-        let firstDigits = try box.initRepository(["--pack-size", "1"])
+        let firstDigits = try await box.initRepository(["--pack-size", "1"])
         let src = box.path("src")
         try Fixtures.makeTree(at: src)
         var expected: [[String: Entry]] = []
         for round in 0..<3 {
             try Fixtures.makeBulk(at: src.appendingPathComponent("bulk-\(round)"), files: 6, size: 1 << 20, seed: UInt64(round + 7))
-            try box.backupJSON([src.path])
+            try await box.backupJSON([src.path])
             expected.append(try TreeCompare.read(src))
         }
         let oldKeyFile = box.path("old.key")
@@ -46,7 +46,7 @@ import Darwin
 
         // Calibrate: a whole rotation.
         var t0 = Date()
-        try box.ok(["key", "rotate", "-q"])
+        try await box.ok(["key", "rotate", "-q"])
         var duration = max(0.2, Date().timeIntervalSince(t0))
 
         var rng = SystemRandomNumberGenerator()
@@ -57,7 +57,7 @@ import Darwin
             let at = Double.random(in: 0.02...(duration * 0.95), using: &rng)
             t0 = Date()
             let configBefore = try Data(contentsOf: box.repo.appendingPathComponent("config"))
-            let r = try box.run(["key", "rotate", "-q"], killAfter: at)
+            let r = try await box.run(["key", "rotate", "-q"], killAfter: at)
             if r.signalled {
                 killed += 1
                 // The device's key for the config at the root opens it, whichever side of the commit,
@@ -68,11 +68,11 @@ import Darwin
                 let committed = FileManager.default.fileExists(atPath: box.repo.appendingPathComponent("gen").path)
                     && (try? Data(contentsOf: box.repo.appendingPathComponent("config"))) != configBefore
                 if committed { afterCommit += 1 } else { beforeCommit += 1 }
-                let check = try box.run(["check", "--read-data"], env: ["COFFER_HOME": probe.path])
+                let check = try await box.run(["check", "--read-data"], env: ["COFFER_HOME": probe.path])
                 #expect(check.status == 0, "after a kill at \(at) s the repository does not open whole with the device's key:\n\(check)")
                 #expect(check.stdout.contains("checked \(expected.count) snapshots"), "\(check)")
                 // Running it again finishes the job.
-                try box.ok(["key", "rotate", "-q"])
+                try await box.ok(["key", "rotate", "-q"])
             } else {
                 #expect(r.status == 0, "\(r)")
                 duration = max(0.2, Date().timeIntervalSince(t0))
@@ -80,39 +80,39 @@ import Darwin
         }
         // And at each step around the commit point, where a random kill rarely lands.
         for step in ["job-saved", "staged", "recorded", "committed", "cleaning"] {
-            let r = try box.run(["key", "rotate", "-q"], env: ["COFFER_TEST_CRASH_AT": step])
+            let r = try await box.run(["key", "rotate", "-q"], env: ["COFFER_TEST_CRASH_AT": step])
             #expect(r.signalled, "\(step): \(r)")
             killed += 1
             let probe = box.path("probe-\(step)")
             try FileManager.default.copyItem(at: box.home, to: probe)
             try? FileManager.default.removeItem(at: probe.appendingPathComponent("rotations"))
-            let check = try box.run(["check", "--read-data"], env: ["COFFER_HOME": probe.path])
+            let check = try await box.run(["check", "--read-data"], env: ["COFFER_HOME": probe.path])
             #expect(check.status == 0 && check.stdout.contains("checked \(expected.count) snapshots"),
                     "killed at \(step): the repository does not open whole with the device's key:\n\(check)")
-            try box.ok(["key", "rotate", "-q"])
+            try await box.ok(["key", "rotate", "-q"])
         }
         // Last, a kill in the middle of the copy (after its first re-encrypted pack, before any index
         // names it), so that the generation checked below comes from a resumed run: packs uploaded
         // after the last checkpoint of the killed run must not be left behind.
         let configBefore = try Data(contentsOf: box.repo.appendingPathComponent("config"))
-        let mid = try box.run(["key", "rotate", "-q"], env: ["COFFER_TEST_CRASH_AT": "rotate-pack"])
+        let mid = try await box.run(["key", "rotate", "-q"], env: ["COFFER_TEST_CRASH_AT": "rotate-pack"])
         #expect(mid.signalled, "the kill at the first re-encrypted pack did not land: \(mid)")
         #expect(try Data(contentsOf: box.repo.appendingPathComponent("config")) == configBefore,
                 "a rotation killed in its copy must not have committed")
         killed += 1
-        try box.ok(["key", "rotate", "-q"])
+        try await box.ok(["key", "rotate", "-q"])
         #expect(killed >= 6, "only \(killed) of \(attempts + 6) rotations were killed mid-way")
         print("key rotate: \(killed) kills, \(beforeCommit) before the commit, \(afterCommit) after it")
 
         // Everything is there, under the newest key only.
-        let ids = try box.snapshotIDs()
+        let ids = try await box.snapshotIDs()
         #expect(ids.count == expected.count)
         for (i, id) in ids.enumerated() {
-            let target = try box.restore(id, into: "verify-\(i)")
+            let target = try await box.restore(id, into: "verify-\(i)")
             let diffs = TreeCompare.differences(expected[i], try TreeCompare.read(target.appendingPathComponent("src")))
             #expect(diffs.isEmpty, "snapshot \(i) after the rotations: \(diffs.prefix(5))")
         }
-        let check = try box.run(["check", "--read-data", "--json"])
+        let check = try await box.run(["check", "--read-data", "--json"])
         #expect(check.status == 0, "\(check)")
         let report = try #require(try check.json() as? [String: Any])
         #expect((report["unindexed_packs"] as? [Any])?.isEmpty == true, "resumed rotations leave no stray packs: \(check.stdout)")
@@ -126,9 +126,9 @@ import Darwin
         #expect(keyFiles == ["\(gens.first!).key"], "the device keeps only the current key: \(keyFiles)")
 
         // The first key, given explicitly or held by another device, is refused with exit 12.
-        let byFile = try box.run(["snapshots", "--key-file", oldKeyFile.path])
+        let byFile = try await box.run(["snapshots", "--key-file", oldKeyFile.path])
         #expect(byFile.status == 12 && byFile.stderr.contains("replaced by a key rotation"), "\(byFile)")
-        let other = try box.run(["snapshots"], env: ["COFFER_HOME": otherHome.path])
+        let other = try await box.run(["snapshots"], env: ["COFFER_HOME": otherHome.path])
         #expect(other.status == 12 && other.stderr.contains("replaced by a key rotation"), "\(other)")
     }
 }

@@ -35,11 +35,11 @@ import Darwin
     print(commits)
     """
 
-    @Test func liveWALDatabaseIsCapturedConsistently() throws {
+    @Test func liveWALDatabaseIsCapturedConsistently() async throws {
         let python = try #require(which("python3"), "python3 is needed for the live SQLite writer")
         let sqlite3 = which("sqlite3")
         let box = try Sandbox()
-        try box.initRepository()
+        try await box.initRepository()
         let data = box.path("app")
         try FileManager.default.createDirectory(at: data.appendingPathComponent("Databases"), withIntermediateDirectories: true)
         try Fixtures.makeBulk(at: data.appendingPathComponent("Media"), files: 3, size: 1 << 20, seed: 2)
@@ -56,12 +56,12 @@ import Darwin
         try writer.run()
         defer { if writer.isRunning { kill(writer.processIdentifier, SIGKILL) } }
         let deadline = Date().addingTimeInterval(60)
-        while !FileManager.default.fileExists(atPath: ready.path), writer.isRunning, Date() < deadline { usleep(20_000) }
+        while !FileManager.default.fileExists(atPath: ready.path), writer.isRunning, Date() < deadline { try? await Task.sleep(for: .microseconds(20_000)) }
         try #require(FileManager.default.fileExists(atPath: ready.path), "the writer did not start")
-        usleep(300_000)  // let it commit for a while: the WAL now holds changes the main file lacks
+        try? await Task.sleep(for: .microseconds(300_000))  // let it commit for a while: the WAL now holds changes the main file lacks
 
-        let first = try box.backupJSON([data.path])
-        let second = try box.backupJSON([data.path])  // again, with the database still changing
+        let first = try await box.backupJSON([data.path])
+        let second = try await box.backupJSON([data.path])  // again, with the database still changing
         _ = FileManager.default.createFile(atPath: stop.path, contents: nil)
         writer.waitUntilExit()
         let commits = Int(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
@@ -71,19 +71,19 @@ import Darwin
         #expect((second["databases_captured"] as? Int ?? 0) >= 1, "a live database is never skipped as unchanged: \(second)")
 
         // -wal / -shm are never stored on their own.
-        let listing = try box.ok(["ls", "latest"]).stdout
+        let listing = try await box.ok(["ls", "latest"]).stdout
         #expect(listing.contains("app/Databases/msgstore.db"))
         #expect(!listing.contains("-wal") && !listing.contains("-shm"), "\(listing)")
 
-        for snapshot in try box.snapshotIDs() {
-            let target = try box.restore(snapshot, into: "restored-\(snapshot.prefix(6))")
+        for snapshot in try await box.snapshotIDs() {
+            let target = try await box.restore(snapshot, into: "restored-\(snapshot.prefix(6))")
             let restored = target.appendingPathComponent("app/Databases/msgstore.db")
             #expect(!FileManager.default.fileExists(atPath: restored.path + "-wal"))
             if let sqlite3 {
-                let check = try runProcess(sqlite3, [restored.path, "PRAGMA integrity_check; SELECT count(*) >= 19000 FROM messages;"])
+                let check = try await runProcess(sqlite3, [restored.path, "PRAGMA integrity_check; SELECT count(*) >= 19000 FROM messages;"])
                 #expect(check.stdout == "ok\n1\n", "restored database: \(check)")
             } else {
-                let check = try runProcess(python, ["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute('pragma integrity_check').fetchone()[0]); print(int(c.execute('select count(*) from messages').fetchone()[0] >= 19000))", restored.path])
+                let check = try await runProcess(python, ["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute('pragma integrity_check').fetchone()[0]); print(int(c.execute('select count(*) from messages').fetchone()[0] >= 19000))", restored.path])
                 #expect(check.stdout == "ok\n1\n", "restored database: \(check)")
             }
         }

@@ -15,8 +15,8 @@ struct ManPageTests {
 
     /// Every command shown in `--help` (hidden ones and everything under them are left out, as
     /// scripts/man leaves them out of the manual).
-    static func displayedCommands() throws -> [Command] {
-        let r = try Sandbox().run(["--experimental-dump-help"])
+    static func displayedCommands() async throws -> [Command] {
+        let r = try await Sandbox().run(["--experimental-dump-help"])
         #expect(r.status == 0, "\(r)")
         let root = try #require(
             (try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])?["command"] as? [String: Any])
@@ -38,8 +38,8 @@ struct ManPageTests {
     static let folder = packageRoot.appendingPathComponent("docs/man")
 
     @Test("one page per command shown in --help, and no page for a command that is gone")
-    func pagesForCommands() throws {
-        let commands = try Self.displayedCommands()
+    func pagesForCommands() async throws {
+        let commands = try await Self.displayedCommands()
         #expect(commands.count > 30, "the binary lists \(commands.count) commands")
         let expected = Set(commands.map { "\($0.page).1" })
         let present = Set(try FileManager.default.contentsOfDirectory(atPath: Self.folder.path).filter { $0.hasSuffix(".1") })
@@ -52,8 +52,8 @@ struct ManPageTests {
     }
 
     @Test("each page names its command, says what it does and describes every option with today's help text")
-    func pagesDescribeEveryOption() throws {
-        for command in try Self.displayedCommands() {
+    func pagesDescribeEveryOption() async throws {
+        for command in try await Self.displayedCommands() {
             let url = Self.folder.appendingPathComponent("\(command.page).1")
             guard let page = try? String(contentsOf: url, encoding: .utf8) else { continue }   // reported above
             let pageWords = Self.words(page)

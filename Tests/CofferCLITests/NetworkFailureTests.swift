@@ -26,7 +26,7 @@ func closedLoopbackPort() throws -> Int {
 @Suite("S3 endpoint that refuses the connection")
 struct S3RefusedEndpointTests {
     @Test("each retry and its backoff on stderr, then a readable message and exit 11 within COFFER_NETWORK_BUDGET")
-    func refusedEndpointFailsFastAndSaysSo() throws {
+    func refusedEndpointFailsFastAndSaysSo() async throws {
         let box = try Sandbox()
         let port = try closedLoopbackPort()
         let endpoint = "http://127.0.0.1:\(port)"
@@ -34,7 +34,7 @@ struct S3RefusedEndpointTests {
                    "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret-never-printed",
                    "COFFER_NETWORK_BUDGET": "2"]
         // The kill is only a backstop for a hang (the old behaviour was ~87 s per request).
-        let r = try box.run(["init"], env: env, killAfter: 300)
+        let r = try await box.run(["init"], env: env, killAfter: 300)
         #expect(!r.signalled, "still running after 300 s:\n\(r)")
         #expect(r.status == 11, "\(r)")
         #expect(r.stderr.contains("coffer: S3 endpoint \(endpoint) refused the connection; retry 2 of "), "\(r.stderr)")
@@ -45,7 +45,7 @@ struct S3RefusedEndpointTests {
         for line in r.stderr.split(separator: "\n") { #expect(line.hasPrefix("coffer: ") || line.hasPrefix("  "), "\(line)") }
 
         // --json: the same failure as one error line at the end, with the exit code.
-        let j = try box.run(["snapshots", "--json"], env: env.merging(["COFFER_KEY": String(repeating: "0", count: 64)]) { $1 }, killAfter: 300)
+        let j = try await box.run(["snapshots", "--json"], env: env.merging(["COFFER_KEY": String(repeating: "0", count: 64)]) { $1 }, killAfter: 300)
         #expect(j.status == 11, "\(j)")
         let last = String(j.stderr.split(separator: "\n").last ?? "")
         #expect(last.hasPrefix("{") && last.contains(#""code":11"#) && last.contains(#""message_type":"error""#), "\(j.stderr)")
@@ -55,14 +55,14 @@ struct S3RefusedEndpointTests {
 @Suite("a vault realm that refuses the connection", .serialized)
 struct RefusedRealmTests {
     @Test("a refused realm fails at once and the others make the quorum (no wait for the timeout)")
-    func refusedRealmDoesNotCostTheTimeout() throws {
+    func refusedRealmDoesNotCostTheTimeout() async throws {
         let box = try Sandbox()
         try FileManager.default.createDirectory(at: box.path("data"), withIntermediateDirectories: true)
         try Data("note\n".utf8).write(to: box.path("data/note.txt"))
         let cluster = try RealmClusterProcess(in: box.path("cluster"))
         defer { cluster.stop() }
         let env = ["COFFER_VAULT": cluster.vaultConfig.path, "COFFER_USER": "erin@example.com", "COFFER_PASSWORD": "blue kettle 9"]
-        try box.ok(["init", "--password"], env: env)
+        try await box.ok(["init", "--password"], env: env)
 
         // The same vault with realm 1 on a closed port; a timeout far beyond the kill backstop,
         // so that waiting for it would fail the test.
@@ -73,7 +73,7 @@ struct RefusedRealmTests {
         // Next to vault.json: the development tenant key is found relative to it.
         let broken = cluster.directory.appendingPathComponent("vault-one-refused.json")
         try JSONSerialization.data(withJSONObject: config).write(to: broken)
-        let r = try box.run(["vault", "recover", "--key-out", box.path("k").path, "--timeout", "900"],
+        let r = try await box.run(["vault", "recover", "--key-out", box.path("k").path, "--timeout", "900"],
                             env: env.merging(["COFFER_VAULT": broken.path]) { $1 }, killAfter: 300)
         #expect(!r.signalled, "waited for the refused realm:\n\(r)")
         #expect(r.status == 0, "\(r)")

@@ -6,14 +6,14 @@ import Testing
 /// `restore` must never write wrong data.
 @Suite struct TamperTests {
     /// A repository with two snapshots of a small tree, small packs so there are several.
-    static func pristine() throws -> (Sandbox, URL) {
+    static func pristine() async throws -> (Sandbox, URL) {
         let box = try Sandbox()
-        try box.initRepository(["--pack-size", "1"])
+        try await box.initRepository(["--pack-size", "1"])
         let data = box.path("data")
         try Fixtures.makeTree(at: data)
-        try box.backupJSON([data.path])
+        try await box.backupJSON([data.path])
         try Fixtures.makeBulk(at: data.appendingPathComponent("bulk"), files: 3, size: 700_000, seed: 9)
-        try box.backupJSON([data.path])
+        try await box.backupJSON([data.path])
         return (box, data)
     }
 
@@ -22,20 +22,20 @@ import Testing
     /// `restoreCode`: 13 (damage), or 14 when the damage makes the storage look stale (a dropped index
     /// object: the snapshot's blobs are in no index), refused before anything is written.
     static func expectDetected(_ box: Sandbox, data: URL, label: String, expectName: String?, restoreCode: Int32 = 13,
-                               damage: (URL) throws -> Void, sourceLocation: SourceLocation = #_sourceLocation) throws {
+                               damage: (URL) throws -> Void, sourceLocation: SourceLocation = #_sourceLocation) async throws {
         let copy = box.path("repo-\(label)")
         try? FileManager.default.removeItem(at: copy)
         try FileManager.default.copyItem(at: box.repo, to: copy)
         try damage(copy)
         let env = ["COFFER_REPO": copy.path]
-        let check = try box.run(["check", "--read-data"], env: env)
+        let check = try await box.run(["check", "--read-data"], env: env)
         #expect(check.status == 13, "\(label): check should report damage:\n\(check)", sourceLocation: sourceLocation)
         if let expectName {
             #expect((check.stdout + check.stderr).contains(expectName), "\(label): check does not name \(expectName):\n\(check)",
                     sourceLocation: sourceLocation)
         }
         let target = box.path("restore-\(label)")
-        let restore = try box.run(["restore", "latest", "--target", target.path], env: env)
+        let restore = try await box.run(["restore", "latest", "--target", target.path], env: env)
         #expect(!restore.signalled, "\(label): restore crashed:\n\(restore)", sourceLocation: sourceLocation)
         if restore.status == 0 {
             // The damaged object was not needed by the latest snapshot: then all of it must be right.
@@ -70,60 +70,60 @@ import Testing
     /// The id part of an object name (`data/ab/abcd...` → `abcd...`).
     static func id(_ name: String) -> String { String(name.split(separator: "/").last!) }
 
-    @Test func flippedBytesInEveryObjectAreFoundAndNamed() throws {
-        let (box, data) = try Self.pristine()
+    @Test func flippedBytesInEveryObjectAreFoundAndNamed() async throws {
+        let (box, data) = try await Self.pristine()
         let packs = box.objects("data"), indexes = box.objects("index"), snaps = box.objects("snapshots")
         #expect(packs.count >= 3, "\(packs)")
         #expect(!indexes.isEmpty && snaps.count == 2)
         for name in packs + indexes + snaps {
             for fraction in [0.0, 0.5, 0.999] {
-                try Self.expectDetected(box, data: data, label: "flip-\(Self.id(name).prefix(8))-\(Int(fraction * 1000))",
+                try await Self.expectDetected(box, data: data, label: "flip-\(Self.id(name).prefix(8))-\(Int(fraction * 1000))",
                                         expectName: Self.id(name)) { repo in
                     try Self.flipByte(repo.appendingPathComponent(name), at: fraction)
                 }
             }
         }
         // The config: damage, not "wrong key", and nothing offers to recreate it.
-        try Self.expectDetected(box, data: data, label: "config", expectName: nil) { repo in
+        try await Self.expectDetected(box, data: data, label: "config", expectName: nil) { repo in
             try Self.flipByte(repo.appendingPathComponent("config"))
         }
         let copy = box.path("repo-config-msg")
         try FileManager.default.copyItem(at: box.repo, to: copy)
         try Self.flipByte(copy.appendingPathComponent("config"), at: 0.2)
-        let r = try box.run(["snapshots"], env: ["COFFER_REPO": copy.path])
+        let r = try await box.run(["snapshots"], env: ["COFFER_REPO": copy.path])
         #expect(r.status == 13, "\(r)")
         #expect(!r.stderr.lowercased().contains("init"), "no error may suggest re-initialising: \(r.stderr)")
     }
 
-    @Test func truncatedObjectsAreFoundAndNamed() throws {
-        let (box, data) = try Self.pristine()
+    @Test func truncatedObjectsAreFoundAndNamed() async throws {
+        let (box, data) = try await Self.pristine()
         for name in box.objects("data") + box.objects("index") + box.objects("snapshots") {
-            try Self.expectDetected(box, data: data, label: "trunc-\(Self.id(name).prefix(8))", expectName: Self.id(name)) { repo in
+            try await Self.expectDetected(box, data: data, label: "trunc-\(Self.id(name).prefix(8))", expectName: Self.id(name)) { repo in
                 try Self.truncate(repo.appendingPathComponent(name))
             }
         }
     }
 
-    @Test func droppedIndexAndMissingPackAreFound() throws {
-        let (box, data) = try Self.pristine()
+    @Test func droppedIndexAndMissingPackAreFound() async throws {
+        let (box, data) = try await Self.pristine()
         for name in box.objects("index") {
-            try Self.expectDetected(box, data: data, label: "drop-\(Self.id(name).prefix(8))", expectName: nil, restoreCode: 14) { repo in
+            try await Self.expectDetected(box, data: data, label: "drop-\(Self.id(name).prefix(8))", expectName: nil, restoreCode: 14) { repo in
                 try FileManager.default.removeItem(at: repo.appendingPathComponent(name))
             }
         }
         for name in box.objects("data") {
-            try Self.expectDetected(box, data: data, label: "rm-\(Self.id(name).prefix(8))", expectName: Self.id(name)) { repo in
+            try await Self.expectDetected(box, data: data, label: "rm-\(Self.id(name).prefix(8))", expectName: Self.id(name)) { repo in
                 try FileManager.default.removeItem(at: repo.appendingPathComponent(name))
             }
         }
     }
 
-    @Test func swappedPacksAreFoundAndNamed() throws {
-        let (box, data) = try Self.pristine()
+    @Test func swappedPacksAreFoundAndNamed() async throws {
+        let (box, data) = try await Self.pristine()
         let packs = box.objects("data")
         try #require(packs.count >= 2)
         for (a, b) in zip(packs, packs.dropFirst()) {
-            try Self.expectDetected(box, data: data, label: "swap-\(Self.id(a).prefix(8))", expectName: Self.id(a)) { repo in
+            try await Self.expectDetected(box, data: data, label: "swap-\(Self.id(a).prefix(8))", expectName: Self.id(a)) { repo in
                 let ua = repo.appendingPathComponent(a), ub = repo.appendingPathComponent(b)
                 let da = try Data(contentsOf: ua), db = try Data(contentsOf: ub)
                 try db.write(to: ua)
@@ -133,8 +133,8 @@ import Testing
     }
 
     /// Damage in one pack stops only the files that need it; the others restore exactly.
-    @Test func restoreSkipsOnlyDamagedFilesAndNamesTheObject() throws {
-        let (box, data) = try Self.pristine()
+    @Test func restoreSkipsOnlyDamagedFilesAndNamesTheObject() async throws {
+        let (box, data) = try await Self.pristine()
         // The biggest pack holds file data (the video), not only trees.
         let packs = box.objects("data").sorted {
             (try? FileManager.default.attributesOfItem(atPath: box.repo.appendingPathComponent($0).path)[.size] as? Int) ?? 0
@@ -143,7 +143,7 @@ import Testing
         let victim = try #require(packs.first)
         try Self.flipByte(box.repo.appendingPathComponent(victim), at: 0.6)
         let target = box.path("partial-restore")
-        let r = try box.run(["restore", "latest", "--target", target.path])
+        let r = try await box.run(["restore", "latest", "--target", target.path])
         #expect(r.status == 13, "\(r)")
         #expect(r.stderr.contains("could not restore"), "\(r)")
         #expect(r.stderr.contains(Self.id(victim)) || r.stderr.contains("blob"), "the failure should name the object: \(r)")

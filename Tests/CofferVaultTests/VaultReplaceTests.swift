@@ -15,7 +15,7 @@ struct VaultReplaceTests {
 
     static func resets(_ h: FlowHarness, _ user: String) async throws -> [Int] {
         var out: [Int] = []
-        for r in h.cluster.realms { out.append(try await try #require(r.service).store.resetCount(tenant: h.config.tenant, user: user)) }
+        for r in h.cluster.realms { out.append(try try await #require(r.service).store.resetCount(tenant: h.config.tenant, user: user)) }
         return out
     }
 

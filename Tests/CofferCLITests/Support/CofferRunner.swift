@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -79,14 +80,14 @@ final class Sandbox: @unchecked Sendable {
 
     /// Runs `coffer ARGS` to completion.
     @discardableResult
-    func run(_ args: [String], env: [String: String] = [:], killAfter: Double? = nil, signal: Int32 = SIGKILL) throws -> RunResult {
-        try runProcess(cofferBinary.path, args, env: environment.merging(env) { $1 }, killAfter: killAfter, signal: signal)
+    func run(_ args: [String], env: [String: String] = [:], killAfter: Double? = nil, signal: Int32 = SIGKILL) async throws -> RunResult {
+        try await runProcess(cofferBinary.path, args, env: environment.merging(env) { $1 }, killAfter: killAfter, signal: signal)
     }
 
     /// Runs `coffer ARGS` and requires exit status 0.
     @discardableResult
-    func ok(_ args: [String], env: [String: String] = [:]) throws -> RunResult {
-        let r = try run(args, env: env)
+    func ok(_ args: [String], env: [String: String] = [:]) async throws -> RunResult {
+        let r = try await run(args, env: env)
         if r.status != 0 || r.signalled {
             throw RunFailed(args: args, result: r)
         }
@@ -102,8 +103,10 @@ struct RunFailed: Error, CustomStringConvertible {
 
 /// Runs a program with stdout/stderr captured to files (no pipe deadlocks on big output). With
 /// `killAfter`, sends `signal` (default SIGKILL) after that many seconds if the process is still running.
+/// The caller suspends until the program exits (no thread of the cooperative pool waits for it, so
+/// tests that run programs do not starve the servers other tests run in this process).
 func runProcess(_ executable: String, _ args: [String], env: [String: String]? = nil,
-                killAfter: Double? = nil, signal: Int32 = SIGKILL, cwd: URL? = nil) throws -> RunResult {
+                killAfter: Double? = nil, signal: Int32 = SIGKILL, cwd: URL? = nil) async throws -> RunResult {
     let tmp = FileManager.default.temporaryDirectory
     let outURL = tmp.appendingPathComponent("coffer-out-\(UUID().uuidString)")
     let errURL = tmp.appendingPathComponent("coffer-err-\(UUID().uuidString)")
@@ -123,13 +126,25 @@ func runProcess(_ executable: String, _ args: [String], env: [String: String]? =
     p.standardOutput = out
     p.standardError = err
     p.standardInput = FileHandle.nullDevice
-    try p.run()
-    if let killAfter {
-        let deadline = Date().addingTimeInterval(killAfter)
-        while p.isRunning, Date() < deadline { usleep(2_000) }
-        if p.isRunning { kill(p.processIdentifier, signal) }
+    let (exited, exit) = AsyncStream<Void>.makeStream()
+    let done = ExitFlag()
+    p.terminationHandler = { _ in
+        done.set()
+        exit.finish()
     }
-    p.waitUntilExit()
+    try p.run()
+    let pid = p.processIdentifier
+    await withTaskGroup(of: Void.self) { group in
+        if let killAfter {
+            group.addTask {
+                try? await Task.sleep(for: .seconds(killAfter))
+                if !Task.isCancelled, !done.isSet { kill(pid, signal) }
+            }
+        }
+        for await _ in exited {}
+        group.cancelAll()
+    }
+    p.waitUntilExit()  // returns at once: the termination handler ran
     try out.close()
     try err.close()
     return RunResult(
@@ -137,6 +152,12 @@ func runProcess(_ executable: String, _ args: [String], env: [String: String]? =
         stdout: (try? String(contentsOf: outURL, encoding: .utf8)) ?? "",
         stderr: (try? String(contentsOf: errURL, encoding: .utf8)) ?? "",
         signalled: p.terminationReason == .uncaughtSignal)
+}
+
+final class ExitFlag: Sendable {
+    private let flag = Atomic<Bool>(false)
+    func set() { flag.store(true, ordering: .sequentiallyConsistent) }
+    var isSet: Bool { flag.load(ordering: .sequentiallyConsistent) }
 }
 
 /// Finds an executable on PATH.

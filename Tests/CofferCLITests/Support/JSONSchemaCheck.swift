@@ -13,14 +13,14 @@ enum JSONSchemaCheck {
     /// Checks every line: a line whose `message_type` is `status` against status.json, `error`
     /// against error.json, any other against `schema` (a file name in docs/schemas without
     /// `.json`). Returns one message per problem; empty when every line is valid.
-    static func problems(lines: [String], schema: String) throws -> [String] {
+    static func problems(lines: [String], schema: String) async throws -> [String] {
         let input = try JSONSerialization.data(withJSONObject: [
             "dir": schemaDirectory.path, "schema": schema, "lines": lines,
         ])
         let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-schema-\(UUID().uuidString).json")
         try input.write(to: tmp)
         defer { try? FileManager.default.removeItem(at: tmp) }
-        let r = try runProcess("/usr/bin/env", ["python3", "-c", script, tmp.path])
+        let r = try await runProcess("/usr/bin/env", ["python3", "-c", script, tmp.path])
         guard r.status == 0 else { return ["the validator failed: \(r.stderr)"] }
         return r.stdout.split(separator: "\n").map(String.init)
     }

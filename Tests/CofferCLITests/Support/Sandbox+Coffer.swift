@@ -5,8 +5,8 @@ import Testing
 extension Sandbox {
     /// `coffer init`; returns the 64 digits it printed (without spaces).
     @discardableResult
-    func initRepository(_ extra: [String] = [], env: [String: String] = [:]) throws -> String {
-        let r = try ok(["init"] + extra, env: env)
+    func initRepository(_ extra: [String] = [], env: [String: String] = [:]) async throws -> String {
+        let r = try await ok(["init"] + extra, env: env)
         return try #require(Self.digits(in: r.stdout), "init printed no 64-digit key:\n\(r)")
     }
 
@@ -23,24 +23,24 @@ extension Sandbox {
 
     /// `coffer backup --json PATHS` with the given allowed exit statuses; returns the summary.
     @discardableResult
-    func backupJSON(_ paths: [String], extra: [String] = [], allow: Set<Int32> = [0], env: [String: String] = [:]) throws -> [String: Any] {
-        let r = try run(["backup", "--json"] + extra + paths, env: env)
+    func backupJSON(_ paths: [String], extra: [String] = [], allow: Set<Int32> = [0], env: [String: String] = [:]) async throws -> [String: Any] {
+        let r = try await run(["backup", "--json"] + extra + paths, env: env)
         guard allow.contains(r.status), !r.signalled else { throw RunFailed(args: ["backup"] + paths, result: r) }
         return try #require(try r.json() as? [String: Any], "backup --json did not print an object:\n\(r)")
     }
 
     /// Snapshot ids, oldest first.
-    func snapshotIDs() throws -> [String] {
-        let r = try ok(["snapshots", "--json"])
+    func snapshotIDs() async throws -> [String] {
+        let r = try await ok(["snapshots", "--json"])
         let list = try #require(try r.json() as? [[String: Any]])
         return list.compactMap { $0["id"] as? String }
     }
 
     /// Restores `snapshot` into a fresh folder and returns that folder.
-    func restore(_ snapshot: String, into name: String, extra: [String] = []) throws -> URL {
+    func restore(_ snapshot: String, into name: String, extra: [String] = []) async throws -> URL {
         let target = path(name)
         try? FileManager.default.removeItem(at: target)
-        try ok(["restore", snapshot, "--target", target.path] + extra)
+        try await ok(["restore", snapshot, "--target", target.path] + extra)
         return target
     }
 

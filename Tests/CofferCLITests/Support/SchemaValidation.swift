@@ -22,12 +22,12 @@ enum SchemaValidation {
     }
 
     /// Records an issue for every way `json` does not match docs/schemas/`name`.json.
-    static func expectValid(_ json: String, schema name: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    static func expectValid(_ json: String, schema name: String, sourceLocation: SourceLocation = #_sourceLocation) async throws {
         let python = try #require(which("python3"), "python3 (with jsonschema) is needed to validate --json output")
         let doc = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-json-\(UUID().uuidString).json")
         try Data(json.utf8).write(to: doc)
         defer { try? FileManager.default.removeItem(at: doc) }
-        let r = try runProcess(python, ["-c", script, schemaURL(name).path, doc.path])
+        let r = try await runProcess(python, ["-c", script, schemaURL(name).path, doc.path])
         #expect(r.status == 0, "--json output does not match docs/schemas/\(name).json:\n\(r.stdout)\(r.stderr)\n--- output\n\(json)",
                 sourceLocation: sourceLocation)
     }
