@@ -43,14 +43,14 @@ struct CopyToS3Tests {
 
             // The source: a folder repository with two snapshots (day 1, day 2).
             try world.coffer(["init", "-r", folder])
-            try ChatData.make(at: world.data, messages: 6000, mediaMiB: 6, seed: 7)
+            try await ChatData.make(at: world.data, messages: 6000, mediaMiB: 6, seed: 7)
             _ = try world.coffer(["backup", "-q", "-r", folder, world.data.path])
-            try ChatData.mutate(at: world.data, seed: 8)
+            try await ChatData.mutate(at: world.data, seed: 8)
             _ = try world.coffer(["backup", "-q", "-r", folder, world.data.path])
 
             // The destination on S3 (COFFER_REPO), with its own key.
             try world.coffer(["init"])
-            let first = try Self.json(try runSplit(bin, ["copy", "--from-repo", folder, "--json"], world.environment))
+            let first = try await Self.json(try runSplit(bin, ["copy", "--from-repo", folder, "--json"], world.environment))
             #expect(first["snapshots_copied"] as? Int == 2, "\(first)")
             #expect(first["snapshots_already_present"] as? Int == 0, "\(first)")
             let firstRead = try #require(first["blobs_read"] as? Int)
@@ -68,22 +68,22 @@ struct CopyToS3Tests {
                 try Self.expectIdentical(a, b)
             }
             // The destination's own listing shows the source's times, hosts and paths.
-            let srcList = try #require(try JSONSerialization.jsonObject(with: Data(try runSplit(bin, ["snapshots", "--json", "-r", folder], world.environment).utf8)) as? [[String: Any]])
-            let dstList = try #require(try JSONSerialization.jsonObject(with: Data(try runSplit(bin, ["snapshots", "--json"], world.environment).utf8)) as? [[String: Any]])
+            let srcList = try await #require(try JSONSerialization.jsonObject(with: Data(try runSplit(bin, ["snapshots", "--json", "-r", folder], world.environment).utf8)) as? [[String: Any]])
+            let dstList = try await #require(try JSONSerialization.jsonObject(with: Data(try runSplit(bin, ["snapshots", "--json"], world.environment).utf8)) as? [[String: Any]])
             #expect(srcList.map { "\($0["time"] ?? "")|\($0["hostname"] ?? "")|\($0["paths"] ?? "")" }
                     == dstList.map { "\($0["time"] ?? "")|\($0["hostname"] ?? "")|\($0["paths"] ?? "")" })
             #expect(Set(srcList.compactMap { $0["writer_id"] as? String }).isDisjoint(with: dstList.compactMap { $0["writer_id"] as? String }),
                     "copies form their own chain in the destination")
 
             // Again: nothing to do, nothing read or written.
-            let again = try Self.json(try runSplit(bin, ["copy", "--from-repo", folder, "--json"], world.environment))
+            let again = try await Self.json(try runSplit(bin, ["copy", "--from-repo", folder, "--json"], world.environment))
             #expect(again["snapshots_copied"] as? Int == 0 && again["snapshots_already_present"] as? Int == 2, "\(again)")
             #expect(again["blobs_read"] as? Int == 0 && again["blobs_written"] as? Int == 0 && again["bytes_written"] as? Int == 0, "\(again)")
 
             // Day 3 in the source, then copy `latest` only: it reads what changed, not the whole snapshot.
-            try ChatData.mutate(at: world.data, seed: 9)
+            try await ChatData.mutate(at: world.data, seed: 9)
             _ = try world.coffer(["backup", "-q", "-r", folder, world.data.path])
-            let third = try Self.json(try runSplit(bin, ["copy", "--from-repo", folder, "--json", "latest"], world.environment))
+            let third = try await Self.json(try runSplit(bin, ["copy", "--from-repo", folder, "--json", "latest"], world.environment))
             #expect(third["snapshots_copied"] as? Int == 1, "\(third)")
             let thirdRead = try #require(third["blobs_read"] as? Int)
             #expect(thirdRead > 0 && thirdRead * 3 < firstRead, "an incremental copy reads the new blobs only: \(thirdRead) of \(firstRead)\n\(third)")
@@ -94,7 +94,7 @@ struct CopyToS3Tests {
             try Self.expectIdentical(a, b)
             try ChatData.expectSame(world.data, b.appendingPathComponent("data"))
 
-            let check = try world.checkJSON()
+            let check = try await world.checkJSON()
             #expect(check["clean"] as? Bool == true && check["snapshots_checked"] as? Int == 3, "\(check)")
         }
     }
@@ -110,22 +110,26 @@ struct CopyToS3Tests {
             var env = world.environment
             env["COFFER_REPO"] = folder
 
-            let none = try runProcessResult(bin, ["copy"], env)
+            let none = try await runProcessResult(bin, ["copy"], env)
             #expect(none.status == 64 && none.stderr.contains("--from-repo"), "\(none)")
-            let same = try runProcessResult(bin, ["copy", "--from-repo", folder], env)
+            let same = try await runProcessResult(bin, ["copy", "--from-repo", folder], env)
             #expect(same.status == 64 && same.stderr.contains("same repository"), "\(same)")
             // A source whose key this device does not hold (a fresh COFFER_HOME for the copy).
             let other = world.root.appendingPathComponent("other-repo").path
             try world.coffer(["init", "-r", other])
             env["COFFER_HOME"] = world.root.appendingPathComponent("empty-home").path
-            let keyless = try runProcessResult(bin, ["copy", "--from-repo", other], env)
+            let keyless = try await runProcessResult(bin, ["copy", "--from-repo", other], env)
             #expect(keyless.status == 15 && keyless.stderr.contains("--from-key-file"), "\(keyless)")
         }
     }
 }
 
 /// Runs a command to its end: exit status, stdout and stderr.
-func runProcessResult(_ executable: String, _ arguments: [String], _ environment: [String: String]) throws -> (status: Int32, stdout: String, stderr: String) {
+func runProcessResult(_ executable: String, _ arguments: [String], _ environment: [String: String]) async throws -> (status: Int32, stdout: String, stderr: String) {
+    try await offPool { try runProcessResultBlocking(executable, arguments, environment) }
+}
+
+func runProcessResultBlocking(_ executable: String, _ arguments: [String], _ environment: [String: String]) throws -> (status: Int32, stdout: String, stderr: String) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: executable)
     p.arguments = arguments

@@ -297,6 +297,9 @@ final class MotoServer: @unchecked Sendable {
             guard process.isRunning else { throw StartFailed(description: "the process exited with status \(process.terminationStatus)") }
             try await Task.sleep(for: .milliseconds(100))
         }
+        // Once more after the deadline: this task may have been resumed late (a loaded machine),
+        // and a server that listens by now did start.
+        if canConnect(port) { return }
         throw StartFailed(description: "nothing listened on port \(port) after \(seconds) s")
     }
 }

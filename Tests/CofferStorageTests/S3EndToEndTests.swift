@@ -25,15 +25,15 @@ import Darwin
             // Packs of 8 MiB over a 5 MiB multipart threshold (URL option multipart-mib): the
             // binary's larger packs go up as multipart uploads of two parts.
             try world.coffer(["init", "--pack-size", "8"])
-            try ChatData.make(at: world.data, messages: 20_000, mediaMiB: 26, seed: 1)
-            let day1Digest = try ChatData.databaseDigest(world.data.appendingPathComponent("Databases/msgstore.db"))
-            let first = try world.backup()
+            try await ChatData.make(at: world.data, messages: 20_000, mediaMiB: 26, seed: 1)
+            let day1Digest = try await ChatData.databaseDigest(world.data.appendingPathComponent("Databases/msgstore.db"))
+            let first = try await world.backup()
             #expect(first["partial"] as? Bool == false)
             #expect((first["files_new"] as? Int ?? 0) >= 5, "\(first)")
 
             // Day 2: the database changed (new and edited messages), new media arrived.
-            try ChatData.mutate(at: world.data, seed: 2)
-            let second = try world.backup()
+            try await ChatData.mutate(at: world.data, seed: 2)
+            let second = try await world.backup()
             #expect(second["parent_id"] as? String == first["snapshot_id"] as? String)
             #expect((second["files_new"] as? Int ?? 0) >= 2, "the new media and anything else new: \(second)")
             #expect((second["files_unchanged"] as? Int ?? 0) >= 4, "the old media was not read again: \(second)")
@@ -54,10 +54,10 @@ import Darwin
             // The first snapshot still restores day 1's database, without day 2's media.
             let old = world.root.appendingPathComponent("restore-day1")
             try world.coffer(["restore", try #require(first["snapshot_id"] as? String), "--target", old.path, "--quiet"])
-            #expect(try ChatData.databaseDigest(old.appendingPathComponent("data/Databases/msgstore.db")) == day1Digest)
+            await #expect(try ChatData.databaseDigest(old.appendingPathComponent("data/Databases/msgstore.db")) == day1Digest)
             #expect(!FileManager.default.fileExists(atPath: old.appendingPathComponent("data/Media/Images/IMG-day2-0.jpg").path))
 
-            let check = try world.checkJSON()
+            let check = try await world.checkJSON()
             #expect(check["clean"] as? Bool == true, "\(check)")
             #expect((check["blobs_verified"] as? Int ?? 0) > 0, "\(check)")
             #expect((check["snapshots_checked"] as? Int) == 2, "\(check)")
@@ -111,16 +111,16 @@ import Darwin
             defer { world.remove() }
 
             try world.coffer(["init", "--pack-size", "4"])
-            try ChatData.make(at: world.data, messages: 10_000, mediaMiB: 14, seed: 3)
-            let first = try world.backup()
+            try await ChatData.make(at: world.data, messages: 10_000, mediaMiB: 14, seed: 3)
+            let first = try await world.backup()
             #expect(first["partial"] as? Bool == false)
-            try ChatData.mutate(at: world.data, seed: 4)
-            _ = try world.backup()
+            try await ChatData.mutate(at: world.data, seed: 4)
+            _ = try await world.backup()
 
             let restored = world.root.appendingPathComponent("restore")
             try world.coffer(["restore", "latest", "--target", restored.path, "--quiet"])
             try ChatData.expectSame(world.data, restored.appendingPathComponent("data"))
-            let check = try world.checkJSON()
+            let check = try await world.checkJSON()
             #expect(check["clean"] as? Bool == true, "\(check)")
 
             let counts = proxy.counts()
@@ -133,7 +133,7 @@ import Darwin
             // Straight to moto, past the proxy: the repository the faults produced is clean too.
             let direct = try CofferWorld(moto: moto, bucket: "coffer-faulty", prefix: "repo", home: world.home)
             defer { direct.remove(keepHome: true) }
-            let directCheck = try direct.checkJSON()
+            let directCheck = try await direct.checkJSON()
             #expect(directCheck["clean"] as? Bool == true, "\(directCheck)")
         }
     }
@@ -210,14 +210,14 @@ struct CofferWorld {
     }
 
     /// `coffer backup --json DATA`.
-    func backup() throws -> [String: Any] {
-        let out = try runSplit(Self.binary.path, ["backup", "--json", "--quiet", data.path], environment)
+    func backup() async throws -> [String: Any] {
+        let out = try await runSplit(Self.binary.path, ["backup", "--json", "--quiet", data.path], environment)
         return try #require(try JSONSerialization.jsonObject(with: Data((out.split(separator: "\n").last ?? "").utf8)) as? [String: Any], "backup --json printed: \(out)")
     }
 
     /// `coffer check --read-data --json` (exit status ignored; the JSON says whether it is clean).
-    func checkJSON() throws -> [String: Any] {
-        let out = try runSplit(Self.binary.path, ["check", "--read-data", "--json"], environment, allowFailure: true)
+    func checkJSON() async throws -> [String: Any] {
+        let out = try await runSplit(Self.binary.path, ["check", "--read-data", "--json"], environment, allowFailure: true)
         return try #require(try JSONSerialization.jsonObject(with: Data((out.split(separator: "\n").last ?? "").utf8)) as? [String: Any], "check --json printed: \(out)")
     }
 
@@ -238,7 +238,12 @@ struct CofferWorld {
 }
 
 /// Runs a command; returns its standard output alone (standard error goes to the failure message).
-func runSplit(_ executable: String, _ arguments: [String], _ environment: [String: String], allowFailure: Bool = false) throws -> String {
+func runSplit(_ executable: String, _ arguments: [String], _ environment: [String: String], allowFailure: Bool = false) async throws -> String {
+    try await offPool { try runSplitBlocking(executable, arguments, environment, allowFailure: allowFailure) }
+}
+
+/// ``runSplit(_:_:_:allowFailure:)`` waiting on the calling thread (for scenarios that run on a thread of their own).
+func runSplitBlocking(_ executable: String, _ arguments: [String], _ environment: [String: String], allowFailure: Bool = false) throws -> String {
     let dir = NSTemporaryDirectory()
     let outPath = dir + "coffer-out-\(UUID().uuidString)"
     let errPath = dir + "coffer-err-\(UUID().uuidString)"
@@ -329,22 +334,22 @@ enum ChatData {
     print(h.hexdigest(), c.execute("select count(*) from messages").fetchone()[0])
     """#
 
-    static func python(_ script: String, _ args: [String]) throws -> String {
+    static func python(_ script: String, _ args: [String]) async throws -> String {
         let python = MotoServer.findExecutable("python3") ?? "/usr/bin/python3"
-        return try runSplit(python, ["-c", script] + args, ProcessInfo.processInfo.environment)
+        return try await runSplit(python, ["-c", script] + args, ProcessInfo.processInfo.environment)
             .trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    static func make(at root: URL, messages: Int, mediaMiB: Int, seed: Int) throws {
-        _ = try python(makeScript, [root.path, "\(messages)", "\(mediaMiB)", "\(seed)"])
+    static func make(at root: URL, messages: Int, mediaMiB: Int, seed: Int) async throws {
+        _ = try await python(makeScript, [root.path, "\(messages)", "\(mediaMiB)", "\(seed)"])
     }
 
-    static func mutate(at root: URL, seed: Int) throws {
-        _ = try python(mutateScript, [root.path, "\(seed)"])
+    static func mutate(at root: URL, seed: Int) async throws {
+        _ = try await python(mutateScript, [root.path, "\(seed)"])
     }
 
-    static func databaseDigest(_ url: URL) throws -> String {
-        try python(digestScript, [url.path])
+    static func databaseDigest(_ url: URL) async throws -> String {
+        try await python(digestScript, [url.path])
     }
 
     /// Media byte-identical, every file present on both sides, the database equal by content

@@ -19,8 +19,8 @@ import Darwin
     func localFolder() async throws {
         let scenario = try WritersScenario(repository: nil, extraEnvironment: [:])
         defer { scenario.remove() }
-        let key = try scenario.run()
-        try scenario.runSourceChanged(key: key)
+        let key = try await offPool { try scenario.run() }
+        try await offPool { try scenario.runSourceChanged(key: key) }
     }
 
     @Test("two writers and a pruner on S3 (moto, If-None-Match creates); a suspended backup still commits a whole snapshot")
@@ -33,7 +33,7 @@ import Darwin
             ]
             let scenario = try WritersScenario(repository: "s3://coffer-writers/shared", extraEnvironment: env)
             defer { scenario.remove() }
-            try scenario.run()
+            _ = try await offPool { try scenario.run() }
         }
     }
 }
@@ -73,7 +73,7 @@ struct WritersScenario {
 
     @discardableResult
     func coffer(_ env: [String: String], _ args: [String]) throws -> String {
-        try runSplit(CofferWorld.binary.path, args, env)
+        try runSplitBlocking(CofferWorld.binary.path, args, env)
     }
 
     func json(_ env: [String: String], _ args: [String]) throws -> [String: Any] {
@@ -152,7 +152,7 @@ struct WritersScenario {
             return state == "T" || state == "t"
         }
         // No /proc (Apple platforms): ask ps.
-        let ps = (try? runSplit("/bin/ps", ["-o", "stat=", "-p", "\(pid)"], ProcessInfo.processInfo.environment, allowFailure: true)) ?? ""
+        let ps = (try? runSplitBlocking("/bin/ps", ["-o", "stat=", "-p", "\(pid)"], ProcessInfo.processInfo.environment, allowFailure: true)) ?? ""
         return ps.trimmingCharacters(in: .whitespacesAndNewlines).hasPrefix("T")
     }
 
@@ -176,7 +176,7 @@ struct WritersScenario {
     func waitGrace() { usleep(useconds_t((Self.grace + 1.2) * 1_000_000)) }
 
     func expectClean(_ env: [String: String], _ what: String) throws {
-        let out = try runSplit(CofferWorld.binary.path, ["check", "--read-data", "--json"], env, allowFailure: true)
+        let out = try runSplitBlocking(CofferWorld.binary.path, ["check", "--read-data", "--json"], env, allowFailure: true)
         let check = try #require(try JSONSerialization.jsonObject(with: Data((out.split(separator: "\n").last ?? "").utf8)) as? [String: Any], "check printed: \(out)")
         #expect(check["clean"] as? Bool == true, "\(what): check --read-data is not clean: \(check)")
     }

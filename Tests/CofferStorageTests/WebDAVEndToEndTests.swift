@@ -38,30 +38,30 @@ import Darwin
         @discardableResult
         func coffer(_ args: [String]) throws -> String { try runSplit(CofferWorld.binary.path, args, environment) }
 
-        func backup() throws -> [String: Any] {
-            let out = try runSplit(CofferWorld.binary.path, ["backup", "--json", "--quiet", data.path], environment)
+        func backup() async throws -> [String: Any] {
+            let out = try await runSplit(CofferWorld.binary.path, ["backup", "--json", "--quiet", data.path], environment)
             return try #require(try JSONSerialization.jsonObject(with: Data((out.split(separator: "\n").last ?? "").utf8)) as? [String: Any], "backup --json printed: \(out)")
         }
 
-        func checkJSON() throws -> [String: Any] {
-            let out = try runSplit(CofferWorld.binary.path, ["check", "--read-data", "--json"], environment, allowFailure: true)
+        func checkJSON() async throws -> [String: Any] {
+            let out = try await runSplit(CofferWorld.binary.path, ["check", "--read-data", "--json"], environment, allowFailure: true)
             return try #require(try JSONSerialization.jsonObject(with: Data((out.split(separator: "\n").last ?? "").utf8)) as? [String: Any], "check --json printed: \(out)")
         }
 
         /// init, backup, day 2, backup, restore (identical), check --read-data (clean).
-        func dayOneDayTwo(seed: Int) throws {
+        func dayOneDayTwo(seed: Int) async throws {
             try coffer(["init", "--pack-size", "1"])
-            try ChatData.make(at: data, messages: 5_000, mediaMiB: 6, seed: seed)
-            let first = try backup()
+            try await ChatData.make(at: data, messages: 5_000, mediaMiB: 6, seed: seed)
+            let first = try await backup()
             #expect(first["partial"] as? Bool == false)
-            try ChatData.mutate(at: data, seed: seed + 1)
-            let second = try backup()
+            try await ChatData.mutate(at: data, seed: seed + 1)
+            let second = try await backup()
             #expect(second["parent_id"] as? String == first["snapshot_id"] as? String, "day 2 found day 1 as its parent")
             #expect((second["bytes_stored"] as? Int ?? .max) < (first["bytes_stored"] as? Int ?? 0), "\(first)\n\(second)")
             let restored = root.appendingPathComponent("restore")
             try coffer(["restore", "latest", "--target", restored.path, "--quiet"])
             try ChatData.expectSame(data, restored.appendingPathComponent("data"))
-            let check = try checkJSON()
+            let check = try await checkJSON()
             #expect(check["clean"] as? Bool == true, "\(check)")
             #expect((check["snapshots_checked"] as? Int) == 2, "\(check)")
             #expect((check["blobs_verified"] as? Int ?? 0) > 0, "\(check)")
@@ -83,7 +83,7 @@ import Darwin
         try await WebDAVServer.with(.lighttpd) { server in
             let world = try World(repo: server.url("phone/backups"), extra: server.credentialEnvironment)
             defer { world.remove() }
-            try world.dayOneDayTwo(seed: 21)
+            try await world.dayOneDayTwo(seed: 21)
             let repo = server.served.appendingPathComponent("phone/backups")
             let stored = Self.files(under: repo)
             #expect(stored.contains("config") && stored.contains { $0.hasPrefix("data/") } && stored.contains { $0.hasPrefix("snapshots/") })
@@ -98,7 +98,7 @@ import Darwin
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         let world = try World(repo: "rclone:\(folder.path)/repo")
         defer { world.remove() }
-        try world.dayOneDayTwo(seed: 31)
+        try await world.dayOneDayTwo(seed: 31)
         let stored = Self.files(under: folder.appendingPathComponent("repo"))
         #expect(stored.contains("config") && stored.contains { $0.hasPrefix("data/") }, "\(stored.prefix(5))")
         // Every rclone the runs started is gone: none serves this folder any more.
@@ -120,7 +120,7 @@ import Darwin
             let world = try World(repo: server.url("repo"), extra: server.credentialEnvironment)
             defer { world.remove() }
             try world.coffer(["init", "--pack-size", "1"])
-            try ChatData.make(at: world.data, messages: 5_000, mediaMiB: 8, seed: 41)
+            try await ChatData.make(at: world.data, messages: 5_000, mediaMiB: 8, seed: 41)
             // The backup stops itself (SIGSTOP) after its third pack is stored: a known point mid-upload.
             var env = world.environment
             env["COFFER_TEST_STOP_AFTER_PACKS"] = "3"
@@ -143,12 +143,12 @@ import Darwin
             #expect(Self.files(under: repo.appendingPathComponent("data")).count >= 3, "packs were on the server when it died")
             #expect(Self.files(under: repo.appendingPathComponent("snapshots")).isEmpty, "no snapshot was written before the kill")
 
-            let second = try world.backup()
+            let second = try await world.backup()
             #expect(second["partial"] as? Bool == false)
             let restored = world.root.appendingPathComponent("restore")
             try world.coffer(["restore", "latest", "--target", restored.path, "--quiet"])
             try ChatData.expectSame(world.data, restored.appendingPathComponent("data"))
-            let check = try world.checkJSON()
+            let check = try await world.checkJSON()
             #expect(check["clean"] as? Bool == true, "\(check)")
         }
     }
@@ -161,11 +161,11 @@ import Darwin
             let world = try World(repo: "webdav://127.0.0.1:\(proxy.port)/repo", extra: server.credentialEnvironment)
             defer { world.remove() }
             try world.coffer(["init", "--pack-size", "1"])
-            try ChatData.make(at: world.data, messages: 5_000, mediaMiB: 6, seed: 51)
-            let first = try world.backup()
+            try await ChatData.make(at: world.data, messages: 5_000, mediaMiB: 6, seed: 51)
+            let first = try await world.backup()
             #expect(first["partial"] as? Bool == false)
-            try ChatData.mutate(at: world.data, seed: 52)
-            let second = try world.backup()
+            try await ChatData.mutate(at: world.data, seed: 52)
+            let second = try await world.backup()
             #expect(second["parent_id"] as? String == first["snapshot_id"] as? String)
             let restored = world.root.appendingPathComponent("restore")
             try world.coffer(["restore", "latest", "--target", restored.path, "--quiet"])
@@ -177,7 +177,7 @@ import Darwin
             // Straight to the server, past the proxy: the repository is clean.
             let direct = try World(repo: server.url("repo"), extra: server.credentialEnvironment.merging(["COFFER_HOME": world.home.path]) { $1 })
             defer { direct.remove() }
-            let check = try direct.checkJSON()
+            let check = try await direct.checkJSON()
             #expect(check["clean"] as? Bool == true, "\(check)")
         }
     }
@@ -188,7 +188,7 @@ import Darwin
             let wrong = "wrong-\(UUID().uuidString.prefix(8))"
             let world = try World(repo: server.url("repo"), extra: ["COFFER_WEBDAV_USER": server.user, "COFFER_WEBDAV_PASSWORD": wrong])
             defer { world.remove() }
-            let (status, out, err) = try Self.run(world, ["init"])
+            let (status, out, err) = try await Self.run(world, ["init"])
             #expect(status == 11, "exit status \(status): \(err)")
             #expect(err.contains("rejected user \"alice\""), "\(err)")
             #expect(!(out + err).contains(wrong))
@@ -196,19 +196,23 @@ import Darwin
             // No credentials at all: the message names the variables.
             let anonymous = try World(repo: server.url("repo"))
             defer { anonymous.remove() }
-            let (status2, _, err2) = try Self.run(anonymous, ["init"])
+            let (status2, _, err2) = try await Self.run(anonymous, ["init"])
             #expect(status2 == 11 && err2.contains("COFFER_WEBDAV_USER"), "\(status2): \(err2)")
             // A password in the URL is refused before anything is sent, and not echoed.
             let inURL = try World(repo: "webdav://alice:\(wrong)@127.0.0.1:\(server.port)/repo")
             defer { inURL.remove() }
-            let (status3, out3, err3) = try Self.run(inURL, ["init"])
+            let (status3, out3, err3) = try await Self.run(inURL, ["init"])
             #expect(status3 != 0 && err3.contains("must not carry a user or password"), "\(status3): \(err3)")
             #expect(!(out3 + err3).contains(wrong))
             #expect(try FileManager.default.contentsOfDirectory(atPath: server.served.path).isEmpty, "nothing was written")
         }
     }
 
-    static func run(_ world: World, _ args: [String]) throws -> (Int32, String, String) {
+    static func run(_ world: World, _ args: [String]) async throws -> (Int32, String, String) {
+        try await offPool { try runBlocking(world, args) }
+    }
+
+    static func runBlocking(_ world: World, _ args: [String]) throws -> (Int32, String, String) {
         let dir = world.root
         let outURL = dir.appendingPathComponent("out-\(UUID().uuidString.prefix(6))"), errURL = dir.appendingPathComponent("err-\(UUID().uuidString.prefix(6))")
         _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
