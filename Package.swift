@@ -136,11 +136,12 @@ let package = Package(
             dependencies: ["CofferCore", "CofferStorage", "CofferBackup", "CofferVault"],
             swiftSettings: strict),
         // For people who write a storage backend or embed Coffer: an in-memory storage, a
-        // fault-injecting wrapper and the storage conformance suite (Swift Testing).
+        // fault-injecting wrapper, the storage conformance suite (Swift Testing) and
+        // `withRealmCluster`, real realms on loopback for the span of a test.
         .target(
             name: "CofferTesting",
             dependencies: [
-                "CofferStorage",
+                "CofferStorage", "CofferVault", "CofferRealm",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict),
@@ -170,7 +171,7 @@ let package = Package(
                                    .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
                     resources: [.copy("Vectors")], swiftSettings: strict),
         .testTarget(name: "CofferKitTests",
-                    dependencies: ["CofferKit", "CofferBackup", "CofferCore", "CofferStorage", "CofferVault", "CofferRealm"],
+                    dependencies: ["CofferKit", "CofferBackup", "CofferCore", "CofferStorage", "CofferVault", "CofferTesting"],
                     swiftSettings: strict),
         // Runs the real `coffer` binary that `swift build` made; imports no module of the package.
         .testTarget(name: "CofferCLITests", dependencies: [], swiftSettings: strict),
