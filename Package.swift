@@ -14,7 +14,9 @@ let package = Package(
         .library(name: "CofferBackup", targets: ["CofferBackup"]),
         .library(name: "CofferVault", targets: ["CofferVault"]),
         .library(name: "CofferRealm", targets: ["CofferRealm"]),
-        .library(name: "CofferKit", targets: ["CofferKit"]),
+        // What an app links: the kit and the modules its API and docs/LIBRARY.md's flow use
+        // (LocalStorage, VaultClient, BackupError...), so one product declares every import.
+        .library(name: "CofferKit", targets: ["CofferKit", "CofferCore", "CofferStorage", "CofferBackup", "CofferVault"]),
         .library(name: "CofferTesting", targets: ["CofferTesting"]),
         .executable(name: "coffer", targets: ["coffer"]),
     ],
