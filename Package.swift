@@ -14,7 +14,9 @@ let package = Package(
         .library(name: "CofferBackup", targets: ["CofferBackup"]),
         .library(name: "CofferVault", targets: ["CofferVault"]),
         .library(name: "CofferRealm", targets: ["CofferRealm"]),
-        .library(name: "CofferKit", targets: ["CofferKit"]),
+        // What an app links: the kit and the modules its API and docs/LIBRARY.md's flow use
+        // (LocalStorage, VaultClient, BackupError...), so one product declares every import.
+        .library(name: "CofferKit", targets: ["CofferKit", "CofferCore", "CofferStorage", "CofferBackup", "CofferVault"]),
         .library(name: "CofferTesting", targets: ["CofferTesting"]),
         .executable(name: "coffer", targets: ["coffer"]),
     ],
@@ -138,11 +140,12 @@ let package = Package(
             dependencies: ["CofferCore", "CofferStorage", "CofferBackup", "CofferVault"],
             swiftSettings: strict),
         // For people who write a storage backend or embed Coffer: an in-memory storage, a
-        // fault-injecting wrapper and the storage conformance suite (Swift Testing).
+        // fault-injecting wrapper, the storage conformance suite (Swift Testing) and
+        // `withRealmCluster`, real realms on loopback for the span of a test.
         .target(
             name: "CofferTesting",
             dependencies: [
-                "CofferStorage",
+                "CofferStorage", "CofferVault", "CofferRealm",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict),
@@ -172,7 +175,7 @@ let package = Package(
                                    .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
                     resources: [.copy("Vectors")], swiftSettings: strict),
         .testTarget(name: "CofferKitTests",
-                    dependencies: ["CofferKit", "CofferBackup", "CofferCore", "CofferStorage", "CofferVault", "CofferRealm"],
+                    dependencies: ["CofferKit", "CofferBackup", "CofferCore", "CofferStorage", "CofferVault", "CofferTesting"],
                     swiftSettings: strict),
         // Runs the real `coffer` binary that `swift build` made; imports no module of the package.
         .testTarget(name: "CofferCLITests", dependencies: [], swiftSettings: strict),

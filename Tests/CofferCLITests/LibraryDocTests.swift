@@ -26,6 +26,15 @@ func between(_ text: String, _ begin: String, _ end: String) -> String? {
     #expect(documented == compiled, "docs/LIBRARY.md's CofferKit example differs from Tests/CofferKitTests/KitExampleTests.swift")
 }
 
+/// docs/LIBRARY.md's "Testing your integration" example is the test `CofferKitTests/TestingDocExampleTests.swift` runs.
+@Test func libraryDocTestingExampleMatchesTheCompiledOne() throws {
+    let doc = try String(contentsOf: packageRoot.appendingPathComponent("docs/LIBRARY.md"), encoding: .utf8)
+    let test = try String(contentsOf: packageRoot.appendingPathComponent("Tests/CofferKitTests/TestingDocExampleTests.swift"), encoding: .utf8)
+    let compiled = try #require(between(test, "// EXAMPLE BEGIN", "// EXAMPLE END"))
+    let documented = try #require(between(doc, "<!-- TESTING EXAMPLE BEGIN -->\n```swift", "```\n<!-- TESTING EXAMPLE END -->"))
+    #expect(documented == compiled, "docs/LIBRARY.md's withRealmCluster example differs from Tests/CofferKitTests/TestingDocExampleTests.swift")
+}
+
 /// Every exit code in `Sources/coffer/Support/ExitCodes.swift` is documented in docs/CLI.md, and
 /// the documentation lists no other.
 @Test func exitCodesAreDocumented() throws {

@@ -1,8 +1,8 @@
 import CofferBackup
 import CofferCore
 import CofferKit
-import CofferRealm
 import CofferStorage
+import CofferTesting
 import CofferVault
 import Foundation
 import Synchronization
@@ -14,9 +14,6 @@ import Testing
 /// restored; a wrong password costs a guess and says how many are left.
 @Suite("CofferKit: Backups")
 struct BackupsTests {
-    /// Fast scrypt for tests (the minimum the client accepts), short passwords allowed.
-    static let policy = try! VaultPolicy(log2N: 15, r: 8, p: 1, guessLimit: 10)
-
     final class Events: Sendable {
         let seen = Mutex<[BackupsEvent]>([])
         func record(_ e: BackupsEvent) { seen.withLock { $0.append(e) } }
@@ -31,23 +28,14 @@ struct BackupsTests {
         }
     }
 
-    /// Runs `body` with a 5-realm cluster and a vault access to it, and stops the cluster after.
+    /// Runs `body` with five real realms on loopback (CofferTesting's `withRealmCluster`: fast
+    /// scrypt, 10 guesses, short passwords allowed) and alice's access to them; the realms are
+    /// stopped when `body` returns or throws.
     static func withVault(_ root: URL, _ body: (VaultAccess) async throws -> Void) async throws {
-        let layout = RealmClusterLayout(directory: root.appendingPathComponent("cluster"), count: 5)
-        let cluster = try await RealmCluster.start(layout: layout)
-        do {
-            var raw = cluster.vaultConfiguration
-            raw.policy = .init(policy, minPasswordLength: 1)
-            let tenant = try await DevelopmentTenant.forConfiguration(raw, at: layout.vaultConfigURL)
-            let client = VaultClient(configuration: try raw.validated(), tokens: tenant,
-                                     transport: HTTPRealmTransport(timeout: .seconds(10)),
-                                     repairStore: VaultRepairStore(home: root.appendingPathComponent("vault-repairs")))
-            try await body(VaultAccess(client: client, user: "alice", configurationPath: layout.vaultConfigURL.path))
-        } catch {
-            await cluster.stop()
-            throw error
+        try await withRealmCluster { cluster in
+            let client = try cluster.vaultClient(repairStore: VaultRepairStore(home: root.appendingPathComponent("vault-repairs")))
+            try await body(VaultAccess(client: client, user: "alice", configurationPath: cluster.vaultConfigurationURL.path))
         }
-        await cluster.stop()
     }
 
     static func files(_ dir: URL) throws -> [String: Data] {

@@ -1,7 +1,6 @@
 // The CofferKit example of docs/LIBRARY.md, compiled and run here so the documentation cannot rot.
 // Everything between the two EXAMPLE markers must stay identical to the code block in
 // docs/LIBRARY.md (LibraryDocTests in the CLI tests compares them).
-import CofferRealm
 import Foundation
 import Testing
 
