@@ -64,7 +64,7 @@ restic_repo="$work/restic-repo"
 coffer_repo="$work/coffer-repo"
 
 # measure NAME CMD...: runs CMD under /usr/bin/time -v; records seconds and peak RSS (KiB).
-declare -A secs rss
+declare -A secs rss cpu
 measure() {
   local name="$1"; shift
   local log="$work/time-$name.log"
@@ -82,7 +82,8 @@ s=0
 for x in p: s=s*60+x
 print(f'{s:.2f}')" "$wall")
   rss[$name]=$(grep "Maximum resident set size" "$log" | awk '{print $NF}')
-  echo "   $name: ${secs[$name]} s, peak RSS $((rss[$name] / 1024)) MiB" >&2
+  cpu[$name]=$(awk -F': ' '/User time \(seconds\)|System time \(seconds\)/ { s += $2 } END { printf "%.2f", s }' "$log")
+  echo "   $name: ${secs[$name]} s, ${cpu[$name]} CPU-s, peak RSS $((rss[$name] / 1024)) MiB" >&2
 }
 repo_bytes() { du -sb "$1" | cut -f1; }
 median3() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
@@ -95,6 +96,14 @@ echo "== initial backup" >&2
 measure restic_initial restic -r "$restic_repo" backup "$data"
 measure coffer_initial "$coffer" backup --repo "$coffer_repo" "$data"
 repo_bytes "$coffer_repo" > "$work/initial-bytes"
+
+echo "== the message database alone, into fresh repositories" >&2
+restic init -r "$work/restic-db" > /dev/null
+"$coffer" init --repo "$work/coffer-db" > /dev/null
+measure restic_db restic -r "$work/restic-db" backup "$data/Databases"
+measure coffer_db "$coffer" backup --repo "$work/coffer-db" "$data/Databases"
+restic_db_bytes=$(repo_bytes "$work/restic-db"); coffer_db_bytes=$(repo_bytes "$work/coffer-db")
+rm -rf "$work/restic-db" "$work/coffer-db"
 
 echo "== unchanged re-backup (3 runs each)" >&2
 r=(); c=()
@@ -221,6 +230,11 @@ row() { # name restic coffer unit target
   printf '%-34s %14s %14s %9s %9s %5s\n' "$1" "$rr" "$cc" "$(ratio "$3" "$2")" "<= $5" "$(verdict "$(ratio "$3" "$2")" "$5")"
 }
 row "initial backup" "${secs[restic_initial]}" "${secs[coffer_initial]}" s 0.25
+row "initial backup (issue 13 target)" "${secs[restic_initial]}" "${secs[coffer_initial]}" s 0.5
+printf '%-34s %14s %14s %9s\n' "  CPU-seconds (user + system)" "${cpu[restic_initial]}" "${cpu[coffer_initial]}" "$(ratio "${cpu[coffer_initial]}" "${cpu[restic_initial]}")"
+row "message database alone" "${secs[restic_db]}" "${secs[coffer_db]}" s 1.0
+printf '%-34s %14s %14s %9s\n' "  CPU-seconds (user + system)" "${cpu[restic_db]}" "${cpu[coffer_db]}" "$(ratio "${cpu[coffer_db]}" "${cpu[restic_db]}")"
+printf '%-34s %14s %14s %9s\n' "  repository bytes" "$(mib "$restic_db_bytes")" "$(mib "$coffer_db_bytes")" "$(ratio "$coffer_db_bytes" "$restic_db_bytes")"
 row "unchanged re-backup (median of 3)" "${secs[restic_unchanged]}" "${secs[coffer_unchanged]}" s 0.143
 printf '%-34s %14s %14s %9s %9s\n' "day-2 backup time" "${secs[restic_day2]} s" "${secs[coffer_day2]} s" "$(ratio "${secs[coffer_day2]}" "${secs[restic_day2]}")" "-"
 row "day-2 bytes added to repository" "$restic_added" "$coffer_added" b 0.125

@@ -29,11 +29,11 @@ import CofferStorage
             }
         }
         // ... and through the pack upload path.
-        await #expect(throws: BackupError.self) { try await engine.createWithRetry(taken, data: Data([9, 9, 9])) }
+        await #expect(throws: BackupError.self) { try await engine.objects.create(taken, data: Data([9, 9, 9])) }
         #expect(try await t.storage.get(taken) == forged, "the existing object must not be replaced")
 
         // A retried create of the same bytes is fine.
-        try await engine.createWithRetry(taken, data: forged)
+        try await engine.objects.create(taken, data: forged)
 
         try await t.storage.delete(taken)
         // And a whole backup still works (every pack, index and snapshot created conditionally).

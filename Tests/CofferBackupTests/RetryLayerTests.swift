@@ -20,22 +20,22 @@ import CofferTesting
         try await Repository.open(storage: storage, key: t.key, deviceStore: t.device).engine
     }
 
-    @Test("a backend without its own retries: transient failures are retried, at most Engine.localAttempts calls")
+    @Test("a backend without its own retries: transient failures are retried, at most ObjectStore.localAttempts calls")
     func engineRetriesAFolder() async throws {
         let scratch = Scratch()
         let t = try await TestRepo.make(scratch)
         let name = "data/aa/" + String(repeating: "aa", count: 32)
 
         let twice = flaky(t, failures: 2, retriesItself: false)
-        try await engine(over: twice, t).createWithRetry(name, data: Data("bytes".utf8))
+        try await engine(over: twice, t).objects.create(name, data: Data("bytes".utf8))
         #expect(twice.calls(.create) == 3, "two transient failures, then the write")
         #expect(try await t.storage.get(name) == Data("bytes".utf8))
 
         let always = flaky(t, failures: 100, retriesItself: false)
         await #expect(throws: BackupError.self) {
-            try await engine(over: always, t).createWithRetry(name + "b", data: Data("other".utf8))
+            try await engine(over: always, t).objects.create(name + "b", data: Data("other".utf8))
         }
-        #expect(always.calls(.create) == Engine.localAttempts)
+        #expect(always.calls(.create) == ObjectStore.localAttempts)
     }
 
     @Test("a backend that retries by itself gets one call: the engine adds no second layer, also through a key rotation's prefix")
@@ -45,7 +45,7 @@ import CofferTesting
         let name = "data/bb/" + String(repeating: "bb", count: 32)
         let network = flaky(t, failures: 1, retriesItself: true)
         await #expect(throws: BackupError.self) {
-            try await engine(over: network, t).createWithRetry(name, data: Data("bytes".utf8))
+            try await engine(over: network, t).objects.create(name, data: Data("bytes".utf8))
         }
         #expect(network.calls(.create) == 1, "the engine retried a backend that retries by itself")
         #expect(try await t.storage.stat(name) == nil)

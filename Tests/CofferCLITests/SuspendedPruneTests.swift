@@ -51,7 +51,8 @@ import Darwin
         try p.run()
         let deadline = Date().addingTimeInterval(30)
         while await !Self.isStopped(p.processIdentifier), p.isRunning, Date() < deadline { try? await Task.sleep(for: .microseconds(10_000)) }
-        #expect(Self.isStopped(p.processIdentifier), "the prune should have stopped itself before deleting")
+        let stopped = await Self.isStopped(p.processIdentifier)
+        #expect(stopped, "the prune should have stopped itself before deleting")
         try? await Task.sleep(for: .microseconds(3_000_000))
         kill(p.processIdentifier, SIGCONT)
         p.waitUntilExit()

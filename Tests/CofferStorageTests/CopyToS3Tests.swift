@@ -92,7 +92,7 @@ struct CopyToS3Tests {
             try world.coffer(["restore", "latest", "-r", folder, "--target", a.path, "--quiet"])
             try world.coffer(["restore", try #require(latest["destination_id"] as? String), "--target", b.path, "--quiet"])
             try Self.expectIdentical(a, b)
-            try ChatData.expectSame(world.data, b.appendingPathComponent("data"))
+            try await ChatData.expectSame(world.data, b.appendingPathComponent("data"))
 
             let check = try await world.checkJSON()
             #expect(check["clean"] as? Bool == true && check["snapshots_checked"] as? Int == 3, "\(check)")

@@ -49,7 +49,7 @@ import Darwin
             // Restore the latest snapshot: media byte-identical, database by content.
             let restored = world.root.appendingPathComponent("restore-latest")
             try world.coffer(["restore", "latest", "--target", restored.path, "--quiet"])
-            try ChatData.expectSame(world.data, restored.appendingPathComponent("data"))
+            try await ChatData.expectSame(world.data, restored.appendingPathComponent("data"))
 
             // The first snapshot still restores day 1's database, without day 2's media.
             let old = world.root.appendingPathComponent("restore-day1")
@@ -119,7 +119,7 @@ import Darwin
 
             let restored = world.root.appendingPathComponent("restore")
             try world.coffer(["restore", "latest", "--target", restored.path, "--quiet"])
-            try ChatData.expectSame(world.data, restored.appendingPathComponent("data"))
+            try await ChatData.expectSame(world.data, restored.appendingPathComponent("data"))
             let check = try await world.checkJSON()
             #expect(check["clean"] as? Bool == true, "\(check)")
 
@@ -354,7 +354,7 @@ enum ChatData {
 
     /// Media byte-identical, every file present on both sides, the database equal by content
     /// (Coffer stores a consistent copy made through SQLite, not the raw file with its WAL).
-    static func expectSame(_ source: URL, _ restored: URL) throws {
+    static func expectSame(_ source: URL, _ restored: URL) async throws {
         let fm = FileManager.default
         func files(_ base: URL) -> Set<String> {
             var out = Set<String>()
@@ -375,7 +375,8 @@ enum ChatData {
             #expect(a != nil && a == b, "Media/\(rel) restored byte-identical")
         }
         let db = "Databases/msgstore.db"
-        #expect(try databaseDigest(source.appendingPathComponent(db)) == databaseDigest(restored.appendingPathComponent(db)),
-                "the restored database holds the same rows")
+        let sourceDigest = try await databaseDigest(source.appendingPathComponent(db))
+        let restoredDigest = try await databaseDigest(restored.appendingPathComponent(db))
+        #expect(sourceDigest == restoredDigest, "the restored database holds the same rows")
     }
 }

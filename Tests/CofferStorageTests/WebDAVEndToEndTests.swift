@@ -36,7 +36,7 @@ import Darwin
         }
 
         @discardableResult
-        func coffer(_ args: [String]) throws -> String { try runSplit(CofferWorld.binary.path, args, environment) }
+        func coffer(_ args: [String]) async throws -> String { try await runSplit(CofferWorld.binary.path, args, environment) }
 
         func backup() async throws -> [String: Any] {
             let out = try await runSplit(CofferWorld.binary.path, ["backup", "--json", "--quiet", data.path], environment)
@@ -50,7 +50,7 @@ import Darwin
 
         /// init, backup, day 2, backup, restore (identical), check --read-data (clean).
         func dayOneDayTwo(seed: Int) async throws {
-            try coffer(["init", "--pack-size", "1"])
+            try await coffer(["init", "--pack-size", "1"])
             try await ChatData.make(at: data, messages: 5_000, mediaMiB: 6, seed: seed)
             let first = try await backup()
             #expect(first["partial"] as? Bool == false)
@@ -59,8 +59,8 @@ import Darwin
             #expect(second["parent_id"] as? String == first["snapshot_id"] as? String, "day 2 found day 1 as its parent")
             #expect((second["bytes_stored"] as? Int ?? .max) < (first["bytes_stored"] as? Int ?? 0), "\(first)\n\(second)")
             let restored = root.appendingPathComponent("restore")
-            try coffer(["restore", "latest", "--target", restored.path, "--quiet"])
-            try ChatData.expectSame(data, restored.appendingPathComponent("data"))
+            try await coffer(["restore", "latest", "--target", restored.path, "--quiet"])
+            try await ChatData.expectSame(data, restored.appendingPathComponent("data"))
             let check = try await checkJSON()
             #expect(check["clean"] as? Bool == true, "\(check)")
             #expect((check["snapshots_checked"] as? Int) == 2, "\(check)")
@@ -119,7 +119,7 @@ import Darwin
         try await WebDAVServer.with(.lighttpd) { server in
             let world = try World(repo: server.url("repo"), extra: server.credentialEnvironment)
             defer { world.remove() }
-            try world.coffer(["init", "--pack-size", "1"])
+            try await world.coffer(["init", "--pack-size", "1"])
             try await ChatData.make(at: world.data, messages: 5_000, mediaMiB: 8, seed: 41)
             // The backup stops itself (SIGSTOP) after its third pack is stored: a known point mid-upload.
             var env = world.environment
@@ -146,8 +146,8 @@ import Darwin
             let second = try await world.backup()
             #expect(second["partial"] as? Bool == false)
             let restored = world.root.appendingPathComponent("restore")
-            try world.coffer(["restore", "latest", "--target", restored.path, "--quiet"])
-            try ChatData.expectSame(world.data, restored.appendingPathComponent("data"))
+            try await world.coffer(["restore", "latest", "--target", restored.path, "--quiet"])
+            try await ChatData.expectSame(world.data, restored.appendingPathComponent("data"))
             let check = try await world.checkJSON()
             #expect(check["clean"] as? Bool == true, "\(check)")
         }
@@ -160,7 +160,7 @@ import Darwin
             defer { proxy.stop() }
             let world = try World(repo: "webdav://127.0.0.1:\(proxy.port)/repo", extra: server.credentialEnvironment)
             defer { world.remove() }
-            try world.coffer(["init", "--pack-size", "1"])
+            try await world.coffer(["init", "--pack-size", "1"])
             try await ChatData.make(at: world.data, messages: 5_000, mediaMiB: 6, seed: 51)
             let first = try await world.backup()
             #expect(first["partial"] as? Bool == false)
@@ -168,8 +168,8 @@ import Darwin
             let second = try await world.backup()
             #expect(second["parent_id"] as? String == first["snapshot_id"] as? String)
             let restored = world.root.appendingPathComponent("restore")
-            try world.coffer(["restore", "latest", "--target", restored.path, "--quiet"])
-            try ChatData.expectSame(world.data, restored.appendingPathComponent("data"))
+            try await world.coffer(["restore", "latest", "--target", restored.path, "--quiet"])
+            try await ChatData.expectSame(world.data, restored.appendingPathComponent("data"))
             let counts = proxy.counts()
             for kind in ["reset", "midreset", "stall", "500", "503"] {
                 #expect((counts[kind] ?? 0) >= 1, "the proxy injected \(kind) at least once: \(counts)")

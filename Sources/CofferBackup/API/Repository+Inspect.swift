@@ -108,10 +108,7 @@ extension Repository {
             ])
         case .pack:
             let id = try objectID()
-            let info: ObjectInfo?
-            do { info = try await e.storage.stat(id.packName) } catch {
-                throw Engine.storageError(error, doing: "reading \(id.packName)")
-            }
+            let info = try await e.objects.stat(id.packName, doing: "reading \(id.packName)")
             guard let info else {
                 throw BackupError(.dataMissing, object: id.packName, message: "\(id.packName) does not exist")
             }

@@ -35,11 +35,11 @@ extension Engine {
     func readAligned(_ pack: ObjectID, covering range: Range<Int>) async throws(StorageError) -> (bytes: Data, start: Int) {
         let name = pack.packName
         guard let length = packLength(of: pack) else {
-            return (try await storage.get(name), 0)
+            return (try await objects.rawGet(name), 0)
         }
         let r = Self.alignedRange(range, packLength: length)
-        if r.lowerBound == 0 && r.upperBound >= length { return (try await storage.get(name), 0) }
-        return (try await storage.get(name, range: r), r.lowerBound)
+        if r.lowerBound == 0 && r.upperBound >= length { return (try await objects.rawGet(name), 0) }
+        return (try await objects.rawGet(name, range: r), r.lowerBound)
     }
 
     /// The stored bytes of blob `entry` within bytes read from `start` of its pack.
@@ -54,8 +54,8 @@ extension Engine {
     /// the bytes and where they start. For reading a pack's header without showing its length.
     func readAlignedTail(_ name: String, size: Int, count: Int) async throws(StorageError) -> (bytes: Data, start: Int) {
         let r = Self.alignedRange(max(0, size - count)..<size, packLength: size)
-        if r.lowerBound == 0 { return (try await storage.get(name), 0) }
-        return (try await storage.get(name, range: r), r.lowerBound)
+        if r.lowerBound == 0 { return (try await objects.rawGet(name), 0) }
+        return (try await objects.rawGet(name, range: r), r.lowerBound)
     }
 }
 

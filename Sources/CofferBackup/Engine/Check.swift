@@ -132,8 +132,8 @@ extension Engine {
             }
             if readData {
                 let bytes: Data
-                do { bytes = try await storage.get(id.packName) } catch {
-                    problem(Self.storageError(error, doing: "reading \(id.packName)"))
+                do { bytes = try await objects.get(id.packName, doing: "reading \(id.packName)") } catch {
+                    problem(error)
                     continue
                 }
                 guard id.verify(bytes) else {

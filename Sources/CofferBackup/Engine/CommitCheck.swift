@@ -74,10 +74,7 @@ final class CommitCheck {
     /// between the check and the write), checks and repairs once more. If a needed blob cannot be
     /// stored again, removes the snapshot (it is this run's and incomplete) and fails.
     func confirm(snapshotName: String, checkedAt: Date) async throws(BackupError) {
-        let info: ObjectInfo?
-        do { info = try await engine.storage.stat(snapshotName) } catch {
-            throw Engine.storageError(error, doing: "reading the timestamp of \(snapshotName)")
-        }
+        let info = try await engine.objects.stat(snapshotName, doing: "reading the timestamp of \(snapshotName)")
         guard let info, info.modified.timeIntervalSince(checkedAt) > Self.maximumCommitGap else { return }
         let view = try await survey()
         let risky = atRisk(view)
@@ -85,7 +82,7 @@ final class CommitCheck {
         do {
             try await repair(risky, view: view)
         } catch {
-            try? await engine.storage.delete(snapshotName)
+            try? await engine.objects.rawDelete([snapshotName])
             throw error
         }
     }
@@ -162,7 +159,7 @@ final class CommitCheck {
             guard let w = writer, w.blobCount > 0 else { return }
             writer = nil
             let f = w.finish()
-            try await engine.createWithRetry(f.id.packName, data: f.bytes, id: f.id)
+            try await engine.objects.create(f.id.packName, data: f.bytes, id: f.id)
             newPacks.append(IndexedPack(id: f.id, salt: f.salt, length: f.bytes.count, entries: f.entries))
         }
         func add(_ type: BlobType, _ id: ChunkID, _ plain: Data, compress: Bool) async throws(BackupError) {
@@ -188,7 +185,7 @@ final class CommitCheck {
             var done = false
             for (pid, entry, salt) in candidates {
                 // A copy that cannot be read or does not verify is skipped: the next source is tried.
-                guard let sealed = try? await engine.storage.get(pid.packName, range: entry.range),
+                guard let sealed = try? await engine.objects.rawGet(pid.packName, range: entry.range),
                       let plain = try? opener.open(sealed, entry: entry, salt: salt) else { continue }
                 try await add(type, id, plain, compress: entry.compression != .none && engine.compresses)
                 copied += 1

@@ -39,7 +39,10 @@ struct IndexState: Sendable {
 
 /// The repository's working state (keys, config, index) behind ``Repository``.
 final class Engine: Sendable {
+    /// The storage (under the generation's prefix after a key rotation). The engine reads and
+    /// writes it only through ``objects``.
     let storage: any Storage
+    let objects: ObjectStore
     let keys: RepositoryKeys
     let config: RepositoryConfig
     let policy: ChunkingPolicy
@@ -56,6 +59,7 @@ final class Engine: Sendable {
     init(storage: any Storage, keys: RepositoryKeys, config: RepositoryConfig, deviceStore: DeviceKeyStore?) {
         // A key-rotated generation keeps its objects under gen/<id>/ (docs/KEY-ROTATION.md).
         self.storage = config.usesGenerationPrefix ? PrefixedStorage(base: storage, prefix: config.objectPrefix) : storage
+        objects = ObjectStore(storage: self.storage)
         self.keys = keys
         self.config = config
         self.policy = ChunkingPolicy(parameters: config.parameters)
@@ -68,18 +72,16 @@ final class Engine: Sendable {
     var compresses: Bool { config.parameters.compression != .none }
 
     static func storageError(_ e: StorageError, doing what: String) -> BackupError {
-        if e.code == .notFound {
-            return BackupError(.dataMissing, object: e.name, message: "\(what): object \(e.name ?? "?") is missing", underlying: e)
-        }
-        return BackupError(.storage, object: e.name, message: "\(what): \(e.message)", underlying: e)
+        ObjectStore.error(e, doing: what)
     }
 
     // MARK: Opening
 
     static func readConfig(storage: any Storage) async throws(BackupError) -> UnverifiedConfig {
+        let objects = ObjectStore(storage: storage)
         let bytes: Data
         do {
-            bytes = try await storage.get("config")
+            bytes = try await objects.rawGet("config")
         } catch {
             if error.code == .notFound {
                 throw BackupError(.notARepository, object: "config",
@@ -96,17 +98,10 @@ final class Engine: Sendable {
 
     static func initialize(storage: any Storage, key: BackupKey, options: RepositoryOptions,
                            deviceStore: DeviceKeyStore?) async throws(BackupError) -> Repository {
-        do {
-            if try await storage.stat("config") != nil {
-                throw BackupError(.alreadyInitialized, object: "config",
-                                  message: "\(storage.location) already holds a Coffer repository; nothing was changed")
-            }
-        } catch let e as StorageError {
-            throw storageError(e, doing: "checking for an existing repository")
-        } catch let e as BackupError {
-            throw e
-        } catch {
-            throw BackupError(.storage, message: "\(error)")
+        let objects = ObjectStore(storage: storage)
+        if try await objects.stat("config", doing: "checking for an existing repository") != nil {
+            throw BackupError(.alreadyInitialized, object: "config",
+                              message: "\(storage.location) already holds a Coffer repository; nothing was changed")
         }
         let params = RepositoryParameters(fileChunkSize: options.fileChunkSize, sqliteGroupSize: options.sqliteGroupSize,
                                           targetPackSize: options.targetPackSize, padding: options.padding,
@@ -119,7 +114,7 @@ final class Engine: Sendable {
         }
         let keys = config.keys(for: key)
         do {
-            try await storage.create("config", data: config.encoded(with: keys))
+            try await objects.rawCreate("config", data: config.encoded(with: keys))
         } catch {
             if error.code == .alreadyExists {
                 throw BackupError(.alreadyInitialized, object: "config",
@@ -170,10 +165,7 @@ final class Engine: Sendable {
 
     /// Reads a sealed object, verifying its name hash and opening it.
     func readSealed(_ name: String, id: ObjectID, type: SealedObjectType) async throws(BackupError) -> [UInt8] {
-        let bytes: Data
-        do { bytes = try await storage.get(name) } catch {
-            throw Self.storageError(error, doing: "reading \(name)")
-        }
+        let bytes = try await objects.get(name, doing: "reading \(name)")
         guard id.verify(bytes) else {
             throw BackupError(.dataDamaged, object: name, message: "\(name) is damaged: its contents do not match its name")
         }
@@ -189,7 +181,7 @@ final class Engine: Sendable {
     func writeSealed(_ plaintext: [UInt8], type: SealedObjectType, name: (ObjectID) -> String) async throws(BackupError) -> (ObjectID, Int) {
         let bytes = SealedObject.seal(type: type, plaintext: plaintext, keys: keys, padding: padding)
         let id = ObjectID(hashing: bytes)
-        try await createWithRetry(name(id), data: bytes, id: id)
+        try await objects.create(name(id), data: bytes, id: id)
         return (id, bytes.count)
     }
 
@@ -200,9 +192,7 @@ final class Engine: Sendable {
     }
 
     func listObjects(_ prefix: String) async throws(BackupError) -> [ObjectInfo] {
-        do { return try await storage.list(prefix: prefix) } catch {
-            throw Self.storageError(error, doing: "listing \(prefix)")
-        }
+        try await objects.list(prefix)
     }
 
     // MARK: Index

@@ -385,9 +385,7 @@ extension Engine {
         for info in try await listObjects("snapshots/") { sizes[info.name] = info.size }
         var freed: Int64 = 0
         for id in ids.sorted() {
-            do { try await storage.delete(id.snapshotName) } catch {
-                throw Self.storageError(error, doing: "removing \(id.snapshotName)")
-            }
+            try await objects.delete(id.snapshotName, doing: "removing \(id.snapshotName)")
             freed += Int64(sizes[id.snapshotName] ?? 0)
             _ = snapshotCache.withLock { $0.removeValue(forKey: id) }
         }

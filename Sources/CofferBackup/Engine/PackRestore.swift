@@ -328,7 +328,7 @@ extension Engine {
             if Task.isCancelled { return }
             let bytes: Data
             do {
-                bytes = try await storage.get(name, range: read.range)
+                bytes = try await objects.rawGet(name, range: read.range)
             } catch {
                 let e: BackupError = error.code == .rangeNotSatisfiable
                     ? BackupError(.dataDamaged, object: name, message: "\(name) is damaged: shorter than its index says", underlying: error)

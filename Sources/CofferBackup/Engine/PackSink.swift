@@ -30,7 +30,7 @@ struct PackSink {
         guard let w = writer, w.blobCount > 0 else { return }
         writer = nil
         let f = w.finish()
-        try await engine.createWithRetry(f.id.packName, data: f.bytes, id: f.id)
+        try await engine.objects.create(f.id.packName, data: f.bytes, id: f.id)
         packs.append(IndexedPack(id: f.id, salt: f.salt, length: f.bytes.count, entries: f.entries))
     }
 }

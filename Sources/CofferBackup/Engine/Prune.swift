@@ -8,19 +8,12 @@ extension Engine {
     /// The storage's own idea of "now": the timestamp of a tiny object written for the purpose.
     func storageNow() async throws(BackupError) -> Date {
         let name = "clock/" + Hex.string((0..<16).map { _ in UInt8.random(in: 0...255) })
-        do {
-            try await storage.create(name, data: Data())
-            let info = try await storage.stat(name)
-            try await storage.delete(name)
-            guard let info else { throw BackupError(.storage, object: name, message: "the storage lost \(name) right after writing it") }
-            return info.modified
-        } catch let e as StorageError {
-            throw Self.storageError(e, doing: "reading the storage's clock")
-        } catch let e as BackupError {
-            throw e
-        } catch {
-            throw BackupError(.storage, message: "\(error)")
-        }
+        let what = "reading the storage's clock"
+        do { try await objects.rawCreate(name, data: Data()) } catch { throw Self.storageError(error, doing: what) }
+        let info = try await objects.stat(name, doing: what)
+        try await objects.delete(name, doing: what)
+        guard let info else { throw BackupError(.storage, object: name, message: "the storage lost \(name) right after writing it") }
+        return info.modified
     }
 
     func prune(mode: PruneMode, progress: (@Sendable (WorkProgress) -> Void)? = nil) async throws(BackupError) -> PruneReport {
@@ -155,9 +148,7 @@ extension Engine {
                     tell("repacking", "packs", n + 1, toRepack.count, repackDone, repackBytes)
                 }
                 let bytes: Data
-                do { bytes = try await storage.get(p.id.packName) } catch {
-                    throw Self.storageError(error, doing: "prune stopped before deleting anything: reading \(p.id.packName)")
-                }
+                bytes = try await objects.get(p.id.packName, doing: "prune stopped before deleting anything: reading \(p.id.packName)")
                 for e in p.entries where state.blobs[e.id]?.pack == p.id && needed[e.id] != nil {
                     let plain: Data
                     do { plain = try opener.open(blob: e, inPack: bytes, salt: p.salt) } catch {
@@ -199,7 +190,7 @@ extension Engine {
         }
         // Superseded index objects go now: the new index holds every live entry.
         for o in oldIndexes {
-            do { try await storage.delete(o.indexName) } catch { throw Self.storageError(error, doing: "deleting \(o.indexName)") }
+            try await objects.delete(o.indexName, doing: "deleting \(o.indexName)")
             report.objectsDeleted += 1
             report.bytesFreed += Int64(storedSize[o.indexName] ?? 0)
         }
@@ -226,7 +217,7 @@ extension Engine {
         }
         do {
             if TestHooks.armed("prune-deleting"), pendingDeletes.count > 1 {
-                try await storage.delete(Array(pendingDeletes.prefix(pendingDeletes.count / 2)))
+                try await objects.rawDelete(Array(pendingDeletes.prefix(pendingDeletes.count / 2)))
                 TestHooks.crashPoint("prune-deleting")
             }
             // In batches, so that progress shows how the deletions go.
@@ -235,12 +226,12 @@ extension Engine {
             var deletedBytes: Int64 = 0
             while deleted < pendingDeletes.count {
                 let batch = Array(pendingDeletes[deleted..<min(pendingDeletes.count, deleted + 256)])
-                try await storage.delete(batch)
+                try await objects.rawDelete(batch)
                 deleted += batch.count
                 deletedBytes += batch.reduce(Int64(0)) { $0 + Int64(storedSize[$1] ?? 0) }
                 tell("deleting", "objects", deleted, pendingDeletes.count, deletedBytes, deleteBytes)
             }
-            try await storage.delete(doneMarks.map(\.markName))
+            try await objects.rawDelete(doneMarks.map(\.markName))
         } catch {
             throw Self.storageError(error, doing: "deleting pruned packs")
         }
@@ -312,7 +303,7 @@ extension Engine {
             deletes.append(info.name)
             report.bytesFreed += Int64(info.size)
         }
-        do { try await storage.delete(deletes) } catch { throw Self.storageError(error, doing: "deleting unindexed packs") }
+        try await objects.delete(deletes, doing: "deleting unindexed packs")
         report.objectsDeleted = deletes.count
         if let folder = localFolder {
             for t in try temporaryFiles() {

@@ -43,7 +43,7 @@ extension Engine {
             if state.condemned.contains(id), state.condemnedButIndexed[id] == nil { continue }
             report.packsChecked += 1
             let bytes: Data
-            do { bytes = try await storage.get(id.packName) } catch {
+            do { bytes = try await objects.rawGet(id.packName) } catch {
                 if error.code == .notFound { continue }  // deleted since the listing
                 throw Self.storageError(error, doing: "reading \(id.packName)")
             }
@@ -63,7 +63,7 @@ extension Engine {
         var sink = PackSink(self)
         for id in damaged {
             let bytes: Data?
-            do { bytes = try await storage.get(id.packName) } catch {
+            do { bytes = try await objects.rawGet(id.packName) } catch {
                 if error.code != .notFound { throw Self.storageError(error, doing: "reading \(id.packName)") }
                 bytes = nil
             }
@@ -107,9 +107,7 @@ extension Engine {
         if !indexObjects.isEmpty || !good.isEmpty || !newPacks.isEmpty {
             try await writeSealed(IndexFile(supersedes: indexObjects.sorted(), packs: good + newPacks).encoded(), type: .index) { $0.indexName }
             TestHooks.crashPoint("repair-indexed")
-            do { try await storage.delete(indexObjects.map(\.indexName)) } catch {
-                throw Self.storageError(error, doing: "deleting the replaced index objects")
-            }
+            try await objects.delete(indexObjects.map(\.indexName), doing: "deleting the replaced index objects")
             report.indexObjectsReplaced = indexObjects.count
         }
         try await loadIndex(useCache: false)
@@ -189,9 +187,7 @@ extension Engine {
             if let (doneID, _) = all.first(where: { $0.1.root == item.root && $0.1.writerID == item.snapshot.writerID
                     && $0.1.timeSec == item.snapshot.timeSec && $0.1.timeNsec == item.snapshot.timeNsec
                     && $0.1.tags.contains("repaired") && $0.0 != item.old }) {
-                do { try await storage.delete(item.old.snapshotName) } catch {
-                    throw Self.storageError(error, doing: "removing \(item.old.snapshotName)")
-                }
+                try await objects.delete(item.old.snapshotName, doing: "removing \(item.old.snapshotName)")
                 _ = snapshotCache.withLock { $0.removeValue(forKey: item.old) }
                 report.repaired.append(RepairedSnapshot(oldID: item.old.hex, newID: doneID.hex, lost: item.lost))
                 continue
@@ -207,9 +203,7 @@ extension Engine {
             }
             let (newID, _) = try await writeSealed(s.encoded(), type: .snapshot) { $0.snapshotName }
             TestHooks.crashPoint("repair-snapshot")
-            do { try await storage.delete(item.old.snapshotName) } catch {
-                throw Self.storageError(error, doing: "removing \(item.old.snapshotName)")
-            }
+            try await objects.delete(item.old.snapshotName, doing: "removing \(item.old.snapshotName)")
             snapshotCache.withLock {
                 $0.removeValue(forKey: item.old)
                 $0[newID] = s

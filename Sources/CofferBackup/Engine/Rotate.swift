@@ -218,9 +218,9 @@ public enum KeyRotation {
             // Packs uploaded after the last checkpoint of the interrupted run are not indexed: the
             // copy writes their blobs again, so they go (only this job writes under gen/<R'>/).
             do {
-                for info in try await newEngine.storage.list(prefix: "data/") {
+                for info in try await newEngine.objects.rawList("data/") {
                     guard let id = Engine.objectID(fromName: info.name, prefix: "data/"), newEngine.salt(of: id) == nil else { continue }
-                    try await newEngine.storage.delete(info.name)
+                    try await newEngine.objects.rawDelete([info.name])
                 }
             } catch {
                 throw Engine.storageError(error, doing: "removing unindexed packs of the staged generation")
@@ -259,14 +259,14 @@ public enum KeyRotation {
     }
 
     static func put(_ storage: any Storage, _ name: String, _ data: Data) async throws(BackupError) {
-        do { try await storage.put(name, data: data) } catch { throw Engine.storageError(error, doing: "writing \(name)") }
+        try await ObjectStore(storage: storage).put(name, data: data, doing: "writing \(name)")
     }
 
     /// The rotation record naming `newRepositoryID`, if present and authentic under `key`.
     static func readRotationRecord(storage: any Storage, newRepositoryID: String, key: BackupKey) async throws(BackupError) -> RotationRecord? {
         let name = rotationPrefix + newRepositoryID
         let bytes: Data
-        do { bytes = try await storage.get(name) } catch {
+        do { bytes = try await ObjectStore(storage: storage).rawGet(name) } catch {
             if error.code == .notFound { return nil }
             throw Engine.storageError(error, doing: "reading \(name)")
         }
@@ -283,14 +283,15 @@ public enum KeyRotation {
         let oldID = Hex.string(record.oldRepositoryID)
         let newID = newEngine.repositoryID
         newEngine.recordHeads(try await newEngine.loadSnapshots())
+        let objects = ObjectStore(storage: storage)
         var names: [String]
         do {
             if record.oldFeatureFlags & RepositoryConfig.featureGenerationPrefix != 0 {
-                names = try await storage.list(prefix: RepositoryConfig.generationPrefix(repositoryID: Data(record.oldRepositoryID))).map(\.name)
+                names = try await objects.rawList(RepositoryConfig.generationPrefix(repositoryID: Data(record.oldRepositoryID))).map(\.name)
             } else {
                 // The first generation lives at the root: everything but the config, the generations
                 // and the rotation notes belongs to it.
-                names = try await storage.list(prefix: "").map(\.name).filter {
+                names = try await objects.rawList("").map(\.name).filter {
                     $0 != "config" && !$0.hasPrefix("gen/") && !$0.hasPrefix(rotationPrefix) && !$0.hasPrefix(retiredPrefix)
                 }
             }
@@ -300,11 +301,11 @@ public enum KeyRotation {
             var i = 0
             while i < names.count {
                 let batch = Array(names[i..<min(names.count, i + 500)])
-                try await storage.delete(batch)
+                try await objects.rawDelete(batch)
                 i += batch.count
                 if i >= names.count / 2 { crashPoint("cleaning") }
             }
-            try await storage.delete(rotationPrefix + newID)
+            try await objects.rawDelete([rotationPrefix + newID])
         } catch {
             throw Engine.storageError(error, doing: "deleting the old generation")
         }
@@ -322,16 +323,15 @@ public enum KeyRotation {
     /// message saying it was replaced. Otherwise `original` is thrown.
     static func openAfterWrongKey(storage: any Storage, key: BackupKey, deviceStore: DeviceKeyStore?,
                                   original: BackupError) async throws(BackupError) -> Repository {
-        let staged = (try? await storage.list(prefix: rotationPrefix)) ?? []
+        let objects = ObjectStore(storage: storage)
+        let staged = (try? await objects.rawList(rotationPrefix)) ?? []
         for info in staged {
             let hex = String(info.name.dropFirst(rotationPrefix.count))
             guard let record = try? await readRotationRecord(storage: storage, newRepositoryID: hex, key: key),
                   (try? RepositoryConfig.open(record.config, key: key)) != nil else { continue }
             // Only on top of the generation it replaces (never over a later one).
             guard let root = try? await Engine.readConfig(storage: storage), [UInt8](root.repositoryID) == record.oldRepositoryID else { continue }
-            do { try await storage.put("config", data: Data(record.config)) } catch {
-                throw Engine.storageError(error, doing: "committing the staged key rotation")
-            }
+            try await objects.put("config", data: Data(record.config), doing: "committing the staged key rotation")
             return try await Engine.open(storage: storage, key: key, deviceStore: deviceStore)
         }
         if let note = await retiredNote(storage: storage, key: key) {
@@ -345,10 +345,11 @@ public enum KeyRotation {
 
     /// "This key was replaced" when a `retired/` note opens under `key`.
     static func retiredNote(storage: any Storage, key: BackupKey) async -> String? {
-        let notes = (try? await storage.list(prefix: retiredPrefix)) ?? []
+        let objects = ObjectStore(storage: storage)
+        let notes = (try? await objects.rawList(retiredPrefix)) ?? []
         for info in notes {
             let hex = String(info.name.dropFirst(retiredPrefix.count))
-            guard let id = Hex.bytes(hex), id.count == 16, let bytes = try? await storage.get(info.name) else { continue }
+            guard let id = Hex.bytes(hex), id.count == 16, let bytes = try? await objects.rawGet(info.name) else { continue }
             let keys = RepositoryKeys(key: key, repositoryID: Data(id))
             guard let plain = try? SealedObject.open(bytes, expecting: .retiredKey, keys: keys),
                   let r = try? RetiredKeyRecord.decode(Array(plain), what: info.name) else { continue }
@@ -363,7 +364,7 @@ public enum KeyRotation {
     /// When this device holds only a retired key for the repository on `storage` (its key files
     /// name an id that a `retired/` note replaced), the message to show; `nil` otherwise.
     public static func replacedDeviceKeyMessage(storage: any Storage, deviceStore: DeviceKeyStore) async -> String? {
-        let notes = (try? await storage.list(prefix: retiredPrefix)) ?? []
+        let notes = (try? await ObjectStore(storage: storage).rawList(retiredPrefix)) ?? []
         for info in notes {
             let hex = String(info.name.dropFirst(retiredPrefix.count))
             guard let key = try? deviceStore.loadKey(repositoryID: hex) else { continue }
@@ -531,7 +532,7 @@ final class GenerationCopier {
         guard w.blobCount > 0 else { return }
         let f = w.finish()
         let name = f.id.packName
-        try await new.createWithRetry(name, data: f.bytes, id: f.id)
+        try await new.objects.create(name, data: f.bytes, id: f.id)
         TestHooks.crashPoint("rotate-pack")
         unindexed.append(IndexedPack(id: f.id, salt: f.salt, length: f.bytes.count, entries: f.entries))
         unindexedBytes += f.bytes.count

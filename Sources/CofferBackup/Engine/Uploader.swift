@@ -76,7 +76,7 @@ final class Uploader: Sendable {
     func uploadLoop() async {
         for await pack in channel {
             do {
-                try await engine.createWithRetry(pack.id.packName, data: pack.bytes, id: pack.id)
+                try await engine.objects.create(pack.id.packName, data: pack.bytes, id: pack.id)
             } catch {
                 fail(BackupRun.wrap(error))
                 return
@@ -135,48 +135,5 @@ final class Uploader: Sendable {
         if let failure { throw failure }
         guard !rest.isEmpty else { return }
         try await writeIndex(rest)
-    }
-}
-
-extension Engine {
-    /// Attempts of a create on a backend without a retry layer of its own (a folder: EIO or a
-    /// timeout on a network file system).
-    static let localAttempts = 4
-
-    /// Conditional create (`Storage.create`: S3 `If-None-Match: *`, a hard link locally), retried on
-    /// transient failures only when the backend does not retry them itself
-    /// (`Storage.retriesTransientFailures`: one retry layer, never two stacked). A retried upload
-    /// resends identical bytes, and identical bytes already stored count as success. Every object the engine writes is named by the hash of its
-    /// bytes, so a name that already holds *different* bytes is a damaged or forged object (or a
-    /// SHA-256 collision): the error says so and nothing is overwritten.
-    /// - Parameter id: the object id (SHA-256 of `data`) when the caller knows it: S3 then signs
-    ///   with it instead of hashing the bytes again.
-    func createWithRetry(_ name: String, data: Data, id: ObjectID? = nil) async throws(BackupError) {
-        let attempts = storage.retriesTransientFailures ? 1 : Self.localAttempts
-        var attempt = 0
-        while true {
-            do {
-                if let id {
-                    try await storage.create(name, data: data, sha256: id.bytes)
-                } else {
-                    try await storage.create(name, data: data)
-                }
-                return
-            } catch {
-                if error.code == .alreadyExists {
-                    throw BackupError(.dataDamaged, object: name,
-                                      message: "\(name) already exists in the storage with different content. Objects are named by "
-                                        + "the hash of their content, so the stored one is damaged or was put there by someone else "
-                                        + "(the storage provider), or this is a hash collision. Nothing was overwritten; run "
-                                        + "`coffer check --read-data` and do not trust this storage until it is explained",
-                                      underlying: error)
-                }
-                attempt += 1
-                if !error.isTransient || attempt >= attempts {
-                    throw Self.storageError(error, doing: "uploading \(name)")
-                }
-                try? await Task.sleep(for: .milliseconds(200 << attempt))
-            }
-        }
     }
 }
