@@ -11,7 +11,9 @@ import Synchronization
 /// they never block waiting for each other or for an upload (they suspend), so the threads are
 /// held only by system calls and CPU work.
 final class IOExecutor: TaskExecutor {
-    static let shared = IOExecutor(threads: max(4, 2 * ProcessInfo.processInfo.activeProcessorCount))
+    /// Enough threads that a backup's workers (one per core) never wait for one while its upload
+    /// tasks (3 by default) sit in a folder's write and fsync, with room for a restore beside it.
+    static let shared = IOExecutor(threads: min(64, max(8, 4 * ProcessInfo.processInfo.activeProcessorCount)))
     /// One thread on which a backup makes its pack buffers (PackWriterFactory): every 8 MiB buffer
     /// then comes from that thread's glibc malloc arena, which keeps freed blocks for reuse.
     static let packBuffers = IOExecutor(threads: 1, prefix: "coffer-packbuf-", marker: "coffer.packbuf-executor")
