@@ -3,15 +3,19 @@
 #   1. SQLite, one realm instance;
 #   2. PostgreSQL, one realm instance;
 #   3. PostgreSQL, two realm instances sharing the database (each its own connection pool),
-# and the latency of a recovery with 5 loopback realms each on PostgreSQL (p50/p99);
-# each beside the raw VOPRF evaluation rate measured in the same run (`coffer realm bench` prints both).
-# Requests are in process (sealed exactly as over HTTP, no HTTP parsing), as in scripts/bench-realm.sh.
+# each twice: in process (sealed exactly as over HTTP, no HTTP) and over HTTP (a real Hummingbird
+# server per realm instance on loopback, async-http-client, in the same process), beside the raw
+# VOPRF evaluation rate measured in the same run, with the CPU time per guess (this process, and the
+# whole machine: the database server's share is the difference); then the latency of a recovery with
+# 5 loopback realms each on PostgreSQL (p50/p99).
+# Consecutive requests go to different users (10 guesses per user and run), as a realm's load is many
+# users' recoveries (`coffer realm bench --per-user`).
 #
 # It starts its own PostgreSQL 15 server (initdb, pg_ctl; as the postgres user when run as root) on a
 # free loopback port in a temporary folder, with the defaults a realm needs (fsync on,
 # synchronous_commit on), and stops it at the end.
 #
-# Usage: scripts/bench-realm-store.sh   (release build; env GUESSES, CONCURRENCY, SECONDS_PER_RUN, PG_BIN)
+# Usage: scripts/bench-realm-store.sh   (release build; env GUESSES, CONCURRENCY, SECONDS_PER_RUN, TRANSPORT, PG_BIN)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SWIFT=${SWIFT:-swift}
@@ -35,7 +39,7 @@ trap cleanup EXIT
     -o "-p $PORT -h 127.0.0.1 -k $PGDIR -c max_connections=200" start >/dev/null)
 URL="postgres://postgres@127.0.0.1:$PORT/postgres?sslmode=disable"
 
-ARGS=(--guesses "${GUESSES:-3000}" --concurrency "${CONCURRENCY:-64}" --seconds "${SECONDS_PER_RUN:-3}")
+ARGS=(--guesses "${GUESSES:-3000}" --concurrency "${CONCURRENCY:-64}" --seconds "${SECONDS_PER_RUN:-3}" --transport "${TRANSPORT:-both}")
 echo "== coffer realm store bench ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}')) =="
 echo "-- 1. SQLite, one instance"
 "$BIN" realm bench --dir "$OUT/sqlite" "${ARGS[@]}"

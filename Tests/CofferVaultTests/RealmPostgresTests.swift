@@ -309,6 +309,47 @@ struct RealmPostgresTests {
         await store.close()
     }
 
+    @Test("a store created before coffer_guess_v1 existed gets it at its next open, and guesses go through it")
+    func guessFunctionMigration() async throws {
+        let instance = try PostgresTestServer.makeInstance(name: "fn")
+        defer {
+            instance.stop()
+            try? FileManager.default.removeItem(at: instance.folder)
+        }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-realm-pgfn-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (keys, config) = try RealmDirectory(dir).initialize(x: 1)
+        let location = RealmStoreLocation.postgres(instance.url.withSchema("older"))
+        let store = try await location.open(keys: keys, config: config)
+        let version = try await RealmStoreConformanceTests.register(store)
+        // The schema as the store created it before this function: the same tables, no function.
+        let functions = "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'older' AND p.proname = 'coffer_guess_v1'"
+        #expect(try instance.psql(functions) == "1")
+        _ = try instance.psql("DROP FUNCTION older.coffer_guess_v1")
+        #expect(try instance.psql(functions) == "0")
+        // A guess calls it: on the store opened before it was dropped, the guess fails and counts nothing.
+        let q = try await store.query(tenant: "t", user: "u", scope: .recover)
+        await #expect(throws: (any Error).self) {
+            _ = try await store.guess(tenant: "t", user: "u", ticket: q.ticket, version: version, blinded: try RealmStoreTests.blinded())
+        }
+        #expect(try await RealmStoreConformanceTests.attemptsLeft(store) == 10)
+        #expect(try instance.psql("SELECT count(*) FROM older.ticket WHERE sealed IS NOT NULL") == "0")
+        await store.close()
+        // Opening the store again (a realm process starting with this code) creates it, and a second
+        // open (another process) replaces it idempotently under the migration lock.
+        let reopened = try await location.open(keys: keys, config: config)
+        let other = try await location.open(keys: keys, config: config)
+        #expect(try instance.psql(functions) == "1")
+        let q2 = try await reopened.query(tenant: "t", user: "u", scope: .recover)
+        let g = try await reopened.guess(tenant: "t", user: "u", ticket: q2.ticket, version: version, blinded: try RealmStoreTests.blinded())
+        #expect(!g.retried && g.answer.attemptsLeft == 9)
+        #expect(try await RealmStoreConformanceTests.attemptsLeft(other) == 9)
+        #expect(try instance.psql("SELECT count(*) FROM older.ticket WHERE sealed IS NOT NULL") == "1")
+        #expect(try instance.psql("SELECT count(*) FROM older.challenge") == "1")
+        await other.close()
+        await reopened.close()
+    }
+
     @Test("/ready on the SQLite store is 200")
     func readySQLite() async throws {
         let t = try await RealmTestCluster.start()

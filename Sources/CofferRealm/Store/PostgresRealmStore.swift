@@ -98,7 +98,7 @@ public final class PostgresRealmStore: Sendable {
                     // `schema` is a checked identifier (PostgresStoreURL); quoted all the same.
                     try await conn.query(PostgresQuery(unsafeSQL: "CREATE SCHEMA IF NOT EXISTS \"\(schema)\""), logger: logger)
                 }
-                for sql in Self.schemaSQL {
+                for sql in Self.schemaSQL + Self.functionSQL {
                     try await conn.query(PostgresQuery(unsafeSQL: sql), logger: logger)
                 }
                 try await conn.query("INSERT INTO coffer_realm_meta (key, value) VALUES ('realm', \(realmIDHex)) ON CONFLICT (key) DO NOTHING",
@@ -138,6 +138,52 @@ public final class PostgresRealmStore: Sendable {
         "CREATE INDEX IF NOT EXISTS served_expires ON served(expires)",
     ]
 
+    /// The server-side functions, created (or replaced: idempotent, so a store created before they
+    /// existed gets them at its next open) under the migration lock. `SET search_path FROM CURRENT`
+    /// binds a function to the schema it was created in (the realm's), whatever the caller's path.
+    ///
+    /// `coffer_guess_v1` is the locked part of a guess (Q1) in one statement, so one round trip and
+    /// one commit: under the user's advisory lock (the one every other writer of the user's rows
+    /// takes), it inserts the request's replay mark (1 if it is there already: nothing changes),
+    /// checks that the ticket is the user's, `recover`, unexpired and unspent and that the record is
+    /// still at the generation the realm read (a compare-and-swap), and only then writes the record
+    /// sealed by the realm at the next generation, spends the ticket (storing the sealed answer), and
+    /// inserts the challenge: 0. When either check fails it removes the mark again and changes
+    /// nothing: 2, and the realm runs the general transaction (`guess` below). The function never
+    /// sees a secret: every value it writes was sealed by the realm.
+    static let functionSQL: [String] = [
+        """
+        CREATE OR REPLACE FUNCTION coffer_guess_v1(p_lock bigint, p_rk bytea, p_tid bytea, p_now double precision,
+            p_old_gen bigint, p_new_gen bigint, p_sealed bytea, p_lockat double precision,
+            p_cid bytea, p_cexpires double precision, p_ticket bytea, p_mark bytea, p_mark_expires double precision)
+        RETURNS integer LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
+        BEGIN
+            PERFORM pg_advisory_xact_lock(p_lock);
+            IF p_mark IS NOT NULL THEN
+                INSERT INTO served (id, expires) VALUES (p_mark, p_mark_expires) ON CONFLICT (id) DO NOTHING;
+                IF NOT FOUND THEN RETURN 1; END IF;
+            END IF;
+            PERFORM 1 FROM ticket WHERE id = p_tid AND record = p_rk AND scope = 'recover' AND expires > p_now AND sealed IS NULL;
+            IF FOUND THEN
+                UPDATE record SET gen = p_new_gen, lockat = p_lockat, sealed = p_sealed WHERE id = p_rk AND gen = p_old_gen;
+            END IF;
+            IF NOT FOUND THEN
+                IF p_mark IS NOT NULL THEN DELETE FROM served WHERE id = p_mark; END IF;
+                RETURN 2;
+            END IF;
+            UPDATE ticket SET sealed = p_ticket WHERE id = p_tid AND sealed IS NULL;
+            IF NOT FOUND THEN RAISE EXCEPTION 'coffer_guess_v1: ticket changed under the lock'; END IF;
+            INSERT INTO challenge (id, record, created, expires) VALUES (p_cid, p_rk, p_now, p_cexpires);
+            RETURN 0;
+        END
+        $fn$
+        """,
+    ]
+
+    /// Whether guesses use `coffer_guess_v1` (always, unless the environment sets
+    /// `COFFER_REALM_PG_GUESS_FUNCTION=0`: for the benchmark's comparison with the general transaction).
+    static let guessFunction = ProcessInfo.processInfo.environment["COFFER_REALM_PG_GUESS_FUNCTION"] != "0"
+
     // MARK: transactions
 
     /// A connection inside a transaction.
@@ -164,7 +210,11 @@ public final class PostgresRealmStore: Sendable {
     /// (``RequestMark``) is inserted before `body`, outside its savepoint: a refusal `body` throws
     /// rolls back only `body`'s changes and the transaction still commits the mark, as on SQLite.
     func write<T: Sendable>(lock rk: Data?, _ body: @escaping @Sendable (Tx) async throws -> T) async throws -> T {
-        let mark = RequestMark.current?.take()
+        try await write(lock: rk, mark: RequestMark.current?.take(), body)
+    }
+
+    /// ``write(lock:_:)`` with the replay mark given (nil: none to insert).
+    func write<T: Sendable>(lock rk: Data?, mark: RequestMark?, _ body: @escaping @Sendable (Tx) async throws -> T) async throws -> T {
         let logger = self.logger
         let outcome: Result<T, any Error> = try await withConnection { conn in
             let tx = Tx(conn: conn, logger: logger)
@@ -422,10 +472,16 @@ extension PostgresRealmStore: RealmDatabase {
         let t = now().timeIntervalSince1970
         let tid = Self.sha256(ticket)
         // Cheap refusals first (a read), then the evaluation outside the transaction, as on SQLite.
+        // One statement (one round trip) reads the ticket and the record.
         let (ticketUnspent, snapshot) = try await read { tx -> (Bool, RecordRow?) in
-            guard let tr = try await self.loadTicket(tx, tid), tr.record == rk, tr.scope == VaultScope.recover.rawValue, tr.expires > t
-            else { throw RealmRefusal.badTicket }
-            return (tr.sealed == nil, try await self.loadRecord(tx, rk))
+            guard let row = try await tx.one("""
+                SELECT t.record, t.scope, t.expires, t.sealed IS NULL, r.gen, r.sealed
+                FROM ticket t LEFT JOIN record r ON r.id = \(rk) WHERE t.id = \(tid)
+                """) else { throw RealmRefusal.badTicket }
+            let (record, scope, expires, unspent, gen, sealed) = try row.decode((Data, String, Double, Bool, Int64?, Data?).self)
+            guard record == rk, scope == VaultScope.recover.rawValue, expires > t else { throw RealmRefusal.badTicket }
+            guard let gen, let sealed else { return (unspent, nil) }
+            return (unspent, RecordRow(gen: gen, record: try self.crypto.openRecord(sealed, recordKey: rk, gen: gen)))
         }
         var computed: (element: Data, proof: Data)?
         if ticketUnspent, let snap = snapshot, snap.record.kind == .active, snap.record.version == version {
@@ -439,7 +495,46 @@ extension PostgresRealmStore: RealmDatabase {
         let evaluation = computed
         let challenge = Self.random(32)
         let limits = self.limits
-        let outcome: Result<(answer: GuessAnswer, retried: Bool, lastGuess: Bool), RealmRefusal> = try await write(lock: rk) { tx in
+        let mark = RequestMark.current?.take()
+        // The common case in one statement (`coffer_guess_v1`, see `functionSQL`): a live ticket and an
+        // active record of this version with guesses left, as read above. The function commits the
+        // guess only if the ticket is still unspent and the record still at the generation read, under
+        // the user's lock; otherwise it changes nothing and the general transaction below decides.
+        if Self.guessFunction, let evaluation, let snap = snapshot, snap.record.kind == .active, snap.record.version == version,
+           snap.record.attempts < snap.record.guessLimit {
+            var record = snap.record
+            record.attempts += 1
+            let last = record.attempts >= record.guessLimit
+            let cexpires = t + limits.challengeLifetime
+            let newGen = snap.gen + 1
+            let sealed = try crypto.sealRecord(record, recordKey: rk, gen: newGen)
+            let answer = GuessAnswer(evaluatedElement: evaluation.element, proof: evaluation.proof, pk: record.pk, c: record.c,
+                                     sig: record.sig, challenge: challenge, attemptsLeft: record.guessLimit - record.attempts)
+            let sealedTicket = try crypto.sealSide(RealmStore.encodeStoredGuess(blinded, answer), table: "ticket", rowID: tid, recordKey: rk)
+            let lockAt: Double? = last ? cexpires : nil
+            let cid = Self.sha256(challenge)
+            let lock = Self.lockKey(rk)
+            let oldGen = snap.gen
+            let markID = mark?.id
+            let markExpires = mark?.expires
+            let code = try await read { tx -> Int32 in
+                guard let row = try await tx.one("""
+                    SELECT coffer_guess_v1(\(lock), \(rk), \(tid), \(t), \(oldGen), \(newGen), \(sealed), \(lockAt), \(cid), \(cexpires),
+                                           \(sealedTicket), \(markID), \(markExpires))
+                    """) else { throw StoreError.corrupt }
+                return try row.decode(Int32.self)
+            }
+            switch code {
+            case 0:
+                commitCounter.add(1, ordering: .relaxed)
+                return (answer, false, last)
+            case 1:
+                throw ReplayedRequest()
+            default:
+                break  // changed since the read: the general transaction, with the same mark
+            }
+        }
+        let outcome: Result<(answer: GuessAnswer, retried: Bool, lastGuess: Bool), RealmRefusal> = try await write(lock: rk, mark: mark) { tx in
             guard let tr = try await self.loadTicket(tx, tid), tr.record == rk, tr.scope == VaultScope.recover.rawValue, tr.expires > t
             else { throw RealmRefusal.badTicket }
             if let stored = tr.sealed {

@@ -292,10 +292,21 @@ struct RealmBench: AsyncParsableCommand {
     @Option(help: "Seconds per raw VOPRF measurement.") var seconds: Double = 3
     @Option(help: "The benchmark realm's store (sqlite, or postgres://... with a schema of its own).") var store: String?
     @Option(help: "Realm instances sharing the store (each with its own connection pool).") var instances: Int = 1
+    @Option(help: "Guesses per user in each timed run (consecutive requests go to different users).") var perUser: Int = 10
+    @Option(help: "How requests reach the realm: in-process, http (a loopback server and client), or both (one after the other).")
+    var transport: String = "in-process"
 
     func run() async throws {
-        let report = try await RealmBenchmark.run(directory: URL(fileURLWithPath: dir), guesses: guesses,
-                                                  concurrency: concurrency, seconds: seconds, store: store, instances: instances) { print($0) }
+        let transports: [RealmBenchmark.Transport]
+        switch transport {
+        case "in-process": transports = [.inProcess]
+        case "http": transports = [.http]
+        case "both": transports = [.inProcess, .http]
+        default: throw ValidationError("--transport must be in-process, http or both")
+        }
+        let report = try await RealmBenchmark.run(directory: URL(fileURLWithPath: dir), guesses: guesses, perUser: perUser,
+                                                  concurrency: concurrency, seconds: seconds, store: store, instances: instances,
+                                                  transports: transports) { print($0) }
         print(report)
     }
 }
