@@ -142,8 +142,8 @@ public final class PostgresRealmStore: Sendable {
     /// existed gets them at its next open) under the migration lock. `SET search_path FROM CURRENT`
     /// binds a function to the schema it was created in (the realm's), whatever the caller's path.
     ///
-    /// `coffer_guess_v1` is the locked part of a guess (Q1) in one statement, so one round trip and
-    /// one commit: under the user's advisory lock (the one every other writer of the user's rows
+    /// `coffer_guess_v1` is the locked part of a guess (Q1) in one statement (in a transaction of its
+    /// own, `BEGIN` … `COMMIT`, never autocommit: see `guess`), so one commit: under the user's advisory lock (the one every other writer of the user's rows
     /// takes), it inserts the request's replay mark (1 if it is there already: nothing changes),
     /// checks that the ticket is the user's, `recover`, unexpired and unspent and that the record is
     /// still at the generation the realm read (a compare-and-swap), and only then writes the record
@@ -517,12 +517,27 @@ extension PostgresRealmStore: RealmDatabase {
             let oldGen = snap.gen
             let markID = mark?.id
             let markExpires = mark?.expires
-            let code = try await read { tx -> Int32 in
-                guard let row = try await tx.one("""
-                    SELECT coffer_guess_v1(\(lock), \(rk), \(tid), \(t), \(oldGen), \(newGen), \(sealed), \(lockAt), \(cid), \(cexpires),
-                                           \(sealedTicket), \(markID), \(markExpires))
-                    """) else { throw StoreError.corrupt }
-                return try row.decode(Int32.self)
+            // In an explicit transaction, not in autocommit: postgres-nio hands over a statement's
+            // result at its CommandComplete, and an autocommit statement's implicit transaction
+            // commits only at the Sync that follows, so the answer could leave before the guess is
+            // durable (and a failed commit would go unseen). COMMIT's own CommandComplete comes once
+            // the commit is durable (synchronous_commit, the standby's acknowledgement included).
+            let logger = self.logger
+            let code = try await withConnection { conn -> Int32 in
+                let tx = Tx(conn: conn, logger: logger)
+                try await conn.query("BEGIN ISOLATION LEVEL READ COMMITTED", logger: logger)
+                do {
+                    guard let row = try await tx.one("""
+                        SELECT coffer_guess_v1(\(lock), \(rk), \(tid), \(t), \(oldGen), \(newGen), \(sealed), \(lockAt), \(cid), \(cexpires),
+                                               \(sealedTicket), \(markID), \(markExpires))
+                        """) else { throw StoreError.corrupt }
+                    let code = try row.decode(Int32.self)
+                    try await conn.query("COMMIT", logger: logger)
+                    return code
+                } catch {
+                    _ = try? await conn.query("ROLLBACK", logger: logger)
+                    throw error
+                }
             }
             switch code {
             case 0:
