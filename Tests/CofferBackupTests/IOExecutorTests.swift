@@ -9,9 +9,7 @@ import Testing
     @Test("every blob a restore writes is written on the I/O executor, beside a task on the cooperative pool")
     func restoreWritesOffThePool() async throws {
         let s = Scratch()
-        let t = try await TestRepo.make(s, options: RepositoryOptions(fileChunkSize: 256 << 10, targetPackSize: 1 << 20, padding: .none))
-        let src = s.path("src/data")
-        for i in 0..<12 { write(randomBytes(700_000, seed: UInt64(i + 1)), to: src + "/f\(i).bin") }
+        let (t, src) = try await Self.twelveFiles(s)
         let summary: BackupSummary = try await t.repo.backup(paths: [src])
 
         let offBefore = Engine.writesOffIOExecutor.load(ordering: .relaxed)
@@ -40,9 +38,7 @@ import Testing
     @Test("a backup reads every file on the I/O executor and makes every pack buffer on its own thread")
     func backupReadsOffThePool() async throws {
         let s = Scratch()
-        let t = try await TestRepo.make(s, options: RepositoryOptions(fileChunkSize: 256 << 10, targetPackSize: 1 << 20, padding: .none))
-        let src = s.path("src/data")
-        for i in 0..<12 { write(randomBytes(700_000, seed: UInt64(i + 1)), to: src + "/f\(i).bin") }
+        let (t, src) = try await Self.twelveFiles(s)
         let readsOff = Engine.readsOffIOExecutor.load(ordering: .relaxed)
         let madeOff = PackWriterFactory.madeElsewhere.load(ordering: .relaxed)
         let made = PackWriterFactory.made.load(ordering: .relaxed)
@@ -56,6 +52,14 @@ import Testing
         let r: RestoreSummary = try await t.repo.restore(snapshot: summary.snapshotID, target: URL(fileURLWithPath: s.path("out")))
         #expect(r.isComplete)
         expectSameTree(src, s.path("out/data"))
+    }
+
+    /// A repository of 1 MiB packs and 256 KiB chunks, and a folder of twelve 700 KB files to back up.
+    static func twelveFiles(_ s: Scratch) async throws -> (TestRepo, String) {
+        let t = try await TestRepo.make(s, options: RepositoryOptions(fileChunkSize: 256 << 10, targetPackSize: 1 << 20, padding: .none))
+        let src = s.path("src/data")
+        for i in 0..<12 { write(randomBytes(700_000, seed: UInt64(i + 1)), to: src + "/f\(i).bin") }
+        return (t, src)
     }
 
     final class Counter: Sendable {

@@ -16,7 +16,6 @@ extension BackupRun {
     func packAndUpload(_ top: [ScanEntry]) async throws(BackupError) -> ChunkID {
         let pipe = self.pipe
         enqueueInitialWork()
-        let cancelled = BackupError(.cancelled, message: "the backup was cancelled; what was uploaded is indexed and will not be uploaded again")
         let outcome: Result<ChunkID, BackupError> = await withTaskGroup(of: Void.self) { uploads in
             for _ in 0..<pipe.uploader.limit {
                 uploads.addTask { await pipe.uploader.uploadLoop() }
@@ -26,7 +25,7 @@ extension BackupRun {
                 try await pipe.runWorkers()
                 if pipe.isCancelled {
                     try? await pipe.packs.flush()
-                    result = .failure(cancelled)
+                    result = .failure(BackupRun.cancelled)
                 } else {
                     FreedMemory.release()  // the workers' buffers, before the trees and the snapshot need new ones
                     let rootID = try await storeTrees(top)

@@ -7,7 +7,8 @@ import CofferPosix
 extension Engine {
     /// Runs a backup in the calling task (its blocking work on the I/O executor), reporting events
     /// through `events` (``BackupEvent/finished(_:)`` last). Setting `cancel` (or cancelling the
-    /// task) stops it at the next item: what was uploaded is indexed, no snapshot is written.
+    /// task) stops it at the next item: no snapshot is written, and the next backup does not upload
+    /// the packs this one stored again (``BackupRun/cancelled``).
     func backup(paths: [String], options: BackupOptions, cancel: CancelFlag = CancelFlag(),
                 events: @escaping @Sendable (BackupEvent) -> Void) async throws(BackupError) -> BackupSummary {
         let pipe = BackupPipeline(engine: self, options: options, cancel: cancel, events: events)

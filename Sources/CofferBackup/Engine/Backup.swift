@@ -250,7 +250,7 @@ final class BackupRun {
         // data (at random), then the last packs: all while the upload tasks run.
         let rootID = try await packAndUpload(top)
         if isCancelled {
-            throw BackupError(.cancelled, message: "the backup was cancelled; what was uploaded is indexed and will not be uploaded again")
+            throw Self.cancelled
         }
         TestHooks.crashPoint("backup-packed")
         // Nothing the snapshot needs may lie only in a pack a prune marked or deleted meanwhile.
@@ -301,8 +301,9 @@ final class BackupRun {
         return result
     }
 
-    static func wrap(_ error: any Error) -> BackupError {
-        if let e = error as? BackupError { return e }
-        return BackupError(.storage, message: "\(error)")
-    }
+    /// A cancelled backup (the caller's task, or the event stream's consumer went away). Its packs
+    /// stay: indexed by the last checkpoint or the final drain, or, when that index could not be
+    /// written, adopted from storage by the next backup (``Engine/recoverOrphanPacks()``).
+    static let cancelled = BackupError(.cancelled, message: "the backup was cancelled before its snapshot; the packs it uploaded "
+                                        + "stay, and the next backup does not upload them again")
 }

@@ -16,8 +16,6 @@ import CofferStorage
 struct ObjectStore: Sendable {
     let storage: any Storage
 
-    var location: String { storage.location }
-
     static func error(_ e: StorageError, doing what: String) -> BackupError {
         if e.code == .notFound {
             return BackupError(.dataMissing, object: e.name, message: "\(what): object \(e.name ?? "?") is missing", underlying: e)

@@ -65,7 +65,7 @@ final class Uploader: Sendable {
         await channel.send(pack)
         if let f = failed { throw f }
         if Task.isCancelled {
-            throw BackupError(.cancelled, message: "the backup was cancelled; what was uploaded is indexed and will not be uploaded again")
+            throw BackupRun.cancelled
         }
     }
 
@@ -78,14 +78,14 @@ final class Uploader: Sendable {
             do {
                 try await engine.objects.create(pack.id.packName, data: pack.bytes, id: pack.id)
             } catch {
-                fail(BackupRun.wrap(error))
+                fail(error)
                 return
             }
             TestHooks.crashPoint("backup-pack")
             let (checkpoint, count) = uploaded(pack)
             if let checkpoint {
                 do { try await writeIndex(checkpoint) } catch {
-                    fail(BackupRun.wrap(error))
+                    fail(error)
                     return
                 }
             }
