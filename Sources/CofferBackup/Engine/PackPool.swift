@@ -73,6 +73,14 @@ final class PackPool: Sendable {
 
     /// Waits (suspended, not blocking a thread) until this task holds slot `i`.
     private func acquire(_ i: Int) async {
+        // Most blobs find their slot free: taken without making a continuation (one per blob,
+        // tens of thousands for a database).
+        let free = state.withLock { s -> Bool in
+            guard !s.held[i] else { return false }
+            s.held[i] = true
+            return true
+        }
+        if free { return }
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let now = state.withLock { s -> Bool in
                 if !s.held[i] {
