@@ -26,9 +26,9 @@ public struct StorageConformance: Sendable {
     public var manyCount = 1100
     /// Parallelism used by the checks that write many objects.
     public var parallelism = 16
-    /// Whether racing creates must have exactly one winner. False for WebDAV servers whose `MOVE`
-    /// is known not to be atomic (Apache mod_dav_fs, WsgiDAV): there at least one must win, and
-    /// the object must hold one writer's bytes whole.
+    /// Whether racing creates must have exactly one winner. False for servers known not to decide
+    /// them atomically (WebDAV's Apache mod_dav_fs and WsgiDAV `MOVE`; moto's `If-None-Match`):
+    /// there at least one must win, and the object must hold one writer's bytes whole.
     public var atomicCreate = true
 
     public init(storage: any Storage) {

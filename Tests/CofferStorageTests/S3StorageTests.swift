@@ -17,7 +17,13 @@ struct S3StorageTests {
                 // Something outside the repository prefix, which the repository must never see.
                 try await root.put("other/outside", data: Data("x".utf8))
                 try await S3Storage.with(moto.configuration(bucket: "coffer-test", prefix: "repos/phone")) { storage in
-                    try await StorageConformance(storage: storage).runAll()
+                    var suite = StorageConformance(storage: storage)
+                    // Racing creates: moto 5 checks `If-None-Match: *` and stores the object in two
+                    // steps without a lock (moto/s3/responses.py, put_object), so two racing creates
+                    // can both win there (seen once in a full run); S3 itself decides atomically.
+                    // The sequential checks (a create over an existing object is refused) still run.
+                    suite.atomicCreate = false
+                    try await suite.runAll()
                 }
                 #expect(try await root.list(prefix: "").map(\.name) == ["other/outside"],
                         "the repository cleaned up after itself and left the rest of the bucket alone")
