@@ -39,7 +39,9 @@ import Darwin
         let r = try await box.run(["backup", data.path], env: ["COFFER_TEST_CRASH_AT": "storage-temporary-written"])
         #expect(r.signalled, "the backup did not crash in its first write:\n\(r)")
         let left = Self.temporaries(box)
-        #expect(left.count == 1, "a crash in a write leaves its temporary file: \(left)")
+        // The kill lands in the first write to finish its temporary file; the backup's uploaders
+        // write concurrently, so another write's temporary file may be on disk too (seen in CI: 2).
+        #expect(!left.isEmpty, "a crash in a write leaves its temporary file: \(left)")
 
         var report = try await Self.checkJSON(box)
         #expect(Set(report["temporary_files"] as? [String] ?? []) == left, "\(report)")
