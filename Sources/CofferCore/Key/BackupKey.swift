@@ -103,22 +103,56 @@ public struct BackupKey: Sendable, CustomStringConvertible, CustomDebugStringCon
     public var customMirror: Mirror { Mirror(self, children: [], displayStyle: .struct) }
 }
 
-/// Why a 64-digit key was not accepted.
-public enum BackupKeyError: Error, Sendable, Equatable, CustomStringConvertible {
-    /// A character that is neither a hex digit nor a separator, standing where digit `digit`
-    /// (1-based, separators not counted) would be.
-    case invalidCharacter(digit: Int)
-    case wrongDigitCount(count: Int)
-    case wrongLength(Int)
+/// Why a 64-digit key was not accepted: a ``Code``, a message, and where the mistake is. The same
+/// model as the other libraries' errors. Never contains the key's digits.
+public struct BackupKeyError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// What kind of mistake this is: compare with `==` or switch with a `default:` (codes can be
+    /// added in later versions without breaking callers).
+    public struct Code: Sendable, Hashable, CaseIterable, CustomStringConvertible {
+        private enum Base: String, Sendable, Hashable, CaseIterable { case invalidCharacter, wrongDigitCount, wrongLength }
+        private let base: Base
+        private init(_ base: Base) { self.base = base }
 
-    public var description: String {
-        switch self {
-        case .invalidCharacter(let digit):
-            return "the 64-digit key has an invalid character where digit \(digit)\(BackupKey.groupNote(digit)) should be: only 0-9, a-f, spaces and dashes are allowed"
-        case .wrongDigitCount(let count):
-            return "the 64-digit key must have exactly 64 hex digits; this one has \(count)"
-        case .wrongLength(let n):
-            return "a backup key is 32 bytes, not \(n)"
-        }
+        /// A character that is neither a hex digit nor a separator, standing where digit
+        /// ``BackupKeyError/digit`` (1-based, separators not counted) would be.
+        public static let invalidCharacter = Code(.invalidCharacter)
+        /// Not 64 hex digits: ``BackupKeyError/count`` were given.
+        public static let wrongDigitCount = Code(.wrongDigitCount)
+        /// Key bytes that are not 32 bytes long: ``BackupKeyError/count`` were given.
+        public static let wrongLength = Code(.wrongLength)
+
+        public static var allCases: [Code] { Base.allCases.map(Code.init) }
+        public var description: String { base.rawValue }
+    }
+
+    public var code: Code
+    /// What is wrong and how to fix it.
+    public var message: String
+    /// With ``Code/invalidCharacter``: the 1-based digit position of the bad character.
+    public var digit: Int?
+    /// With ``Code/wrongDigitCount`` the number of digits, with ``Code/wrongLength`` of bytes.
+    public var count: Int?
+
+    public init(_ code: Code, message: String, digit: Int? = nil, count: Int? = nil) {
+        self.code = code
+        self.message = message
+        self.digit = digit
+        self.count = count
+    }
+
+    public var description: String { message }
+
+    public static func invalidCharacter(digit: Int) -> BackupKeyError {
+        BackupKeyError(.invalidCharacter,
+                       message: "the 64-digit key has an invalid character where digit \(digit)\(BackupKey.groupNote(digit)) should be: only 0-9, a-f, spaces and dashes are allowed",
+                       digit: digit)
+    }
+
+    public static func wrongDigitCount(count: Int) -> BackupKeyError {
+        BackupKeyError(.wrongDigitCount, message: "the 64-digit key must have exactly 64 hex digits; this one has \(count)", count: count)
+    }
+
+    public static func wrongLength(_ n: Int) -> BackupKeyError {
+        BackupKeyError(.wrongLength, message: "a backup key is 32 bytes, not \(n)", count: n)
     }
 }
