@@ -130,7 +130,7 @@ struct BackupsTests {
                                               vault: vault, password: "wrong one")
                 Issue.record("a wrong password recovered the key")
             } catch let e as VaultError {
-                guard case .wrongPassword(let left) = e else { Issue.record("\(e)"); return }
+                guard e.code == .wrongPassword, let left = e.attemptsLeft else { Issue.record("\(e)"); return }
                 #expect(left == 9)
             }
             #expect(try elsewhere.keys.loadKey(repositoryID: backups.repositoryID) == nil)

@@ -57,7 +57,8 @@ import Testing
                              ids[3]: Self.active(.random()), ids[4]: .failure(.timeout)])
             Issue.record("no error")
         } catch {
-            guard case .realmFault(let faulty, let down) = error else { Issue.record("\(error)"); return }
+            guard error.code == .realmFault else { Issue.record("\(error)"); return }
+            let faulty = error.realms, down = error.unreachable
             #expect(Set(faulty.map(\.realmID)) == [ids[2], ids[3]])
             #expect(down.map(\.realmID) == [ids[4]])
         }
@@ -82,7 +83,8 @@ import Testing
                              ids[2]: .failure(.unsealed), ids[3]: .failure(.httpStatus(502)), ids[4]: .failure(.timeout)])
             Issue.record("no error")
         } catch {
-            guard case .realmsUnavailable(let down, let needed) = error else { Issue.record("\(error)"); return }
+            guard error.code == .realmsUnavailable else { Issue.record("\(error)"); return }
+            let down = error.unreachable, needed = error.needed
             #expect(needed == 1 && down.count == 3)
         }
         // Forged "locked" answers cannot arrive as answers at all: the transport turns them into
@@ -93,7 +95,8 @@ import Testing
                              ids[3]: .failure(.unsealed), ids[4]: .failure(.unsealed)])
             Issue.record("no error")
         } catch {
-            guard case .realmsUnavailable(_, let needed) = error else { Issue.record("forgeries read as \(error)"); return }
+            guard error.code == .realmsUnavailable else { Issue.record("forgeries read as \(error)"); return }
+            let needed = error.needed
             #expect(needed == 3)
         }
     }

@@ -197,7 +197,8 @@ struct VaultFlowTests {
                 _ = try await client.recover(password: "pw", user: "dave")
                 Issue.record("recovery with 2 of 5 realms succeeded")
             } catch let error as VaultError {
-                guard case .realmsUnavailable(let down, let needed) = error else { Issue.record("got \(error)"); return }
+                guard error.code == .realmsUnavailable else { Issue.record("got \(error)"); return }
+                let down = error.unreachable, needed = error.needed
                 #expect(needed == 1)
                 #expect(Set(down.map(\.realmID)) == Set([0, 3, 4].map { h.config.realms[$0].id }))
                 #expect(error.description.contains(h.config.realms[4].id.hex))
@@ -292,7 +293,8 @@ struct VaultFlowTests {
                 _ = try await h.client(transport: many).recover(password: "pw", user: "erin")
                 Issue.record("recovered with 3 lying realms")
             } catch let error as VaultError {
-                guard case .realmFault(let faulty, _) = error else { Issue.record("got \(error)"); return }
+                guard error.code == .realmFault else { Issue.record("got \(error)"); return }
+                let faulty = error.realms
                 #expect(Set(faulty.map(\.realmID)) == three)
             }
             // A realm lying in Q0 about the record (another version) is outvoted.
@@ -334,7 +336,8 @@ struct VaultFlowTests {
                     _ = try await three.recover(password: "pw", user: "frank")
                     Issue.record("recovered through 3 forged realms")
                 } catch let error as VaultError {
-                    guard case .realmsUnavailable(let down, let needed) = error else { Issue.record("forgery read as \(error)"); return }
+                    guard error.code == .realmsUnavailable else { Issue.record("forgery read as \(error)"); return }
+                    let down = error.unreachable, needed = error.needed
                     #expect(needed == 1 && down.count == 3)
                 }
                 // Status does not call a forged realm locked either.

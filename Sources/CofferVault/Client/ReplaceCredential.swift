@@ -71,7 +71,7 @@ public struct VaultReplaceCredential: Sendable, CustomStringConvertible {
 /// How a registration may treat a realm that already holds an *active* registration for the user.
 public enum VaultReplaceMode: Sendable {
     /// Never replace one: when any realm reports an active registration, stop before anything is
-    /// written (``VaultError/registrationExists(realms:)``). `enable` without `--reset`.
+    /// written (``VaultError/Code/registrationExists``). `enable` without `--reset`.
     case refuse
     /// Replace with proof of the current password (the credential from a recovery or an earlier
     /// registration by this device): change-password, rotation after recovery, key rotate, repair.

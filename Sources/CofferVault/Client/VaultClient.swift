@@ -46,7 +46,7 @@ public struct VaultClient: Sendable {
     ///
     /// A realm that holds an *active* registration for `user` is replaced only as `replace` allows:
     /// `.refuse` (the default) stops before anything is written when any realm reports one
-    /// (``VaultError/registrationExists(realms:)``); `.proof` replaces with proof of the current
+    /// (``VaultError/Code/registrationExists``); `.proof` replaces with proof of the current
     /// password (``RecoveryResult/replaceCredential``, ``RegistrationReport/replaceCredential``);
     /// `.reset` replaces without it on `reset`-scoped tokens, and every realm counts the reset.
     /// - Throws: ``VaultError`` (`.passwordTooShort`, `.registrationExists`, `.realmsUnavailable`, `.notEffective`, `.policy`, `.token`).

@@ -34,7 +34,7 @@ extension VaultClient {
     /// Reads the anchored backup heads at every realm (scope `head`) and keeps, per slot, the
     /// valid head with the highest seq. Needs `t` answers: a head stored at `n - t + 1` realms is
     /// then always among them, so a realm (or any `t - 1`) serving an older head cannot hide the newest.
-    /// - Throws: ``VaultError/realmsUnavailable(down:needed:)`` with fewer than `t` answers.
+    /// - Throws: ``VaultError/Code/realmsUnavailable`` with fewer than `t` answers.
     public func readHeads(key: BackupKey, user: String) async throws(VaultError) -> AnchoredHeads {
         let (answers, _, problems) = await headReads(user: user)
         guard answers.count >= configuration.threshold else {
@@ -61,8 +61,8 @@ extension VaultClient {
 
     /// Stores `head` at every realm: a head read for a ticket, then a head write (sealed head,
     /// slot id, seq, write authenticator). Takes effect once `n - t + 1` realms hold it.
-    /// - Throws: ``VaultError/realmsUnavailable(down:needed:)`` before writing when fewer than
-    ///   `n - t + 1` realms answer the read; ``VaultError/notEffective(operation:acknowledged:needed:problems:)``
+    /// - Throws: ``VaultError/Code/realmsUnavailable`` before writing when fewer than
+    ///   `n - t + 1` realms answer the read; ``VaultError/Code/notEffective``
     ///   when fewer acknowledge the write (store it again later: a higher seq replaces it).
     @discardableResult
     public func storeHead(_ head: AnchoredHead, key: BackupKey, user: String) async throws(VaultError) -> HeadStoreReport {

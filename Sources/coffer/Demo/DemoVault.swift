@@ -29,10 +29,10 @@ struct DemoVault {
     func recover(password: String, user: String) async throws -> BackupKey {
         do {
             return try await client.recover(password: password, user: user).key
-        } catch .wrongPassword(let left) {
-            throw WrongPassword(attemptsLeft: left)
-        } catch .locked {
-            throw Locked()
+        } catch {
+            if error.code == .wrongPassword, let left = error.attemptsLeft, left > 0 { throw WrongPassword(attemptsLeft: left) }
+            if error.code == .wrongPassword || error.code == .locked { throw Locked() }
+            throw error
         }
     }
 }

@@ -153,26 +153,24 @@ enum ErrorReport {
     }
 
     static func classify(vault e: VaultError) -> (code: CofferExitCode, message: String, hint: String?) {
-        switch e {
-        case .wrongPassword(let left) where left > 0:
-            return (.wrongPassword, e.description, nil)
-        case .lockNotConfirmed:
-            return (.wrongPassword, e.description, nil)
+        switch e.code {
+        case .wrongPassword where (e.attemptsLeft ?? 0) > 0, .lockNotConfirmed:
+            return (.wrongPassword, e.message, nil)
         case .passwordTooShort:
-            return (.usage, e.description, "Choose a longer password; `minPasswordLength` in vault.json's policy sets the minimum.")
+            return (.usage, e.message, "Choose a longer password; `minPasswordLength` in vault.json's policy sets the minimum.")
         case .wrongPassword, .locked:
-            return (.vaultLocked, e.description, "The vault no longer holds this key. The 64-digit key still opens the backups.")
+            return (.vaultLocked, e.message, "The vault no longer holds this key. The 64-digit key still opens the backups.")
         case .notRegistered:
-            return (.notRegistered, e.description, nil)
+            return (.notRegistered, e.message, nil)
         case .realmsUnavailable, .notEffective:
-            return (.vaultUnavailable, e.description, "Try again when more realms are reachable; no guess was spent at realms that did not answer.")
+            return (.vaultUnavailable, e.message, "Try again when more realms are reachable; no guess was spent at realms that did not answer.")
         case .realmFault:
-            return (.realmFault, e.description, "Report the named realms to the vault operators.")
+            return (.realmFault, e.message, "Report the named realms to the vault operators.")
         case .registrationExists:
-            return (.registrationExists, e.description,
+            return (.registrationExists, e.message,
                     "Run `coffer vault change-password` (asks for the current password), or `coffer vault enable --reset` if the password is forgotten (the realms count every reset).")
-        case .token, .policy:
-            return (.failure, e.description, nil)
+        default:   // .token, .policy, and codes added later
+            return (.failure, e.message, nil)
         }
     }
 

@@ -109,7 +109,7 @@ struct CofferExample {
                 }
             }
         } catch let error as VaultError {
-            if case .wrongPassword(let left) = error { print("      wrong password: \(left) guesses left") }
+            if error.code == .wrongPassword, let left = error.attemptsLeft { print("      wrong password: \(left) guesses left") }
             throw error
         } catch let error as BackupError where error.code == .staleRepository {
             print("      the storage serves an older copy of the backups than the vault has seen; nothing was restored")
