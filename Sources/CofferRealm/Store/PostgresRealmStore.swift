@@ -569,17 +569,10 @@ extension PostgresRealmStore: RealmDatabase {
 
     public func beginRegistration(tenant: String, user: String, blinded: Data) async throws -> PendingAnswer {
         let rk = recordKey(tenant: tenant, user: user)
-        let element: P384._VOPRF.BlindedElement
-        do { element = try P384._VOPRF.BlindedElement(oprfRepresentation: blinded) } catch { throw RealmRefusal.badElement }
-        let key = P384._VOPRF.PrivateKey()
-        evaluationCounter.add(1, ordering: .relaxed)
-        let e = try key.evaluate(element)
-        let pendingID = Self.random(16)
-        let keyBytes = Array(key.rawRepresentation)
-        let pid = Self.sha256(pendingID)
+        let (answer, keyBytes, pid) = try RealmRules.beginRegistration(blinded: blinded, counter: evaluationCounter)
         let t = now().timeIntervalSince1970
         let limits = self.limits
-        let sealed = try crypto.sealSide(keyBytes, table: "pending", rowID: pid, recordKey: rk)
+        let sealed = try RealmRules.sealPendingKey(keyBytes, pendingRowID: pid, recordKey: rk, crypto: crypto)
         try await write(lock: rk) { tx in
             try await tx.exec("INSERT INTO pending (id, record, created, expires, sealed) VALUES (\(pid), \(rk), \(t), \(t + limits.pendingLifetime), \(sealed))")
             try await tx.exec("""
@@ -587,51 +580,28 @@ extension PostgresRealmStore: RealmDatabase {
                   (SELECT id FROM pending WHERE record = \(rk) AND expires > \(t) ORDER BY created DESC, id LIMIT \(limits.pendingPerUser))
                 """)
         }
-        return PendingAnswer(pendingID: pendingID, evaluatedElement: e.evaluatedElement.oprfRepresentation,
-                             proof: e.proof.rawRepresentation, pk: key.publicKey.oprfRepresentation)
+        return answer
     }
 
     @discardableResult
     public func completeRegistration(tenant: String, user: String, pendingID: Data, expectedVersion: Data?, fields: RegistrationFields,
                                      replace: RealmStore.ReplaceAuthority) async throws -> RealmStore.RegistrationOutcome {
         let rk = recordKey(tenant: tenant, user: user)
-        let pid = Self.sha256(pendingID)
+        let pid = RealmRules.sha256(pendingID)
         let t = now().timeIntervalSince1970
         let x = self.x
         let realmID = self.realmID
         return try await write(lock: rk) { tx in
             guard let prow = try await tx.one("SELECT record, expires, sealed FROM pending WHERE id = \(pid)") else { throw RealmRefusal.badPending }
             let (precord, pexpires, psealed) = try prow.decode((Data, Double, Data).self)
-            guard precord == rk, pexpires > t else { throw RealmRefusal.badPending }
-            let oprfKey = try self.crypto.openSide(psealed, table: "pending", rowID: pid, recordKey: rk)
+            guard RealmRules.pendingValid(record: precord, expires: pexpires, recordKey: rk, at: t) else { throw RealmRefusal.badPending }
+            let oprfKey = try RealmRules.openPendingKey(psealed, pendingRowID: pid, recordKey: rk, crypto: self.crypto)
             let current = try await self.loadRecord(tx, rk)
-            var outcome = RealmStore.RegistrationOutcome.fresh
-            var resets = 0
-            switch current?.record.kind {
-            case nil:
-                guard expectedVersion == nil else { throw RealmRefusal.versionMismatch }
-            case .active:
-                guard let cur = current?.record, expectedVersion == cur.version else { throw RealmRefusal.versionMismatch }
-                resets = cur.resets
-                if RealmStore.verifyReplaceProof(replace.proof, record: cur, realmID: realmID, newVersion: fields.version, pendingID: pendingID) {
-                    outcome = .proven
-                } else if replace.reset {
-                    resets += 1
-                    outcome = .reset(count: resets)
-                } else {
-                    throw RealmRefusal.replaceNotProven
-                }
-            case .destroyed:
-                guard expectedVersion == nil || expectedVersion == current?.record.version else { throw RealmRefusal.versionMismatch }
-            }
+            let (outcome, resets) = try RealmRules.replacement(of: current?.record, expectedVersion: expectedVersion, newVersion: fields.version,
+                                                               replace: replace, realmID: realmID, pendingID: pendingID)
             let spent = try await tx.exec("DELETE FROM pending WHERE id = \(pid) RETURNING 1")
             guard spent == 1 else { throw StoreConflict() }
-            let key = try P384._VOPRF.PrivateKey(rawRepresentation: oprfKey)
-            let inherited = current?.record.kind == .active ? min(current?.record.attempts ?? 0, fields.guessLimit) : 0
-            let record = StoredRecord(kind: .active, version: fields.version, oprfKey: Data(oprfKey), x: x,
-                                      pk: key.publicKey.oprfRepresentation, c: fields.c, commitment: fields.commitment,
-                                      vk: fields.vk, sig: fields.sig, tag: fields.tag, wrapped: fields.wrapped,
-                                      policy: fields.policy, attempts: inherited, guessLimit: fields.guessLimit, resets: resets)
+            let record = try RealmRules.registeredRecord(fields, oprfKey: oprfKey, x: x, replacing: current?.record, resets: resets)
             try await self.storeRecord(tx, rk, old: current?.gen, record, lockAt: nil)
             try await tx.exec("DELETE FROM challenge WHERE record = \(rk)")
             return outcome

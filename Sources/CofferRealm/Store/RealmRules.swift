@@ -25,12 +25,12 @@ struct TicketRow {
 }
 
 /// The realm's rules, written once for both stores (``RealmStore`` on SQLite, `PostgresRealmStore`):
-/// the cryptography (VOPRF evaluation of a guess, unlock proofs, the realm-side seal of a spent
-/// ticket) and every decision of Q0, Q1 and Q2 (is this ticket good, is this proof right, how many
-/// guesses are left, is the record due for destruction). Nothing here reads or writes a database:
-/// each store keeps its SQL, its transactions and the order of its reads and writes (a guess is
-/// durable before its answer), and asks these functions at each step (docs/REALM.md, "Guess
-/// accounting, as built").
+/// the cryptography (VOPRF evaluations, unlock and replace proofs, the realm-side seals of spent
+/// tickets and pending keys) and every decision of Q0-Q2, R1 and R2 (is this ticket good, is this
+/// proof right, how many guesses are left, is the record due for destruction, may this
+/// registration replace that record). Nothing here reads or writes a database: each store keeps
+/// its SQL, its transactions and the order of its reads and writes (a guess is durable before its
+/// answer), and asks these functions at each step (docs/REALM.md, "Guess accounting, as built").
 enum RealmRules {
     // MARK: ids and randomness
 
@@ -198,5 +198,93 @@ enum RealmRules {
         var r = record
         r.attempts = 0
         return r
+    }
+
+    // MARK: R1 and R2 (registration)
+
+    /// R1's key and evaluation: a fresh VOPRF key, its evaluation of `blinded` (an invalid element is
+    /// refused before the key is made) and a fresh pending id. The caller seals the key
+    /// (``sealPendingKey(_:pendingRowID:recordKey:crypto:)``) and stores it under `rowID`.
+    static func beginRegistration(blinded: Data, counter: borrowing Atomic<Int>) throws
+        -> (answer: PendingAnswer, keyBytes: [UInt8], rowID: Data) {
+        let element = try blindedElement(blinded)
+        let key = P384._VOPRF.PrivateKey()
+        counter.add(1, ordering: .relaxed)
+        let e = try key.evaluate(element)
+        let pendingID = random(16)
+        let answer = PendingAnswer(pendingID: pendingID, evaluatedElement: e.evaluatedElement.oprfRepresentation,
+                                   proof: e.proof.rawRepresentation, pk: key.publicKey.oprfRepresentation)
+        return (answer, Array(key.rawRepresentation), sha256(pendingID))
+    }
+
+    static func sealPendingKey(_ keyBytes: [UInt8], pendingRowID pid: Data, recordKey rk: Data, crypto: RecordCrypto) throws -> Data {
+        try crypto.sealSide(keyBytes, table: "pending", rowID: pid, recordKey: rk)
+    }
+
+    static func openPendingKey(_ sealed: Data, pendingRowID pid: Data, recordKey rk: Data, crypto: RecordCrypto) throws -> [UInt8] {
+        try crypto.openSide(sealed, table: "pending", rowID: pid, recordKey: rk)
+    }
+
+    /// Whether a pending row may be spent by the user `rk` at `t` (the user's and unexpired).
+    static func pendingValid(record: Data, expires: Double, recordKey rk: Data, at t: Double) -> Bool {
+        record == rk && expires > t
+    }
+
+    /// R2's decision about the record it would replace (`current`, read in the transaction), and the
+    /// `resets` the new record carries. Over none: only with no `expectedVersion`. Over an active
+    /// record: its version, and either a valid replace proof (the current password) or a
+    /// `reset`-scoped token, which is counted; else `replaceNotProven`. Over a tombstone: no
+    /// `expectedVersion` or the tombstone's version (whoever still holds `K` may enable again).
+    static func replacement(of current: StoredRecord?, expectedVersion: Data?, newVersion: Data,
+                            replace: RealmStore.ReplaceAuthority, realmID: Data, pendingID: Data) throws(RealmRefusal)
+        -> (outcome: RealmStore.RegistrationOutcome, resets: Int) {
+        switch current?.kind {
+        case nil:
+            guard expectedVersion == nil else { throw .versionMismatch }
+            return (.fresh, 0)
+        case .active:
+            guard let cur = current, expectedVersion == cur.version else { throw .versionMismatch }
+            // Replacing a live registration needs the current password (a proof keyed by its
+            // stored unlock tag, bound to this realm, both versions and this pending id) or an
+            // explicit, counted reset.
+            if verifyReplaceProof(replace.proof, record: cur, realmID: realmID, newVersion: newVersion, pendingID: pendingID) {
+                return (.proven, cur.resets)
+            } else if replace.reset {
+                return (.reset(count: cur.resets + 1), cur.resets + 1)
+            } else {
+                throw .replaceNotProven
+            }
+        case .destroyed:
+            // A destroyed record may be replaced by whoever still holds K: Q0 reported it
+            // locked with its version; "none" is accepted too.
+            guard expectedVersion == nil || expectedVersion == current?.version else { throw .versionMismatch }
+            return (.fresh, 0)
+        }
+    }
+
+    /// The record R2 writes: the new fields, this realm's `x`, the pending key and its public key.
+    static func registeredRecord(_ fields: RegistrationFields, oprfKey: [UInt8], x: UInt8, replacing current: StoredRecord?,
+                                 resets: Int) throws -> StoredRecord {
+        let key = try P384._VOPRF.PrivateKey(rawRepresentation: oprfKey)
+        // Guesses this realm counted against the record it replaces carry over: a registration
+        // (a repair, a rotation that reached this realm late, a change, a reset) never hands out a fresh
+        // budget for guesses an attacker already spent here. Only a successful unlock (Q2)
+        // resets the count. A tombstone may be replaced (the device still holds K), but the
+        // client never does so in a repair (docs/VAULT.md, "Guess accounting").
+        let inherited = current?.kind == .active ? min(current?.attempts ?? 0, fields.guessLimit) : 0
+        return StoredRecord(kind: .active, version: fields.version, oprfKey: Data(oprfKey), x: x,
+                            pk: key.publicKey.oprfRepresentation, c: fields.c, commitment: fields.commitment,
+                            vk: fields.vk, sig: fields.sig, tag: fields.tag, wrapped: fields.wrapped,
+                            policy: fields.policy, attempts: inherited, guessLimit: fields.guessLimit, resets: resets)
+    }
+
+    /// R2's replace proof against the stored unlock tag, in constant time (an all-zero or malformed proof is none).
+    static func verifyReplaceProof(_ proof: Data, record: StoredRecord, realmID: Data, newVersion: Data, pendingID: Data) -> Bool {
+        guard proof.count == WireSize.replaceProof, proof.contains(where: { $0 != 0 }), record.tag.count == WireSize.unlockTag,
+              let rid = try? RealmID(bytes: Array(realmID)), let cur = try? RecordVersion(bytes: Array(record.version)),
+              let new = try? RecordVersion(bytes: Array(newVersion)), let pid = try? PendingID(bytes: Array(pendingID))
+        else { return false }
+        return VaultDerivation.verifyReplaceProof(Array(proof), tag: Array(record.tag), realmID: rid, currentVersion: cur,
+                                                  newVersion: new, pendingID: pid)
     }
 }

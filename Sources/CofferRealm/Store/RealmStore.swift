@@ -252,12 +252,6 @@ public final class RealmStore: Sendable {
         return true
     }
 
-    private static func ticketID(_ ticket: Data) -> Data { Data(SHA256.hash(data: ticket)) }
-    private static func random(_ n: Int) -> Data {
-        var g = SystemRandomNumberGenerator()
-        return Data((0..<n).map { _ in UInt8.random(in: 0...255, using: &g) })
-    }
-
     // MARK: operations
 
     /// Q0: the record's status and a fresh ticket for `scope` (durable before it is returned).
@@ -366,27 +360,19 @@ public final class RealmStore: Sendable {
     /// the oldest dropped beyond that), and its evaluation of `blinded`.
     public func beginRegistration(tenant: String, user: String, blinded: Data) async throws -> PendingAnswer {
         let rk = recordKey(tenant: tenant, user: user)
-        let element: P384._VOPRF.BlindedElement
-        do { element = try P384._VOPRF.BlindedElement(oprfRepresentation: blinded) } catch { throw RealmRefusal.badElement }
-        let key = P384._VOPRF.PrivateKey()
-        evaluationCounter.add(1, ordering: .relaxed)
-        let e = try key.evaluate(element)
-        let pendingID = Self.random(16)
-        let keyBytes = Array(key.rawRepresentation)
-        let pid = Self.ticketID(pendingID)
+        let (answer, keyBytes, pid) = try RealmRules.beginRegistration(blinded: blinded, counter: evaluationCounter)
         let t = now().timeIntervalSince1970
         let limits = self.limits
         try await group.write { db in
             try db.execute(sql: "INSERT INTO pending (id, record, created, expires, sealed) VALUES (?, ?, ?, ?, ?)",
                            arguments: [pid, rk, t, t + limits.pendingLifetime,
-                                       try self.crypto.sealSide(keyBytes, table: "pending", rowID: pid, recordKey: rk)])
+                                       try RealmRules.sealPendingKey(keyBytes, pendingRowID: pid, recordKey: rk, crypto: self.crypto)])
             try db.execute(sql: """
                 DELETE FROM pending WHERE record = ? AND id NOT IN
                   (SELECT id FROM pending WHERE record = ? AND expires > ? ORDER BY created DESC, id LIMIT ?)
                 """, arguments: [rk, rk, t, limits.pendingPerUser])
         }
-        return PendingAnswer(pendingID: pendingID, evaluatedElement: e.evaluatedElement.oprfRepresentation,
-                             proof: e.proof.rawRepresentation, pk: key.publicKey.oprfRepresentation)
+        return answer
     }
 
     /// How R2 may replace an *active* record (over none or a tombstone neither is needed).
@@ -423,65 +409,24 @@ public final class RealmStore: Sendable {
                                      fields: RegistrationFields,
                                      replace: ReplaceAuthority = ReplaceAuthority(proof: Data(), reset: false)) async throws -> RegistrationOutcome {
         let rk = recordKey(tenant: tenant, user: user)
-        let pid = Self.ticketID(pendingID)
+        let pid = RealmRules.sha256(pendingID)
         let t = now().timeIntervalSince1970
         let x = self.x
         let realmID = self.realmID
         return try await group.write { db in
             guard let prow = try GRDB.Row.fetchOne(db, sql: "SELECT record, expires, sealed FROM pending WHERE id = ?", arguments: [pid]),
-                  (prow["record"] as Data) == rk, (prow["expires"] as Double) > t
+                  RealmRules.pendingValid(record: prow["record"], expires: prow["expires"], recordKey: rk, at: t)
             else { throw RealmRefusal.badPending }
-            let oprfKey = try self.crypto.openSide(prow["sealed"], table: "pending", rowID: pid, recordKey: rk)
+            let oprfKey = try RealmRules.openPendingKey(prow["sealed"], pendingRowID: pid, recordKey: rk, crypto: self.crypto)
             let current = try self.loadRecord(db, rk)
-            var outcome = RegistrationOutcome.fresh
-            var resets = 0
-            switch current?.record.kind {
-            case nil:
-                guard expectedVersion == nil else { throw RealmRefusal.versionMismatch }
-            case .active:
-                guard let cur = current?.record, expectedVersion == cur.version else { throw RealmRefusal.versionMismatch }
-                resets = cur.resets
-                // Replacing a live registration needs the current password (a proof keyed by its
-                // stored unlock tag, bound to this realm, both versions and this pending id) or an
-                // explicit, counted reset.
-                if Self.verifyReplaceProof(replace.proof, record: cur, realmID: realmID, newVersion: fields.version, pendingID: pendingID) {
-                    outcome = .proven
-                } else if replace.reset {
-                    resets += 1
-                    outcome = .reset(count: resets)
-                } else {
-                    throw RealmRefusal.replaceNotProven
-                }
-            case .destroyed:
-                // A destroyed record may be replaced by whoever still holds K: Q0 reported it
-                // locked with its version; "none" is accepted too.
-                guard expectedVersion == nil || expectedVersion == current?.record.version else { throw RealmRefusal.versionMismatch }
-            }
+            let (outcome, resets) = try RealmRules.replacement(of: current?.record, expectedVersion: expectedVersion, newVersion: fields.version,
+                                                               replace: replace, realmID: realmID, pendingID: pendingID)
             try db.execute(sql: "DELETE FROM pending WHERE id = ?", arguments: [pid])
-            let key = try P384._VOPRF.PrivateKey(rawRepresentation: oprfKey)
-            // Guesses this realm counted against the record it replaces carry over: a registration
-            // (a repair, a rotation that reached this realm late, a change, a reset) never hands out a fresh
-            // budget for guesses an attacker already spent here. Only a successful unlock (Q2)
-            // resets the count. A tombstone may be replaced (the device still holds K), but the
-            // client never does so in a repair (docs/VAULT.md, "Guess accounting").
-            let inherited = current?.record.kind == .active ? min(current?.record.attempts ?? 0, fields.guessLimit) : 0
-            let record = StoredRecord(kind: .active, version: fields.version, oprfKey: Data(oprfKey), x: x,
-                                      pk: key.publicKey.oprfRepresentation, c: fields.c, commitment: fields.commitment,
-                                      vk: fields.vk, sig: fields.sig, tag: fields.tag, wrapped: fields.wrapped,
-                                      policy: fields.policy, attempts: inherited, guessLimit: fields.guessLimit, resets: resets)
+            let record = try RealmRules.registeredRecord(fields, oprfKey: oprfKey, x: x, replacing: current?.record, resets: resets)
             try self.storeRecord(db, rk, old: current?.gen, record, lockAt: nil)
             try db.execute(sql: "DELETE FROM challenge WHERE record = ?", arguments: [rk])
             return outcome
         }
-    }
-
-    static func verifyReplaceProof(_ proof: Data, record: StoredRecord, realmID: Data, newVersion: Data, pendingID: Data) -> Bool {
-        guard proof.count == WireSize.replaceProof, proof.contains(where: { $0 != 0 }), record.tag.count == WireSize.unlockTag,
-              let rid = try? RealmID(bytes: Array(realmID)), let cur = try? RecordVersion(bytes: Array(record.version)),
-              let new = try? RecordVersion(bytes: Array(newVersion)), let pid = try? PendingID(bytes: Array(pendingID))
-        else { return false }
-        return VaultDerivation.verifyReplaceProof(Array(proof), tag: Array(record.tag), realmID: rid, currentVersion: cur,
-                                                  newVersion: new, pendingID: pid)
     }
 
     /// How many counted resets the user's record holds (0 without a record). A read for tests and tools.
