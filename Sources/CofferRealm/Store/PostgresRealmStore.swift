@@ -359,12 +359,6 @@ public final class PostgresRealmStore: Sendable {
         guard n == 1 else { throw StoreConflict() }
     }
 
-    static func sha256(_ d: Data) -> Data { Data(SHA256.hash(data: d)) }
-    static func random(_ n: Int) -> Data {
-        var g = SystemRandomNumberGenerator()
-        return Data((0..<n).map { _ in UInt8.random(in: 0...255, using: &g) })
-    }
-
 }
 
 /// Resumes a continuation once (the first of the work's result, a timeout or cancellation wins).
@@ -658,62 +652,50 @@ extension PostgresRealmStore: RealmDatabase {
 
     public func readHeads(tenant: String, user: String) async throws -> (ticket: Data, heads: [StoredHead]) {
         let rk = recordKey(tenant: tenant, user: user)
-        let ticket = Self.random(32)
+        let ticket = RealmRules.random(32)
         let t = now().timeIntervalSince1970
         let expires = t + limits.ticketLifetime
-        let tid = Self.sha256(ticket)
+        let tid = RealmRules.sha256(ticket)
         let rows = try await write(lock: rk) { tx -> [HeadRow] in
             try await tx.exec("INSERT INTO ticket (id, record, scope, expires, sealed) VALUES (\(tid), \(rk), \(VaultScope.head.rawValue), \(expires), NULL)")
             var out: [HeadRow] = []
             for row in try await tx.rows("SELECT id, sealed FROM head WHERE record = \(rk)") {
                 let (id, sealed) = try row.decode((Data, Data).self)
-                let plain = try self.crypto.openSide(sealed, table: "head", rowID: id, recordKey: rk)
-                guard let h = HeadRow(decoding: plain) else { throw StoreError.corrupt }
-                out.append(h)
+                out.append(try RealmRules.openHead(sealed, rowID: id, recordKey: rk, crypto: self.crypto))
             }
             return out
         }
-        let heads = rows.sorted { $0.slotID.lexicographicallyPrecedes($1.slotID) }
-            .map { StoredHead(slotID: Array($0.slotID), seq: $0.seq, sealedHead: Array($0.sealedHead)) }
-        return (ticket, heads)
+        return (ticket, RealmRules.storedHeads(rows))
     }
 
     public func writeHead(tenant: String, user: String, ticket: Data, slotID: Data, seq: UInt64,
                           writeAuth: Data, sealedHead: Data) async throws -> UInt64 {
         let rk = recordKey(tenant: tenant, user: user)
-        let tid = Self.sha256(ticket)
-        let rowID = crypto.headRowID(recordKey: rk, slotID: slotID)
-        let authHash = Self.sha256(writeAuth)
+        let w = RealmRules.HeadWrite(recordKey: rk, ticket: ticket, slotID: slotID, seq: seq, writeAuth: writeAuth,
+                                     sealedHead: sealedHead, crypto: crypto)
+        let (tid, rowID, head) = (w.ticketID, w.rowID, w.head)
         let t = now().timeIntervalSince1970
-        let idleBefore = t - limits.headSlotIdleLifetime
+        let idleBefore = RealmRules.headIdleBefore(t, limits: limits)
         return try await write(lock: rk) { tx in
-            guard let tr = try await self.loadTicket(tx, tid), tr.record == rk, tr.scope == VaultScope.head.rawValue, tr.expires > t
-            else { throw HeadRefusal.badTicket }
+            guard let tr = try await self.loadTicket(tx, tid), tr.admits(recordKey: rk, scope: .head, at: t) else { throw HeadRefusal.badTicket }
             guard tr.sealed == nil else { throw HeadRefusal.ticketReused }
             if let row = try await tx.one("SELECT sealed FROM head WHERE id = \(rowID)") {
-                let plain = try self.crypto.openSide(try row.decode(Data.self), table: "head", rowID: rowID, recordKey: rk)
-                guard let stored = HeadRow(decoding: plain) else { throw StoreError.corrupt }
-                guard constantTimeEqual(stored.authHash, authHash) else { throw HeadRefusal.authFailed }
-                if seq == stored.seq, stored.sealedHead == sealedHead {
-                    // An identical retry: nothing to change but the ticket.
-                } else {
-                    guard seq > stored.seq else { throw HeadRefusal.stale(stored: stored.seq) }
-                    let sealed = try self.crypto.sealSide(HeadRow(slotID: slotID, seq: seq, authHash: authHash, sealedHead: sealedHead).encoded(),
-                                                          table: "head", rowID: rowID, recordKey: rk)
+                let stored = try RealmRules.openHead(try row.decode(Data.self), rowID: rowID, recordKey: rk, crypto: self.crypto)
+                if try RealmRules.acceptHeadWrite(head, over: stored) {
+                    let sealed = try RealmRules.sealHead(head, rowID: rowID, recordKey: rk, crypto: self.crypto)
                     try await tx.exec("UPDATE head SET updated = \(t), sealed = \(sealed) WHERE id = \(rowID)")
                 }
             } else {
                 let count = try await tx.one("SELECT COUNT(*) FROM head WHERE record = \(rk)").map { try $0.decode(Int64.self) } ?? 0
-                if count >= HeadWire.maxSlots {
+                if RealmRules.headSlotsFull(Int(count)) {
                     guard let idle = try await tx.one("SELECT id FROM head WHERE record = \(rk) AND updated < \(idleBefore) ORDER BY updated LIMIT 1")
                     else { throw HeadRefusal.tooManySlots }
                     try await tx.exec("DELETE FROM head WHERE id = \(try idle.decode(Data.self))")
                 }
-                let sealed = try self.crypto.sealSide(HeadRow(slotID: slotID, seq: seq, authHash: authHash, sealedHead: sealedHead).encoded(),
-                                                      table: "head", rowID: rowID, recordKey: rk)
+                let sealed = try RealmRules.sealHead(head, rowID: rowID, recordKey: rk, crypto: self.crypto)
                 try await tx.exec("INSERT INTO head (id, record, updated, sealed) VALUES (\(rowID), \(rk), \(t), \(sealed))")
             }
-            try await self.spendTicket(tx, tid, sealed: try self.crypto.sealSide([0], table: "ticket", rowID: tid, recordKey: rk))
+            try await self.spendTicket(tx, tid, sealed: try RealmRules.sealSpentTicket(ticketID: tid, recordKey: rk, crypto: self.crypto))
             return seq
         }
     }

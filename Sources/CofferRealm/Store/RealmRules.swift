@@ -25,12 +25,12 @@ struct TicketRow {
 }
 
 /// The realm's rules, written once for both stores (``RealmStore`` on SQLite, `PostgresRealmStore`):
-/// the cryptography (VOPRF evaluations, unlock and replace proofs, the realm-side seals of spent
-/// tickets and pending keys) and every decision of Q0-Q2, R1 and R2 (is this ticket good, is this
-/// proof right, how many guesses are left, is the record due for destruction, may this
-/// registration replace that record). Nothing here reads or writes a database: each store keeps
-/// its SQL, its transactions and the order of its reads and writes (a guess is durable before its
-/// answer), and asks these functions at each step (docs/REALM.md, "Guess accounting, as built").
+/// the cryptography (VOPRF evaluations, unlock and replace proofs, the realm-side seals of each
+/// table) and every decision (is this ticket good, is this proof right, how many guesses are left,
+/// is the record due for destruction, may this registration replace that record, may this head
+/// write land). Nothing here reads or writes a database: each store keeps its SQL, its transactions
+/// and the order of its reads and writes (a guess is durable before its answer), and asks these
+/// functions at each step (docs/REALM.md, "Guess accounting, as built").
 enum RealmRules {
     // MARK: ids and randomness
 
@@ -286,5 +286,57 @@ enum RealmRules {
         else { return false }
         return VaultDerivation.verifyReplaceProof(Array(proof), tag: Array(record.tag), realmID: rid, currentVersion: cur,
                                                   newVersion: new, pendingID: pid)
+    }
+
+    // MARK: anchored heads
+
+    /// A head write's values, derived alike by both stores: the ticket's row id, the slot's keyed
+    /// row id and the row to store (with SHA-256 of the write authenticator, never the authenticator).
+    struct HeadWrite: Sendable {
+        var ticketID: Data
+        var rowID: Data
+        var head: HeadRow
+
+        init(recordKey rk: Data, ticket: Data, slotID: Data, seq: UInt64, writeAuth: Data, sealedHead: Data, crypto: RecordCrypto) {
+            ticketID = RealmRules.sha256(ticket)
+            rowID = crypto.headRowID(recordKey: rk, slotID: slotID)
+            head = HeadRow(slotID: slotID, seq: seq, authHash: RealmRules.sha256(writeAuth), sealedHead: sealedHead)
+        }
+    }
+
+    /// A head write to an existing slot: refused unless the write authenticator's hash matches the
+    /// slot's (constant time); the same seq with byte-identical contents is a retry (false: nothing
+    /// to write); otherwise refused unless `seq` is higher (true: write).
+    static func acceptHeadWrite(_ new: HeadRow, over stored: HeadRow) throws(HeadRefusal) -> Bool {
+        guard constantTimeEqual(stored.authHash, new.authHash) else { throw .authFailed }
+        // An identical retry: nothing to change but the ticket.
+        if new.seq == stored.seq, stored.sealedHead == new.sealedHead { return false }
+        guard new.seq > stored.seq else { throw .stale(stored: stored.seq) }
+        return true
+    }
+
+    /// A new slot when the user already has `count` slots: whether it needs room. When full, only a
+    /// slot not written since ``headIdleBefore(_:limits:)`` makes room, and is replaced (so garbage
+    /// written by a token holder can block new slots for a while, never evict a live one);
+    /// without one the write is refused (`tooManySlots`).
+    static func headSlotsFull(_ count: Int) -> Bool { count >= HeadWire.maxSlots }
+
+    /// The time before which a slot counts as idle (`Limits.headSlotIdleLifetime` ago).
+    static func headIdleBefore(_ t: Double, limits: RealmStore.Limits) -> Double { t - limits.headSlotIdleLifetime }
+
+    static func sealHead(_ head: HeadRow, rowID: Data, recordKey rk: Data, crypto: RecordCrypto) throws -> Data {
+        try crypto.sealSide(head.encoded(), table: "head", rowID: rowID, recordKey: rk)
+    }
+
+    static func openHead(_ sealed: Data, rowID: Data, recordKey rk: Data, crypto: RecordCrypto) throws -> HeadRow {
+        let plain = try crypto.openSide(sealed, table: "head", rowID: rowID, recordKey: rk)
+        guard let h = HeadRow(decoding: plain) else { throw StoreError.corrupt }
+        return h
+    }
+
+    /// A head read's answer: the slots, by slot id.
+    static func storedHeads(_ rows: [HeadRow]) -> [StoredHead] {
+        rows.sorted { $0.slotID.lexicographicallyPrecedes($1.slotID) }
+            .map { StoredHead(slotID: Array($0.slotID), seq: $0.seq, sealedHead: Array($0.sealedHead)) }
     }
 }
