@@ -312,11 +312,6 @@ public final class PostgresRealmStore: Sendable {
 
     // MARK: row helpers
 
-    struct RecordRow {
-        var gen: Int64
-        var record: StoredRecord
-    }
-
     func loadRecord(_ tx: Tx, _ rk: Data) async throws -> RecordRow? {
         guard let row = try await tx.one("SELECT gen, sealed FROM record WHERE id = \(rk)") else { return nil }
         let (gen, sealed) = try row.decode((Int64, Data).self)
@@ -346,17 +341,10 @@ public final class PostgresRealmStore: Sendable {
     }
 
     func applyDestruction(_ tx: Tx, _ rk: Data, _ row: RecordRow, at t: Double) async throws -> Bool {
-        guard row.record.kind == .active, row.record.attempts >= row.record.guessLimit else { return false }
+        guard RealmRules.destructionDue(row.record) else { return false }
         guard try await !hasLiveChallenge(tx, rk, at: t) else { return false }
         try await destroy(tx, rk, row)
         return true
-    }
-
-    struct TicketRow {
-        var record: Data
-        var scope: String
-        var expires: Double
-        var sealed: Data?
     }
 
     func loadTicket(_ tx: Tx, _ tid: Data) async throws -> TicketRow? {
@@ -371,22 +359,6 @@ public final class PostgresRealmStore: Sendable {
         guard n == 1 else { throw StoreConflict() }
     }
 
-    static func sha256(_ d: Data) -> Data { Data(SHA256.hash(data: d)) }
-    static func random(_ n: Int) -> Data {
-        var g = SystemRandomNumberGenerator()
-        return Data((0..<n).map { _ in UInt8.random(in: 0...255, using: &g) })
-    }
-
-    func status(of row: RecordRow?) -> RecordStatus {
-        guard let row else { return .notRegistered }
-        let r = row.record
-        switch r.kind {
-        case .destroyed: return .locked(version: r.version)
-        case .active:
-            return .active(version: r.version, policy: r.policy, commitment: r.commitment, vk: r.vk,
-                           attemptsLeft: max(0, r.guessLimit - r.attempts))
-        }
-    }
 }
 
 /// Resumes a continuation once (the first of the work's result, a timeout or cancellation wins).
@@ -452,7 +424,7 @@ extension PostgresRealmStore: RealmDatabase {
 
     public func query(tenant: String, user: String, scope: VaultScope) async throws -> (status: RecordStatus, ticket: Data, destroyed: Bool) {
         let rk = recordKey(tenant: tenant, user: user)
-        let ticket = Self.random(32)
+        let ticket = RealmRules.random(32)
         let t = now().timeIntervalSince1970
         let expires = t + limits.ticketLifetime
         return try await write(lock: rk) { tx in
@@ -462,15 +434,15 @@ extension PostgresRealmStore: RealmDatabase {
                 row = try await self.loadRecord(tx, rk)
                 destroyed = true
             }
-            try await tx.exec("INSERT INTO ticket (id, record, scope, expires, sealed) VALUES (\(Self.sha256(ticket)), \(rk), \(scope.rawValue), \(expires), NULL)")
-            return (self.status(of: row), ticket, destroyed)
+            try await tx.exec("INSERT INTO ticket (id, record, scope, expires, sealed) VALUES (\(RealmRules.sha256(ticket)), \(rk), \(scope.rawValue), \(expires), NULL)")
+            return (RealmRules.status(of: row?.record), ticket, destroyed)
         }
     }
 
     public func guess(tenant: String, user: String, ticket: Data, version: Data, blinded: Data) async throws -> (answer: GuessAnswer, retried: Bool, lastGuess: Bool) {
         let rk = recordKey(tenant: tenant, user: user)
         let t = now().timeIntervalSince1970
-        let tid = Self.sha256(ticket)
+        let tid = RealmRules.sha256(ticket)
         // Cheap refusals first (a read), then the evaluation outside the transaction, as on SQLite.
         // One statement (one round trip) reads the ticket and the record.
         let (ticketUnspent, snapshot) = try await read { tx -> (Bool, RecordRow?) in
@@ -479,40 +451,32 @@ extension PostgresRealmStore: RealmDatabase {
                 FROM ticket t LEFT JOIN record r ON r.id = \(rk) WHERE t.id = \(tid)
                 """) else { throw RealmRefusal.badTicket }
             let (record, scope, expires, unspent, gen, sealed) = try row.decode((Data, String, Double, Bool, Int64?, Data?).self)
-            guard record == rk, scope == VaultScope.recover.rawValue, expires > t else { throw RealmRefusal.badTicket }
+            guard RealmRules.ticketAdmits(record: record, scope: scope, expires: expires, recordKey: rk, scope: .recover, at: t)
+            else { throw RealmRefusal.badTicket }
             guard let gen, let sealed else { return (unspent, nil) }
             return (unspent, RecordRow(gen: gen, record: try self.crypto.openRecord(sealed, recordKey: rk, gen: gen)))
         }
-        var computed: (element: Data, proof: Data)?
-        if ticketUnspent, let snap = snapshot, snap.record.kind == .active, snap.record.version == version {
-            let element: P384._VOPRF.BlindedElement
-            do { element = try P384._VOPRF.BlindedElement(oprfRepresentation: blinded) } catch { throw RealmRefusal.badElement }
-            let key = try oprfKeys.key(recordKey: rk, raw: snap.record.oprfKey)
-            evaluationCounter.add(1, ordering: .relaxed)
-            let e = try key.evaluate(element)
-            computed = (e.evaluatedElement.oprfRepresentation, e.proof.rawRepresentation)
-        }
-        let evaluation = computed
-        let challenge = Self.random(32)
+        let evaluation = try RealmRules.evaluateGuess(blinded: blinded, version: version, ticketUnspent: ticketUnspent,
+                                                      snapshot: snapshot?.record, recordKey: rk, keys: oprfKeys, counter: evaluationCounter)
+        let challenge = RealmRules.random(32)
         let limits = self.limits
         let mark = RequestMark.current?.take()
         // The common case in one statement (`coffer_guess_v1`, see `functionSQL`): a live ticket and an
-        // active record of this version with guesses left, as read above. The function commits the
-        // guess only if the ticket is still unspent and the record still at the generation read, under
-        // the user's lock; otherwise it changes nothing and the general transaction below decides.
-        if Self.guessFunction, let evaluation, let snap = snapshot, snap.record.kind == .active, snap.record.version == version,
-           snap.record.attempts < snap.record.guessLimit {
-            var record = snap.record
-            record.attempts += 1
-            let last = record.attempts >= record.guessLimit
-            let cexpires = t + limits.challengeLifetime
+        // active record of this version with guesses left, as read above (the guess counted as the
+        // general transaction would count it; any refusal it would give leaves it to that transaction).
+        // The function commits the guess only if the ticket is still unspent and the record still at
+        // the generation read, under the user's lock; otherwise it changes nothing and the general
+        // transaction below decides.
+        if Self.guessFunction, let snap = snapshot,
+           let counted = try? RealmRules.countGuess(snap.record, version: version, evaluation: evaluation, challenge: challenge, at: t, limits: limits) {
+            let answer = counted.answer
+            let last = counted.last
+            let cexpires = counted.challengeExpires
             let newGen = snap.gen + 1
-            let sealed = try crypto.sealRecord(record, recordKey: rk, gen: newGen)
-            let answer = GuessAnswer(evaluatedElement: evaluation.element, proof: evaluation.proof, pk: record.pk, c: record.c,
-                                     sig: record.sig, challenge: challenge, attemptsLeft: record.guessLimit - record.attempts)
-            let sealedTicket = try crypto.sealSide(RealmStore.encodeStoredGuess(blinded, answer), table: "ticket", rowID: tid, recordKey: rk)
-            let lockAt: Double? = last ? cexpires : nil
-            let cid = Self.sha256(challenge)
+            let sealed = try crypto.sealRecord(counted.record, recordKey: rk, gen: newGen)
+            let sealedTicket = try RealmRules.sealGuess(blinded, answer, ticketID: tid, recordKey: rk, crypto: crypto)
+            let lockAt = counted.lockAt
+            let cid = RealmRules.sha256(challenge)
             let lock = Self.lockKey(rk)
             let oldGen = snap.gen
             let markID = mark?.id
@@ -550,31 +514,19 @@ extension PostgresRealmStore: RealmDatabase {
             }
         }
         let outcome: Result<(answer: GuessAnswer, retried: Bool, lastGuess: Bool), RealmRefusal> = try await write(lock: rk, mark: mark) { tx in
-            guard let tr = try await self.loadTicket(tx, tid), tr.record == rk, tr.scope == VaultScope.recover.rawValue, tr.expires > t
+            guard let tr = try await self.loadTicket(tx, tid), tr.admits(recordKey: rk, scope: .recover, at: t)
             else { throw RealmRefusal.badTicket }
             if let stored = tr.sealed {
-                let plain = try self.crypto.openSide(stored, table: "ticket", rowID: tid, recordKey: rk)
-                guard let (storedBlinded, answer) = RealmStore.decodeStoredGuess(plain) else { throw StoreError.corrupt }
-                guard constantTimeEqual(storedBlinded, blinded) else { throw RealmRefusal.ticketReused }
+                let answer = try RealmRules.storedGuess(stored, blinded: blinded, ticketID: tid, recordKey: rk, crypto: self.crypto)
                 return .success((answer, true, false))
             }
             guard let row = try await self.loadRecord(tx, rk) else { throw RealmRefusal.notRegistered }
             if try await self.applyDestruction(tx, rk, row, at: t) { return .failure(.destroyedNow) }
-            var record = row.record
-            guard record.kind == .active else { throw RealmRefusal.locked }
-            guard record.version == version else { throw RealmRefusal.versionMismatch }
-            guard record.attempts < record.guessLimit else { throw RealmRefusal.noGuessesLeft }
-            guard let evaluation else { throw RealmRefusal.versionMismatch }
-            record.attempts += 1
-            let last = record.attempts >= record.guessLimit
-            let expires = t + limits.challengeLifetime
-            try await self.storeRecord(tx, rk, old: row.gen, record, lockAt: last ? expires : nil)
-            try await tx.exec("INSERT INTO challenge (id, record, created, expires) VALUES (\(Self.sha256(challenge)), \(rk), \(t), \(expires))")
-            let answer = GuessAnswer(evaluatedElement: evaluation.element, proof: evaluation.proof, pk: record.pk, c: record.c,
-                                     sig: record.sig, challenge: challenge, attemptsLeft: record.guessLimit - record.attempts)
-            try await self.spendTicket(tx, tid, sealed: try self.crypto.sealSide(RealmStore.encodeStoredGuess(blinded, answer),
-                                                                                 table: "ticket", rowID: tid, recordKey: rk))
-            return .success((answer, false, last))
+            let counted = try RealmRules.countGuess(row.record, version: version, evaluation: evaluation, challenge: challenge, at: t, limits: limits)
+            try await self.storeRecord(tx, rk, old: row.gen, counted.record, lockAt: counted.lockAt)
+            try await tx.exec("INSERT INTO challenge (id, record, created, expires) VALUES (\(RealmRules.sha256(challenge)), \(rk), \(t), \(counted.challengeExpires))")
+            try await self.spendTicket(tx, tid, sealed: try RealmRules.sealGuess(blinded, counted.answer, ticketID: tid, recordKey: rk, crypto: self.crypto))
+            return .success((counted.answer, false, counted.last))
         }
         return try outcome.get()
     }
@@ -583,52 +535,38 @@ extension PostgresRealmStore: RealmDatabase {
         let rk = recordKey(tenant: tenant, user: user)
         let t = now().timeIntervalSince1970
         let realmID = self.realmID
-        let cid = Self.sha256(challenge)
+        let cid = RealmRules.sha256(challenge)
         let outcome: Result<UnlockOutcome, RealmRefusal> = try await write(lock: rk) { tx in
             guard let row = try await self.loadRecord(tx, rk) else { return .failure(.notRegistered) }
             if try await self.applyDestruction(tx, rk, row, at: t) { return .success(.destroyed) }
-            guard row.record.kind == .active else { return .failure(.locked) }
-            guard row.record.version == version else { return .failure(.versionMismatch) }
+            if let refusal = RealmRules.refusal(answering: row.record, version: version) { return .failure(refusal) }
             guard let crow = try await tx.one("SELECT outcome FROM challenge WHERE id = \(cid) AND record = \(rk) AND expires > \(t)")
             else { return .failure(.noChallenge) }
-            let proofHash = Data(SHA256.hash(data: proof))
+            let proofHash = RealmRules.sha256(proof)
             if let stored = try crow.decode(Data?.self) {
-                guard stored.count == 33, constantTimeEqual(Data(stored.prefix(32)), proofHash) else { return .failure(.noChallenge) }
-                if stored.last == 1 { return .success(.unlocked(wrapped: row.record.wrapped)) }
-                return .success(.wrongProof(attemptsLeft: max(0, row.record.guessLimit - row.record.attempts)))
+                return RealmRules.retriedUnlock(spent: stored, proofHash: proofHash, record: row.record)
             }
-            let expected = Data(HMAC<SHA256>.authenticationCode(
-                for: Array("coffer-vault/v1/unlock-proof".utf8) + Array(realmID) + Array(version) + Array(challenge),
-                using: SymmetricKey(data: row.record.tag)))
-            let success = constantTimeEqual(expected, proof)
-            let spent = try await tx.exec("UPDATE challenge SET outcome = \(proofHash + Data([success ? 1 : 0])) WHERE id = \(cid) AND outcome IS NULL RETURNING 1")
+            let success = RealmRules.unlockProofValid(proof, tag: row.record.tag, realmID: realmID, version: version, challenge: challenge)
+            let spent = try await tx.exec("UPDATE challenge SET outcome = \(RealmRules.spentChallenge(proofHash: proofHash, success: success)) WHERE id = \(cid) AND outcome IS NULL RETURNING 1")
             guard spent == 1 else { throw StoreConflict() }
             if success {
-                var record = row.record
-                record.attempts = 0
+                let record = RealmRules.unlocked(row.record)
                 try await self.storeRecord(tx, rk, old: row.gen, record, lockAt: nil)
                 try await tx.exec("DELETE FROM challenge WHERE record = \(rk) AND id <> \(cid)")
                 return .success(.unlocked(wrapped: record.wrapped))
             }
             if try await self.applyDestruction(tx, rk, row, at: t) { return .success(.destroyed) }
-            return .success(.wrongProof(attemptsLeft: max(0, row.record.guessLimit - row.record.attempts)))
+            return .success(.wrongProof(attemptsLeft: RealmRules.attemptsLeft(row.record)))
         }
         return try outcome.get()
     }
 
     public func beginRegistration(tenant: String, user: String, blinded: Data) async throws -> PendingAnswer {
         let rk = recordKey(tenant: tenant, user: user)
-        let element: P384._VOPRF.BlindedElement
-        do { element = try P384._VOPRF.BlindedElement(oprfRepresentation: blinded) } catch { throw RealmRefusal.badElement }
-        let key = P384._VOPRF.PrivateKey()
-        evaluationCounter.add(1, ordering: .relaxed)
-        let e = try key.evaluate(element)
-        let pendingID = Self.random(16)
-        let keyBytes = Array(key.rawRepresentation)
-        let pid = Self.sha256(pendingID)
+        let (answer, keyBytes, pid) = try RealmRules.beginRegistration(blinded: blinded, counter: evaluationCounter)
         let t = now().timeIntervalSince1970
         let limits = self.limits
-        let sealed = try crypto.sealSide(keyBytes, table: "pending", rowID: pid, recordKey: rk)
+        let sealed = try RealmRules.sealPendingKey(keyBytes, pendingRowID: pid, recordKey: rk, crypto: crypto)
         try await write(lock: rk) { tx in
             try await tx.exec("INSERT INTO pending (id, record, created, expires, sealed) VALUES (\(pid), \(rk), \(t), \(t + limits.pendingLifetime), \(sealed))")
             try await tx.exec("""
@@ -636,51 +574,28 @@ extension PostgresRealmStore: RealmDatabase {
                   (SELECT id FROM pending WHERE record = \(rk) AND expires > \(t) ORDER BY created DESC, id LIMIT \(limits.pendingPerUser))
                 """)
         }
-        return PendingAnswer(pendingID: pendingID, evaluatedElement: e.evaluatedElement.oprfRepresentation,
-                             proof: e.proof.rawRepresentation, pk: key.publicKey.oprfRepresentation)
+        return answer
     }
 
     @discardableResult
     public func completeRegistration(tenant: String, user: String, pendingID: Data, expectedVersion: Data?, fields: RegistrationFields,
                                      replace: RealmStore.ReplaceAuthority) async throws -> RealmStore.RegistrationOutcome {
         let rk = recordKey(tenant: tenant, user: user)
-        let pid = Self.sha256(pendingID)
+        let pid = RealmRules.sha256(pendingID)
         let t = now().timeIntervalSince1970
         let x = self.x
         let realmID = self.realmID
         return try await write(lock: rk) { tx in
             guard let prow = try await tx.one("SELECT record, expires, sealed FROM pending WHERE id = \(pid)") else { throw RealmRefusal.badPending }
             let (precord, pexpires, psealed) = try prow.decode((Data, Double, Data).self)
-            guard precord == rk, pexpires > t else { throw RealmRefusal.badPending }
-            let oprfKey = try self.crypto.openSide(psealed, table: "pending", rowID: pid, recordKey: rk)
+            guard RealmRules.pendingValid(record: precord, expires: pexpires, recordKey: rk, at: t) else { throw RealmRefusal.badPending }
+            let oprfKey = try RealmRules.openPendingKey(psealed, pendingRowID: pid, recordKey: rk, crypto: self.crypto)
             let current = try await self.loadRecord(tx, rk)
-            var outcome = RealmStore.RegistrationOutcome.fresh
-            var resets = 0
-            switch current?.record.kind {
-            case nil:
-                guard expectedVersion == nil else { throw RealmRefusal.versionMismatch }
-            case .active:
-                guard let cur = current?.record, expectedVersion == cur.version else { throw RealmRefusal.versionMismatch }
-                resets = cur.resets
-                if RealmStore.verifyReplaceProof(replace.proof, record: cur, realmID: realmID, newVersion: fields.version, pendingID: pendingID) {
-                    outcome = .proven
-                } else if replace.reset {
-                    resets += 1
-                    outcome = .reset(count: resets)
-                } else {
-                    throw RealmRefusal.replaceNotProven
-                }
-            case .destroyed:
-                guard expectedVersion == nil || expectedVersion == current?.record.version else { throw RealmRefusal.versionMismatch }
-            }
+            let (outcome, resets) = try RealmRules.replacement(of: current?.record, expectedVersion: expectedVersion, newVersion: fields.version,
+                                                               replace: replace, realmID: realmID, pendingID: pendingID)
             let spent = try await tx.exec("DELETE FROM pending WHERE id = \(pid) RETURNING 1")
             guard spent == 1 else { throw StoreConflict() }
-            let key = try P384._VOPRF.PrivateKey(rawRepresentation: oprfKey)
-            let inherited = current?.record.kind == .active ? min(current?.record.attempts ?? 0, fields.guessLimit) : 0
-            let record = StoredRecord(kind: .active, version: fields.version, oprfKey: Data(oprfKey), x: x,
-                                      pk: key.publicKey.oprfRepresentation, c: fields.c, commitment: fields.commitment,
-                                      vk: fields.vk, sig: fields.sig, tag: fields.tag, wrapped: fields.wrapped,
-                                      policy: fields.policy, attempts: inherited, guessLimit: fields.guessLimit, resets: resets)
+            let record = try RealmRules.registeredRecord(fields, oprfKey: oprfKey, x: x, replacing: current?.record, resets: resets)
             try await self.storeRecord(tx, rk, old: current?.gen, record, lockAt: nil)
             try await tx.exec("DELETE FROM challenge WHERE record = \(rk)")
             return outcome
@@ -694,15 +609,14 @@ extension PostgresRealmStore: RealmDatabase {
 
     public func delete(tenant: String, user: String, ticket: Data, expectedVersion: Data) async throws {
         let rk = recordKey(tenant: tenant, user: user)
-        let tid = Self.sha256(ticket)
+        let tid = RealmRules.sha256(ticket)
         let t = now().timeIntervalSince1970
         try await write(lock: rk) { tx in
-            guard let tr = try await self.loadTicket(tx, tid), tr.record == rk, tr.scope == VaultScope.delete.rawValue, tr.expires > t
-            else { throw RealmRefusal.badTicket }
+            guard let tr = try await self.loadTicket(tx, tid), tr.admits(recordKey: rk, scope: .delete, at: t) else { throw RealmRefusal.badTicket }
             guard tr.sealed == nil else { throw RealmRefusal.ticketReused }
             guard let row = try await self.loadRecord(tx, rk) else { throw RealmRefusal.notRegistered }
             guard row.record.version == expectedVersion else { throw RealmRefusal.versionMismatch }
-            try await self.spendTicket(tx, tid, sealed: try self.crypto.sealSide([0], table: "ticket", rowID: tid, recordKey: rk))
+            try await self.spendTicket(tx, tid, sealed: try RealmRules.sealSpentTicket(ticketID: tid, recordKey: rk, crypto: self.crypto))
             try await tx.exec("DELETE FROM record WHERE id = \(rk) AND gen = \(row.gen)")
             try await tx.exec("DELETE FROM challenge WHERE record = \(rk)")
             try await tx.exec("DELETE FROM pending WHERE record = \(rk)")
@@ -733,67 +647,55 @@ extension PostgresRealmStore: RealmDatabase {
 
     public func peekStatus(tenant: String, user: String) async throws -> RecordStatus {
         let rk = recordKey(tenant: tenant, user: user)
-        return try await read { tx in self.status(of: try await self.loadRecord(tx, rk)) }
+        return try await read { tx in RealmRules.status(of: try await self.loadRecord(tx, rk)?.record) }
     }
 
     public func readHeads(tenant: String, user: String) async throws -> (ticket: Data, heads: [StoredHead]) {
         let rk = recordKey(tenant: tenant, user: user)
-        let ticket = Self.random(32)
+        let ticket = RealmRules.random(32)
         let t = now().timeIntervalSince1970
         let expires = t + limits.ticketLifetime
-        let tid = Self.sha256(ticket)
+        let tid = RealmRules.sha256(ticket)
         let rows = try await write(lock: rk) { tx -> [HeadRow] in
             try await tx.exec("INSERT INTO ticket (id, record, scope, expires, sealed) VALUES (\(tid), \(rk), \(VaultScope.head.rawValue), \(expires), NULL)")
             var out: [HeadRow] = []
             for row in try await tx.rows("SELECT id, sealed FROM head WHERE record = \(rk)") {
                 let (id, sealed) = try row.decode((Data, Data).self)
-                let plain = try self.crypto.openSide(sealed, table: "head", rowID: id, recordKey: rk)
-                guard let h = HeadRow(decoding: plain) else { throw StoreError.corrupt }
-                out.append(h)
+                out.append(try RealmRules.openHead(sealed, rowID: id, recordKey: rk, crypto: self.crypto))
             }
             return out
         }
-        let heads = rows.sorted { $0.slotID.lexicographicallyPrecedes($1.slotID) }
-            .map { StoredHead(slotID: Array($0.slotID), seq: $0.seq, sealedHead: Array($0.sealedHead)) }
-        return (ticket, heads)
+        return (ticket, RealmRules.storedHeads(rows))
     }
 
     public func writeHead(tenant: String, user: String, ticket: Data, slotID: Data, seq: UInt64,
                           writeAuth: Data, sealedHead: Data) async throws -> UInt64 {
         let rk = recordKey(tenant: tenant, user: user)
-        let tid = Self.sha256(ticket)
-        let rowID = crypto.headRowID(recordKey: rk, slotID: slotID)
-        let authHash = Self.sha256(writeAuth)
+        let w = RealmRules.HeadWrite(recordKey: rk, ticket: ticket, slotID: slotID, seq: seq, writeAuth: writeAuth,
+                                     sealedHead: sealedHead, crypto: crypto)
+        let (tid, rowID, head) = (w.ticketID, w.rowID, w.head)
         let t = now().timeIntervalSince1970
-        let idleBefore = t - limits.headSlotIdleLifetime
+        let idleBefore = RealmRules.headIdleBefore(t, limits: limits)
         return try await write(lock: rk) { tx in
-            guard let tr = try await self.loadTicket(tx, tid), tr.record == rk, tr.scope == VaultScope.head.rawValue, tr.expires > t
-            else { throw HeadRefusal.badTicket }
+            guard let tr = try await self.loadTicket(tx, tid), tr.admits(recordKey: rk, scope: .head, at: t) else { throw HeadRefusal.badTicket }
             guard tr.sealed == nil else { throw HeadRefusal.ticketReused }
             if let row = try await tx.one("SELECT sealed FROM head WHERE id = \(rowID)") {
-                let plain = try self.crypto.openSide(try row.decode(Data.self), table: "head", rowID: rowID, recordKey: rk)
-                guard let stored = HeadRow(decoding: plain) else { throw StoreError.corrupt }
-                guard constantTimeEqual(stored.authHash, authHash) else { throw HeadRefusal.authFailed }
-                if seq == stored.seq, stored.sealedHead == sealedHead {
-                    // An identical retry: nothing to change but the ticket.
-                } else {
-                    guard seq > stored.seq else { throw HeadRefusal.stale(stored: stored.seq) }
-                    let sealed = try self.crypto.sealSide(HeadRow(slotID: slotID, seq: seq, authHash: authHash, sealedHead: sealedHead).encoded(),
-                                                          table: "head", rowID: rowID, recordKey: rk)
+                let stored = try RealmRules.openHead(try row.decode(Data.self), rowID: rowID, recordKey: rk, crypto: self.crypto)
+                if try RealmRules.acceptHeadWrite(head, over: stored) {
+                    let sealed = try RealmRules.sealHead(head, rowID: rowID, recordKey: rk, crypto: self.crypto)
                     try await tx.exec("UPDATE head SET updated = \(t), sealed = \(sealed) WHERE id = \(rowID)")
                 }
             } else {
                 let count = try await tx.one("SELECT COUNT(*) FROM head WHERE record = \(rk)").map { try $0.decode(Int64.self) } ?? 0
-                if count >= HeadWire.maxSlots {
+                if RealmRules.headSlotsFull(Int(count)) {
                     guard let idle = try await tx.one("SELECT id FROM head WHERE record = \(rk) AND updated < \(idleBefore) ORDER BY updated LIMIT 1")
                     else { throw HeadRefusal.tooManySlots }
                     try await tx.exec("DELETE FROM head WHERE id = \(try idle.decode(Data.self))")
                 }
-                let sealed = try self.crypto.sealSide(HeadRow(slotID: slotID, seq: seq, authHash: authHash, sealedHead: sealedHead).encoded(),
-                                                      table: "head", rowID: rowID, recordKey: rk)
+                let sealed = try RealmRules.sealHead(head, rowID: rowID, recordKey: rk, crypto: self.crypto)
                 try await tx.exec("INSERT INTO head (id, record, updated, sealed) VALUES (\(rowID), \(rk), \(t), \(sealed))")
             }
-            try await self.spendTicket(tx, tid, sealed: try self.crypto.sealSide([0], table: "ticket", rowID: tid, recordKey: rk))
+            try await self.spendTicket(tx, tid, sealed: try RealmRules.sealSpentTicket(ticketID: tid, recordKey: rk, crypto: self.crypto))
             return seq
         }
     }

@@ -57,33 +57,24 @@ struct HeadRow {
 }
 
 extension RealmStore {
-    private static func sha256(_ d: Data) -> Data { Data(SHA256.hash(data: d)) }
-
     /// Head read: a fresh `head`-scoped ticket (durable before it is returned, 5 minutes) and every
     /// slot this user has, opened from the realm's seal.
     public func readHeads(tenant: String, user: String) async throws -> (ticket: Data, heads: [StoredHead]) {
         let rk = recordKey(tenant: tenant, user: user)
-        var ticket = Data(count: 32)
-        var g = SystemRandomNumberGenerator()
-        for i in ticket.indices { ticket[i] = UInt8.random(in: 0...255, using: &g) }
+        let ticket = RealmRules.random(32)
         let t = now().timeIntervalSince1970
         let life = limits.ticketLifetime
-        let tid = Self.sha256(ticket)
+        let tid = RealmRules.sha256(ticket)
         let rows = try await group.write { db -> [HeadRow] in
             try db.execute(sql: "INSERT INTO ticket (id, record, scope, expires, sealed) VALUES (?, ?, ?, ?, NULL)",
                            arguments: [tid, rk, VaultScope.head.rawValue, t + life])
             var out: [HeadRow] = []
             for row in try Row.fetchAll(db, sql: "SELECT id, sealed FROM head WHERE record = ?", arguments: [rk]) {
-                let id: Data = row["id"]
-                let plain = try self.crypto.openSide(row["sealed"], table: "head", rowID: id, recordKey: rk)
-                guard let h = HeadRow(decoding: plain) else { throw StoreError.corrupt }
-                out.append(h)
+                out.append(try RealmRules.openHead(row["sealed"], rowID: row["id"], recordKey: rk, crypto: self.crypto))
             }
             return out
         }
-        let heads = rows.sorted { $0.slotID.lexicographicallyPrecedes($1.slotID) }
-            .map { StoredHead(slotID: Array($0.slotID), seq: $0.seq, sealedHead: Array($0.sealedHead)) }
-        return (ticket, heads)
+        return (ticket, RealmRules.storedHeads(rows))
     }
 
     /// Head write, in one durable transaction: spends the `head` ticket, then stores the sealed head
@@ -94,45 +85,33 @@ extension RealmStore {
     public func writeHead(tenant: String, user: String, ticket: Data, slotID: Data, seq: UInt64,
                           writeAuth: Data, sealedHead: Data) async throws -> UInt64 {
         let rk = recordKey(tenant: tenant, user: user)
-        let tid = Self.sha256(ticket)
-        let rowID = crypto.headRowID(recordKey: rk, slotID: slotID)
-        let authHash = Self.sha256(writeAuth)
+        let w = RealmRules.HeadWrite(recordKey: rk, ticket: ticket, slotID: slotID, seq: seq, writeAuth: writeAuth,
+                                     sealedHead: sealedHead, crypto: crypto)
+        let (tid, rowID, head) = (w.ticketID, w.rowID, w.head)
         let t = now().timeIntervalSince1970
-        let idleLife = limits.headSlotIdleLifetime
+        let idleBefore = RealmRules.headIdleBefore(t, limits: limits)
         return try await group.write { db in
-            guard let trow = try Row.fetchOne(db, sql: "SELECT record, scope, expires, sealed FROM ticket WHERE id = ?", arguments: [tid]),
-                  (trow["record"] as Data) == rk, (trow["scope"] as String) == VaultScope.head.rawValue,
-                  (trow["expires"] as Double) > t
-            else { throw HeadRefusal.badTicket }
-            guard (trow["sealed"] as Data?) == nil else { throw HeadRefusal.ticketReused }
+            guard let tr = try self.loadTicket(db, tid), tr.admits(recordKey: rk, scope: .head, at: t) else { throw HeadRefusal.badTicket }
+            guard tr.sealed == nil else { throw HeadRefusal.ticketReused }
             if let row = try Row.fetchOne(db, sql: "SELECT sealed FROM head WHERE id = ?", arguments: [rowID]) {
-                let plain = try self.crypto.openSide(row["sealed"], table: "head", rowID: rowID, recordKey: rk)
-                guard let stored = HeadRow(decoding: plain) else { throw StoreError.corrupt }
-                guard constantTimeEqual(stored.authHash, authHash) else { throw HeadRefusal.authFailed }
-                if seq == stored.seq, stored.sealedHead == sealedHead {
-                    // An identical retry: nothing to change but the ticket.
-                } else {
-                    guard seq > stored.seq else { throw HeadRefusal.stale(stored: stored.seq) }
-                    let sealed = try self.crypto.sealSide(HeadRow(slotID: slotID, seq: seq, authHash: authHash, sealedHead: sealedHead).encoded(),
-                                                          table: "head", rowID: rowID, recordKey: rk)
+                let stored = try RealmRules.openHead(row["sealed"], rowID: rowID, recordKey: rk, crypto: self.crypto)
+                if try RealmRules.acceptHeadWrite(head, over: stored) {
+                    let sealed = try RealmRules.sealHead(head, rowID: rowID, recordKey: rk, crypto: self.crypto)
                     try db.execute(sql: "UPDATE head SET updated = ?, sealed = ? WHERE id = ?", arguments: [t, sealed, rowID])
                 }
             } else {
                 let count = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM head WHERE record = ?", arguments: [rk]) ?? 0
-                if count >= HeadWire.maxSlots {
-                    // Full: only a slot idle for longer than headSlotIdleLifetime makes room (so garbage
-                    // written by a token holder can block new slots for a while, never evict a live one).
+                if RealmRules.headSlotsFull(count) {
                     guard let idle = try Data.fetchOne(db, sql: "SELECT id FROM head WHERE record = ? AND updated < ? ORDER BY updated LIMIT 1",
-                                                       arguments: [rk, t - idleLife]) else { throw HeadRefusal.tooManySlots }
+                                                       arguments: [rk, idleBefore]) else { throw HeadRefusal.tooManySlots }
                     try db.execute(sql: "DELETE FROM head WHERE id = ?", arguments: [idle])
                 }
-                let sealed = try self.crypto.sealSide(HeadRow(slotID: slotID, seq: seq, authHash: authHash, sealedHead: sealedHead).encoded(),
-                                                      table: "head", rowID: rowID, recordKey: rk)
+                let sealed = try RealmRules.sealHead(head, rowID: rowID, recordKey: rk, crypto: self.crypto)
                 try db.execute(sql: "INSERT INTO head (id, record, updated, sealed) VALUES (?, ?, ?, ?)", arguments: [rowID, rk, t, sealed])
             }
             // Spent in the same transaction as the write.
             try db.execute(sql: "UPDATE ticket SET sealed = ? WHERE id = ?",
-                           arguments: [try self.crypto.sealSide([0], table: "ticket", rowID: tid, recordKey: rk), tid])
+                           arguments: [try RealmRules.sealSpentTicket(ticketID: tid, recordKey: rk, crypto: self.crypto), tid])
             return seq
         }
     }

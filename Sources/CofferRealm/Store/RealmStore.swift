@@ -204,16 +204,17 @@ public final class RealmStore: Sendable {
 
     // MARK: row helpers (inside a transaction)
 
-    private struct Row {
-        var gen: Int64
-        var record: StoredRecord
-    }
-
-    private func loadRecord(_ db: Database, _ rk: Data) throws -> Row? {
+    private func loadRecord(_ db: Database, _ rk: Data) throws -> RecordRow? {
         guard let row = try GRDB.Row.fetchOne(db, sql: "SELECT gen, sealed FROM record WHERE id = ?", arguments: [rk]) else { return nil }
         let gen: Int64 = row["gen"]
         let sealed: Data = row["sealed"]
-        return Row(gen: gen, record: try crypto.openRecord(sealed, recordKey: rk, gen: gen))
+        return RecordRow(gen: gen, record: try crypto.openRecord(sealed, recordKey: rk, gen: gen))
+    }
+
+    func loadTicket(_ db: Database, _ tid: Data) throws -> TicketRow? {
+        guard let row = try GRDB.Row.fetchOne(db, sql: "SELECT record, scope, expires, sealed FROM ticket WHERE id = ?", arguments: [tid])
+        else { return nil }
+        return TicketRow(record: row["record"], scope: row["scope"], expires: row["expires"], sealed: row["sealed"])
     }
 
     /// Compare-and-swap on `gen`: the write only lands on the generation that was read.
@@ -232,7 +233,7 @@ public final class RealmStore: Sendable {
     }
 
     /// Replaces a record with its tombstone and wipes its challenges.
-    private func destroy(_ db: Database, _ rk: Data, _ row: Row) throws {
+    private func destroy(_ db: Database, _ rk: Data, _ row: RecordRow) throws {
         try storeRecord(db, rk, old: row.gen, .tombstone(version: row.record.version), lockAt: nil)
         try db.execute(sql: "DELETE FROM challenge WHERE record = ?", arguments: [rk])
     }
@@ -244,28 +245,11 @@ public final class RealmStore: Sendable {
 
     /// The destruction rule: at `L` attempts the record is destroyed as soon as no challenge is live.
     /// Returns true if it destroyed the record.
-    private func applyDestruction(_ db: Database, _ rk: Data, _ row: Row, at t: Double) throws -> Bool {
-        guard row.record.kind == .active, row.record.attempts >= row.record.guessLimit else { return false }
+    private func applyDestruction(_ db: Database, _ rk: Data, _ row: RecordRow, at t: Double) throws -> Bool {
+        guard RealmRules.destructionDue(row.record) else { return false }
         guard try !hasLiveChallenge(db, rk, at: t) else { return false }
         try destroy(db, rk, row)
         return true
-    }
-
-    private static func ticketID(_ ticket: Data) -> Data { Data(SHA256.hash(data: ticket)) }
-    private static func random(_ n: Int) -> Data {
-        var g = SystemRandomNumberGenerator()
-        return Data((0..<n).map { _ in UInt8.random(in: 0...255, using: &g) })
-    }
-
-    private func status(of row: Row?) -> RecordStatus {
-        guard let row else { return .notRegistered }
-        let r = row.record
-        switch r.kind {
-        case .destroyed: return .locked(version: r.version)
-        case .active:
-            return .active(version: r.version, policy: r.policy, commitment: r.commitment, vk: r.vk,
-                           attemptsLeft: max(0, r.guessLimit - r.attempts))
-        }
     }
 
     // MARK: operations
@@ -274,7 +258,7 @@ public final class RealmStore: Sendable {
     /// Applies the destruction rule first. Costs no guess.
     public func query(tenant: String, user: String, scope: VaultScope) async throws -> (status: RecordStatus, ticket: Data, destroyed: Bool) {
         let rk = recordKey(tenant: tenant, user: user)
-        let ticket = Self.random(32)
+        let ticket = RealmRules.random(32)
         let t = now().timeIntervalSince1970
         let ticketLife = limits.ticketLifetime
         return try await group.write { db in
@@ -285,8 +269,8 @@ public final class RealmStore: Sendable {
                 destroyed = true
             }
             try db.execute(sql: "INSERT INTO ticket (id, record, scope, expires, sealed) VALUES (?, ?, ?, ?, NULL)",
-                           arguments: [Self.ticketID(ticket), rk, scope.rawValue, t + ticketLife])
-            return (self.status(of: row), ticket, destroyed)
+                           arguments: [RealmRules.sha256(ticket), rk, scope.rawValue, t + ticketLife])
+            return (RealmRules.status(of: row?.record), ticket, destroyed)
         }
     }
 
@@ -296,66 +280,37 @@ public final class RealmStore: Sendable {
     public func guess(tenant: String, user: String, ticket: Data, version: Data, blinded: Data) async throws -> (answer: GuessAnswer, retried: Bool, lastGuess: Bool) {
         let rk = recordKey(tenant: tenant, user: user)
         let t = now().timeIntervalSince1970
-        let tid = Self.ticketID(ticket)
+        let tid = RealmRules.sha256(ticket)
         // Cheap refusals first: the ticket is checked (a read) before any curve operation, so a
         // request with a made-up, expired, foreign or wrong-scope ticket costs no evaluation. A
         // spent ticket needs none either (an identical retry gets its stored answer).
         // Evaluate outside the write transaction (it is the expensive part) on a snapshot; the
         // transaction below re-checks the ticket, and that the record still has this version, hence this key.
-        let (ticketUnspent, snapshot) = try await pool.read { db -> (Bool, Row?) in
-            guard let trow = try GRDB.Row.fetchOne(db, sql: "SELECT record, scope, expires, sealed FROM ticket WHERE id = ?", arguments: [tid]),
-                  (trow["record"] as Data) == rk, (trow["scope"] as String) == VaultScope.recover.rawValue,
-                  (trow["expires"] as Double) > t
-            else { throw RealmRefusal.badTicket }
-            return ((trow["sealed"] as Data?) == nil, try self.loadRecord(db, rk))
+        let (ticketUnspent, snapshot) = try await pool.read { db -> (Bool, RecordRow?) in
+            guard let tr = try self.loadTicket(db, tid), tr.admits(recordKey: rk, scope: .recover, at: t) else { throw RealmRefusal.badTicket }
+            return (tr.sealed == nil, try self.loadRecord(db, rk))
         }
-        var computed: (element: Data, proof: Data)?
-        if ticketUnspent, let snap = snapshot, snap.record.kind == .active, snap.record.version == version {
-            let element: P384._VOPRF.BlindedElement
-            do { element = try P384._VOPRF.BlindedElement(oprfRepresentation: blinded) } catch { throw RealmRefusal.badElement }
-            let key = try oprfKeys.key(recordKey: rk, raw: snap.record.oprfKey)
-            evaluationCounter.add(1, ordering: .relaxed)
-            let e = try key.evaluate(element)
-            computed = (e.evaluatedElement.oprfRepresentation, e.proof.rawRepresentation)
-        }
-        let evaluation = computed
-        let challenge = Self.random(32)
+        let evaluation = try RealmRules.evaluateGuess(blinded: blinded, version: version, ticketUnspent: ticketUnspent,
+                                                      snapshot: snapshot?.record, recordKey: rk, keys: oprfKeys, counter: evaluationCounter)
+        let challenge = RealmRules.random(32)
         let limits = self.limits
         // Refusals are returned, not thrown, where the transaction wrote something that must commit.
         let outcome: Result<(answer: GuessAnswer, retried: Bool, lastGuess: Bool), RealmRefusal> = try await group.write { db in
-            guard let trow = try GRDB.Row.fetchOne(db, sql: "SELECT record, scope, expires, sealed FROM ticket WHERE id = ?", arguments: [tid]),
-                  (trow["record"] as Data) == rk, (trow["scope"] as String) == VaultScope.recover.rawValue,
-                  (trow["expires"] as Double) > t
-            else { throw RealmRefusal.badTicket }
-            if let stored = trow["sealed"] as Data? {
+            guard let tr = try self.loadTicket(db, tid), tr.admits(recordKey: rk, scope: .recover, at: t) else { throw RealmRefusal.badTicket }
+            if let stored = tr.sealed {
                 // Spent: an identical retry gets the stored answer again, anything else nothing.
-                let plain = try self.crypto.openSide(stored, table: "ticket", rowID: tid, recordKey: rk)
-                guard let (storedBlinded, answer) = Self.decodeStoredGuess(plain) else { throw StoreError.corrupt }
-                guard constantTimeEqual(storedBlinded, blinded) else { throw RealmRefusal.ticketReused }
+                let answer = try RealmRules.storedGuess(stored, blinded: blinded, ticketID: tid, recordKey: rk, crypto: self.crypto)
                 return .success((answer, true, false))
             }
             guard let row = try self.loadRecord(db, rk) else { throw RealmRefusal.notRegistered }
             if try self.applyDestruction(db, rk, row, at: t) { return .failure(.destroyedNow) }
-            var record = row.record
-            guard record.kind == .active else { throw RealmRefusal.locked }
-            guard record.version == version else { throw RealmRefusal.versionMismatch }
-            guard record.attempts < record.guessLimit else { throw RealmRefusal.noGuessesLeft }
-            guard let evaluation else {
-                // Registered between the snapshot and now (same version is astronomically unlikely):
-                // refuse without spending; the client retries with a fresh Q0.
-                throw RealmRefusal.versionMismatch
-            }
-            record.attempts += 1
-            let last = record.attempts >= record.guessLimit
-            let expires = t + limits.challengeLifetime
-            try self.storeRecord(db, rk, old: row.gen, record, lockAt: last ? expires : nil)
+            let counted = try RealmRules.countGuess(row.record, version: version, evaluation: evaluation, challenge: challenge, at: t, limits: limits)
+            try self.storeRecord(db, rk, old: row.gen, counted.record, lockAt: counted.lockAt)
             try db.execute(sql: "INSERT INTO challenge (id, record, created, expires) VALUES (?, ?, ?, ?)",
-                           arguments: [Self.ticketID(challenge), rk, t, expires])
-            let answer = GuessAnswer(evaluatedElement: evaluation.element, proof: evaluation.proof, pk: record.pk, c: record.c,
-                                     sig: record.sig, challenge: challenge, attemptsLeft: record.guessLimit - record.attempts)
+                           arguments: [RealmRules.sha256(challenge), rk, t, counted.challengeExpires])
             try db.execute(sql: "UPDATE ticket SET sealed = ? WHERE id = ?",
-                           arguments: [try self.crypto.sealSide(Self.encodeStoredGuess(blinded, answer), table: "ticket", rowID: tid, recordKey: rk), tid])
-            return .success((answer, false, last))
+                           arguments: [try RealmRules.sealGuess(blinded, counted.answer, ticketID: tid, recordKey: rk, crypto: self.crypto), tid])
+            return .success((counted.answer, false, counted.last))
         }
         return try outcome.get()
     }
@@ -371,38 +326,32 @@ public final class RealmStore: Sendable {
         let rk = recordKey(tenant: tenant, user: user)
         let t = now().timeIntervalSince1970
         let realmID = self.realmID
-        let cid = Self.ticketID(challenge)
+        let cid = RealmRules.sha256(challenge)
         let outcome: Result<UnlockOutcome, RealmRefusal> = try await group.write { db in
             guard let row = try self.loadRecord(db, rk) else { return .failure(.notRegistered) }
             if try self.applyDestruction(db, rk, row, at: t) { return .success(.destroyed) }
-            guard row.record.kind == .active else { return .failure(.locked) }
-            guard row.record.version == version else { return .failure(.versionMismatch) }
+            if let refusal = RealmRules.refusal(answering: row.record, version: version) { return .failure(refusal) }
             guard let crow = try GRDB.Row.fetchOne(db, sql: "SELECT outcome FROM challenge WHERE id = ? AND record = ? AND expires > ?",
                                                    arguments: [cid, rk, t])
             else { return .failure(.noChallenge) }
-            let proofHash = Data(SHA256.hash(data: proof))
+            let proofHash = RealmRules.sha256(proof)
             if let stored = crow["outcome"] as Data? {
                 // Spent. A byte-identical retry (the answer was lost on the way) gets the same
                 // outcome again and changes nothing; any other proof gets nothing.
-                guard stored.count == 33, constantTimeEqual(Data(stored.prefix(32)), proofHash) else { return .failure(.noChallenge) }
-                if stored.last == 1 { return .success(.unlocked(wrapped: row.record.wrapped)) }
-                return .success(.wrongProof(attemptsLeft: max(0, row.record.guessLimit - row.record.attempts)))
+                return RealmRules.retriedUnlock(spent: stored, proofHash: proofHash, record: row.record)
             }
-            let expected = Data(HMAC<SHA256>.authenticationCode(
-                for: Array("coffer-vault/v1/unlock-proof".utf8) + Array(realmID) + Array(version) + Array(challenge),
-                using: SymmetricKey(data: row.record.tag)))
-            let success = constantTimeEqual(expected, proof)
+            let success = RealmRules.unlockProofValid(proof, tag: row.record.tag, realmID: realmID, version: version, challenge: challenge)
             // Spend the challenge: keep it (until it expires) with the outcome, for a retry.
-            try db.execute(sql: "UPDATE challenge SET outcome = ? WHERE id = ?", arguments: [proofHash + Data([success ? 1 : 0]), cid])
+            try db.execute(sql: "UPDATE challenge SET outcome = ? WHERE id = ?",
+                           arguments: [RealmRules.spentChallenge(proofHash: proofHash, success: success), cid])
             if success {
-                var record = row.record
-                record.attempts = 0
+                let record = RealmRules.unlocked(row.record)
                 try self.storeRecord(db, rk, old: row.gen, record, lockAt: nil)
                 try db.execute(sql: "DELETE FROM challenge WHERE record = ? AND id != ?", arguments: [rk, cid])
                 return .success(.unlocked(wrapped: record.wrapped))
             }
             if try self.applyDestruction(db, rk, row, at: t) { return .success(.destroyed) }
-            return .success(.wrongProof(attemptsLeft: max(0, row.record.guessLimit - row.record.attempts)))
+            return .success(.wrongProof(attemptsLeft: RealmRules.attemptsLeft(row.record)))
         }
         return try outcome.get()
     }
@@ -411,27 +360,19 @@ public final class RealmStore: Sendable {
     /// the oldest dropped beyond that), and its evaluation of `blinded`.
     public func beginRegistration(tenant: String, user: String, blinded: Data) async throws -> PendingAnswer {
         let rk = recordKey(tenant: tenant, user: user)
-        let element: P384._VOPRF.BlindedElement
-        do { element = try P384._VOPRF.BlindedElement(oprfRepresentation: blinded) } catch { throw RealmRefusal.badElement }
-        let key = P384._VOPRF.PrivateKey()
-        evaluationCounter.add(1, ordering: .relaxed)
-        let e = try key.evaluate(element)
-        let pendingID = Self.random(16)
-        let keyBytes = Array(key.rawRepresentation)
-        let pid = Self.ticketID(pendingID)
+        let (answer, keyBytes, pid) = try RealmRules.beginRegistration(blinded: blinded, counter: evaluationCounter)
         let t = now().timeIntervalSince1970
         let limits = self.limits
         try await group.write { db in
             try db.execute(sql: "INSERT INTO pending (id, record, created, expires, sealed) VALUES (?, ?, ?, ?, ?)",
                            arguments: [pid, rk, t, t + limits.pendingLifetime,
-                                       try self.crypto.sealSide(keyBytes, table: "pending", rowID: pid, recordKey: rk)])
+                                       try RealmRules.sealPendingKey(keyBytes, pendingRowID: pid, recordKey: rk, crypto: self.crypto)])
             try db.execute(sql: """
                 DELETE FROM pending WHERE record = ? AND id NOT IN
                   (SELECT id FROM pending WHERE record = ? AND expires > ? ORDER BY created DESC, id LIMIT ?)
                 """, arguments: [rk, rk, t, limits.pendingPerUser])
         }
-        return PendingAnswer(pendingID: pendingID, evaluatedElement: e.evaluatedElement.oprfRepresentation,
-                             proof: e.proof.rawRepresentation, pk: key.publicKey.oprfRepresentation)
+        return answer
     }
 
     /// How R2 may replace an *active* record (over none or a tombstone neither is needed).
@@ -468,65 +409,24 @@ public final class RealmStore: Sendable {
                                      fields: RegistrationFields,
                                      replace: ReplaceAuthority = ReplaceAuthority(proof: Data(), reset: false)) async throws -> RegistrationOutcome {
         let rk = recordKey(tenant: tenant, user: user)
-        let pid = Self.ticketID(pendingID)
+        let pid = RealmRules.sha256(pendingID)
         let t = now().timeIntervalSince1970
         let x = self.x
         let realmID = self.realmID
         return try await group.write { db in
             guard let prow = try GRDB.Row.fetchOne(db, sql: "SELECT record, expires, sealed FROM pending WHERE id = ?", arguments: [pid]),
-                  (prow["record"] as Data) == rk, (prow["expires"] as Double) > t
+                  RealmRules.pendingValid(record: prow["record"], expires: prow["expires"], recordKey: rk, at: t)
             else { throw RealmRefusal.badPending }
-            let oprfKey = try self.crypto.openSide(prow["sealed"], table: "pending", rowID: pid, recordKey: rk)
+            let oprfKey = try RealmRules.openPendingKey(prow["sealed"], pendingRowID: pid, recordKey: rk, crypto: self.crypto)
             let current = try self.loadRecord(db, rk)
-            var outcome = RegistrationOutcome.fresh
-            var resets = 0
-            switch current?.record.kind {
-            case nil:
-                guard expectedVersion == nil else { throw RealmRefusal.versionMismatch }
-            case .active:
-                guard let cur = current?.record, expectedVersion == cur.version else { throw RealmRefusal.versionMismatch }
-                resets = cur.resets
-                // Replacing a live registration needs the current password (a proof keyed by its
-                // stored unlock tag, bound to this realm, both versions and this pending id) or an
-                // explicit, counted reset.
-                if Self.verifyReplaceProof(replace.proof, record: cur, realmID: realmID, newVersion: fields.version, pendingID: pendingID) {
-                    outcome = .proven
-                } else if replace.reset {
-                    resets += 1
-                    outcome = .reset(count: resets)
-                } else {
-                    throw RealmRefusal.replaceNotProven
-                }
-            case .destroyed:
-                // A destroyed record may be replaced by whoever still holds K: Q0 reported it
-                // locked with its version; "none" is accepted too.
-                guard expectedVersion == nil || expectedVersion == current?.record.version else { throw RealmRefusal.versionMismatch }
-            }
+            let (outcome, resets) = try RealmRules.replacement(of: current?.record, expectedVersion: expectedVersion, newVersion: fields.version,
+                                                               replace: replace, realmID: realmID, pendingID: pendingID)
             try db.execute(sql: "DELETE FROM pending WHERE id = ?", arguments: [pid])
-            let key = try P384._VOPRF.PrivateKey(rawRepresentation: oprfKey)
-            // Guesses this realm counted against the record it replaces carry over: a registration
-            // (a repair, a rotation that reached this realm late, a change, a reset) never hands out a fresh
-            // budget for guesses an attacker already spent here. Only a successful unlock (Q2)
-            // resets the count. A tombstone may be replaced (the device still holds K), but the
-            // client never does so in a repair (docs/VAULT.md, "Guess accounting").
-            let inherited = current?.record.kind == .active ? min(current?.record.attempts ?? 0, fields.guessLimit) : 0
-            let record = StoredRecord(kind: .active, version: fields.version, oprfKey: Data(oprfKey), x: x,
-                                      pk: key.publicKey.oprfRepresentation, c: fields.c, commitment: fields.commitment,
-                                      vk: fields.vk, sig: fields.sig, tag: fields.tag, wrapped: fields.wrapped,
-                                      policy: fields.policy, attempts: inherited, guessLimit: fields.guessLimit, resets: resets)
+            let record = try RealmRules.registeredRecord(fields, oprfKey: oprfKey, x: x, replacing: current?.record, resets: resets)
             try self.storeRecord(db, rk, old: current?.gen, record, lockAt: nil)
             try db.execute(sql: "DELETE FROM challenge WHERE record = ?", arguments: [rk])
             return outcome
         }
-    }
-
-    static func verifyReplaceProof(_ proof: Data, record: StoredRecord, realmID: Data, newVersion: Data, pendingID: Data) -> Bool {
-        guard proof.count == WireSize.replaceProof, proof.contains(where: { $0 != 0 }), record.tag.count == WireSize.unlockTag,
-              let rid = try? RealmID(bytes: Array(realmID)), let cur = try? RecordVersion(bytes: Array(record.version)),
-              let new = try? RecordVersion(bytes: Array(newVersion)), let pid = try? PendingID(bytes: Array(pendingID))
-        else { return false }
-        return VaultDerivation.verifyReplaceProof(Array(proof), tag: Array(record.tag), realmID: rid, currentVersion: cur,
-                                                  newVersion: new, pendingID: pid)
     }
 
     /// How many counted resets the user's record holds (0 without a record). A read for tests and tools.
@@ -538,19 +438,16 @@ public final class RealmStore: Sendable {
     /// Delete (disable): spends a `delete` ticket and removes the record if it has `expectedVersion`.
     public func delete(tenant: String, user: String, ticket: Data, expectedVersion: Data) async throws {
         let rk = recordKey(tenant: tenant, user: user)
-        let tid = Self.ticketID(ticket)
+        let tid = RealmRules.sha256(ticket)
         let t = now().timeIntervalSince1970
         try await group.write { db in
-            guard let trow = try GRDB.Row.fetchOne(db, sql: "SELECT record, scope, expires, sealed FROM ticket WHERE id = ?", arguments: [tid]),
-                  (trow["record"] as Data) == rk, (trow["scope"] as String) == VaultScope.delete.rawValue,
-                  (trow["expires"] as Double) > t
-            else { throw RealmRefusal.badTicket }
-            guard (trow["sealed"] as Data?) == nil else { throw RealmRefusal.ticketReused }
+            guard let tr = try self.loadTicket(db, tid), tr.admits(recordKey: rk, scope: .delete, at: t) else { throw RealmRefusal.badTicket }
+            guard tr.sealed == nil else { throw RealmRefusal.ticketReused }
             guard let row = try self.loadRecord(db, rk) else { throw RealmRefusal.notRegistered }
             guard row.record.version == expectedVersion else { throw RealmRefusal.versionMismatch }
             // Mark the ticket spent (a non-null seal), in the same transaction as the delete.
             try db.execute(sql: "UPDATE ticket SET sealed = ? WHERE id = ?",
-                           arguments: [try self.crypto.sealSide([0], table: "ticket", rowID: tid, recordKey: rk), tid])
+                           arguments: [try RealmRules.sealSpentTicket(ticketID: tid, recordKey: rk, crypto: self.crypto), tid])
             try db.execute(sql: "DELETE FROM record WHERE id = ? AND gen = ?", arguments: [rk, row.gen])
             try db.execute(sql: "DELETE FROM challenge WHERE record = ?", arguments: [rk])
             try db.execute(sql: "DELETE FROM pending WHERE record = ?", arguments: [rk])
@@ -579,26 +476,9 @@ public final class RealmStore: Sendable {
     /// Raw status read (no ticket, no destruction) for tests and tools.
     public func peekStatus(tenant: String, user: String) async throws -> RecordStatus {
         let rk = recordKey(tenant: tenant, user: user)
-        return try await pool.read { db in self.status(of: try self.loadRecord(db, rk)) }
+        return try await pool.read { db in RealmRules.status(of: try self.loadRecord(db, rk)?.record) }
     }
 
-    // MARK: stored Q1 answers
-
-    static func encodeStoredGuess(_ blinded: Data, _ a: GuessAnswer) -> [UInt8] {
-        lpJoin([blinded, a.evaluatedElement, a.proof, a.pk, a.c, a.sig, a.challenge, Data([UInt8(clamping: a.attemptsLeft)])])
-    }
-
-    static func decodeStoredGuess(_ bytes: [UInt8]) -> (Data, GuessAnswer)? {
-        var r = ByteReader(bytes)
-        var f: [Data] = []
-        for _ in 0..<8 {
-            guard let d = r.lp() else { return nil }
-            f.append(d)
-        }
-        guard r.atEnd, f[7].count == 1 else { return nil }
-        return (f[0], GuessAnswer(evaluatedElement: f[1], proof: f[2], pk: f[3], c: f[4], sig: f[5], challenge: f[6],
-                                  attemptsLeft: Int(f[7][f[7].startIndex])))
-    }
 }
 
 /// The record changed under a compare-and-swap (another process wrote it): the transaction rolls back.
