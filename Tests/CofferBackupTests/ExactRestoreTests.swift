@@ -104,7 +104,7 @@ import Darwin
         let sub = try ChunkID(bytes: [UInt8](repeating: 9, count: 32))
         // A directory, then a file of 5 bytes in one chunk (v1 layout).
         for (name, kind) in [("a-dir", UInt8(2)), ("b-file", UInt8(1))] {
-            w.bytes16(Array(name.utf8)); w.u8(kind); w.u8(0)
+            w.lp16(Array(name.utf8)); w.u8(kind); w.u8(0)
             w.u32(0o750); w.u32(1000); w.u32(1000); w.i64(1_700_000_000); w.u32(5); w.i64(1_700_000_001); w.u32(6)
             w.u64(77); w.u64(88); w.u64(kind == 1 ? 5 : 0)
             if kind == 1 { w.u32(1); w.id(try ChunkID(bytes: [UInt8](repeating: 1, count: 32))) } else { w.id(sub) }

@@ -32,7 +32,7 @@ struct RotationRecord: Sendable {
         w.raw(oldRepositoryID)
         w.u32(oldFeatureFlags)
         w.i64(timeSec)
-        w.bytes16(config)
+        w.lp16(config)
         return w.bytes
     }
 

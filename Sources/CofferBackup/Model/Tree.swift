@@ -84,7 +84,7 @@ struct Tree: Sendable, Hashable {
         w.u16(0)
         w.u32(UInt32(nodes.count))
         for n in nodes {
-            w.bytes16(n.name)
+            w.lp16(n.name)
             w.u8(n.kind.rawValue)
             w.u8(n.isDatabase ? 1 : 0)
             w.u32(n.mode)
@@ -106,7 +106,7 @@ struct Tree: Sendable, Hashable {
                 w.id(n.subtree!)
                 w.u64(n.entriesBelow ?? Self.unknownCount)
             case .symlink:
-                w.bytes16(n.linkTarget)
+                w.lp16(n.linkTarget)
             case .fifo:
                 break
             }

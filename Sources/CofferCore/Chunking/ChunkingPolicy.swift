@@ -72,9 +72,9 @@ public struct ChunkingPolicy: Sendable, Hashable {
     /// when `bytes` is not a SQLite header or the page size is not a power of two in 512...65536.
     public static func sqlitePageSize(_ bytes: some Collection<UInt8>) -> Int? {
         guard isSQLiteHeader(bytes) else { return nil }
-        let b = Array(bytes.prefix(18))
-        guard b.count == 18 else { return nil }
-        let raw = Int(b[16]) << 8 | Int(b[17])
+        var r = ByteReader(Array(bytes.prefix(18)))
+        guard r.take(16) != nil, let raw16 = r.u16() else { return nil }
+        let raw = Int(raw16)
         let size = raw == 1 ? 65536 : raw
         guard size >= 512, size <= 65536, size & (size - 1) == 0 else { return nil }
         return size

@@ -152,7 +152,9 @@ public struct UnverifiedConfig: Sendable {
         let stored = all[(all.count - 32)...]
         guard stored.elementsEqual(sum) else { throw .damaged(reason: "checksum mismatch") }
         guard all.starts(with: RepositoryConfig.magic) else { throw .damaged(reason: "not a Coffer repository config") }
-        let version = UInt16(all[8]) << 8 | UInt16(all[9])
+        var header = ByteReader(all)
+        _ = header.take(8)
+        let version = header.u16() ?? 0  // the length was checked above
         guard version == FormatVersion.current else { throw .unsupportedVersion(found: Int(version)) }
         guard all.count == RepositoryConfig.encodedLength else {
             throw .damaged(reason: "wrong length \(all.count) for format version 1")

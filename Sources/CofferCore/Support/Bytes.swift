@@ -4,25 +4,46 @@ import FoundationEssentials
 import Foundation
 #endif
 
-/// Big-endian field writer over a growable byte array. Every multi-byte integer in the format is
-/// big-endian (see docs/FORMAT.md).
-struct ByteWriter {
-    var bytes: [UInt8]
+/// The package's one big-endian codec: every multi-byte integer Coffer writes is big-endian (the
+/// repository format, docs/FORMAT.md; the vault's wire format, docs/VAULT.md; the realm's storage
+/// encodings). The repository objects, the vault messages and the realm's rows write with this
+/// writer and read with ``ByteReader``; each adds only its own field types and error messages.
+/// `package`: for Coffer's own modules, not part of the API.
+package struct ByteWriter: Sendable {
+    package var bytes: [UInt8]
 
-    init(capacity: Int = 64) {
+    package init(capacity: Int = 64) {
         bytes = []
         bytes.reserveCapacity(capacity)
     }
 
-    mutating func u8(_ v: UInt8) { bytes.append(v) }
-    mutating func u16(_ v: UInt16) { withUnsafeBytes(of: v.bigEndian) { bytes.append(contentsOf: $0) } }
-    mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.bigEndian) { bytes.append(contentsOf: $0) } }
-    mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.bigEndian) { bytes.append(contentsOf: $0) } }
-    mutating func raw(_ b: some Sequence<UInt8>) { bytes.append(contentsOf: b) }
-    mutating func raw(_ b: UnsafeRawBufferPointer) { bytes.append(contentsOf: b) }
+    package mutating func u8(_ v: UInt8) { bytes.append(v) }
+    package mutating func u16(_ v: UInt16) { withUnsafeBytes(of: v.bigEndian) { bytes.append(contentsOf: $0) } }
+    package mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.bigEndian) { bytes.append(contentsOf: $0) } }
+    package mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.bigEndian) { bytes.append(contentsOf: $0) } }
+    /// Two's complement, as `u64` of its bit pattern.
+    package mutating func i64(_ v: Int64) { u64(UInt64(bitPattern: v)) }
+    package mutating func raw(_ b: some Sequence<UInt8>) { bytes.append(contentsOf: b) }
+    package mutating func raw(_ b: UnsafeRawBufferPointer) { bytes.append(contentsOf: b) }
+
+    /// `lp(x)` of the vault and the realm, `bytes16` of the repository objects: a u16 length, then
+    /// the bytes. The caller bounds the length first (a longer field is a programming error: traps).
+    package mutating func lp16(_ b: some Collection<UInt8>) {
+        precondition(b.count <= Int(UInt16.max), "a u16-length field of \(b.count) bytes")
+        u16(UInt16(b.count))
+        raw(b)
+    }
+
+    /// A u32 length, then the bytes.
+    package mutating func lp32(_ b: some Collection<UInt8>) {
+        precondition(b.count <= Int(UInt32.max), "a u32-length field of \(b.count) bytes")
+        u32(UInt32(b.count))
+        raw(b)
+    }
+
     /// Padding can be megabytes: appended from a zero block by bulk copies, not byte by byte (which
     /// unoptimized builds do for a generic `repeatElement`: seconds per backup in debug builds).
-    mutating func zeros(_ n: Int) {
+    package mutating func zeros(_ n: Int) {
         var left = n
         while left > 0 {
             let k = min(left, Self.zeroBlock.count)
@@ -34,40 +55,76 @@ struct ByteWriter {
     private static let zeroBlock = [UInt8](repeating: 0, count: 64 << 10)
 }
 
-/// Big-endian field reader over a raw buffer; every read is bounds-checked and returns `nil` past
-/// the end, so truncated input can never trap.
-struct ByteReader {
-    let buffer: UnsafeRawBufferPointer
-    private(set) var offset: Int = 0
+/// The reader of ``ByteWriter``'s encodings, over any contiguous bytes indexed by `Int` (a raw
+/// buffer without copying, `[UInt8]`, `Data`). Every read is bounds-checked and returns `nil`
+/// past the end without moving, so truncated input can never trap; the modules turn `nil` into
+/// their own errors (which field, which object).
+package struct ByteReader<Bytes: RandomAccessCollection> where Bytes.Element == UInt8, Bytes.Index == Int {
+    package let buffer: Bytes
+    /// Bytes read so far (from the buffer's start index).
+    package private(set) var offset: Int = 0
 
-    init(_ buffer: UnsafeRawBufferPointer) { self.buffer = buffer }
+    package init(_ buffer: Bytes) { self.buffer = buffer }
 
-    var remaining: Int { buffer.count - offset }
+    package var remaining: Int { buffer.count - offset }
+    package var atEnd: Bool { remaining == 0 }
 
-    mutating func u8() -> UInt8? {
+    package mutating func u8() -> UInt8? {
         guard remaining >= 1 else { return nil }
         defer { offset += 1 }
-        return buffer[offset]
+        return buffer[buffer.startIndex + offset]
     }
-    mutating func u16() -> UInt16? {
-        guard remaining >= 2 else { return nil }
-        defer { offset += 2 }
-        return UInt16(bigEndian: buffer.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
-    }
-    mutating func u32() -> UInt32? {
-        guard remaining >= 4 else { return nil }
-        defer { offset += 4 }
-        return UInt32(bigEndian: buffer.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
-    }
-    mutating func u64() -> UInt64? {
-        guard remaining >= 8 else { return nil }
-        defer { offset += 8 }
-        return UInt64(bigEndian: buffer.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
-    }
-    mutating func bytes(_ n: Int) -> UnsafeRawBufferPointer? {
+    package mutating func u16() -> UInt16? { integer(UInt16.self) }
+    package mutating func u32() -> UInt32? { integer(UInt32.self) }
+    package mutating func u64() -> UInt64? { integer(UInt64.self) }
+    package mutating func i64() -> Int64? { integer(UInt64.self).map { Int64(bitPattern: $0) } }
+
+    /// The next `n` bytes, as a slice of the buffer (no copy).
+    package mutating func take(_ n: Int) -> Bytes.SubSequence? {
         guard n >= 0, remaining >= n else { return nil }
-        defer { offset += n }
-        return UnsafeRawBufferPointer(rebasing: buffer[offset..<offset + n])
+        let start = buffer.startIndex + offset
+        offset += n
+        return buffer[start..<start + n]
+    }
+
+    /// A u16 length, then that many bytes (``ByteWriter/lp16(_:)``); nothing is consumed when
+    /// either part is missing.
+    package mutating func lp16() -> Bytes.SubSequence? {
+        let saved = offset
+        guard let n = u16(), let b = take(Int(n)) else { offset = saved; return nil }
+        return b
+    }
+
+    /// A u32 length, then that many bytes.
+    package mutating func lp32() -> Bytes.SubSequence? {
+        let saved = offset
+        guard let n = u32(), let b = take(Int(n)) else { offset = saved; return nil }
+        return b
+    }
+
+    /// Whether every byte left is zero (padding; not secret). Consumes nothing.
+    package func restIsZero() -> Bool {
+        buffer[(buffer.startIndex + offset)...].allSatisfy { $0 == 0 }
+    }
+
+    @inline(__always)
+    private mutating func integer<T: FixedWidthInteger & UnsignedInteger>(_: T.Type) -> T? {
+        let n = MemoryLayout<T>.size
+        guard remaining >= n else { return nil }
+        let start = buffer.startIndex + offset
+        var v: T = 0
+        for i in start..<start + n { v = v << 8 | T(buffer[i]) }
+        offset += n
+        return v
+    }
+}
+
+extension ByteReader: Sendable where Bytes: Sendable {}
+
+extension ByteReader where Bytes == UnsafeRawBufferPointer {
+    /// ``take(_:)`` as a raw buffer (the format's readers in CofferCore work on raw buffers).
+    package mutating func bytes(_ n: Int) -> UnsafeRawBufferPointer? {
+        take(n).map { UnsafeRawBufferPointer(rebasing: $0) }
     }
 }
 

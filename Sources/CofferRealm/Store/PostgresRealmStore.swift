@@ -82,7 +82,8 @@ public final class PostgresRealmStore: Sendable {
 
     /// Lock key of a user's rows: the first 8 bytes of the record key (a collision only serializes two users).
     static func lockKey(_ rk: Data) -> Int64 {
-        Int64(bitPattern: rk.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
+        var r = ByteReader(rk)
+        return r.i64() ?? 0  // record keys are 32 bytes
     }
 
     // MARK: schema

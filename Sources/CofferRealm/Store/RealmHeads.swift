@@ -36,7 +36,12 @@ struct HeadRow {
     var sealedHead: Data
 
     func encoded() -> [UInt8] {
-        Array(slotID) + withUnsafeBytes(of: seq.bigEndian) { Array($0) } + Array(authHash) + Array(sealedHead)
+        var w = ByteWriter(capacity: slotID.count + 8 + authHash.count + sealedHead.count)
+        w.raw(slotID)
+        w.u64(seq)
+        w.raw(authHash)
+        w.raw(sealedHead)
+        return w.bytes
     }
 
     init(slotID: Data, seq: UInt64, authHash: Data, sealedHead: Data) {
@@ -49,10 +54,9 @@ struct HeadRow {
     init?(decoding b: [UInt8]) {
         let s = HeadWire.slotID
         guard b.count == s + 8 + 32 + HeadWire.sealedHead else { return nil }
-        slotID = Data(b[0..<s])
-        seq = b[s..<(s + 8)].reduce(0) { $0 << 8 | UInt64($1) }
-        authHash = Data(b[(s + 8)..<(s + 40)])
-        sealedHead = Data(b[(s + 40)...])
+        var r = ByteReader(b)
+        guard let slot = r.take(s), let seq = r.u64(), let auth = r.take(32), let head = r.take(HeadWire.sealedHead) else { return nil }
+        (slotID, self.seq, authHash, sealedHead) = (Data(slot), seq, Data(auth), Data(head))
     }
 }
 

@@ -162,8 +162,8 @@ enum RealmRules {
         var r = ByteReader(bytes)
         var f: [Data] = []
         for _ in 0..<8 {
-            guard let d = r.lp() else { return nil }
-            f.append(d)
+            guard let d = r.lp16() else { return nil }
+            f.append(Data(d))
         }
         guard r.atEnd, f[7].count == 1 else { return nil }
         return (f[0], GuessAnswer(evaluatedElement: f[1], proof: f[2], pk: f[3], c: f[4], sig: f[5], challenge: f[6],

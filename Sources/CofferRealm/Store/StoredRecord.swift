@@ -1,3 +1,4 @@
+import CofferCore
 import Crypto
 import Foundation
 
@@ -31,19 +32,14 @@ struct StoredRecord: Sendable, Equatable {
     static func tombstone(version: Data) -> StoredRecord { StoredRecord(kind: .destroyed, version: version) }
 
     func encoded() -> [UInt8] {
-        var out: [UInt8] = [1, kind.rawValue]
-        for field in [version, oprfKey, Data([x]), pk, c, commitment, vk, sig, tag, wrapped, policy] {
-            out.append(UInt8(field.count >> 8))
-            out.append(UInt8(field.count & 0xff))
-            out.append(contentsOf: field)
-        }
-        out.append(UInt8(clamping: attempts))
-        out.append(UInt8(clamping: guessLimit))
-        if resets > 0 {
-            let r = UInt32(clamping: resets)
-            out.append(contentsOf: [UInt8(r >> 24), UInt8((r >> 16) & 0xff), UInt8((r >> 8) & 0xff), UInt8(r & 0xff)])
-        }
-        return out
+        var w = ByteWriter(capacity: 512)
+        w.u8(1)
+        w.u8(kind.rawValue)
+        for field in [version, oprfKey, Data([x]), pk, c, commitment, vk, sig, tag, wrapped, policy] { w.lp16(field) }
+        w.u8(UInt8(clamping: attempts))
+        w.u8(UInt8(clamping: guessLimit))
+        if resets > 0 { w.u32(UInt32(clamping: resets)) }
+        return w.bytes
     }
 
     init(kind: Kind, version: Data) {
@@ -72,18 +68,18 @@ struct StoredRecord: Sendable, Equatable {
 
     init?(decoding bytes: [UInt8]) {
         var r = ByteReader(bytes)
-        guard r.byte() == 1, let k = r.byte().flatMap(Kind.init(rawValue:)) else { return nil }
+        guard r.u8() == 1, let k = r.u8().flatMap(Kind.init(rawValue:)) else { return nil }
         var fields: [Data] = []
         for _ in 0..<11 {
-            guard let f = r.lp() else { return nil }
-            fields.append(f)
+            guard let f = r.lp16() else { return nil }
+            fields.append(Data(f))
         }
-        guard let attempts = r.byte(), let limit = r.byte(), fields[2].count == 1 else { return nil }
+        guard let attempts = r.u8(), let limit = r.u8(), fields[2].count == 1 else { return nil }
         // Optional trailer (absent in records written before resets were counted): resets, 4 bytes big-endian.
         var resets = 0
         if !r.atEnd {
-            guard let b = r.take(4), r.atEnd else { return nil }
-            resets = b.reduce(0) { $0 << 8 | Int($1) }
+            guard let n = r.u32(), r.atEnd else { return nil }
+            resets = Int(n)
         }
         self.init(kind: k, version: fields[0], oprfKey: fields[1], x: fields[2][fields[2].startIndex], pk: fields[3],
                   c: fields[4], commitment: fields[5], vk: fields[6], sig: fields[7], tag: fields[8],
@@ -91,37 +87,11 @@ struct StoredRecord: Sendable, Equatable {
     }
 }
 
-/// A minimal reader for the realm's own storage encodings (not the wire format).
-struct ByteReader {
-    private let bytes: [UInt8]
-    private var i = 0
-    init(_ bytes: [UInt8]) { self.bytes = bytes }
-    var atEnd: Bool { i == bytes.count }
-    mutating func byte() -> UInt8? {
-        guard i < bytes.count else { return nil }
-        defer { i += 1 }
-        return bytes[i]
-    }
-    mutating func take(_ n: Int) -> Data? {
-        guard n >= 0, bytes.count - i >= n else { return nil }
-        defer { i += n }
-        return Data(bytes[i..<i + n])
-    }
-    mutating func lp() -> Data? {
-        guard let hi = byte(), let lo = byte() else { return nil }
-        return take(Int(hi) << 8 | Int(lo))
-    }
-}
-
-/// Encodes a list of fields with 2-byte lengths (storage only).
+/// Fields with 2-byte lengths (the realm's storage encodings and derivation inputs): `lp(f1) ‖ lp(f2) ‖ ...`.
 func lpJoin(_ fields: [Data]) -> [UInt8] {
-    var out: [UInt8] = []
-    for f in fields {
-        out.append(UInt8(f.count >> 8))
-        out.append(UInt8(f.count & 0xff))
-        out.append(contentsOf: f)
-    }
-    return out
+    var w = ByteWriter(capacity: fields.reduce(0) { $0 + 2 + $1.count })
+    for f in fields { w.lp16(f) }
+    return w.bytes
 }
 
 /// The realm's storage cryptography: record ids and the AES-GCM seals of everything it stores.

@@ -3,6 +3,7 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import CofferCore
 import Crypto
 
 /// The sealed channel between a client and one realm (every request and every answer).
@@ -37,12 +38,11 @@ public enum VaultChannel {
             let ct = try sender.seal(body, authenticating: [type.rawValue])
             let secret = try sender.exportSecret(context: responseExportLabel, outputByteCount: 32)
             let enc = Array(sender.encapsulatedKey)
-            var out = [UInt8]()
-            out.reserveCapacity(keyIDSize + enc.count + ct.count)
-            withUnsafeBytes(of: key.id.bigEndian) { out.append(contentsOf: $0) }
-            out.append(contentsOf: enc)
-            out.append(contentsOf: ct)
-            return (out, ResponseOpener(encapsulatedKey: enc, secret: secret))
+            var out = ByteWriter(capacity: keyIDSize + enc.count + ct.count)
+            out.u32(key.id)
+            out.raw(enc)
+            out.raw(ct)
+            return (out.bytes, ResponseOpener(encapsulatedKey: enc, secret: secret))
         } catch {
             throw .sealFailed
         }
@@ -51,7 +51,8 @@ public enum VaultChannel {
     /// The key id a sealed request names (the realm picks its private key by it).
     public static func keyID<C: Collection>(ofRequest request: C) throws(ChannelError) -> UInt32 where C.Element == UInt8 {
         guard request.count >= keyIDSize + encapsulatedKeySize + gcmTagSize else { throw .malformed }
-        return request.prefix(keyIDSize).reduce(0) { $0 << 8 | UInt32($1) }
+        var r = ByteReader(Array(request.prefix(keyIDSize)))
+        return r.u32()!  // four bytes: checked above
     }
 
     /// Realm side: opens a sealed request of type `type` (from the URL path) with the private key

@@ -46,12 +46,12 @@ public struct AnchoredHead: Sendable, Hashable {
     /// format(1) ‖ repositoryID(16) ‖ writerID(16) ‖ seq(8) ‖ snapshotID(32) ‖ time ms(8), big-endian.
     var plaintext: [UInt8] {
         var w = WireWriter()
-        w.byte(Self.format)
-        w.fixed(repositoryID)
-        w.fixed(writerID)
-        w.uint64(seq)
-        w.fixed(snapshotID)
-        w.uint64(UInt64(bitPattern: Int64((time.timeIntervalSince1970 * 1000).rounded())))
+        w.u8(Self.format)
+        w.raw(repositoryID)
+        w.raw(writerID)
+        w.u64(seq)
+        w.raw(snapshotID)
+        w.u64(UInt64(bitPattern: Int64((time.timeIntervalSince1970 * 1000).rounded())))
         return w.bytes
     }
 

@@ -57,11 +57,11 @@ public struct HeadWriteRequest: Sendable, Equatable {
         guard slotID.count == HeadWire.slotID else { throw .invalidValue(field: "slot id length") }
         guard writeAuth.count == HeadWire.writeAuth else { throw .invalidValue(field: "write authenticator length") }
         guard sealedHead.count == HeadWire.sealedHead else { throw .invalidValue(field: "sealed head length") }
-        w.fixed(ticket.bytes)
-        w.fixed(slotID)
-        w.uint64(seq)
-        w.fixed(writeAuth)
-        w.fixed(sealedHead)
+        w.raw(ticket.bytes)
+        w.raw(slotID)
+        w.u64(seq)
+        w.raw(writeAuth)
+        w.raw(sealedHead)
     }
 
     static func decodeFields(token: String, _ r: inout WireReader) throws(WireError) -> HeadWriteRequest {
@@ -97,15 +97,15 @@ public struct HeadReadAnswer: Sendable, Equatable {
 
     func encodeFields(into w: inout WireWriter) throws(WireError) {
         guard heads.count <= HeadWire.maxSlots else { throw .oversize(field: "heads", length: heads.count) }
-        w.fixed(ticket.bytes)
-        w.byte(UInt8(heads.count))
+        w.raw(ticket.bytes)
+        w.u8(UInt8(heads.count))
         for h in heads {
             guard h.slotID.count == HeadWire.slotID, h.sealedHead.count == HeadWire.sealedHead else {
                 throw .invalidValue(field: "stored head length")
             }
-            w.fixed(h.slotID)
-            w.uint64(h.seq)
-            w.fixed(h.sealedHead)
+            w.raw(h.slotID)
+            w.u64(h.seq)
+            w.raw(h.sealedHead)
         }
     }
 

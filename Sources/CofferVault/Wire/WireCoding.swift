@@ -3,6 +3,7 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import CofferCore
 
 /// Why bytes from the wire (or a file) were not accepted. Never carries the bytes themselves.
 public enum WireError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -31,100 +32,63 @@ public enum WireError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// Builds a canonical encoding: fixed-length fields back to back, variable ones as `lp(x)`.
-public struct WireWriter: Sendable {
-    public private(set) var bytes: [UInt8] = []
+/// The vault's canonical encodings are written with the package's one big-endian writer
+/// (``ByteWriter``): fixed-length fields back to back (`u8`, `raw`, `u16`...), variable ones as
+/// `lp(x)` (below, which refuses over 65535 bytes with the field's name).
+typealias WireWriter = ByteWriter
 
-    public init() {}
-
-    public mutating func byte(_ b: UInt8) { bytes.append(b) }
-
-    /// A fixed-length field; the caller guarantees the length (types enforce it).
-    public mutating func fixed<C: Collection>(_ data: C) where C.Element == UInt8 { bytes.append(contentsOf: data) }
-
+extension ByteWriter {
     /// `lp(x)`: 2-byte big-endian length, then the bytes. Over 65535 bytes is rejected.
-    public mutating func lp<C: Collection>(_ data: C, field: String = "field") throws(WireError) where C.Element == UInt8 {
+    mutating func lp(_ data: some Collection<UInt8>, field: String = "field") throws(WireError) {
         guard data.count <= 0xFFFF else { throw .oversize(field: field, length: data.count) }
-        bytes.append(UInt8(data.count >> 8))
-        bytes.append(UInt8(data.count & 0xFF))
-        bytes.append(contentsOf: data)
-    }
-
-    public mutating func uint16(_ v: UInt16) {
-        bytes.append(UInt8(v >> 8))
-        bytes.append(UInt8(v & 0xFF))
-    }
-
-    public mutating func uint32(_ v: UInt32) {
-        for shift in stride(from: 24, through: 0, by: -8) { bytes.append(UInt8((v >> UInt32(shift)) & 0xFF)) }
-    }
-
-    public mutating func uint64(_ v: UInt64) {
-        for shift in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8((v >> UInt64(shift)) & 0xFF)) }
+        lp16(data)
     }
 }
 
 /// `lp(x)` as a free function, for derivation inputs. Traps on over 65535 bytes; callers bound
 /// their inputs first (tenant and user come from validated tokens or configuration).
 public func lp<C: Collection>(_ data: C) -> [UInt8] where C.Element == UInt8 {
-    precondition(data.count <= 0xFFFF, "lp() input over 65535 bytes")
-    return [UInt8(data.count >> 8), UInt8(data.count & 0xFF)] + Array(data)
+    var w = ByteWriter(capacity: data.count + 2)
+    w.lp16(data)
+    return w.bytes
 }
 
-/// Reads a canonical encoding strictly: every read checks the remaining length, and `finish()`
-/// rejects anything left over.
-public struct WireReader: Sendable {
-    private let bytes: [UInt8]
-    public private(set) var offset: Int = 0
+/// Reads a canonical encoding strictly with the package's ``ByteReader``: every read names its
+/// field in the `WireError` when the input ends inside it, and `finish()` rejects anything left over.
+struct WireReader: Sendable {
+    private var r: ByteReader<[UInt8]>
 
-    public init<C: Collection>(_ data: C) where C.Element == UInt8 { bytes = Array(data) }
+    init<C: Collection>(_ data: C) where C.Element == UInt8 { r = ByteReader(Array(data)) }
 
-    public var remaining: Int { bytes.count - offset }
+    var remaining: Int { r.remaining }
+    var offset: Int { r.offset }
 
-    public mutating func byte(_ field: String) throws(WireError) -> UInt8 {
-        guard remaining >= 1 else { throw .truncated(field: field) }
-        defer { offset += 1 }
-        return bytes[offset]
+    private static func need<T>(_ value: T?, _ field: String) throws(WireError) -> T {
+        guard let value else { throw .truncated(field: field) }
+        return value
     }
 
-    public mutating func fixed(_ count: Int, _ field: String) throws(WireError) -> [UInt8] {
-        guard remaining >= count else { throw .truncated(field: field) }
-        defer { offset += count }
-        return Array(bytes[offset..<offset + count])
-    }
+    mutating func byte(_ field: String) throws(WireError) -> UInt8 { try Self.need(r.u8(), field) }
 
-    public mutating func lp(_ field: String, max: Int = 0xFFFF) throws(WireError) -> [UInt8] {
-        let hi = try byte(field), lo = try byte(field)
-        let n = Int(hi) << 8 | Int(lo)
+    mutating func fixed(_ count: Int, _ field: String) throws(WireError) -> [UInt8] { Array(try Self.need(r.take(count), field)) }
+
+    mutating func lp(_ field: String, max: Int = 0xFFFF) throws(WireError) -> [UInt8] {
+        let n = Int(try uint16(field))
         guard n <= max else { throw .oversize(field: field, length: n) }
         return try fixed(n, field)
     }
 
-    public mutating func uint16(_ field: String) throws(WireError) -> UInt16 {
-        let b = try fixed(2, field)
-        return UInt16(b[0]) << 8 | UInt16(b[1])
-    }
-
-    public mutating func uint32(_ field: String) throws(WireError) -> UInt32 {
-        let b = try fixed(4, field)
-        return b.reduce(0) { $0 << 8 | UInt32($1) }
-    }
-
-    public mutating func uint64(_ field: String) throws(WireError) -> UInt64 {
-        let b = try fixed(8, field)
-        return b.reduce(0) { $0 << 8 | UInt64($1) }
-    }
+    mutating func uint16(_ field: String) throws(WireError) -> UInt16 { try Self.need(r.u16(), field) }
+    mutating func uint32(_ field: String) throws(WireError) -> UInt32 { try Self.need(r.u32(), field) }
+    mutating func uint64(_ field: String) throws(WireError) -> UInt64 { try Self.need(r.u64(), field) }
 
     /// The encoding must end exactly here.
-    public func finish() throws(WireError) {
-        guard remaining == 0 else { throw .trailingBytes(count: remaining) }
+    func finish() throws(WireError) {
+        guard r.atEnd else { throw .trailingBytes(count: remaining) }
     }
 
     /// The rest must be zero padding (strict: a non-zero byte is trailing data).
-    public func finishPadding() throws(WireError) {
-        var nonZero = 0
-        for i in offset..<bytes.count where bytes[i] != 0 { nonZero += 1 }
-        guard nonZero == 0 else { throw .trailingBytes(count: remaining) }
+    func finishPadding() throws(WireError) {
+        guard r.restIsZero() else { throw .trailingBytes(count: remaining) }
     }
 }
-
