@@ -3,12 +3,20 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+#if canImport(Darwin)
+import Darwin
+#elseif canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 import AsyncHTTPClient
 import CofferStorage
 import Crypto
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import CofferCore
 
 /// One S3 response, body collected.
@@ -198,9 +206,12 @@ final class S3Client: Sendable {
     static let refusedPrefix = "S3 endpoint "
 
     /// A connect that the other side refused (ECONNREFUSED): instant, and no use waiting for.
+    /// Decided by the error's type and errno, never its text (`NIOConnectionError` holds each
+    /// attempt's `IOError`).
     static func isRefused(_ error: any Error) -> Bool {
-        let text = "\(error) \(String(reflecting: error))".lowercased()
-        return text.contains("connection refused") || text.contains("connectionrefused") || text.contains("econnrefused")
+        if let e = error as? NIOConnectionError { return e.connectionErrors.contains { isRefused($0.error) } }
+        if let e = error as? IOError { return e.errnoCode == ECONNREFUSED }
+        return false
     }
 
     /// "0.4 s".

@@ -3,8 +3,16 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+#if canImport(Darwin)
+import Darwin
+#elseif canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 import AsyncHTTPClient
 import NIOCore
+import NIOPosix
 
 /// Carries one sealed request to one realm and returns its decoded answer.
 public protocol RealmTransport: Sendable {
@@ -80,8 +88,7 @@ public struct HTTPRealmTransport: RealmTransport {
             } catch let error as HTTPClientError where error == .deadlineExceeded || error == .connectTimeout || error == .readTimeout {
                 return .failure(.timeout)
             } catch {
-                let text = "\(error) \(String(reflecting: error))".lowercased()
-                if text.contains("connection refused") || text.contains("connectionrefused") || text.contains("econnrefused") {
+                if Self.isRefused(error) {
                     // Nothing listens there: no use waiting for the timeout.
                     return .failure(.unreachable("refused the connection (nothing listens at \(realm.baseURL))"))
                 }
@@ -89,7 +96,7 @@ public struct HTTPRealmTransport: RealmTransport {
                 // twice): once more with a client that retries the connection until the timeout.
                 let spent = (ContinuousClock.now - started).components
                 let left = timeout - .nanoseconds(spent.seconds * 1_000_000_000 + spent.attoseconds / 1_000_000_000)
-                let connectFailure = text.contains("nioconnectionerror") || text.contains("singleconnectionfailure")
+                let connectFailure = error is NIOConnectionError
                 guard connectFailure, client === HTTPRealmTransport.defaultClient, client !== HTTPClient.shared, left > .zero else {
                     return .failure(.unreachable(String(describing: error)))
                 }
@@ -102,5 +109,13 @@ public struct HTTPRealmTransport: RealmTransport {
         do { return .success(try VaultAnswer.decode(plain, for: request.type)) } catch {
             return .failure(.malformed(error.description))
         }
+    }
+
+    /// A connect the other side refused (ECONNREFUSED), by the error's type and errno, never its
+    /// text: NIO reports a failed connect as `NIOConnectionError` holding each attempt's `IOError`.
+    static func isRefused(_ error: any Error) -> Bool {
+        if let e = error as? NIOConnectionError { return e.connectionErrors.contains { isRefused($0.error) } }
+        if let e = error as? IOError { return e.errnoCode == ECONNREFUSED }
+        return false
     }
 }
