@@ -38,12 +38,14 @@ public struct TestRealmCluster: Sendable {
     /// `t`, the realms needed to recover a key.
     public var threshold: Int { cluster.layout.threshold }
 
-    /// A vault client for this cluster: its configuration, ``tokens``, HTTP to the realms (10 s per
-    /// request). Give it the device home's repair store (`DeviceHome.vaultRepairs` in CofferKit) so
-    /// a password change that some realms missed is kept and finished.
+    /// A vault client for this cluster: its configuration, ``tokens``, HTTP to the realms (30 s per
+    /// request: generous, because a test machine running many suites at once can be slow, and a
+    /// stopped realm refuses at once, so nothing waits for it). Give it the device home's repair
+    /// store (`DeviceHome.vaultRepairs` in CofferKit) so a password change that some realms missed
+    /// is kept and finished.
     public func vaultClient(repairStore: VaultRepairStore? = nil) throws -> VaultClient {
         VaultClient(configuration: try vaultConfiguration.validated(), tokens: tokens,
-                    transport: HTTPRealmTransport(), repairStore: repairStore)
+                    transport: HTTPRealmTransport(timeout: .seconds(30)), repairStore: repairStore)
     }
 
     /// Stops realm `number` (1...count) gracefully, to test what the app does when realms are down

@@ -298,9 +298,10 @@ func startOnFixedPorts(_ layout: RealmClusterLayout, range: Range<Int> = 20_000.
 }
 
 /// Starts a stopped realm again on its port. The old listener can still be closing when `stop`
-/// returns, so "address in use" is retried for up to 10 s.
+/// returns, so "address in use" is retried for up to 60 s (a deadline, not a wait: a loaded
+/// machine may need more than a few seconds, an idle one returns at once).
 func restart(_ realm: RealmHandle) async throws {
-    let deadline = ContinuousClock.now + .seconds(10)
+    let deadline = ContinuousClock.now + .seconds(60)
     while true {
         do {
             try await realm.start()

@@ -35,6 +35,9 @@ struct VaultCLITests {
         p.arguments = args
         var e = ProcessInfo.processInfo.environment
         for k in ["COFFER_PASSWORD", "COFFER_CURRENT_PASSWORD", "COFFER_KEY", "COFFER_USER", "COFFER_VAULT", "COFFER_HOME", "COFFER_REPO"] { e[k] = nil }
+        // A generous wait for each realm (a test that wants a short one sets its own): realms that
+        // are up answer at once on an idle machine, and a loaded one must not turn them into "down".
+        e["COFFER_VAULT_TIMEOUT"] = "60"
         for (k, v) in env { e[k] = v }
         p.environment = e
         let out = Pipe(), err = Pipe()

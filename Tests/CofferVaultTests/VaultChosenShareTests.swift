@@ -31,7 +31,7 @@ struct VaultChosenShareTests {
 
             // Record the donor realm's genuine Q1 answer (a share and a signature valid for the donor's x).
             let recorded = Mutex2<Q1Answer?>(nil)
-            let recorder = TamperingTransport(inner: HTTPRealmTransport(), targets: [donor]) { answer in
+            let recorder = TamperingTransport(inner: HTTPRealmTransport(timeout: .seconds(30)), targets: [donor]) { answer in
                 if case .q1(let a) = answer { recorded.withLock { $0 = a } }
                 return answer
             }
@@ -39,7 +39,7 @@ struct VaultChosenShareTests {
             let donorAnswer = try #require(recorded.withLock { $0 })
 
             // The liar hands out the donor's share and signature as its own (a share for another x).
-            let swap = TamperingTransport(inner: HTTPRealmTransport(), targets: [liar]) { answer in
+            let swap = TamperingTransport(inner: HTTPRealmTransport(timeout: .seconds(30)), targets: [liar]) { answer in
                 guard case .q1(var a) = answer else { return answer }
                 a.maskedShare = donorAnswer.maskedShare
                 a.signature = donorAnswer.signature
@@ -54,7 +54,7 @@ struct VaultChosenShareTests {
             // The lie changes nothing about whom the client asks next: every configured realm, no other.
             let configured = Set(h.config.realms.map(\.id))
             #expect(counted.realms(for: .q0) == configured)
-            let next = CountingTransport(inner: HTTPRealmTransport())
+            let next = CountingTransport(inner: HTTPRealmTransport(timeout: .seconds(30)))
             let again = try await h.client(transport: next).recover(password: "pw", user: "fay", rotate: false)
             #expect(again.key.constantTimeEquals(key))
             #expect(next.realms(for: .q0) == configured)

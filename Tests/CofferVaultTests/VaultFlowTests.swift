@@ -80,7 +80,7 @@ final class FlowHarness: Sendable {
         self.seen = seen
     }
 
-    func client(transport: any RealmTransport = HTTPRealmTransport(timeout: .seconds(5))) -> VaultClient {
+    func client(transport: any RealmTransport = HTTPRealmTransport(timeout: .seconds(30))) -> VaultClient {
         VaultClient(configuration: config, tokens: tenant, transport: transport)
     }
 
@@ -178,7 +178,7 @@ struct VaultFlowTests {
     func availability() async throws {
         let h = try await FlowHarness.start()
         try await stopping(h) {
-            var client = h.client(transport: HTTPRealmTransport(timeout: .seconds(3)))
+            var client = h.client(transport: HTTPRealmTransport(timeout: .seconds(30)))
             // The stale realms hold a version this device made two registrations ago: replacing it
             // needs the proof the device kept with its pending change (issue 11, problem 8).
             client.repairStore = VaultRepairStore(home: h.root.appendingPathComponent("device"))
@@ -189,6 +189,8 @@ struct VaultFlowTests {
             let recovered = try await client.recover(password: "pw", user: "dave")
             #expect(recovered.key.constantTimeEquals(key))
             #expect(Set(recovered.down.map(\.realmID)) == [h.config.realms[0].id, h.config.realms[3].id])
+            // A stopped realm refuses the connection: named as such, not waited for until the timeout.
+            #expect(recovered.down.allSatisfy { $0.reason.contains("refused the connection") }, "\(recovered.down)")
             let rotation = try #require(recovered.rotation)
             #expect(rotation.acknowledged.count == 3 && rotation.pending.count == 2)
 
@@ -221,7 +223,7 @@ struct VaultFlowTests {
         let h = try await FlowHarness.start()
         try await stopping(h) {
             let home = h.root.appendingPathComponent("device")
-            var client = h.client(transport: HTTPRealmTransport(timeout: .seconds(3)))
+            var client = h.client(transport: HTTPRealmTransport(timeout: .seconds(30)))
             client.repairStore = VaultRepairStore(home: home)
             let key = BackupKey()
             await h.cluster.realms[1].stop()
@@ -264,7 +266,7 @@ struct VaultFlowTests {
             let key = BackupKey()
             try await h.client().register(key: key, password: "pw", user: "erin")
             let liar = h.config.realms[1].id
-            let corruptEvaluation = TamperingTransport(inner: HTTPRealmTransport(), targets: [liar]) { answer in
+            let corruptEvaluation = TamperingTransport(inner: HTTPRealmTransport(timeout: .seconds(30)), targets: [liar]) { answer in
                 guard case .q1(var a) = answer else { return answer }
                 a.evaluatedElement = try! VaultOPRF.evaluate(blindedElement: a.evaluatedElement, key: VaultOPRF.generateKey()).evaluatedElement
                 return .q1(a)
@@ -274,7 +276,7 @@ struct VaultFlowTests {
             #expect(r1.faulty.map(\.realmID) == [liar])
             #expect(r1.faulty.first?.reason.contains("proof") == true)
 
-            let alteredShare = TamperingTransport(inner: HTTPRealmTransport(), targets: [liar]) { answer in
+            let alteredShare = TamperingTransport(inner: HTTPRealmTransport(timeout: .seconds(30)), targets: [liar]) { answer in
                 guard case .q1(var a) = answer else { return answer }
                 a.maskedShare[0] ^= 1
                 return .q1(a)
@@ -284,7 +286,7 @@ struct VaultFlowTests {
 
             // Three liars: no t valid answers: a realm fault naming them, never a wrong key.
             let three = Set(h.config.realms.prefix(3).map(\.id))
-            let many = TamperingTransport(inner: HTTPRealmTransport(), targets: three) { answer in
+            let many = TamperingTransport(inner: HTTPRealmTransport(timeout: .seconds(30)), targets: three) { answer in
                 guard case .q1(var a) = answer else { return answer }
                 a.signature[5] ^= 1
                 return .q1(a)
@@ -298,7 +300,7 @@ struct VaultFlowTests {
                 #expect(Set(faulty.map(\.realmID)) == three)
             }
             // A realm lying in Q0 about the record (another version) is outvoted.
-            let q0Liar = TamperingTransport(inner: HTTPRealmTransport(), targets: [liar]) { answer in
+            let q0Liar = TamperingTransport(inner: HTTPRealmTransport(timeout: .seconds(30)), targets: [liar]) { answer in
                 guard case .q0(var a) = answer else { return answer }
                 a.version = .random()
                 return .q0(a)
@@ -326,12 +328,12 @@ struct VaultFlowTests {
                     return try raw.validated()
                 }
                 let two = VaultClient(configuration: try config([0: forger.url, 1: random.url]), tokens: h.tenant,
-                                      transport: HTTPRealmTransport(timeout: .seconds(5)))
+                                      transport: HTTPRealmTransport(timeout: .seconds(30)))
                 let r = try await two.recover(password: "pw", user: "frank", rotate: false)
                 #expect(r.key.constantTimeEquals(key))
                 #expect(r.down.count == 2 && r.down.allSatisfy { $0.reason.contains("not sealed") })
                 let three = VaultClient(configuration: try config([0: forger.url, 1: forger.url, 2: random.url]), tokens: h.tenant,
-                                        transport: HTTPRealmTransport(timeout: .seconds(5)))
+                                        transport: HTTPRealmTransport(timeout: .seconds(30)))
                 do {
                     _ = try await three.recover(password: "pw", user: "frank")
                     Issue.record("recovered through 3 forged realms")

@@ -24,7 +24,7 @@ struct VaultOptions: ParsableArguments {
     @Option(help: "The account (token subject). Default: $COFFER_USER.") var user: String?
     @Option(help: "Command that prints a realm token: CMD USER REALM_ID SCOPE. Default: $COFFER_VAULT_TOKEN_COMMAND, else the development tenant.")
     var tokenCommand: String?
-    @Option(help: "Seconds to wait for each realm.") var timeout: Int = 10
+    @Option(help: "Seconds to wait for each realm. Default: $COFFER_VAULT_TIMEOUT, else 10.") var timeout: Int?
     @Option(name: .customLong("password-file"), help: ArgumentHelp(
         "Read the vault password from the first line of this file. Default: $COFFER_PASSWORD_FILE.", valueName: "file"))
     var passwordFile: String?
@@ -50,7 +50,13 @@ struct VaultOptions: ParsableArguments {
             throw CLIError(.usage, "no vault configuration: pass --vault FILE or set COFFER_VAULT (`coffer realm cluster` writes one)")
         }
         return try await Self.client(configPath: path, tokenCommand: tokenCommand ?? environment["COFFER_VAULT_TOKEN_COMMAND"],
-                                     timeout: timeout)
+                                     timeout: timeout ?? Self.timeout(environment))
+    }
+
+    /// `COFFER_VAULT_TIMEOUT` (seconds per realm, at least 1), else 10: the default of `--timeout`
+    /// and what a backup's anchored heads wait for each realm.
+    static func timeout(_ environment: [String: String]) -> Int {
+        environment["COFFER_VAULT_TIMEOUT"].flatMap(Int.init).map { max(1, $0) } ?? 10
     }
 
     /// The vault client for the configuration at `configPath`: tokens from `tokenCommand` when

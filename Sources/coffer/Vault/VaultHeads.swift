@@ -46,7 +46,7 @@ struct HeadAnchor {
         do {
             let key = try await access.key(for: repo.storage)
             // COFFER_VAULT_TIMEOUT: seconds per realm (default 10), so a backup job bounds what a down realm costs it.
-            let timeout = env["COFFER_VAULT_TIMEOUT"].flatMap(Int.init).map { max(1, $0) } ?? 10
+            let timeout = VaultOptions.timeout(env)
             let client = try await VaultOptions.client(configPath: vault, tokenCommand: env["COFFER_VAULT_TOKEN_COMMAND"], timeout: timeout)
             // Every backup, restore and prune first retries this device's pending vault change
             // (a change of password, disable or key rotation that some realms missed).

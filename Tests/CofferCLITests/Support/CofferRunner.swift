@@ -121,7 +121,11 @@ func runProcess(_ executable: String, _ args: [String], env: [String: String]? =
     let p = Process()
     p.executableURL = URL(fileURLWithPath: executable)
     p.arguments = args
-    if let env { p.environment = env }
+    if var env {
+        // A generous wait for each vault realm unless the test sets one (see VaultCLITests).
+        if env["COFFER_VAULT_TIMEOUT"] == nil { env["COFFER_VAULT_TIMEOUT"] = "60" }
+        p.environment = env
+    }
     if let cwd { p.currentDirectoryURL = cwd }
     p.standardOutput = out
     p.standardError = err
