@@ -98,7 +98,7 @@ import Crypto
                 _ = try RepositoryConfig.open(bad, key: fixedKey)
                 Issue.record("offset \(offset) = \(value) accepted")
             } catch {
-                guard case .parameterOutOfBounds = error else {
+                guard error.code == .parameterOutOfBounds else {
                     Issue.record("offset \(offset): \(error)")
                     continue
                 }

@@ -234,12 +234,7 @@ import Crypto
                     got = "unknown object kind \(f.object)"
                 }
             } catch let e as ConfigError {
-                switch e {
-                case .damaged: got = "damaged"
-                case .wrongKey: got = "wrongKey"
-                case .unsupportedVersion: got = "unsupportedVersion"
-                case .parameterOutOfBounds: got = "parameterOutOfBounds"
-                }
+                got = "\(e.code)"
             } catch let e as FormatError {
                 got = "\(e.code)"
             }

@@ -138,7 +138,7 @@ final class Engine: Sendable {
         do {
             config = try unverified.verify(with: keys)
         } catch {
-            if case .wrongKey = error {
+            if error.code == .wrongKey {
                 // One mistyped or swapped digit? The corrected key authenticates this very config.
                 if let typo = unverified.locateTypo(in: key) {
                     var e = BackupError(.wrongKey, object: "config", message: "wrong key for this repository: \(typo)", underlying: error)
