@@ -74,7 +74,7 @@ struct S3ErrorMappingTests {
     }
 
     @Test("backoff grows exponentially, is capped, and is jittered")
-    func backoff() {
+    func backoff() async {
         var o = S3Options()
         o.initialBackoff = .milliseconds(100)
         o.maxBackoff = .seconds(2)
@@ -87,6 +87,6 @@ struct S3ErrorMappingTests {
             #expect(samples.allSatisfy { $0 >= .zero && $0 <= bound }, "attempt \(attempt) within [0, \(bound)]")
             #expect(Set(samples).count > 1, "jittered")
         }
-        Task { await client.shutdown() }
+        await client.shutdown()
     }
 }
