@@ -19,13 +19,20 @@ import NIOHTTP1
 import NIOPosix
 import CofferCore
 
-/// One S3 response, body collected.
-struct S3Response: Sendable {
-    var status: HTTPResponseStatus
-    var headers: HTTPHeaders
-    var body: ByteBuffer
+/// One HTTP response with its body collected: what the S3 client and the WebDAV client (which
+/// builds on this module) hand to their error mapping and parsers.
+package struct HTTPResponseCollected: Sendable {
+    package var status: HTTPResponseStatus
+    package var headers: HTTPHeaders
+    package var body: ByteBuffer
 
-    var bodyBytes: [UInt8] { Array(body.readableBytesView) }
+    package init(status: HTTPResponseStatus, headers: HTTPHeaders, body: ByteBuffer) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+
+    package var bodyBytes: [UInt8] { Array(body.readableBytesView) }
 }
 
 /// Signs, sends and retries S3 requests, bounded in concurrency. No secrets in errors or logs.
@@ -87,7 +94,7 @@ final class S3Client: Sendable {
     func send(_ method: HTTPMethod, key: String?, query: [(String, String)] = [], headers extra: [(String, String)] = [],
               body: ByteBuffer? = nil, bodySHA256: [UInt8]? = nil, name: String?,
               accept: (HTTPResponseStatus) -> Bool = { (200..<300).contains($0.code) },
-              maxBody: Int = 64 << 20) async throws(StorageError) -> S3Response {
+              maxBody: Int = 64 << 20) async throws(StorageError) -> HTTPResponseCollected {
         let (host, path) = address(key: key)
         let payloadHash: String
         if let bodySHA256, body != nil {
@@ -104,7 +111,7 @@ final class S3Client: Sendable {
         var firstFailure: ContinuousClock.Instant?
         while true {
             attempt += 1
-            let outcome: Result<S3Response, StorageError>
+            let outcome: Result<HTTPResponseCollected, StorageError>
             do {
                 try await gate.acquire()
             } catch {
@@ -154,7 +161,7 @@ final class S3Client: Sendable {
 
     private func attemptOnce(_ method: HTTPMethod, url: String, host: String, path: String, query: [(String, String)],
                              headers extra: [(String, String)], body: ByteBuffer?, payloadHash: String, name: String?,
-                             accept: (HTTPResponseStatus) -> Bool, maxBody: Int) async -> Result<S3Response, StorageError> {
+                             accept: (HTTPResponseStatus) -> Bool, maxBody: Int) async -> Result<HTTPResponseCollected, StorageError> {
         let now = Date()
         var signed: [(String, String)] = [
             ("host", host),
@@ -198,7 +205,7 @@ final class S3Client: Sendable {
             return .failure(StorageError(.transient, name: name,
                                          message: "S3 response was cut short (\(collected.readableBytes) of \(length) bytes)"))
         }
-        let result = S3Response(status: response.status, headers: response.headers, body: collected)
+        let result = HTTPResponseCollected(status: response.status, headers: response.headers, body: collected)
         if accept(response.status) { return .success(result) }
         return .failure(mapError(result, method: method, name: name))
     }
@@ -238,7 +245,7 @@ final class S3Client: Sendable {
 
     /// Turns an S3 error response into a StorageError. Never echoes the server's message for
     /// signature errors: it contains the string-to-sign, which we keep out of logs.
-    func mapError(_ r: S3Response, method: HTTPMethod, name: String?) -> StorageError {
+    func mapError(_ r: HTTPResponseCollected, method: HTTPMethod, name: String?) -> StorageError {
         let xml = try? XMLElement.parse(r.bodyBytes)
         let code = xml?["Code"] ?? ""
         let serverMessage = xml?["Message"] ?? ""

@@ -111,7 +111,7 @@ public final class S3Storage: Storage {
             guard range.lowerBound <= info.size else { throw StorageError.rangeNotSatisfiable(name: name, size: info.size) }
             return Data()
         }
-        let r: S3Response
+        let r: HTTPResponseCollected
         do {
             r = try await client.send(.GET, key: client.key(name), headers: [("range", "bytes=\(range.lowerBound)-\(range.upperBound - 1)")],
                                       name: name, maxBody: max(range.count, 1 << 20))
@@ -256,7 +256,7 @@ public final class S3Storage: Storage {
                 body += "<Part><PartNumber>\(i + 1)</PartNumber><ETag>\(XMLElement.escape(etag))</ETag></Part>"
             }
             body += "</CompleteMultipartUpload>"
-            let r: S3Response
+            let r: HTTPResponseCollected
             do throws(StorageError) {
                 r = try await client.send(.POST, key: key, query: [("uploadId", uploadID)],
                                           headers: ifAbsent ? [("if-none-match", "*"), ("content-type", "application/xml")] : [("content-type", "application/xml")],

@@ -11,15 +11,6 @@ import NIOCore
 import NIOHTTP1
 import Synchronization
 
-/// One WebDAV response, body collected.
-struct DAVResponse: Sendable {
-    var status: HTTPResponseStatus
-    var headers: HTTPHeaders
-    var body: ByteBuffer
-
-    var bodyBytes: [UInt8] { Array(body.readableBytesView) }
-}
-
 /// Sends and retries WebDAV requests with Basic or Digest authentication, bounded in concurrency.
 /// The only retry layer of the backend. No secrets in errors or logs.
 final class WebDAVClient: Sendable {
@@ -74,7 +65,7 @@ final class WebDAVClient: Sendable {
     /// `accept` says which statuses are answers rather than errors.
     func send(_ method: HTTPMethod, path: String, headers extra: [(String, String)] = [], body: ByteBuffer? = nil,
               name: String?, accept: (HTTPResponseStatus) -> Bool = { (200..<300).contains($0.code) },
-              maxBody: Int = 64 << 20) async throws(StorageError) -> DAVResponse {
+              maxBody: Int = 64 << 20) async throws(StorageError) -> HTTPResponseCollected {
         let options = configuration.options
         var attempt = 0
         var authRounds = 0
@@ -162,7 +153,7 @@ final class WebDAVClient: Sendable {
     }
 
     private func attemptOnce(_ method: HTTPMethod, path: String, headers extra: [(String, String)], body: ByteBuffer?,
-                             name: String?, maxBody: Int) async -> Result<DAVResponse, StorageError> {
+                             name: String?, maxBody: Int) async -> Result<HTTPResponseCollected, StorageError> {
         var request = HTTPClientRequest(url: origin + path)
         request.method = method
         for (k, v) in extra { request.headers.add(name: k, value: v) }
@@ -192,7 +183,7 @@ final class WebDAVClient: Sendable {
             return .failure(StorageError(.transient, name: name,
                                          message: "WebDAV response was cut short (\(collected.readableBytes) of \(length) bytes)"))
         }
-        return .success(DAVResponse(status: response.status, headers: response.headers, body: collected))
+        return .success(HTTPResponseCollected(status: response.status, headers: response.headers, body: collected))
     }
 
     static func transportError(_ error: any Error, name: String?) -> StorageError {
@@ -207,7 +198,7 @@ final class WebDAVClient: Sendable {
 
     /// Turns an unexpected status into a StorageError. The server's body is not echoed (it is
     /// HTML at best and may repeat what was sent).
-    func mapError(_ r: DAVResponse, method: HTTPMethod, name: String?) -> StorageError {
+    func mapError(_ r: HTTPResponseCollected, method: HTTPMethod, name: String?) -> StorageError {
         let status = r.status.code
         let where_ = name.map { "object \($0) in \(configuration.location)" } ?? configuration.location
         switch status {

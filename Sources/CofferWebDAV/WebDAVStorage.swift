@@ -126,7 +126,7 @@ public final class WebDAVStorage: Storage {
             guard range.lowerBound <= info.size else { throw StorageError.rangeNotSatisfiable(name: name, size: info.size) }
             return Data()
         }
-        let r: DAVResponse
+        let r: HTTPResponseCollected
         do {
             r = try await client.send(.GET, path: path, headers: [("range", "bytes=\(range.lowerBound)-\(range.upperBound - 1)")],
                                       name: name, maxBody: max(range.count, 1 << 20))
@@ -171,7 +171,7 @@ public final class WebDAVStorage: Storage {
 
     /// When a resource has no readable `getlastmodified`: the server's `Date` header (its clock),
     /// else now. Treating the object as just written is the safe side for prune's grace period.
-    private func serverDate(_ r: DAVResponse) -> Date {
+    private func serverDate(_ r: HTTPResponseCollected) -> Date {
         r.headers.first(name: "date").flatMap(HTTPDate.parse) ?? Date()
     }
 
@@ -313,7 +313,7 @@ public final class WebDAVStorage: Storage {
     /// `MOVE`s the temporary onto `name`.
     private func move(_ temporary: [String], to name: String, overwrite: Bool) async throws(StorageError) -> MoveOutcome {
         let destination = client.origin + client.path(segments(name))
-        let r: DAVResponse
+        let r: HTTPResponseCollected
         do {
             r = try await client.send(.MOVE, path: client.path(temporary),
                                       headers: [("destination", destination), ("overwrite", overwrite ? "T" : "F")], name: name,
@@ -387,7 +387,7 @@ public final class WebDAVStorage: Storage {
     /// Some servers (an Apache `mod_dav_fs` setup, in issue 15's first attempt) answer `MKCOL` on an
     /// existing folder with 403 rather than 405: that folder exists. A 403 where no folder exists is
     /// a real refusal.
-    private func checkForbiddenFolder(_ r: DAVResponse, path: String, name: String) async throws(StorageError) {
+    private func checkForbiddenFolder(_ r: HTTPResponseCollected, path: String, name: String) async throws(StorageError) {
         let probe = try await client.send(.PROPFIND, path: path, headers: [("depth", "0"), ("content-type", "application/xml; charset=utf-8")],
                                           body: ByteBuffer(string: MultiStatus.request), name: nil,
                                           accept: { $0.code == 207 || $0 == .notFound })

@@ -17,7 +17,7 @@ struct S3ErrorMappingTests {
 
     static func map(_ status: Int, _ code: String?, method: HTTPMethod = .GET, extra: String = "") -> StorageError {
         let body = code.map { "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>\($0)</Code><Message>m</Message>\(extra)<StringToSign>AWS4-HMAC-SHA256 \(secret)</StringToSign></Error>" } ?? ""
-        return client.mapError(S3Response(status: HTTPResponseStatus(statusCode: status), headers: [:], body: ByteBuffer(string: body)),
+        return client.mapError(HTTPResponseCollected(status: HTTPResponseStatus(statusCode: status), headers: [:], body: ByteBuffer(string: body)),
                                method: method, name: "data/00/x")
     }
 
