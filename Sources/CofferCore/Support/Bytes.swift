@@ -12,30 +12,30 @@ import Foundation
 package struct ByteWriter: Sendable {
     package var bytes: [UInt8]
 
-    package init(capacity: Int = 64) {
+    @inlinable package init(capacity: Int = 64) {
         bytes = []
         bytes.reserveCapacity(capacity)
     }
 
-    package mutating func u8(_ v: UInt8) { bytes.append(v) }
-    package mutating func u16(_ v: UInt16) { withUnsafeBytes(of: v.bigEndian) { bytes.append(contentsOf: $0) } }
-    package mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.bigEndian) { bytes.append(contentsOf: $0) } }
-    package mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.bigEndian) { bytes.append(contentsOf: $0) } }
+    @inlinable package mutating func u8(_ v: UInt8) { bytes.append(v) }
+    @inlinable package mutating func u16(_ v: UInt16) { withUnsafeBytes(of: v.bigEndian) { bytes.append(contentsOf: $0) } }
+    @inlinable package mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.bigEndian) { bytes.append(contentsOf: $0) } }
+    @inlinable package mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.bigEndian) { bytes.append(contentsOf: $0) } }
     /// Two's complement, as `u64` of its bit pattern.
-    package mutating func i64(_ v: Int64) { u64(UInt64(bitPattern: v)) }
-    package mutating func raw(_ b: some Sequence<UInt8>) { bytes.append(contentsOf: b) }
-    package mutating func raw(_ b: UnsafeRawBufferPointer) { bytes.append(contentsOf: b) }
+    @inlinable package mutating func i64(_ v: Int64) { u64(UInt64(bitPattern: v)) }
+    @inlinable package mutating func raw(_ b: some Sequence<UInt8>) { bytes.append(contentsOf: b) }
+    @inlinable package mutating func raw(_ b: UnsafeRawBufferPointer) { bytes.append(contentsOf: b) }
 
     /// `lp(x)` of the vault and the realm, `bytes16` of the repository objects: a u16 length, then
     /// the bytes. The caller bounds the length first (a longer field is a programming error: traps).
-    package mutating func lp16(_ b: some Collection<UInt8>) {
+    @inlinable package mutating func lp16(_ b: some Collection<UInt8>) {
         precondition(b.count <= Int(UInt16.max), "a u16-length field of \(b.count) bytes")
         u16(UInt16(b.count))
         raw(b)
     }
 
     /// A u32 length, then the bytes.
-    package mutating func lp32(_ b: some Collection<UInt8>) {
+    @inlinable package mutating func lp32(_ b: some Collection<UInt8>) {
         precondition(b.count <= Int(UInt32.max), "a u32-length field of \(b.count) bytes")
         u32(UInt32(b.count))
         raw(b)
@@ -64,23 +64,23 @@ package struct ByteReader<Bytes: RandomAccessCollection> where Bytes.Element == 
     /// Bytes read so far (from the buffer's start index).
     package private(set) var offset: Int = 0
 
-    package init(_ buffer: Bytes) { self.buffer = buffer }
+    @inlinable package init(_ buffer: Bytes) { self.buffer = buffer }
 
-    package var remaining: Int { buffer.count - offset }
-    package var atEnd: Bool { remaining == 0 }
+    @inlinable package var remaining: Int { buffer.count - offset }
+    @inlinable package var atEnd: Bool { remaining == 0 }
 
-    package mutating func u8() -> UInt8? {
+    @inlinable package mutating func u8() -> UInt8? {
         guard remaining >= 1 else { return nil }
         defer { offset += 1 }
         return buffer[buffer.startIndex + offset]
     }
-    package mutating func u16() -> UInt16? { integer(UInt16.self) }
-    package mutating func u32() -> UInt32? { integer(UInt32.self) }
-    package mutating func u64() -> UInt64? { integer(UInt64.self) }
-    package mutating func i64() -> Int64? { integer(UInt64.self).map { Int64(bitPattern: $0) } }
+    @inlinable package mutating func u16() -> UInt16? { integer(UInt16.self) }
+    @inlinable package mutating func u32() -> UInt32? { integer(UInt32.self) }
+    @inlinable package mutating func u64() -> UInt64? { integer(UInt64.self) }
+    @inlinable package mutating func i64() -> Int64? { integer(UInt64.self).map { Int64(bitPattern: $0) } }
 
     /// The next `n` bytes, as a slice of the buffer (no copy).
-    package mutating func take(_ n: Int) -> Bytes.SubSequence? {
+    @inlinable package mutating func take(_ n: Int) -> Bytes.SubSequence? {
         guard n >= 0, remaining >= n else { return nil }
         let start = buffer.startIndex + offset
         offset += n
@@ -89,26 +89,26 @@ package struct ByteReader<Bytes: RandomAccessCollection> where Bytes.Element == 
 
     /// A u16 length, then that many bytes (``ByteWriter/lp16(_:)``); nothing is consumed when
     /// either part is missing.
-    package mutating func lp16() -> Bytes.SubSequence? {
+    @inlinable package mutating func lp16() -> Bytes.SubSequence? {
         let saved = offset
         guard let n = u16(), let b = take(Int(n)) else { offset = saved; return nil }
         return b
     }
 
     /// A u32 length, then that many bytes.
-    package mutating func lp32() -> Bytes.SubSequence? {
+    @inlinable package mutating func lp32() -> Bytes.SubSequence? {
         let saved = offset
         guard let n = u32(), let b = take(Int(n)) else { offset = saved; return nil }
         return b
     }
 
     /// Whether every byte left is zero (padding; not secret). Consumes nothing.
-    package func restIsZero() -> Bool {
+    @inlinable package func restIsZero() -> Bool {
         buffer[(buffer.startIndex + offset)...].allSatisfy { $0 == 0 }
     }
 
-    @inline(__always)
-    private mutating func integer<T: FixedWidthInteger & UnsignedInteger>(_: T.Type) -> T? {
+    @inlinable
+    mutating func integer<T: FixedWidthInteger & UnsignedInteger>(_: T.Type) -> T? {
         let n = MemoryLayout<T>.size
         guard remaining >= n else { return nil }
         let start = buffer.startIndex + offset
@@ -123,7 +123,7 @@ extension ByteReader: Sendable where Bytes: Sendable {}
 
 extension ByteReader where Bytes == UnsafeRawBufferPointer {
     /// ``take(_:)`` as a raw buffer (the format's readers in CofferCore work on raw buffers).
-    package mutating func bytes(_ n: Int) -> UnsafeRawBufferPointer? {
+    @inlinable package mutating func bytes(_ n: Int) -> UnsafeRawBufferPointer? {
         take(n).map { UnsafeRawBufferPointer(rebasing: $0) }
     }
 }
