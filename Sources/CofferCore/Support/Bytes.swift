@@ -104,7 +104,12 @@ package struct ByteReader<Bytes: RandomAccessCollection> where Bytes.Element == 
 
     /// Whether every byte left is zero (padding; not secret). Consumes nothing.
     @inlinable package func restIsZero() -> Bool {
-        buffer[(buffer.startIndex + offset)...].allSatisfy { $0 == 0 }
+        var i = buffer.startIndex + offset
+        while i < buffer.endIndex {
+            if buffer[i] != 0 { return false }
+            i += 1
+        }
+        return true
     }
 
     @inlinable
