@@ -50,7 +50,6 @@ let package = Package(
             dependencies: [
                 "CZlib", "CofferPosix",
                 .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "CryptoExtras", package: "swift-crypto"),
             ],
             swiftSettings: strict),
         // One Storage protocol and the local-folder backend.
@@ -153,7 +152,7 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict),
-        .testTarget(name: "CofferCoreTests", dependencies: ["CofferCore"],
+        .testTarget(name: "CofferCoreTests", dependencies: ["CofferCore", .product(name: "Crypto", package: "swift-crypto")],
                     resources: [.copy("Vectors")], swiftSettings: strict),
         .testTarget(name: "CofferStorageTests",
                     dependencies: ["CofferStorage", "CofferS3", "CofferWebDAV", "CofferCore", "CofferTesting",
