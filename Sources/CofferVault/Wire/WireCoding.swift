@@ -5,30 +5,81 @@ import Foundation
 #endif
 import CofferCore
 
-/// Why bytes from the wire (or a file) were not accepted. Never carries the bytes themselves.
-public enum WireError: Error, Sendable, Equatable, CustomStringConvertible {
-    /// The input ended before a field of `field` was complete.
-    case truncated(field: String)
-    /// Bytes remained after the last field (padding that is not all zeros counts too).
-    case trailingBytes(count: Int)
-    /// A length-prefixed field would exceed 65535 bytes, or a field exceeds its own limit.
-    case oversize(field: String, length: Int)
-    /// The leading type byte is not the one this decoder expects.
-    case unexpectedType(expected: UInt8, found: UInt8)
-    /// A field holds a value outside its allowed set.
-    case invalidValue(field: String)
-    /// The padded message is not exactly the fixed size for its type.
-    case wrongPaddedSize(expected: Int, found: Int)
-
-    public var description: String {
-        switch self {
-        case .truncated(let field): return "malformed vault message: input ends inside \(field)"
-        case .trailingBytes(let n): return "malformed vault message: \(n) unexpected bytes after the last field"
-        case .oversize(let field, let n): return "malformed vault message: \(field) is \(n) bytes, over its limit"
-        case .unexpectedType(let e, let f): return "malformed vault message: type 0x\(String(e, radix: 16)) expected, 0x\(String(f, radix: 16)) found"
-        case .invalidValue(let field): return "malformed vault message: invalid \(field)"
-        case .wrongPaddedSize(let e, let f): return "malformed vault message: padded size \(f), expected \(e)"
+/// Why bytes from the wire (or a file) were not accepted: a ``Code``, a message and the field it
+/// concerns. Never carries the bytes themselves. The same model as the other libraries' errors.
+public struct WireError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// What kind of failure this is: compare with `==` or switch with a `default:` (codes can be
+    /// added in later versions without breaking callers).
+    public struct Code: Sendable, Hashable, CaseIterable, CustomStringConvertible {
+        private enum Base: String, Sendable, Hashable, CaseIterable {
+            case truncated, trailingBytes, oversize, unexpectedType, invalidValue, wrongPaddedSize
         }
+        private let base: Base
+        private init(_ base: Base) { self.base = base }
+
+        /// The input ended before ``WireError/field`` was complete.
+        public static let truncated = Code(.truncated)
+        /// ``WireError/count`` bytes remained after the last field (padding that is not all zeros counts too).
+        public static let trailingBytes = Code(.trailingBytes)
+        /// A length-prefixed field would exceed 65535 bytes, or ``WireError/field`` exceeds its own
+        /// limit (``WireError/count`` bytes).
+        public static let oversize = Code(.oversize)
+        /// The leading type byte is not the one this decoder expects (``WireError/expected``, ``WireError/found``).
+        public static let unexpectedType = Code(.unexpectedType)
+        /// ``WireError/field`` holds a value outside its allowed set.
+        public static let invalidValue = Code(.invalidValue)
+        /// The padded message is not exactly the fixed size for its type (``WireError/expected``, ``WireError/found``).
+        public static let wrongPaddedSize = Code(.wrongPaddedSize)
+
+        public static var allCases: [Code] { Base.allCases.map(Code.init) }
+        public var description: String { base.rawValue }
+    }
+
+    public var code: Code
+    public var message: String
+    /// The field concerned, where there is one.
+    public var field: String?
+    /// A length or count (trailing bytes, an oversize field's length).
+    public var count: Int?
+    /// With ``Code/unexpectedType`` the type byte expected, with ``Code/wrongPaddedSize`` the size.
+    public var expected: Int?
+    /// What was found instead.
+    public var found: Int?
+
+    private init(_ code: Code, _ message: String, field: String? = nil, count: Int? = nil, expected: Int? = nil, found: Int? = nil) {
+        self.code = code
+        self.message = "malformed vault message: " + message
+        self.field = field
+        self.count = count
+        self.expected = expected
+        self.found = found
+    }
+
+    public var description: String { message }
+
+    public static func truncated(field: String) -> WireError {
+        WireError(.truncated, "input ends inside \(field)", field: field)
+    }
+
+    public static func trailingBytes(count: Int) -> WireError {
+        WireError(.trailingBytes, "\(count) unexpected bytes after the last field", count: count)
+    }
+
+    public static func oversize(field: String, length: Int) -> WireError {
+        WireError(.oversize, "\(field) is \(length) bytes, over its limit", field: field, count: length)
+    }
+
+    public static func unexpectedType(expected: UInt8, found: UInt8) -> WireError {
+        WireError(.unexpectedType, "type 0x\(String(expected, radix: 16)) expected, 0x\(String(found, radix: 16)) found",
+                  expected: Int(expected), found: Int(found))
+    }
+
+    public static func invalidValue(field: String) -> WireError {
+        WireError(.invalidValue, "invalid \(field)", field: field)
+    }
+
+    public static func wrongPaddedSize(expected: Int, found: Int) -> WireError {
+        WireError(.wrongPaddedSize, "padded size \(found), expected \(expected)", expected: expected, found: found)
     }
 }
 
