@@ -57,7 +57,7 @@ public enum VaultChannel {
 
     /// Realm side: opens a sealed request of type `type` (from the URL path) with the private key
     /// the request's key id names. Returns the plaintext body and the sealer for its answer.
-    /// - Throws: ``ChannelError/unknownKey`` or ``ChannelError/openFailed``; the realm then cannot
+    /// - Throws: ``ChannelError/unknownKey(_:)`` or ``ChannelError/openFailed``; the realm then cannot
     ///   answer sealed and replies with a bare HTTP error, which clients treat as a transport failure.
     public static func openRequest<C: Collection>(_ request: C, type: VaultMessageType, realmID: RealmID,
                                                   privateKeys: [UInt32: XWingMLKEM768X25519.PrivateKey]) throws(ChannelError) -> (body: [UInt8], sealer: ResponseSealer) where C.Element == UInt8 {
@@ -146,20 +146,43 @@ public struct ResponseSealer: Sendable {
 }
 
 /// A channel failure. Deliberately uninformative about why a tag did not verify.
-public enum ChannelError: Error, Sendable, Equatable, CustomStringConvertible {
-    case sealFailed
-    case openFailed
-    case malformed
-    case unknownKey(UInt32)
-    case badPublicKey
+public struct ChannelError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// What kind of failure this is: compare with `==` or switch with a `default:` (codes can be
+    /// added in later versions without breaking callers).
+    public struct Code: Sendable, Hashable, CaseIterable, CustomStringConvertible {
+        private enum Base: String, Sendable, Hashable, CaseIterable { case sealFailed, openFailed, malformed, unknownKey, badPublicKey }
+        private let base: Base
+        private init(_ base: Base) { self.base = base }
 
-    public var description: String {
-        switch self {
-        case .sealFailed: return "could not seal the message"
-        case .openFailed: return "the message did not decrypt (forged, corrupted or not for this request)"
-        case .malformed: return "the sealed message is too short"
-        case .unknownKey(let id): return "no HPKE key with id \(id)"
-        case .badPublicKey: return "not an X-Wing public key"
-        }
+        public static let sealFailed = Code(.sealFailed)
+        /// Forged, corrupted or not for this request.
+        public static let openFailed = Code(.openFailed)
+        /// Too short to be a sealed message.
+        public static let malformed = Code(.malformed)
+        /// The request names a key id (``ChannelError/keyID``) the realm does not have.
+        public static let unknownKey = Code(.unknownKey)
+        public static let badPublicKey = Code(.badPublicKey)
+
+        public static var allCases: [Code] { Base.allCases.map(Code.init) }
+        public var description: String { base.rawValue }
     }
+
+    public var code: Code
+    public var message: String
+    /// With ``Code/unknownKey``: the key id the request named.
+    public var keyID: UInt32?
+
+    private init(_ code: Code, _ message: String, keyID: UInt32? = nil) {
+        self.code = code
+        self.message = message
+        self.keyID = keyID
+    }
+
+    public var description: String { message }
+
+    public static let sealFailed = ChannelError(.sealFailed, "could not seal the message")
+    public static let openFailed = ChannelError(.openFailed, "the message did not decrypt (forged, corrupted or not for this request)")
+    public static let malformed = ChannelError(.malformed, "the sealed message is too short")
+    public static func unknownKey(_ id: UInt32) -> ChannelError { ChannelError(.unknownKey, "no HPKE key with id \(id)", keyID: id) }
+    public static let badPublicKey = ChannelError(.badPublicKey, "not an X-Wing public key")
 }
