@@ -6,8 +6,8 @@ import Foundation
 import CofferCore
 
 /// The repository objects' writer (docs/REPOSITORY-OBJECTS.md) is the package's one
-/// ``ByteWriter``, with the objects' ids as a field type; `bytes16`/`bytes32` of that document are
-/// ``ByteWriter/lp16(_:)`` and ``ByteWriter/lp32(_:)``.
+/// ``ByteWriter``, with the objects' ids as a field type; `bytes16` of that document is
+/// ``ByteWriter/lp16(_:)``.
 typealias WireWriter = ByteWriter
 
 extension ByteWriter {
@@ -30,7 +30,6 @@ struct WireReader {
 
     var remaining: Int { r.remaining }
     var atEnd: Bool { r.atEnd }
-    var offset: Int { r.offset }
 
     func fail(_ message: String) -> WireError { WireError(message: "\(what): \(message)") }
 
@@ -54,7 +53,6 @@ struct WireReader {
         do { return try ObjectID(bytes: Array(s)) } catch { throw fail("bad id") }
     }
     mutating func bytes16() throws(WireError) -> [UInt8] { Array(try need(r.lp16())) }
-    mutating func bytes32() throws(WireError) -> [UInt8] { Array(try need(r.lp32())) }
     mutating func string16() throws(WireError) -> String {
         let b = try bytes16()
         guard let s = String(validating: b, as: UTF8.self) else { throw fail("invalid UTF-8 string") }

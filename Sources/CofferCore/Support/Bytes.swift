@@ -34,13 +34,6 @@ package struct ByteWriter: Sendable {
         raw(b)
     }
 
-    /// A u32 length, then the bytes.
-    @inlinable package mutating func lp32(_ b: some Collection<UInt8>) {
-        precondition(b.count <= Int(UInt32.max), "a u32-length field of \(b.count) bytes")
-        u32(UInt32(b.count))
-        raw(b)
-    }
-
     /// Padding can be megabytes: appended from a zero block by bulk copies, not byte by byte (which
     /// unoptimized builds do for a generic `repeatElement`: seconds per backup in debug builds).
     package mutating func zeros(_ n: Int) {
@@ -92,13 +85,6 @@ package struct ByteReader<Bytes: RandomAccessCollection> where Bytes.Element == 
     @inlinable package mutating func lp16() -> Bytes.SubSequence? {
         let saved = offset
         guard let n = u16(), let b = take(Int(n)) else { offset = saved; return nil }
-        return b
-    }
-
-    /// A u32 length, then that many bytes.
-    @inlinable package mutating func lp32() -> Bytes.SubSequence? {
-        let saved = offset
-        guard let n = u32(), let b = take(Int(n)) else { offset = saved; return nil }
         return b
     }
 

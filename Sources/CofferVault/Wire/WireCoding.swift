@@ -112,7 +112,6 @@ struct WireReader: Sendable {
     init<C: Collection>(_ data: C) where C.Element == UInt8 { r = ByteReader(Array(data)) }
 
     var remaining: Int { r.remaining }
-    var offset: Int { r.offset }
 
     private static func need<T>(_ value: T?, _ field: String) throws(WireError) -> T {
         guard let value else { throw .truncated(field: field) }
@@ -130,7 +129,6 @@ struct WireReader: Sendable {
     }
 
     mutating func uint16(_ field: String) throws(WireError) -> UInt16 { try Self.need(r.u16(), field) }
-    mutating func uint32(_ field: String) throws(WireError) -> UInt32 { try Self.need(r.u32(), field) }
     mutating func uint64(_ field: String) throws(WireError) -> UInt64 { try Self.need(r.u64(), field) }
 
     /// The encoding must end exactly here.
