@@ -153,8 +153,7 @@ public struct UnverifiedConfig: Sendable {
         guard stored.elementsEqual(sum) else { throw .damaged(reason: "checksum mismatch") }
         guard all.starts(with: RepositoryConfig.magic) else { throw .damaged(reason: "not a Coffer repository config") }
         var header = ByteReader(all)
-        _ = header.take(8)
-        let version = header.u16() ?? 0  // the length was checked above
+        guard header.take(8) != nil, let version = header.u16() else { throw .damaged(reason: "truncated: \(all.count) bytes") }
         guard version == FormatVersion.current else { throw .unsupportedVersion(found: Int(version)) }
         guard all.count == RepositoryConfig.encodedLength else {
             throw .damaged(reason: "wrong length \(all.count) for format version 1")
