@@ -259,6 +259,28 @@ extension Posix {
         #endif
     }
 
+    /// Turns `O_DIRECT` on or off for an open file: on Linux, writes then go from the caller's memory
+    /// to the disk without a copy into the page cache (address, length and file offset must be
+    /// multiples of the device's logical block size; durability still needs ``fsync(_:)``). False
+    /// where the platform or the file system cannot (tmpfs, some FUSE mounts, Apple platforms): the
+    /// caller writes through the page cache.
+    package static func setDirectIO(_ fd: Int32, _ on: Bool) -> Bool {
+        #if os(Linux) && (arch(x86_64) || arch(arm64))
+        // O_DIRECT is in <fcntl.h> only with _GNU_SOURCE, which the Glibc module does not export;
+        // its value differs by architecture (asm/fcntl.h): 0o40000 on x86_64, 0o200000 on arm64.
+        #if arch(x86_64)
+        let direct: Int32 = 0o40000
+        #else
+        let direct: Int32 = 0o200000
+        #endif
+        let flags = fcntl(fd, F_GETFL)
+        guard flags >= 0 else { return false }
+        return fcntl(fd, F_SETFL, on ? flags | direct : flags & ~direct) == 0
+        #else
+        return false
+        #endif
+    }
+
     /// Makes the file's data durable: `fsync(2)`, and on Apple platforms `F_FULLFSYNC` first,
     /// because there `fsync` only hands the data to the drive, whose cache a power loss empties.
     package static func fsync(_ fd: Int32) -> Int32 {

