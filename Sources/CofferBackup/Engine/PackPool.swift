@@ -23,12 +23,19 @@ final class PackPool: Sendable {
     /// suspension of an upload, and a writer is not `Sendable`).
     private final class Slot: Sendable {
         nonisolated(unsafe) var writer: PackWriter?
+        /// A hint for waiters, written under the pool's mutex with ``State/held`` and ``State/long``:
+        /// 0 free, 1 held for one append (microseconds), 2 held across a suspension (an upload
+        /// taking the full pack, or a new buffer). Read without the mutex while spinning.
+        let hold = Atomic<Int>(0)
     }
 
     private struct State {
         /// Blobs assigned to each slot's current pack (added or about to be).
         var claims: [Int]
         var held: [Bool]
+        /// The holder of each slot is suspended (handing its full pack to an upload, or waiting for
+        /// a new buffer): a worker that wants the slot suspends too instead of spinning.
+        var long: [Bool]
         /// Workers waiting for each slot, in order.
         var waiters: [[CheckedContinuation<Void, Never>]]
     }
@@ -47,7 +54,7 @@ final class PackPool: Sendable {
         let n = max(2, count)
         slots = (0..<n).map { _ in Slot() }
         state = Mutex(State(claims: Array(repeating: 0, count: n), held: Array(repeating: false, count: n),
-                            waiters: Array(repeating: [], count: n)))
+                            long: Array(repeating: false, count: n), waiters: Array(repeating: [], count: n)))
         self.factory = factory
         self.uploader = uploader
         self.target = target
@@ -71,20 +78,50 @@ final class PackPool: Sendable {
         state.withLock { $0.claims[slot] = max(0, $0.claims[slot] - blobs) }
     }
 
-    /// Waits (suspended, not blocking a thread) until this task holds slot `i`.
+    /// How long a worker spins for a slot whose holder is appending one blob before it suspends.
+    /// An append takes microseconds; a suspension costs a wake-up of an executor thread on each
+    /// side, and with two workers on two cores about one blob in twenty met a held slot: measured
+    /// on the chat dataset's database alone, the cores were idle a third of the time.
+    static let spinLimit: Duration = .microseconds(50)
+
+    /// Takes slot `i` if it is free (under the pool's mutex); else says whether its holder is suspended.
+    private func tryTake(_ i: Int) -> (taken: Bool, long: Bool) {
+        state.withLock { s in
+            guard !s.held[i] else { return (false, s.long[i]) }
+            s.held[i] = true
+            slots[i].hold.store(1, ordering: .relaxed)
+            return (true, false)
+        }
+    }
+
+    /// Waits until this task holds slot `i`: spinning briefly while the holder appends one blob,
+    /// suspended (not blocking a thread) while the holder is itself suspended or for longer.
     private func acquire(_ i: Int) async {
         // Most blobs find their slot free: taken without making a continuation (one per blob,
         // tens of thousands for a database).
-        let free = state.withLock { s -> Bool in
-            guard !s.held[i] else { return false }
-            s.held[i] = true
-            return true
+        var attempt = tryTake(i)
+        if attempt.taken { return }
+        if !attempt.long {
+            let deadline = ContinuousClock.now + Self.spinLimit
+            var spins = 0
+            while true {
+                // Loads only (no traffic on the mutex the holder needs to release the slot).
+                let hint = slots[i].hold.load(ordering: .relaxed)
+                if hint == 2 { break }
+                if hint == 0 {
+                    attempt = tryTake(i)
+                    if attempt.taken { return }
+                    if attempt.long { break }
+                }
+                spins += 1
+                if spins & 63 == 0, ContinuousClock.now >= deadline { break }
+            }
         }
-        if free { return }
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let now = state.withLock { s -> Bool in
                 if !s.held[i] {
                     s.held[i] = true
+                    slots[i].hold.store(1, ordering: .relaxed)
                     return true
                 }
                 s.waiters[i].append(c)
@@ -97,21 +134,32 @@ final class PackPool: Sendable {
     /// Passes slot `i` to the next waiting worker, if any.
     private func release(_ i: Int) {
         let next = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            s.long[i] = false
             if s.waiters[i].isEmpty {
                 s.held[i] = false
+                slots[i].hold.store(0, ordering: .relaxed)
                 return nil
             }
+            slots[i].hold.store(1, ordering: .relaxed)
             return s.waiters[i].removeFirst()
         }
         next?.resume()
     }
 
+    /// Marks the holder of slot `i` as suspended (`true`) or back to appending (`false`).
+    private func setLong(_ i: Int, _ long: Bool) {
+        state.withLock { s in
+            s.long[i] = long
+            slots[i].hold.store(long ? 2 : 1, ordering: .relaxed)
+        }
+    }
+
     /// Finishes slot `i`'s pack if `close` says so; the slot must be held.
-    private func finish(_ i: Int, if close: (PackWriter) -> Bool) -> FinishedPack? {
+    private func finish(_ i: Int, if close: (PackWriter) -> Bool) -> UnnamedPack? {
         guard let cur = slots[i].writer, cur.blobCount > 0, close(cur) else { return nil }
         slots[i].writer = nil
         released(i, blobs: cur.blobCount)
-        return cur.finish()
+        return cur.finishUnnamed()  // named (hashed) by the upload task, after the slot is released
     }
 
     /// Adds one blob whose payload is already compressed (or is the plaintext) to a random open pack,
@@ -127,10 +175,18 @@ final class PackPool: Sendable {
         defer { release(i) }
         // Close a pack before a blob would overflow it: its buffer never reallocates.
         let target = self.target
+        var suspended = false
         if let full = finish(i, if: { BackupRun.packWouldOverflow($0, adding: payload.count, target: target) }) {
+            setLong(i, true)
+            suspended = true
             try await uploader.submit(full)
         }
-        if slots[i].writer == nil { slots[i].writer = await factory.next() }
+        if slots[i].writer == nil {
+            if !suspended { setLong(i, true) }
+            suspended = true
+            slots[i].writer = await factory.next()
+        }
+        if suspended { setLong(i, false) }
         let entry: PackEntry
         do {
             entry = try slots[i].writer!.add(type: type, id: id, payload: payload, compression: compression,
@@ -140,6 +196,7 @@ final class PackPool: Sendable {
             throw error
         }
         if let full = finish(i, if: { $0.byteCount >= target }) {
+            setLong(i, true)
             try await uploader.submit(full)
         }
         return entry
@@ -170,6 +227,7 @@ final class PackPool: Sendable {
         for i in slots.indices {
             await acquire(i)
             if let full = finish(i, if: { _ in true }) {
+                setLong(i, true)
                 do { try await uploader.submit(full) } catch { firstError = firstError ?? error }
             }
             release(i)

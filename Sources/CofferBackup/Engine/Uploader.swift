@@ -17,7 +17,7 @@ final class Uploader: Sendable {
     let limit: Int
     let checkpointBytes: Int
     let checkpointInterval: Duration
-    private let channel = AsyncChannel<FinishedPack>()
+    private let channel = AsyncChannel<UnnamedPack>()
 
     private struct State {
         var pending: [IndexedPack] = []
@@ -60,7 +60,7 @@ final class Uploader: Sendable {
 
     /// Hands a finished pack to an upload task; suspends until one takes it.
     /// - Throws: the first upload failure; `.cancelled` when the run is cancelled meanwhile.
-    func submit(_ pack: FinishedPack) async throws(BackupError) {
+    func submit(_ pack: UnnamedPack) async throws(BackupError) {
         if let f = failed { throw f }
         await channel.send(pack)
         if let f = failed { throw f }
@@ -74,7 +74,10 @@ final class Uploader: Sendable {
 
     /// One upload task: uploads packs as they come until ``close()`` (or a failure).
     func uploadLoop() async {
-        for await pack in channel {
+        for await unnamed in channel {
+            // The pack's SHA-256 (its name) is computed here, not by the worker that filled it: a
+            // worker holds an open pack only while it appends, so the other workers rarely wait.
+            let pack = unnamed.named()
             do {
                 try await engine.objects.create(pack.id.packName, data: pack.bytes, id: pack.id)
             } catch {
