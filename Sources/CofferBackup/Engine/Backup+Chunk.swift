@@ -264,19 +264,14 @@ extension BackupRun {
 
     /// True when adding a blob of at most `n` plaintext bytes could make the finished pack (blobs,
     /// then the header with one 48-byte entry per blob, its tag and the 44-byte trailer) outgrow the
-    /// `target + 64 KiB` the writer reserved: the pack is finished first. Otherwise the blob goes in,
-    /// and a pack is finished once its blobs reach `target` (PackPool), so a pack of file chunks
-    /// holds as many whole chunks as reach the target: two 1 MiB chunks in a 2 MiB pack. (Until
-    /// session 11 a pack was also finished before any blob that would take it past `target`, so a
-    /// 2 MiB pack held one 1 MiB chunk: twice the packs, creates and fsyncs for media, and the upload
-    /// tasks could not keep up with two workers.) Counting the header matters for the database's
-    /// small blobs (a few thousand per pack, so a header of 100-200 KiB): without it `finish()`
-    /// overflows the buffer and the whole pack is copied into a new one about twice as large (on the
+    /// `target + 64 KiB` the writer reserved. Counting the header matters for the database's small
+    /// blobs (a few thousand per pack, so a header of 100-200 KiB): without it `finish()` overflows
+    /// the buffer and Foundation copies the whole pack into a new one about twice as large (on the
     /// chat dataset this copy cost 0.3 s of system time in a 2.5 s initial backup).
     static func packWouldOverflow(_ w: PackWriter, adding n: Int, target: Int) -> Bool {
         let blob = n + PackFormat.tagLength
         let header = 16 + 48 * (w.blobCount + 1) + PackFormat.tagLength + PackFormat.trailerLength
-        return w.byteCount + blob + header > target + (64 << 10)
+        return w.byteCount + n + 64 > target || w.byteCount + blob + header > target + (64 << 10)
     }
 }
 
