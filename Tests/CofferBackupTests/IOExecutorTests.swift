@@ -35,11 +35,12 @@ import Testing
         #expect(ticks.value > 0)
     }
 
-    @Test("a backup reads every file on the I/O executor and makes every pack through the factory")
+    @Test("a backup reads every file on the I/O executor and makes every pack buffer on its own thread")
     func backupReadsOffThePool() async throws {
         let s = Scratch()
         let (t, src) = try await Self.twelveFiles(s)
         let readsOff = Engine.readsOffIOExecutor.load(ordering: .relaxed)
+        let madeOff = PackWriterFactory.madeElsewhere.load(ordering: .relaxed)
         let made = PackWriterFactory.made.load(ordering: .relaxed)
         let jobsBefore = IOExecutor.shared.jobsRun.load(ordering: .relaxed)
         let summary: BackupSummary = try await t.repo.backup(paths: [src])
@@ -47,6 +48,7 @@ import Testing
         #expect(IOExecutor.shared.jobsRun.load(ordering: .relaxed) > jobsBefore, "the backup ran on the I/O executor")
         #expect(Engine.readsOffIOExecutor.load(ordering: .relaxed) == readsOff, "a file was read on a thread of the cooperative pool")
         #expect(PackWriterFactory.made.load(ordering: .relaxed) >= made + summary.packsWritten, "every pack came from the factory")
+        #expect(PackWriterFactory.madeElsewhere.load(ordering: .relaxed) == madeOff, "a pack buffer was made off its thread")
         let r: RestoreSummary = try await t.repo.restore(snapshot: summary.snapshotID, target: URL(fileURLWithPath: s.path("out")))
         #expect(r.isComplete)
         expectSameTree(src, s.path("out/data"))

@@ -25,7 +25,7 @@ final class PackPool: Sendable {
         nonisolated(unsafe) var writer: PackWriter?
         /// A hint for waiters, written under the pool's mutex with ``State/held`` and ``State/long``:
         /// 0 free, 1 held for one append (microseconds), 2 held across a suspension (an upload
-        /// taking the full pack). Read without the mutex while spinning.
+        /// taking the full pack, or a new buffer). Read without the mutex while spinning.
         let hold = Atomic<Int>(0)
     }
 
@@ -33,8 +33,8 @@ final class PackPool: Sendable {
         /// Blobs assigned to each slot's current pack (added or about to be).
         var claims: [Int]
         var held: [Bool]
-        /// The holder of each slot is suspended (handing its full pack to an upload): a worker that
-        /// wants the slot suspends too instead of spinning.
+        /// The holder of each slot is suspended (handing its full pack to an upload, or waiting for
+        /// a new buffer): a worker that wants the slot suspends too instead of spinning.
         var long: [Bool]
         /// Workers waiting for each slot, in order.
         var waiters: [[CheckedContinuation<Void, Never>]]
@@ -95,7 +95,7 @@ final class PackPool: Sendable {
     }
 
     /// Waits until this task holds slot `i`: spinning briefly while the holder appends one blob,
-    /// suspended (not blocking a thread) while the holder is itself suspended, or after 50 µs.
+    /// suspended (not blocking a thread) while the holder is itself suspended or for longer.
     private func acquire(_ i: Int) async {
         // Most blobs find their slot free: taken without making a continuation (one per blob,
         // tens of thousands for a database).
@@ -173,14 +173,20 @@ final class PackPool: Sendable {
         let i = pick()
         await acquire(i)
         defer { release(i) }
-        // Close a pack before a blob would overflow its reserved buffer (which then never reallocates).
+        // Close a pack before a blob would overflow it: its buffer never reallocates.
         let target = self.target
+        var suspended = false
         if let full = finish(i, if: { BackupRun.packWouldOverflow($0, adding: payload.count, target: target) }) {
             setLong(i, true)
-            try await uploader.submit(full)  // a throw releases the slot (defer), which clears `long`
-            setLong(i, false)
+            suspended = true
+            try await uploader.submit(full)
         }
-        if slots[i].writer == nil { slots[i].writer = factory.next() }
+        if slots[i].writer == nil {
+            if !suspended { setLong(i, true) }
+            suspended = true
+            slots[i].writer = await factory.next()
+        }
+        if suspended { setLong(i, false) }
         let entry: PackEntry
         do {
             entry = try slots[i].writer!.add(type: type, id: id, payload: payload, compression: compression,

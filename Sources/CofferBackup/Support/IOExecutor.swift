@@ -14,6 +14,9 @@ final class IOExecutor: TaskExecutor {
     /// Enough threads that a backup's workers (one per core) never wait for one while its upload
     /// tasks (3 by default) sit in a folder's write and fsync, with room for a restore beside it.
     static let shared = IOExecutor(threads: min(64, max(8, 4 * ProcessInfo.processInfo.activeProcessorCount)))
+    /// One thread on which a backup makes its pack buffers (PackWriterFactory): every 8 MiB buffer
+    /// then comes from that thread's glibc malloc arena, which keeps freed blocks for reuse.
+    static let packBuffers = IOExecutor(threads: 1, prefix: "coffer-packbuf-", marker: "coffer.packbuf-executor")
 
     private let jobs = Mutex<[UnownedJob]>([])
     private let available = DispatchSemaphore(value: 0)
@@ -53,5 +56,7 @@ final class IOExecutor: TaskExecutor {
     /// True on one of this executor's threads (marked in their thread dictionary: thread names
     /// are not reliable across platforms).
     static var isCurrentThread: Bool { Thread.current.threadDictionary[marker] != nil }
+    /// True on the ``packBuffers`` thread.
+    static var isPackBufferThread: Bool { Thread.current.threadDictionary["coffer.packbuf-executor"] != nil }
     private static let marker = "coffer.io-executor"
 }
