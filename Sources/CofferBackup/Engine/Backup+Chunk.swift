@@ -268,6 +268,12 @@ extension BackupRun {
     /// blobs (a few thousand per pack, so a header of 100-200 KiB): without it `finish()` overflows
     /// the buffer and Foundation copies the whole pack into a new one about twice as large (on the
     /// chat dataset this copy cost 0.3 s of system time in a 2.5 s initial backup).
+    ///
+    /// The first condition closes a pack before a blob would take it past `target`, so a 2 MiB pack
+    /// holds one 1 MiB media chunk. Letting packs fill to the target instead (two chunks) made the
+    /// chat dataset's first backup 9 % faster (462-469 packs instead of 683-690) but raised peak RSS
+    /// by 2.3 MiB on average (media packs in flight fill their buffers), so it was reverted
+    /// (session 11, BENCHMARKS.md).
     static func packWouldOverflow(_ w: PackWriter, adding n: Int, target: Int) -> Bool {
         let blob = n + PackFormat.tagLength
         let header = 16 + 48 * (w.blobCount + 1) + PackFormat.tagLength + PackFormat.trailerLength
