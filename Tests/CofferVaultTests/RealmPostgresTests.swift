@@ -41,18 +41,52 @@ struct RealmPostgresTests {
             let (b, portB) = try await RealmCrashTests.startServer(binary: binary, dir: s.dir.url, client: s.client)
             defer { b.stop() }
             let reg = try await s.client(portA).register("carol")
+            // On a loaded machine a realm can give up on a slow transaction (REALM.md: 15 s for a
+            // connection, 30 s for an operation) and answer internalError, while the transaction
+            // still commits: a guess counted without its answer. (CI failed this suite once with
+            // three issues its log cut off; a counted guess without its answer is the explanation
+            // found that fits three: 9 answered, their attempts-left set, the record not destroyed.
+            // The messages below now say what was answered.) The protocol's remedy is the client's: Q1 again with the same ticket and
+            // blinded element, sealed afresh, gets the stored answer without a second count
+            // (VAULT.md). So a guess here retries as a client would, and exactly L are still answered.
+            let retries = Mutex2(0), refusals = Mutex2([String: Int]())
             let answers = try await withThrowingTaskGroup(of: Q1Answer?.self) { group in
                 for i in 0..<200 {
                     let realm = s.client(i % 2 == 0 ? portA : portB)
                     group.addTask {
-                        if case .q1(let q) = try await realm.guess("carol", version: reg.version) { return q }
-                        return nil
+                        func internalError(_ a: VaultAnswer) -> Bool {
+                            if case .error(let e) = a, e.code == .internalError { return true }
+                            return false
+                        }
+                        var ticket: Q0Answer?
+                        for _ in 0..<5 where ticket == nil {
+                            let a = try await realm.send(.q0(Q0Request(token: try await realm.token("carol", .recover))))
+                            if case .q0(let q) = a { ticket = q } else if internalError(a) { retries.withLock { $0 += 1 } } else {
+                                refusals.withLock { $0["Q0 \(a)", default: 0] += 1 }
+                                return nil
+                            }
+                        }
+                        guard let ticket else { throw TestFailure("Q0 answered internalError five times") }
+                        let blinded = try VaultOPRF.blind(rnd(32))
+                        for _ in 0..<5 {
+                            let a = try await realm.send(.q1(Q1Request(token: try await realm.token("carol", .recover), ticket: ticket.ticket,
+                                                                        version: reg.version, blindedElement: blinded.blindedElementBytes)))
+                            if case .q1(let q) = a { return q }
+                            guard internalError(a) else {
+                                refusals.withLock { $0["Q1 \(a)", default: 0] += 1 }
+                                return nil
+                            }
+                            retries.withLock { $0 += 1 }
+                        }
+                        throw TestFailure("Q1 answered internalError five times")
                     }
                 }
                 return try await group.reduce(into: [Q1Answer]()) { if let q = $1 { $0.append(q) } }
             }
-            #expect(answers.count == 10, "answered \(answers.count) guesses")
-            #expect(Set(answers.map(\.attemptsLeft)) == Set((0..<10).map { UInt8($0) }))
+            print("two processes, 200 guesses: \(answers.count) answered, \(retries.withLock { $0 }) requests retried after internalError")
+            let seen = answers.map(\.attemptsLeft).sorted()
+            #expect(answers.count == 10, "answered \(answers.count) guesses, attempts left \(seen); refused: \(refusals.withLock { $0 })")
+            #expect(Set(seen) == Set((0..<10).map { UInt8($0) }), "attempts left \(seen)")
             #expect(try await s.client(portA).attemptsLeft("carol") == 0)
             #expect(try await s.client(portB).attemptsLeft("carol") == 0)
             // Every challenge answered wrongly, alternately at both processes: the last destroys the record.
@@ -215,11 +249,15 @@ struct RealmPostgresTests {
             #expect(down.contains(#"coffer_realm_store_errors_total{op="q0"}"#) || down.contains(#"coffer_realm_store_errors_total{op="replay_check"}"#))
 
             try instance.start()
+            // The connection pool reconnects with a backoff, and a loaded machine restarts
+            // PostgreSQL slowly: up to 60 s (it took 4-8 s here on an idle machine).
             var ready = false
-            for _ in 0..<100 where !ready {
+            let restarted = ContinuousClock.now
+            while !ready && ContinuousClock.now - restarted < .seconds(60) {
                 ready = (try? await realm.getAdmin("/ready").0) == 200
                 if !ready { try await Task.sleep(for: .milliseconds(100)) }
             }
+            print("/ready: 200 again \(ContinuousClock.now - restarted) after PostgreSQL came back")
             #expect(ready, "the realm never became ready again after the database came back")
             #expect(try await realm.attemptsLeft("ann") == 10)
         } catch {
