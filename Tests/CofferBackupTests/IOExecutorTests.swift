@@ -13,7 +13,7 @@ import Testing
         let summary: BackupSummary = try await t.repo.backup(paths: [src])
 
         let offBefore = Engine.writesOffIOExecutor.load(ordering: .relaxed)
-        let jobsBefore = IOExecutor.shared.jobsRun.load(ordering: .relaxed)
+        let jobsBefore = IOExecutor.restore.jobsRun.load(ordering: .relaxed)
         // A task on the cooperative pool, running beside the restore (started before it, so the
         // count below does not depend on how fast the restore is).
         let ticks = Counter()
@@ -30,7 +30,7 @@ import Testing
         ticker.cancel()
         #expect(r.isComplete && r.filesRestored == 12)
         expectSameTree(src, s.path("out/data"))
-        #expect(IOExecutor.shared.jobsRun.load(ordering: .relaxed) > jobsBefore, "the restore ran on the I/O executor")
+        #expect(IOExecutor.restore.jobsRun.load(ordering: .relaxed) > jobsBefore, "the restore ran on its I/O executor")
         #expect(Engine.writesOffIOExecutor.load(ordering: .relaxed) == offBefore, "a blob was written on a thread of the cooperative pool")
         #expect(ticks.value > 0)
     }

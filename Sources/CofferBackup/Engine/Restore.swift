@@ -74,7 +74,7 @@ extension Engine {
         AsyncThrowingStream(bufferingPolicy: .unbounded) { continuation in
             // On the I/O executor: the restore's file writes block their thread, never the
             // cooperative pool's.
-            let task = Task(executorPreference: IOExecutor.shared) {
+            let task = Task(executorPreference: IOExecutor.restore) {
                 do {
                     let summary = try await self.restore(snapshot: snapshot, target: target.path, options: options, events: continuation)
                     continuation.yield(.finished(summary))

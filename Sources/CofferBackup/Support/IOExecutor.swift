@@ -14,6 +14,11 @@ final class IOExecutor: TaskExecutor {
     /// Enough threads that a backup's workers (one per core) never wait for one while its upload
     /// tasks (3 by default) sit in a folder's write and fsync, with room for a restore beside it.
     static let shared = IOExecutor(threads: min(64, max(8, 4 * ProcessInfo.processInfo.activeProcessorCount)))
+    /// A restore's threads, one per core (at least two): a restore's tasks only read, decrypt and
+    /// write, so more threads than cores would only decrypt more packs at once. On the eight threads
+    /// of ``shared`` each blob's plaintext came from fresh pages (glibc), and a restore's peak RSS
+    /// was 11-16 MiB above the cooperative pool's (BENCHMARKS.md, session 12).
+    static let restore = IOExecutor(threads: max(2, ProcessInfo.processInfo.activeProcessorCount), prefix: "coffer-restore-")
     /// One thread on which a backup makes its pack buffers (PackWriterFactory): every 8 MiB buffer
     /// then comes from that thread's glibc malloc arena, which keeps freed blocks for reuse.
     static let packBuffers = IOExecutor(threads: 1, prefix: "coffer-packbuf-", marker: "coffer.packbuf-executor")
