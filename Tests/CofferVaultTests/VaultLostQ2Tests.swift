@@ -10,8 +10,9 @@ import Testing
 @testable import CofferVault
 
 /// A loopback HTTP proxy in front of one realm: forwards every request and answer, except that it
-/// drops the answers of the first `dropQ2Answers` Q2 requests after the realm processed them (the
-/// client sees a 502, as when a connection breaks on the way back). Counts what it forwarded.
+/// drops the answers of the first `answers` requests of one type (Q2 unless told) after the realm
+/// processed them (the client sees a 502, as when a connection breaks on the way back). Counts what
+/// it forwarded.
 final class DroppingProxy: Sendable {
     let url: String
     let group: ServiceGroup
@@ -19,6 +20,10 @@ final class DroppingProxy: Sendable {
     let counts: Mutex2<[String: Int]>
 
     static func start(target: String, dropQ2Answers: Int) async throws -> DroppingProxy {
+        try await start(target: target, dropping: .q2, answers: dropQ2Answers)
+    }
+
+    static func start(target: String, dropping dropType: VaultMessageType, answers dropCount: Int) async throws -> DroppingProxy {
         let counts = Mutex2<[String: Int]>([:])
         let router = Router()
         for type in VaultMessageType.allCases {
@@ -33,7 +38,7 @@ final class DroppingProxy: Sendable {
                 let answer = try await response.body.collect(upTo: 1 << 20)
                 let drop = counts.withLock { c -> Bool in
                     c[path, default: 0] += 1
-                    guard type == .q2, c["dropped", default: 0] < dropQ2Answers else { return false }
+                    guard type == dropType, c["dropped", default: 0] < dropCount else { return false }
                     c["dropped", default: 0] += 1
                     return true
                 }
@@ -97,6 +102,47 @@ struct VaultLostQ2Tests {
                 // Every realm unlocked (count reset), nothing more was spent.
                 let status = await h.client(transport: HTTPRealmTransport(timeout: .seconds(30))).status(user: "oli")
                 #expect(status.realms.allSatisfy { $0.state == .active(version: result.version, attemptsLeft: 10) })
+            }
+        }
+    }
+}
+
+@Suite("Vault: a lost Q1 answer is resent, not paid for with a second guess", .serialized)
+struct VaultLostQ1Tests {
+    @Test("every realm's first Q1 answer is dropped after it counted the guess: the client resends the same Q1 and gets the stored answers; one guess counted per realm")
+    func lostQ1AnswersAreResent() async throws {
+        let h = try await FlowHarness.start()
+        try await stopping(h) {
+            let key = BackupKey()
+            try await h.client(transport: HTTPRealmTransport(timeout: .seconds(30))).register(key: key, password: "pw", user: "uma")
+            var raw = h.cluster.vaultConfiguration
+            raw.policy = .init(FlowHarness.policy, minPasswordLength: 1)
+            var proxies = [DroppingProxy]()
+            for i in 0..<5 {
+                let p = try await DroppingProxy.start(target: h.config.realms[i].baseURL, dropping: .q1, answers: 1)
+                proxies.append(p)
+                raw.realms[i].url = p.url
+            }
+            let started = proxies
+            try await stopping(all: started) {
+                let client = VaultClient(configuration: try raw.validated(), tokens: h.tenant, transport: HTTPRealmTransport(timeout: .seconds(30)))
+                // A wrong password: nothing resets the counts, so they show what was spent. Without
+                // the resend every realm's answer is lost (the realms unavailable, a guess spent at each).
+                await #expect(throws: VaultError.wrongPassword(attemptsLeft: 9)) {
+                    _ = try await client.recover(password: "wrong", user: "uma", rotate: false)
+                }
+                let q1 = VaultMessageType.q1.path
+                #expect(proxies.map { $0.count("dropped") } == [1, 1, 1, 1, 1])
+                #expect(proxies.map { $0.count(q1) } == [2, 2, 2, 2, 2], "each Q1 resent once")
+                let status = await h.client(transport: HTTPRealmTransport(timeout: .seconds(30))).status(user: "uma")
+                #expect(status.realms.count == 5)
+                for realm in status.realms {
+                    guard case .active(_, let attemptsLeft) = realm.state else { Issue.record("\(realm)"); continue }
+                    #expect(attemptsLeft == 9, "the resent Q1 was counted again: \(realm)")
+                }
+                // And the right password recovers through the same proxies (their drops are used up).
+                let result = try await client.recover(password: "pw", user: "uma", rotate: false)
+                #expect(result.key.constantTimeEquals(key))
             }
         }
     }

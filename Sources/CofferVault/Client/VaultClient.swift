@@ -169,6 +169,16 @@ public struct VaultClient: Sendable {
         }
     }
 
+    /// True for a reply that may hide an answer the realm stored: an HTTP 5xx (a proxy or a broken
+    /// connection on the way back) or a sealed internalError.
+    static func answerMayBeLost(_ reply: RealmReply?) -> Bool {
+        switch reply {
+        case .failure(.httpStatus(let status))?: return status >= 500
+        case .success(.error(let e))?: return e.code == .internalError
+        default: return false
+        }
+    }
+
     /// Recovers the key with the password, then rotates the registration (new `S`, new OPRF
     /// keys, new version) with the same password and key.
     /// - Throws: ``VaultError``: `.wrongPassword(attemptsLeft:)`, `.locked`, `.notRegistered`,
@@ -178,7 +188,19 @@ public struct VaultClient: Sendable {
         var machine = RecoveryMachine(configuration: configuration, user: user, tokens: tokens)
         let q0 = await transport.callAll(machine.q0Requests(), realms: configuration.realms)
         try machine.receiveQ0(q0)
-        let q1 = await transport.callAll(try machine.q1Requests(password: password), realms: configuration.realms)
+        let q1Requests = try machine.q1Requests(password: password)
+        var q1 = await transport.callAll(q1Requests, realms: configuration.realms)
+        // A Q1 whose answer was lost after the realm may have counted it (an HTTP 5xx on the way
+        // back, or the realm's internalError when its store gave up on a slow commit) is resent
+        // once: the same ticket and blinded element, sealed afresh. The realm answers a guess it
+        // counted with the stored answer and counts nothing more (VAULT.md), so a lost answer does
+        // not cost the user a guess at that realm. A refused connection or a timeout is not resent
+        // (a realm that is down, or hangs, would only add its delay to every recovery).
+        let lost = q1Requests.filter { id, _ in Self.answerMayBeLost(q1[id]) }
+        if !lost.isEmpty {
+            try? await Task.sleep(for: .milliseconds(200))
+            for (id, reply) in await transport.callAll(lost, realms: configuration.realms) { q1[id] = reply }
+        }
         let outcome = machine.receiveQ1(q1)
         // Q2 goes out whatever happened, so realms cannot tell success from failure by its presence.
         // Made once: a resend must be byte-identical (the random proofs of a failure included).
