@@ -15,9 +15,9 @@ final class IOExecutor: TaskExecutor {
     /// tasks (3 by default) sit in a folder's write and fsync, with room for a restore beside it.
     static let shared = IOExecutor(threads: min(64, max(8, 4 * ProcessInfo.processInfo.activeProcessorCount)))
     /// A restore's threads, one per core (at least two): a restore's tasks only read, decrypt and
-    /// write, so more threads than cores would only decrypt more packs at once. On the eight threads
-    /// of ``shared`` each blob's plaintext came from fresh pages (glibc), and a restore's peak RSS
-    /// was 11-16 MiB above the cooperative pool's (BENCHMARKS.md, session 12).
+    /// write. On the eight threads of ``shared`` a restore's 1 MiB buffers per blob came from fresh
+    /// pages (72-103k page faults, against 8 500 here, even with fewer packs at once), and its peak
+    /// RSS was 11-16 MiB above the cooperative pool's (BENCHMARKS.md, session 12).
     static let restore = IOExecutor(threads: max(2, ProcessInfo.processInfo.activeProcessorCount), prefix: "coffer-restore-")
     /// One thread on which a backup makes its pack buffers (PackWriterFactory): every 8 MiB buffer
     /// then comes from that thread's glibc malloc arena, which keeps freed blocks for reuse.
