@@ -19,10 +19,6 @@ final class DroppingProxy: Sendable {
     let task: Task<Void, any Error>
     let counts: Mutex2<[String: Int]>
 
-    static func start(target: String, dropQ2Answers: Int) async throws -> DroppingProxy {
-        try await start(target: target, dropping: .q2, answers: dropQ2Answers)
-    }
-
     static func start(target: String, dropping dropType: VaultMessageType, answers dropCount: Int) async throws -> DroppingProxy {
         let counts = Mutex2<[String: Int]>([:])
         let router = Router()
@@ -68,6 +64,20 @@ final class DroppingProxy: Sendable {
 
     func count(_ key: String) -> Int { counts.withLock { $0[key, default: 0] } }
 
+    /// One proxy in front of each of the harness's five realms, each dropping the first answer of
+    /// `type`, and the vault configuration that points at the proxies (any password length).
+    static func inFrontOf(_ h: FlowHarness, dropping type: VaultMessageType) async throws -> ([DroppingProxy], ValidatedVaultConfiguration) {
+        var raw = h.cluster.vaultConfiguration
+        raw.policy = .init(FlowHarness.policy, minPasswordLength: 1)
+        var proxies = [DroppingProxy]()
+        for i in 0..<5 {
+            let p = try await DroppingProxy.start(target: h.config.realms[i].baseURL, dropping: type, answers: 1)
+            proxies.append(p)
+            raw.realms[i].url = p.url
+        }
+        return (proxies, try raw.validated())
+    }
+
     func stop() async {
         await group.triggerGracefulShutdown()
         _ = try? await task.value
@@ -82,17 +92,9 @@ struct VaultLostQ2Tests {
         try await stopping(h) {
             let key = BackupKey()
             try await h.client(transport: HTTPRealmTransport(timeout: .seconds(30))).register(key: key, password: "pw", user: "oli")
-            var raw = h.cluster.vaultConfiguration
-            raw.policy = .init(FlowHarness.policy, minPasswordLength: 1)
-            var proxies = [DroppingProxy]()
-            for i in 0..<5 {
-                let p = try await DroppingProxy.start(target: h.config.realms[i].baseURL, dropQ2Answers: 1)
-                proxies.append(p)
-                raw.realms[i].url = p.url
-            }
-            let started = proxies
-            try await stopping(all: started) {
-                let client = VaultClient(configuration: try raw.validated(), tokens: h.tenant, transport: HTTPRealmTransport(timeout: .seconds(30)))
+            let (proxies, configuration) = try await DroppingProxy.inFrontOf(h, dropping: .q2)
+            try await stopping(all: proxies) {
+                let client = VaultClient(configuration: configuration, tokens: h.tenant, transport: HTTPRealmTransport(timeout: .seconds(30)))
                 let result = try await client.recover(password: "pw", user: "oli", rotate: false)
                 #expect(result.key.constantTimeEquals(key))
                 let q1 = VaultMessageType.q1.path, q2 = VaultMessageType.q2.path
@@ -115,17 +117,9 @@ struct VaultLostQ1Tests {
         try await stopping(h) {
             let key = BackupKey()
             try await h.client(transport: HTTPRealmTransport(timeout: .seconds(30))).register(key: key, password: "pw", user: "uma")
-            var raw = h.cluster.vaultConfiguration
-            raw.policy = .init(FlowHarness.policy, minPasswordLength: 1)
-            var proxies = [DroppingProxy]()
-            for i in 0..<5 {
-                let p = try await DroppingProxy.start(target: h.config.realms[i].baseURL, dropping: .q1, answers: 1)
-                proxies.append(p)
-                raw.realms[i].url = p.url
-            }
-            let started = proxies
-            try await stopping(all: started) {
-                let client = VaultClient(configuration: try raw.validated(), tokens: h.tenant, transport: HTTPRealmTransport(timeout: .seconds(30)))
+            let (proxies, configuration) = try await DroppingProxy.inFrontOf(h, dropping: .q1)
+            try await stopping(all: proxies) {
+                let client = VaultClient(configuration: configuration, tokens: h.tenant, transport: HTTPRealmTransport(timeout: .seconds(30)))
                 // A wrong password: nothing resets the counts, so they show what was spent. Without
                 // the resend every realm's answer is lost (the realms unavailable, a guess spent at each).
                 await #expect(throws: VaultError.wrongPassword(attemptsLeft: 9)) {
